@@ -1,0 +1,514 @@
+//! [`DataArray`] and [`Dataset`]: lazy (a graph node + query chunks) or loaded (values).
+//!
+//! `load()` vs `compute()`, as in xarray: `load(&mut self)` computes and keeps the values in
+//! this array (it is no longer lazy); `compute(&self)` returns the values and leaves the array
+//! lazy, so a later use recomputes (from cached chunks where they are still cached).
+//! `persist()` computes once and keeps the result where later lazy computations read it.
+
+use super::{BandReader, ChunkSummary, Cube, CubeError, Values};
+use crate::exec::Session;
+use crate::geo::GeoBox;
+use crate::graph::{BinaryOp, Node, Op, ReduceOp, UnaryOp};
+use crate::store::{ChunkSpec, DType, DIMS};
+use std::ops::Range;
+use std::sync::Arc;
+
+/// One variable: dims `(time, y, x)` minus reduced ones, coordinates, chunks, lazy or loaded.
+#[derive(Clone)]
+pub struct DataArray {
+    name: String,
+    node: Arc<Node>,
+    times: Vec<i64>,
+    geobox: GeoBox,
+    chunks: [u64; 3],
+    lazy_chunks: bool,
+    values: Option<Values>,
+    session: Arc<Session>,
+    /// The first time step of the input of a reduction over time (the label written to cubes).
+    time_label: Option<i64>,
+}
+
+impl DataArray {
+    pub(crate) fn from_band(cube: &Cube, band: Arc<BandReader>, w: &[Range<u64>; 3], chunks: Option<&ChunkSpec>) -> DataArray {
+        let shape = [w[0].end - w[0].start, w[1].end - w[1].start, w[2].end - w[2].start];
+        let stored = band.chunk_shape();
+        let dtype = band.dtype();
+        let (chunks, lazy) = match chunks {
+            Some(c) => (c.resolve(shape, stored, dtype.size() as u64), true),
+            None => (ChunkSpec::Auto.resolve(shape, stored, dtype.size() as u64), false),
+        };
+        let node = Node::new(Op::Source { band: band.clone(), offset: [w[0].start, w[1].start, w[2].start] }, shape, [true; 3], dtype);
+        let meta = cube.meta();
+        DataArray {
+            name: band.name().to_string(),
+            node,
+            times: meta.times[w[0].start as usize..w[0].end as usize].to_vec(),
+            geobox: meta.geobox.window(&crate::geo::PixelWindow { rows: w[1].clone(), cols: w[2].clone() }),
+            chunks,
+            lazy_chunks: lazy,
+            values: None,
+            session: cube.session().clone(),
+            time_label: None,
+        }
+    }
+
+    /// The variable name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    /// Rename.
+    pub fn rename(mut self, name: &str) -> DataArray {
+        self.name = name.to_string();
+        self
+    }
+    /// The graph node.
+    pub fn node(&self) -> &Arc<Node> {
+        &self.node
+    }
+    /// Present dimension names.
+    pub fn dims(&self) -> Vec<&'static str> {
+        (0..3).filter(|i| self.node.present[*i]).map(|i| DIMS[i]).collect()
+    }
+    /// Shape along the present dimensions.
+    pub fn shape(&self) -> Vec<u64> {
+        (0..3).filter(|i| self.node.present[*i]).map(|i| self.node.shape[i]).collect()
+    }
+    /// Full `[time, y, x]` shape (1 along absent dims).
+    pub fn shape3(&self) -> [u64; 3] {
+        self.node.shape
+    }
+    /// Query chunk shape `[time, y, x]`.
+    pub fn chunks3(&self) -> [u64; 3] {
+        let mut c = self.chunks;
+        for i in 0..3 {
+            c[i] = c[i].min(self.node.shape[i]).max(1);
+        }
+        c
+    }
+    /// The element type of the result.
+    pub fn dtype(&self) -> DType {
+        self.node.dtype
+    }
+    /// Time coordinates (days since 1970-01-01); empty when time was reduced.
+    pub fn times(&self) -> &[i64] {
+        &self.times
+    }
+    /// The grid of the selection (CRS, transform of its first pixel, size).
+    pub fn geobox(&self) -> &GeoBox {
+        &self.geobox
+    }
+    /// Whether values are not held yet.
+    pub fn is_lazy(&self) -> bool {
+        self.values.is_none()
+    }
+    /// Whether the array was created with query chunks (`dask_chunks`).
+    pub fn has_chunks(&self) -> bool {
+        self.lazy_chunks
+    }
+    /// Loaded values, if any.
+    pub fn values(&self) -> Option<&Values> {
+        self.values.as_ref()
+    }
+    /// The session that computes this array.
+    pub fn session(&self) -> &Arc<Session> {
+        &self.session
+    }
+
+    /// Rechunk (query chunks only; stored chunks are unaffected).
+    pub fn chunk(mut self, spec: &ChunkSpec) -> DataArray {
+        let stored = match &self.node.op {
+            Op::Source { band, .. } => band.chunk_shape(),
+            _ => self.chunks,
+        };
+        self.chunks = spec.resolve(self.node.shape, stored, self.dtype().size() as u64);
+        self.lazy_chunks = true;
+        self
+    }
+
+    /// The chunk table (as Dask's array repr).
+    pub fn summary(&self) -> ChunkSummary {
+        ChunkSummary::of(self)
+    }
+
+    /// Compute and return the values, leaving this array lazy.
+    pub fn compute(&self) -> Result<Values, CubeError> {
+        if let Some(v) = &self.values {
+            return Ok(v.clone());
+        }
+        Ok(self.session.compute(&self.node, self.chunks3())?)
+    }
+
+    /// Compute and keep the values in this array (no longer lazy). Returns them.
+    pub fn load(&mut self) -> Result<&Values, CubeError> {
+        if self.values.is_none() {
+            self.values = Some(self.session.compute(&self.node, self.chunks3())?);
+        }
+        Ok(self.values.as_ref().expect("just loaded"))
+    }
+
+    /// Compute once and keep the result in the session (memory, spilling what does not fit);
+    /// the array stays lazy and later computations built on it read the persisted chunks.
+    pub fn persist(&mut self) -> Result<(), CubeError> {
+        self.node = self.session.persist(&self.node, self.chunks3())?;
+        Ok(())
+    }
+
+    /// Print-free explanation of what computing this array will fetch and hold.
+    pub fn explain(&self) -> crate::exec::Explain {
+        self.session.explain(&self.node, self.chunks3())
+    }
+
+    /// The task graph as Graphviz DOT (read bottom-up as Dask's `visualize()`).
+    pub fn visualize(&self) -> String {
+        crate::graph::to_dot(&self.node, self.chunks3(), &self.name)
+    }
+
+    /// Write this array as a new cube (chunk by chunk, never whole in memory).
+    pub fn to_zarr(&self, url: &str, overwrite: bool) -> Result<(), CubeError> {
+        let mut ds = Dataset::new();
+        ds.insert(&self.name, self.clone());
+        ds.to_zarr(url, overwrite)
+    }
+
+    fn with_node(&self, node: Arc<Node>) -> DataArray {
+        let mut times = self.times.clone();
+        let mut time_label = self.time_label;
+        if !node.present[0] {
+            time_label = time_label.or(times.first().copied());
+            times.clear();
+        }
+        DataArray { name: self.name.clone(), node, times, geobox: self.geobox.clone(), chunks: self.chunks, lazy_chunks: self.lazy_chunks, values: None, session: self.session.clone(), time_label }
+    }
+
+    /// Select index ranges along named dimensions (stays lazy). Out-of-range ranges are
+    /// clamped; use [`crate::cube::Query`] for validated selection.
+    pub fn isel(&self, sel: &[(&str, Range<u64>)]) -> Result<DataArray, CubeError> {
+        let mut r = [0..self.node.shape[0], 0..self.node.shape[1], 0..self.node.shape[2]];
+        for (dim, range) in sel {
+            let i = DIMS.iter().position(|d| d == dim).filter(|i| self.node.present[*i]).ok_or_else(|| CubeError::Selection {
+                what: format!("isel {dim}"),
+                msg: format!("no dimension '{dim}'; dimensions are {:?}", self.dims()),
+            })?;
+            let n = self.node.shape[i];
+            if range.start >= range.end || range.end > n {
+                return Err(CubeError::Selection { what: format!("isel {dim}"), msg: format!("{}:{} is empty, reversed or beyond the size {n}", range.start, range.end) });
+            }
+            r[i] = range.clone();
+        }
+        let mut out = self.with_node(self.node.slice(&r));
+        if !out.times.is_empty() {
+            out.times = self.times[r[0].start as usize..r[0].end as usize].to_vec();
+        }
+        out.geobox = self.geobox.window(&crate::geo::PixelWindow { rows: r[1].clone(), cols: r[2].clone() });
+        if let Some(v) = &self.values {
+            out.values = Some(v.window(&r));
+        }
+        Ok(out)
+    }
+
+    /// Select by coordinate ranges (inclusive): `("x", min, max)`, `("y", min, max)` in the
+    /// cube CRS, or `("time", start_day, end_day)`.
+    pub fn sel(&self, sel: &[(&str, f64, f64)]) -> Result<DataArray, CubeError> {
+        let mut isel: Vec<(&str, Range<u64>)> = Vec::new();
+        for (dim, lo, hi) in sel {
+            if lo > hi {
+                return Err(CubeError::Selection { what: format!("sel {dim}"), msg: format!("{lo},{hi} is reversed") });
+            }
+            let r = match *dim {
+                "time" => {
+                    let idx: Vec<usize> = self.times.iter().enumerate().filter(|(_, t)| (**t as f64) >= *lo && (**t as f64) <= *hi).map(|(i, _)| i).collect();
+                    match (idx.first(), idx.last()) {
+                        (Some(a), Some(b)) => *a as u64..*b as u64 + 1,
+                        _ => 0..0,
+                    }
+                }
+                "x" => self.geobox.window_for_bbox([*lo, f64::MIN, *hi, f64::MAX]).cols,
+                "y" => self.geobox.window_for_bbox([f64::MIN, *lo, f64::MAX, *hi]).rows,
+                other => return Err(CubeError::Selection { what: format!("sel {other}"), msg: "dimensions are time, y, x".into() }),
+            };
+            if r.is_empty() {
+                return Err(CubeError::Selection { what: format!("sel {dim}"), msg: format!("{lo}..{hi} selects nothing") });
+            }
+            isel.push((dim, r));
+        }
+        self.isel(&isel)
+    }
+
+    /// Any elementwise unary operation.
+    pub fn unary_op(&self, op: UnaryOp) -> DataArray {
+        self.unary(op)
+    }
+
+    fn unary(&self, op: UnaryOp) -> DataArray {
+        let n = &self.node;
+        let dtype = match op {
+            UnaryOp::Neg | UnaryOp::Abs if n.dtype.is_float() => n.dtype,
+            _ => DType::F32,
+        };
+        self.with_node(Node::new(Op::Unary(op, n.clone()), n.shape, n.present, dtype))
+    }
+
+    fn binary(&self, op: BinaryOp, other: &DataArray) -> DataArray {
+        let (a, b) = (&self.node, &other.node);
+        let mut shape = [1u64; 3];
+        let mut present = [false; 3];
+        let mut problem = None;
+        for i in 0..3 {
+            present[i] = a.present[i] || b.present[i];
+            shape[i] = if a.present[i] { a.shape[i] } else { b.shape[i] };
+            if a.present[i] && b.present[i] && a.shape[i] != b.shape[i] {
+                problem = Some(format!("cannot combine '{}' and '{}': {} has {} vs {} steps", self.name, other.name, DIMS[i], a.shape[i], b.shape[i]));
+            }
+        }
+        let spatial = |n: &Node| n.present[1] || n.present[2];
+        if problem.is_none() && spatial(a) && spatial(b) && (self.geobox.transform != other.geobox.transform || self.geobox.wkt != other.geobox.wkt) {
+            problem = Some(format!("cannot combine '{}' and '{}': they lie on different grids", self.name, other.name));
+        }
+        if problem.is_none() && a.present[0] && b.present[0] && self.times != other.times {
+            problem = Some(format!("cannot combine '{}' and '{}': their time coordinates differ", self.name, other.name));
+        }
+        let op_ = match problem {
+            Some(m) => Op::Invalid(m),
+            None => Op::Binary(op, a.clone(), b.clone()),
+        };
+        let mut out = if a.present.iter().filter(|p| **p).count() >= b.present.iter().filter(|p| **p).count() { self.clone() } else { other.clone() };
+        out.values = None;
+        out.node = Node::new(op_, shape, present, DType::F32);
+        if !present[0] {
+            out.time_label = out.time_label.or(self.time_label).or(other.time_label);
+            out.times.clear();
+        }
+        out
+    }
+
+    /// A constant on this array's grid (broadcasts to any shape).
+    pub fn scalar(&self, v: f64) -> DataArray {
+        let mut s = self.clone();
+        s.values = None;
+        s.node = Node::new(Op::Const(v), [1, 1, 1], [false; 3], DType::F32);
+        s.times.clear();
+        s
+    }
+
+    /// Elementwise binary op with another array (broadcasting over absent dimensions).
+    pub fn apply(&self, op: BinaryOp, other: &DataArray) -> DataArray {
+        self.binary(op, other)
+    }
+    /// Elementwise binary op with a scalar.
+    pub fn apply_scalar(&self, op: BinaryOp, v: f64) -> DataArray {
+        self.binary(op, &self.scalar(v))
+    }
+    /// `self < v` etc. with another array.
+    pub fn lt(&self, o: &DataArray) -> DataArray {
+        self.binary(BinaryOp::Lt, o)
+    }
+    /// `self > o`.
+    pub fn gt(&self, o: &DataArray) -> DataArray {
+        self.binary(BinaryOp::Gt, o)
+    }
+    /// `abs(self)`.
+    pub fn abs(&self) -> DataArray {
+        self.unary(UnaryOp::Abs)
+    }
+    /// `sqrt(self)`.
+    pub fn sqrt(&self) -> DataArray {
+        self.unary(UnaryOp::Sqrt)
+    }
+    /// 1 where missing (nodata/NaN), else 0.
+    pub fn isnull(&self) -> DataArray {
+        self.unary(UnaryOp::IsNull)
+    }
+    /// Replace missing values by `v`.
+    pub fn fillna(&self, v: f64) -> DataArray {
+        self.binary(BinaryOp::FillNa, &self.scalar(v))
+    }
+    /// Clamp to `[lo, hi]`.
+    pub fn clip(&self, lo: f64, hi: f64) -> DataArray {
+        let n = &self.node;
+        self.with_node(Node::new(Op::Clip(n.clone(), lo, hi), n.shape, n.present, DType::F32))
+    }
+    /// `self` where `cond` is true, else `other` (xarray's `where`).
+    pub fn where_(&self, cond: &DataArray, other: &DataArray) -> DataArray {
+        let shape_src = self.binary(BinaryOp::Add, other).binary(BinaryOp::Add, cond);
+        if let Op::Invalid(_) = &shape_src.node.op {
+            return shape_src;
+        }
+        let n = Node::new(Op::Where(cond.node.clone(), self.node.clone(), other.node.clone()), shape_src.node.shape, shape_src.node.present, DType::F32);
+        let mut out = shape_src;
+        out.node = n;
+        out.name = self.name.clone();
+        out
+    }
+    /// Cast (integers round and saturate; missing values become 0).
+    pub fn astype(&self, d: DType) -> DataArray {
+        let n = &self.node;
+        self.with_node(Node::new(Op::Cast(d, n.clone()), n.shape, n.present, d))
+    }
+
+    /// A nan-aware reduction over `dim`.
+    pub fn reduce(&self, op: ReduceOp, dim: &str) -> DataArray {
+        let n = &self.node;
+        let Some(axis) = DIMS.iter().position(|d| *d == dim).filter(|i| n.present[*i]) else {
+            let msg = format!("cannot reduce '{}' over unknown dimension '{dim}'; dimensions are {:?}", self.name, self.dims());
+            return self.with_node(Node::new(Op::Invalid(msg), n.shape, n.present, DType::F32));
+        };
+        let mut shape = n.shape;
+        shape[axis] = 1;
+        let mut present = n.present;
+        present[axis] = false;
+        let dtype = if op == ReduceOp::Count { DType::F32 } else { DType::F32 };
+        let mut out = self.with_node(Node::new(Op::Reduce { op, axis, input: n.clone(), offset: [0; 3] }, shape, present, dtype));
+        out.chunks[axis] = 1;
+        out
+    }
+    /// Mean over a dimension.
+    pub fn mean(&self, dim: &str) -> DataArray {
+        self.reduce(ReduceOp::Mean, dim)
+    }
+    /// Median over a dimension.
+    pub fn median(&self, dim: &str) -> DataArray {
+        self.reduce(ReduceOp::Median, dim)
+    }
+}
+
+macro_rules! std_op {
+    ($tr:ident, $f:ident, $op:expr) => {
+        impl std::ops::$tr<&DataArray> for &DataArray {
+            type Output = DataArray;
+            fn $f(self, o: &DataArray) -> DataArray {
+                self.binary($op, o)
+            }
+        }
+        impl std::ops::$tr<f64> for &DataArray {
+            type Output = DataArray;
+            fn $f(self, v: f64) -> DataArray {
+                self.binary($op, &self.scalar(v))
+            }
+        }
+        impl std::ops::$tr<&DataArray> for f64 {
+            type Output = DataArray;
+            fn $f(self, o: &DataArray) -> DataArray {
+                o.scalar(self).binary($op, o)
+            }
+        }
+    };
+}
+std_op!(Add, add, BinaryOp::Add);
+std_op!(Sub, sub, BinaryOp::Sub);
+std_op!(Mul, mul, BinaryOp::Mul);
+std_op!(Div, div, BinaryOp::Div);
+
+impl std::ops::Neg for &DataArray {
+    type Output = DataArray;
+    fn neg(self) -> DataArray {
+        self.unary(UnaryOp::Neg)
+    }
+}
+
+impl std::fmt::Display for DataArray {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let dims: Vec<String> = self.dims().iter().zip(self.shape()).map(|(d, n)| format!("{d}: {n}")).collect();
+        writeln!(f, "<chunkcube.DataArray '{}' ({})> {}", self.name, dims.join(", "), self.dtype())?;
+        match &self.values {
+            Some(v) => writeln!(f, "values loaded ({})", super::format_bytes(v.nbytes() as u64))?,
+            None => write!(f, "{}", self.summary())?,
+        }
+        if !self.times.is_empty() {
+            let t: Vec<String> = self.times.iter().take(4).map(|d| crate::geo::days_to_iso(*d)).collect();
+            writeln!(f, "  * time  {}{}", t.join(" "), if self.times.len() > 4 { " ..." } else { "" })?;
+        }
+        let g = &self.geobox;
+        if self.node.present[1] {
+            writeln!(f, "  * y     {:.1} ... {:.1}", g.transform[3] + 0.5 * g.dy(), g.transform[3] + (g.height as f64 - 0.5) * g.dy())?;
+        }
+        if self.node.present[2] {
+            writeln!(f, "  * x     {:.1} ... {:.1}", g.transform[0] + 0.5 * g.dx(), g.transform[0] + (g.width as f64 - 0.5) * g.dx())?;
+        }
+        writeln!(f, "    spatial_ref  {}", g.epsg.map(|e| format!("EPSG:{e}")).unwrap_or_else(|| "(custom CRS)".into()))
+    }
+}
+
+/// Named variables on one grid, as an xarray Dataset.
+#[derive(Clone, Default)]
+pub struct Dataset {
+    vars: Vec<(String, DataArray)>,
+}
+
+impl Dataset {
+    /// Empty dataset.
+    pub fn new() -> Dataset {
+        Dataset::default()
+    }
+    /// Add or replace a variable.
+    pub fn insert(&mut self, name: &str, da: DataArray) {
+        let da = da.rename(name);
+        match self.vars.iter_mut().find(|(n, _)| n == name) {
+            Some(slot) => slot.1 = da,
+            None => self.vars.push((name.to_string(), da)),
+        }
+    }
+    /// A variable.
+    pub fn get(&self, name: &str) -> Option<&DataArray> {
+        self.vars.iter().find(|(n, _)| n == name).map(|(_, d)| d)
+    }
+    /// A variable, mutably.
+    pub fn get_mut(&mut self, name: &str) -> Option<&mut DataArray> {
+        self.vars.iter_mut().find(|(n, _)| n == name).map(|(_, d)| d)
+    }
+    /// Variable names in order.
+    pub fn names(&self) -> Vec<String> {
+        self.vars.iter().map(|(n, _)| n.clone()).collect()
+    }
+    /// Variables in order.
+    pub fn vars(&self) -> impl Iterator<Item = &DataArray> {
+        self.vars.iter().map(|(_, d)| d)
+    }
+    /// Load every variable (`Dataset.load()`).
+    pub fn load(&mut self) -> Result<(), CubeError> {
+        for (_, d) in &mut self.vars {
+            d.load()?;
+        }
+        Ok(())
+    }
+    /// Write all variables as a new cube, chunk by chunk.
+    pub fn to_zarr(&self, url: &str, overwrite: bool) -> Result<(), CubeError> {
+        let Some((_, first)) = self.vars.first() else {
+            return Err(CubeError::Selection { what: "to_zarr".into(), msg: "the dataset is empty".into() });
+        };
+        let outs: Vec<(String, Arc<Node>)> = self.vars.iter().map(|(n, d)| (n.clone(), d.node.clone())).collect();
+        let times = if first.times.is_empty() { vec![first.time_label.unwrap_or(0)] } else { first.times.clone() };
+        first.session.write_cube(&outs, first.chunks3(), &times, &first.geobox, url, overwrite)?;
+        Ok(())
+    }
+}
+
+impl std::ops::Index<&str> for Dataset {
+    type Output = DataArray;
+    fn index(&self, name: &str) -> &DataArray {
+        match self.get(name) {
+            Some(d) => d,
+            None => panic!("no variable '{name}' in the dataset; it has {:?}", self.names()),
+        }
+    }
+}
+
+impl std::fmt::Display for Dataset {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Some((_, first)) = self.vars.first() else {
+            return writeln!(f, "<chunkcube.Dataset> (empty)");
+        };
+        let dims: Vec<String> = first.dims().iter().zip(first.shape()).map(|(d, n)| format!("{d}: {n}")).collect();
+        writeln!(f, "<chunkcube.Dataset>\nDimensions:  ({})", dims.join(", "))?;
+        writeln!(f, "Data variables:")?;
+        for (n, d) in &self.vars {
+            let state = if d.is_lazy() {
+                let c = d.chunks3();
+                format!("lazy<chunksize=({}, {}, {})>", c[0], c[1], c[2])
+            } else {
+                "loaded".to_string()
+            };
+            writeln!(f, "    {n:<8} ({}) {} {state}", d.dims().join(", "), d.dtype())?;
+        }
+        writeln!(f, "Attributes:\n    crs: {}", first.geobox.epsg.map(|e| format!("EPSG:{e}")).unwrap_or_default())
+    }
+}

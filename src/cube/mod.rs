@@ -1,0 +1,133 @@
+//! The lazy cube: [`Cube::open`] reads metadata only; a [`Query`] (measurements, lon/lat or
+//! native box, index ranges, time range, chunks) gives a [`Dataset`] of [`DataArray`]s — eager
+//! without chunks, lazy with them, as `dc.load(..., dask_chunks=...)`.
+
+mod band;
+mod dataarray;
+mod query;
+mod summary;
+mod values;
+
+pub use band::BandReader;
+pub use dataarray::{DataArray, Dataset};
+pub use query::Query;
+pub use summary::{format_bytes, ChunkSummary};
+pub use values::{Values, ValuesOf};
+
+use crate::exec::{ExecConfig, Session};
+use crate::store::layout::{read_cube_meta, CubeMeta};
+use crate::store::{Store, StoreError};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// Errors of opening and querying cubes.
+#[derive(Debug, thiserror::Error)]
+pub enum CubeError {
+    /// Store or metadata problem.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A measurement the cube does not have.
+    #[error("unknown measurement '{name}'; the cube has: {available}")]
+    UnknownBand {
+        /// Requested name.
+        name: String,
+        /// Comma-separated bands.
+        available: String,
+    },
+    /// A selection that selects nothing or is malformed.
+    #[error("invalid selection {what}: {msg}")]
+    Selection {
+        /// The flag or argument (`--lon`, `isel y=…`).
+        what: String,
+        /// Why.
+        msg: String,
+    },
+    /// A stored chunk that cannot be decoded (corrupt, truncated).
+    #[error("band '{band}' chunk '{key}': {msg}")]
+    Chunk {
+        /// Band.
+        band: String,
+        /// Store key.
+        key: String,
+        /// Decoder message.
+        msg: String,
+    },
+    /// A problem while computing.
+    #[error(transparent)]
+    Exec(#[from] Box<crate::exec::ExecError>),
+}
+
+impl From<crate::exec::ExecError> for CubeError {
+    fn from(e: crate::exec::ExecError) -> Self {
+        CubeError::Exec(Box::new(e))
+    }
+}
+
+/// An open cube: metadata, coordinates and one reader per band.
+#[derive(Clone)]
+pub struct Cube {
+    store: Store,
+    meta: Arc<CubeMeta>,
+    bands: BTreeMap<String, Arc<BandReader>>,
+    session: Arc<Session>,
+}
+
+impl std::fmt::Debug for Cube {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Cube({}, bands {:?})", self.store.url(), self.meta.band_names())
+    }
+}
+
+impl Cube {
+    /// Open a cube (local path or `s3://bucket/prefix`), reading only metadata and
+    /// coordinates, with a default execution session.
+    pub fn open(url: &str) -> Result<Cube, CubeError> {
+        Cube::open_with(url, ExecConfig::default())
+    }
+
+    /// Open with an execution configuration (threads, memory limit, …).
+    pub fn open_with(url: &str, config: ExecConfig) -> Result<Cube, CubeError> {
+        let session = Session::new(config).map_err(CubeError::from)?;
+        Cube::open_in(url, session)
+    }
+
+    /// Open within an existing session (sharing its cache, budget and stats).
+    pub fn open_in(url: &str, session: Arc<Session>) -> Result<Cube, CubeError> {
+        let store = Store::open(url, false)?;
+        let meta = read_cube_meta(&store)?;
+        let mut bands = BTreeMap::new();
+        for b in &meta.bands {
+            bands.insert(b.name.clone(), BandReader::open(&store, b.clone())?);
+        }
+        Ok(Cube { store, meta: Arc::new(meta), bands, session })
+    }
+
+    /// The cube's metadata.
+    pub fn meta(&self) -> &CubeMeta {
+        &self.meta
+    }
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+    /// The execution session.
+    pub fn session(&self) -> &Arc<Session> {
+        &self.session
+    }
+    /// Band names.
+    pub fn band_names(&self) -> Vec<String> {
+        self.meta.band_names()
+    }
+    /// A band's reader.
+    pub fn band(&self, name: &str) -> Result<&Arc<BandReader>, CubeError> {
+        self.bands.get(name).ok_or_else(|| CubeError::UnknownBand {
+            name: name.to_string(),
+            available: self.band_names().join(", "),
+        })
+    }
+
+    /// Run a query: lazy when it has chunks, else loaded at once.
+    pub fn load(&self, q: &Query) -> Result<Dataset, CubeError> {
+        query::run(self, q)
+    }
+}

@@ -1,0 +1,171 @@
+//! Queries: what `dc.load` takes, mapped to a pixel window of the cube.
+
+use super::{Cube, CubeError, DataArray, Dataset};
+use crate::geo::PixelWindow;
+use crate::store::ChunkSpec;
+use std::ops::Range;
+
+/// A selection of a cube, as `dc.load(product, measurements, x, y, time, dask_chunks)`.
+///
+/// Spatial selections pick every pixel whose centre lies inside the box. Ranges must be
+/// ordered (min ≤ max). A selection that selects nothing is an error, never an empty result.
+/// `isel` ranges are cube indices and intersect the other selections.
+#[derive(Debug, Clone, Default)]
+pub struct Query {
+    /// Bands to load (all when `None`).
+    pub measurements: Option<Vec<String>>,
+    /// Longitude range (EPSG:4326).
+    pub lon: Option<(f64, f64)>,
+    /// Latitude range (EPSG:4326).
+    pub lat: Option<(f64, f64)>,
+    /// Box in the cube's CRS: minx, miny, maxx, maxy.
+    pub bbox: Option<[f64; 4]>,
+    /// Index ranges along time, y, x.
+    pub isel: [Option<Range<u64>>; 3],
+    /// Inclusive time range (days since 1970-01-01).
+    pub time: Option<(i64, i64)>,
+    /// Query chunks (lazy); `None` = eager.
+    pub chunks: Option<ChunkSpec>,
+}
+
+impl Query {
+    /// An empty query: everything, eager.
+    pub fn new() -> Query {
+        Query::default()
+    }
+    /// Select bands.
+    pub fn measurements(mut self, m: &[&str]) -> Query {
+        self.measurements = Some(m.iter().map(|s| s.to_string()).collect());
+        self
+    }
+    /// Select a lon/lat box (EPSG:4326).
+    pub fn lon_lat(mut self, lon: (f64, f64), lat: (f64, f64)) -> Query {
+        self.lon = Some(lon);
+        self.lat = Some(lat);
+        self
+    }
+    /// Select a box in the cube's CRS.
+    pub fn bbox(mut self, b: [f64; 4]) -> Query {
+        self.bbox = Some(b);
+        self
+    }
+    /// Select index ranges (`dim` in time, y, x).
+    pub fn isel(mut self, dim: &str, r: Range<u64>) -> Query {
+        if let Some(i) = crate::store::DIMS.iter().position(|d| *d == dim) {
+            self.isel[i] = Some(r);
+        }
+        self
+    }
+    /// Select an inclusive time range of ISO dates or years.
+    pub fn time(mut self, start: &str, end: &str) -> Result<Query, CubeError> {
+        let p = |s: &str| crate::geo::parse_time(s).map_err(|e| CubeError::Selection { what: "--time".into(), msg: e.to_string() });
+        self.time = Some((p(start)?, p(end)?));
+        Ok(self)
+    }
+    /// Lazy load with chunks (`dask_chunks`).
+    pub fn chunks(mut self, c: ChunkSpec) -> Query {
+        self.chunks = Some(c);
+        self
+    }
+}
+
+fn sel_err(what: &str, msg: impl Into<String>) -> CubeError {
+    CubeError::Selection { what: what.into(), msg: msg.into() }
+}
+
+fn intersect(a: Range<u64>, b: Range<u64>) -> Range<u64> {
+    a.start.max(b.start)..a.end.min(b.end).max(a.start.max(b.start))
+}
+
+/// The window `[time, y, x]` a query selects.
+pub fn resolve_window(cube: &Cube, q: &Query) -> Result<[Range<u64>; 3], CubeError> {
+    let meta = cube.meta();
+    let g = &meta.geobox;
+    let mut w = [0..meta.times.len() as u64, 0..g.height, 0..g.width];
+    let ordered = |what: &str, a: f64, b: f64| {
+        if !(a.is_finite() && b.is_finite()) || a > b {
+            Err(sel_err(what, format!("{a},{b}: expected MIN,MAX with MIN <= MAX")))
+        } else {
+            Ok(())
+        }
+    };
+    if q.lon.is_some() != q.lat.is_some() {
+        return Err(sel_err("--lon/--lat", "give both a longitude and a latitude range"));
+    }
+    if let (Some(lon), Some(lat)) = (q.lon, q.lat) {
+        ordered("--lon", lon.0, lon.1)?;
+        ordered("--lat", lat.0, lat.1)?;
+        if lat.0 < -90.0 || lat.1 > 90.0 || lon.0 < -180.0 || lon.1 > 180.0 {
+            return Err(sel_err("--lon/--lat", "longitudes must lie in -180..180 and latitudes in -90..90"));
+        }
+        let nb = g.lonlat_to_native([lon.0, lat.0, lon.1, lat.1]).map_err(|e| sel_err("--lon/--lat", e.to_string()))?;
+        let PixelWindow { rows, cols } = g.window_for_bbox(nb);
+        if rows.is_empty() || cols.is_empty() {
+            let b = g.bounds();
+            return Err(sel_err("--lon/--lat", format!("the box lies outside the cube (cube bounds in its CRS: {:.0},{:.0},{:.0},{:.0})", b[0], b[1], b[2], b[3])));
+        }
+        w[1] = intersect(w[1].clone(), rows);
+        w[2] = intersect(w[2].clone(), cols);
+    }
+    if let Some(b) = q.bbox {
+        ordered("--bbox x", b[0], b[2])?;
+        ordered("--bbox y", b[1], b[3])?;
+        let PixelWindow { rows, cols } = g.window_for_bbox(b);
+        if rows.is_empty() || cols.is_empty() {
+            let cb = g.bounds();
+            return Err(sel_err("--bbox", format!("the box lies outside the cube (bounds {:.0},{:.0},{:.0},{:.0})", cb[0], cb[1], cb[2], cb[3])));
+        }
+        w[1] = intersect(w[1].clone(), rows);
+        w[2] = intersect(w[2].clone(), cols);
+    }
+    for (i, r) in q.isel.iter().enumerate() {
+        if let Some(r) = r {
+            let dim = crate::store::DIMS[i];
+            let n = [meta.times.len() as u64, g.height, g.width][i];
+            if r.start >= r.end {
+                return Err(sel_err("--isel", format!("{dim}={}:{} is empty or reversed", r.start, r.end)));
+            }
+            if r.end > n {
+                return Err(sel_err("--isel", format!("{dim}={}:{} is out of bounds (size {n})", r.start, r.end)));
+            }
+            w[i] = intersect(w[i].clone(), r.clone());
+        }
+    }
+    if let Some((a, b)) = q.time {
+        if a > b {
+            return Err(sel_err("--time", format!("{}/{} is reversed", crate::geo::days_to_iso(a), crate::geo::days_to_iso(b))));
+        }
+        let idx: Vec<u64> = meta.times.iter().enumerate().filter(|(_, t)| **t >= a && **t <= b).map(|(i, _)| i as u64).collect();
+        let (Some(first), Some(last)) = (idx.first(), idx.last()) else {
+            let have = meta.times.iter().map(|t| crate::geo::days_to_iso(*t)).collect::<Vec<_>>().join(", ");
+            return Err(sel_err("--time", format!("no time steps in {}/{}; the cube has {have}", crate::geo::days_to_iso(a), crate::geo::days_to_iso(b))));
+        };
+        w[0] = intersect(w[0].clone(), *first..last + 1);
+    }
+    for (i, r) in w.iter().enumerate() {
+        if r.is_empty() {
+            return Err(sel_err("selection", format!("selects no pixels along {}", crate::store::DIMS[i])));
+        }
+    }
+    Ok(w)
+}
+
+/// Run a query.
+pub fn run(cube: &Cube, q: &Query) -> Result<Dataset, CubeError> {
+    let names: Vec<String> = match &q.measurements {
+        Some(m) if m.is_empty() => return Err(sel_err("--measurements", "empty list")),
+        Some(m) => m.clone(),
+        None => cube.band_names(),
+    };
+    let window = resolve_window(cube, q)?;
+    let mut ds = Dataset::new();
+    for n in &names {
+        let band = cube.band(n)?.clone();
+        let da = DataArray::from_band(cube, band, &window, q.chunks.as_ref());
+        ds.insert(n, da);
+    }
+    if q.chunks.is_none() {
+        ds.load()?;
+    }
+    Ok(ds)
+}

@@ -1,0 +1,70 @@
+//! The memory budget: every task reserves its buffers before it fetches; reservations block
+//! while the budget is exhausted, so the tracked total never exceeds the limit.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Condvar, Mutex};
+
+/// A byte budget shared by all tasks of a session.
+#[derive(Debug)]
+pub struct Budget {
+    limit: u64,
+    used: Mutex<u64>,
+    cv: Condvar,
+    peak: AtomicU64,
+    external: AtomicU64,
+}
+
+/// A reservation; released on drop.
+pub struct Reservation<'a> {
+    budget: &'a Budget,
+    bytes: u64,
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut u) = self.budget.used.lock() {
+            *u -= self.bytes;
+        }
+        self.budget.cv.notify_all();
+    }
+}
+
+impl Budget {
+    /// A budget of `limit` bytes.
+    pub fn new(limit: u64) -> Budget {
+        Budget { limit, used: Mutex::new(0), cv: Condvar::new(), peak: AtomicU64::new(0), external: AtomicU64::new(0) }
+    }
+    /// The limit.
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+    /// Reserve `bytes`, waiting until they fit. A request larger than the whole limit is
+    /// granted alone (planning rejects such tasks before execution starts).
+    pub fn reserve(&self, bytes: u64) -> Reservation<'_> {
+        let mut u = self.used.lock().unwrap_or_else(|e| e.into_inner());
+        while *u > 0 && *u + bytes + self.external.load(Ordering::Relaxed) > self.limit {
+            u = self.cv.wait(u).unwrap_or_else(|e| e.into_inner());
+        }
+        *u += bytes;
+        self.note_peak(*u);
+        Reservation { budget: self, bytes }
+    }
+    /// Account memory held outside reservations (the chunk cache).
+    pub fn set_external(&self, bytes: u64) {
+        self.external.store(bytes, Ordering::Relaxed);
+        let u = self.used.lock().map(|u| *u).unwrap_or(0);
+        self.note_peak(u);
+    }
+    fn note_peak(&self, used: u64) {
+        let total = used + self.external.load(Ordering::Relaxed);
+        self.peak.fetch_max(total, Ordering::Relaxed);
+    }
+    /// High-water mark of reserved + external bytes.
+    pub fn peak(&self) -> u64 {
+        self.peak.load(Ordering::Relaxed)
+    }
+    /// Reset the high-water mark.
+    pub fn reset_peak(&self) {
+        self.peak.store(0, Ordering::Relaxed);
+    }
+}

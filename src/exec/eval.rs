@@ -1,0 +1,286 @@
+//! Evaluation of one region of a graph: the body of every chunk task. Elementwise chains are
+//! fused per task (no whole-array intermediates); reductions stream over their axis.
+
+use super::{ExecError, Session};
+use crate::cube::{BandReader, Values};
+use crate::graph::{input_region, BinaryOp, Node, Op, ReduceOp, UnaryOp};
+use crate::store::DType;
+use ndarray::{ArrayD, Axis, IxDyn, SliceInfoElem, Zip};
+use std::ops::Range;
+use std::sync::Arc;
+
+fn lens(r: &[Range<u64>; 3]) -> [usize; 3] {
+    [(r[0].end - r[0].start) as usize, (r[1].end - r[1].start) as usize, (r[2].end - r[2].start) as usize]
+}
+
+fn sl(r: &[Range<u64>]) -> Vec<SliceInfoElem> {
+    r.iter().map(|r| SliceInfoElem::Slice { start: r.start as isize, end: Some(r.end as isize), step: 1 }).collect()
+}
+
+/// For each stored chunk under `region` of a source (offset applied): the chunk index, the
+/// window inside the chunk, and the window inside the region.
+pub(crate) fn chunk_pieces(band: &BandReader, offset: [u64; 3], region: &[Range<u64>; 3]) -> Vec<([u64; 3], [Range<u64>; 3], [Range<u64>; 3])> {
+    let c = band.chunk_shape();
+    let abs: [Range<u64>; 3] = std::array::from_fn(|i| region[i].start + offset[i]..region[i].end + offset[i]);
+    let cr: [Range<u64>; 3] = std::array::from_fn(|i| abs[i].start / c[i]..(abs[i].end - 1) / c[i] + 1);
+    let mut out = Vec::new();
+    for t in cr[0].clone() {
+        for y in cr[1].clone() {
+            for x in cr[2].clone() {
+                let idx = [t, y, x];
+                let inner: [Range<u64>; 3] = std::array::from_fn(|i| {
+                    let c0 = idx[i] * c[i];
+                    abs[i].start.max(c0) - c0..abs[i].end.min(c0 + c[i]) - c0
+                });
+                let dst: [Range<u64>; 3] = std::array::from_fn(|i| {
+                    let c0 = idx[i] * c[i];
+                    abs[i].start.max(c0) - abs[i].start..abs[i].end.min(c0 + c[i]) - abs[i].start
+                });
+                out.push((idx, inner, dst));
+            }
+        }
+    }
+    out
+}
+
+impl Session {
+    /// Read a region of a band in its own dtype.
+    pub(crate) fn read_typed(&self, band: &Arc<BandReader>, offset: [u64; 3], region: &[Range<u64>; 3]) -> Result<Values, ExecError> {
+        let shape = lens(region);
+        let mut out = Values::filled(band.dtype(), &shape, band.nodata().unwrap_or(0.0));
+        for (idx, inner, dst) in chunk_pieces(band, offset, region) {
+            let chunk = self.chunk(band, idx)?;
+            out.assign(&dst, &chunk.window(&inner));
+        }
+        Ok(out)
+    }
+
+    /// Evaluate `region` of `node` as f32 (3-D, length 1 along absent dimensions).
+    pub(crate) fn eval(&self, node: &Arc<Node>, region: &[Range<u64>; 3]) -> Result<ArrayD<f32>, ExecError> {
+        self.check_cancelled()?;
+        Ok(match &node.op {
+            Op::Invalid(m) => return Err(ExecError::Invalid(m.clone())),
+            Op::Const(v) => ArrayD::from_elem(IxDyn(&[1, 1, 1]), *v as f32),
+            Op::Source { band, offset } => {
+                let shape = lens(region);
+                let mut out = ArrayD::<f32>::from_elem(IxDyn(&shape), f32::NAN);
+                for (idx, inner, dst) in chunk_pieces(band, *offset, region) {
+                    let chunk = self.chunk(band, idx)?;
+                    let part = chunk.window(&inner).to_f32_masked(band.nodata());
+                    out.slice_mut(sl(&dst).as_slice()).assign(&part);
+                }
+                out
+            }
+            Op::Persisted { data, offset } => data.read(self, &std::array::from_fn(|i| region[i].start + offset[i]..region[i].end + offset[i]))?,
+            Op::Unary(op, a) => {
+                let mut x = self.eval(a, &input_region(node, a, region))?;
+                let f: fn(f32) -> f32 = match op {
+                    UnaryOp::Neg => |v| -v,
+                    UnaryOp::Abs => f32::abs,
+                    UnaryOp::Sqrt => f32::sqrt,
+                    UnaryOp::Log => f32::ln,
+                    UnaryOp::Exp => f32::exp,
+                    UnaryOp::IsNull => |v| if v.is_nan() { 1.0 } else { 0.0 },
+                    UnaryOp::NotNull => |v| if v.is_nan() { 0.0 } else { 1.0 },
+                    UnaryOp::Not => |v| if v.is_nan() { v } else if v == 0.0 { 1.0 } else { 0.0 },
+                };
+                x.mapv_inplace(f);
+                x
+            }
+            Op::Clip(a, lo, hi) => {
+                let (lo, hi) = (*lo as f32, *hi as f32);
+                let mut x = self.eval(a, &input_region(node, a, region))?;
+                x.mapv_inplace(|v| if v.is_nan() { v } else { v.max(lo).min(hi) });
+                x
+            }
+            Op::Cast(d, a) => {
+                let mut x = self.eval(a, &input_region(node, a, region))?;
+                if !d.is_float() {
+                    let (lo, hi) = int_range(*d);
+                    x.mapv_inplace(|v| if v.is_nan() { 0.0 } else { v.round().max(lo).min(hi) });
+                }
+                x
+            }
+            Op::Binary(op, a, b) => {
+                let x = self.eval(a, &input_region(node, a, region))?;
+                let y = self.eval(b, &input_region(node, b, region))?;
+                binary(*op, x, y, lens(region))
+            }
+            Op::Where(c, a, b) => {
+                let shape = lens(region);
+                let c = self.eval(c, &input_region(node, c, region))?;
+                let a = self.eval(a, &input_region(node, a, region))?;
+                let b = self.eval(b, &input_region(node, b, region))?;
+                let sh = IxDyn(&shape);
+                let (c, a, b) = (bcast(&c, &sh)?, bcast(&a, &sh)?, bcast(&b, &sh)?);
+                Zip::from(&c).and(&a).and(&b).map_collect(|&c, &a, &b| if c.is_nan() { f32::NAN } else if c != 0.0 { a } else { b })
+            }
+            Op::Reduce { op, axis, input, .. } => self.reduce(node, *op, *axis, input, region)?,
+        })
+    }
+
+    fn reduce(&self, node: &Arc<Node>, op: ReduceOp, axis: usize, input: &Arc<Node>, region: &[Range<u64>; 3]) -> Result<ArrayD<f32>, ExecError> {
+        let full = input_region(node, input, region);
+        let n = full[axis].end - full[axis].start;
+        let mut out_shape = lens(region);
+        out_shape[axis] = 1;
+        let px: usize = out_shape.iter().product();
+        let step = reduce_step(input, axis);
+        if op.needs_stack() {
+            // Gather each pixel's values along the axis, then take the nan-median.
+            let mut stack: Vec<Vec<f32>> = vec![Vec::with_capacity(n as usize); px];
+            let mut s = full[axis].start;
+            while s < full[axis].end {
+                let e = (s + step).min(full[axis].end);
+                let mut r = full.clone();
+                r[axis] = s..e;
+                let slab = self.eval(input, &r)?;
+                for lane in slab.lanes(Axis(axis)).into_iter().enumerate() {
+                    let (i, lane) = lane;
+                    stack[i].extend(lane.iter().copied().filter(|v| !v.is_nan()));
+                }
+                s = e;
+            }
+            let vals: Vec<f32> = stack.into_iter().map(|mut v| nan_median(&mut v)).collect();
+            return Ok(ArrayD::from_shape_vec(IxDyn(&out_shape), vals).map_err(|e| ExecError::Invalid(e.to_string()))?);
+        }
+        let mut sum = vec![0f64; px];
+        let mut sq = vec![0f64; px];
+        let mut cnt = vec![0u32; px];
+        let mut mn = vec![f32::INFINITY; px];
+        let mut mx = vec![f32::NEG_INFINITY; px];
+        let mut s = full[axis].start;
+        while s < full[axis].end {
+            let e = (s + step).min(full[axis].end);
+            let mut r = full.clone();
+            r[axis] = s..e;
+            let slab = self.eval(input, &r)?;
+            for (i, lane) in slab.lanes(Axis(axis)).into_iter().enumerate() {
+                for &v in lane.iter() {
+                    if v.is_nan() {
+                        continue;
+                    }
+                    cnt[i] += 1;
+                    let d = v as f64;
+                    sum[i] += d;
+                    sq[i] += d * d;
+                    mn[i] = mn[i].min(v);
+                    mx[i] = mx[i].max(v);
+                }
+            }
+            s = e;
+        }
+        let vals: Vec<f32> = (0..px)
+            .map(|i| {
+                let c = cnt[i];
+                match op {
+                    ReduceOp::Count => c as f32,
+                    ReduceOp::Sum => sum[i] as f32,
+                    _ if c == 0 => f32::NAN,
+                    ReduceOp::Mean => (sum[i] / c as f64) as f32,
+                    ReduceOp::Min => mn[i],
+                    ReduceOp::Max => mx[i],
+                    ReduceOp::Std => {
+                        let m = sum[i] / c as f64;
+                        ((sq[i] / c as f64 - m * m).max(0.0)).sqrt() as f32
+                    }
+                    ReduceOp::Median => f32::NAN,
+                }
+            })
+            .collect();
+        ArrayD::from_shape_vec(IxDyn(&out_shape), vals).map_err(|e| ExecError::Invalid(e.to_string()))
+    }
+}
+
+/// How many steps along `axis` a reduction evaluates at once: one stored chunk's worth.
+fn reduce_step(input: &Arc<Node>, axis: usize) -> u64 {
+    fn stored(n: &Arc<Node>, axis: usize) -> Option<u64> {
+        match &n.op {
+            Op::Source { band, .. } => Some(band.chunk_shape()[axis]),
+            _ => n.children().into_iter().find_map(|c| stored(c, axis)),
+        }
+    }
+    stored(input, axis).unwrap_or(256).clamp(1, 1024)
+}
+
+fn nan_median(v: &mut [f32]) -> f32 {
+    if v.is_empty() {
+        return f32::NAN;
+    }
+    let n = v.len();
+    v.sort_unstable_by(|a, b| a.total_cmp(b));
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        ((v[n / 2 - 1] as f64 + v[n / 2] as f64) / 2.0) as f32
+    }
+}
+
+fn int_range(d: DType) -> (f32, f32) {
+    match d {
+        DType::U8 => (0.0, 255.0),
+        DType::U16 => (0.0, 65535.0),
+        DType::I16 => (-32768.0, 32767.0),
+        DType::U32 => (0.0, u32::MAX as f32),
+        DType::I32 => (i32::MIN as f32, i32::MAX as f32),
+        _ => (f32::MIN, f32::MAX),
+    }
+}
+
+fn bcast<'a>(a: &'a ArrayD<f32>, sh: &IxDyn) -> Result<ndarray::ArrayViewD<'a, f32>, ExecError> {
+    a.broadcast(sh.clone()).ok_or_else(|| ExecError::Invalid(format!("cannot broadcast {:?} to {:?}", a.shape(), sh)))
+}
+
+fn binary(op: BinaryOp, x: ArrayD<f32>, y: ArrayD<f32>, shape: [usize; 3]) -> ArrayD<f32> {
+    let f: fn(f32, f32) -> f32 = match op {
+        BinaryOp::Add => |a, b| a + b,
+        BinaryOp::Sub => |a, b| a - b,
+        BinaryOp::Mul => |a, b| a * b,
+        BinaryOp::Div => |a, b| a / b,
+        BinaryOp::Pow => f32::powf,
+        BinaryOp::Lt => |a, b| cmp(a, b, a < b),
+        BinaryOp::Le => |a, b| cmp(a, b, a <= b),
+        BinaryOp::Gt => |a, b| cmp(a, b, a > b),
+        BinaryOp::Ge => |a, b| cmp(a, b, a >= b),
+        BinaryOp::Eq => |a, b| cmp(a, b, a == b),
+        BinaryOp::Ne => |a, b| cmp(a, b, a != b),
+        BinaryOp::And => |a, b| cmp(a, b, a != 0.0 && b != 0.0),
+        BinaryOp::Or => |a, b| cmp(a, b, a != 0.0 || b != 0.0),
+        BinaryOp::FillNa => |a, b| if a.is_nan() { b } else { a },
+        BinaryOp::Min => |a, b| if a.is_nan() || b.is_nan() { f32::NAN } else { a.min(b) },
+        BinaryOp::Max => |a, b| if a.is_nan() || b.is_nan() { f32::NAN } else { a.max(b) },
+    };
+    let sh = IxDyn(&shape);
+    // Reuse the left buffer when it already has the output shape (the common case).
+    if x.shape() == shape {
+        let mut x = x;
+        if y.shape() == shape {
+            Zip::from(&mut x).and(&y).for_each(|a, &b| *a = f(*a, b));
+        } else if let Some(yb) = y.broadcast(sh.clone()) {
+            Zip::from(&mut x).and(&yb).for_each(|a, &b| *a = f(*a, b));
+        }
+        return x;
+    }
+    if y.shape() == shape {
+        let mut y = y;
+        if let Some(xb) = x.broadcast(sh.clone()) {
+            Zip::from(&mut y).and(&xb).for_each(|b, &a| *b = f(a, *b));
+        }
+        return y;
+    }
+    match (x.broadcast(sh.clone()), y.broadcast(sh.clone())) {
+        (Some(a), Some(b)) => Zip::from(&a).and(&b).map_collect(|&a, &b| f(a, b)),
+        _ => ArrayD::from_elem(sh, f32::NAN),
+    }
+}
+
+#[inline]
+fn cmp(a: f32, b: f32, r: bool) -> f32 {
+    if a.is_nan() || b.is_nan() {
+        f32::NAN
+    } else if r {
+        1.0
+    } else {
+        0.0
+    }
+}

@@ -1,0 +1,467 @@
+//! Execution: a [`Session`] runs chunk tasks on rayon workers inside a memory budget, with a
+//! shared cache of decoded stored chunks, cancellation on the first error, spill-to-disk for
+//! persisted intermediates, progress and statistics.
+//!
+//! Every task is a pure function of the stored chunks it reads and writes whole output
+//! chunks, so re-running a task (or running it on another machine) gives the same bytes.
+
+mod budget;
+mod cache;
+mod eval;
+mod spill;
+mod write;
+
+pub use budget::{Budget, Reservation};
+pub use cache::ChunkCache;
+pub use spill::Persisted;
+
+use crate::cube::{format_bytes, BandReader, CubeError, Values};
+use crate::graph::{input_region, source_chunks, Node, Op};
+use crate::store::{grid_shape, DType, StoreError};
+use ndarray::{ArrayD, IxDyn};
+use rayon::prelude::*;
+use std::collections::HashMap;
+use std::ops::Range;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+/// Errors while planning or running tasks.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    /// The graph cannot be computed (mismatched operands, unknown dimension…).
+    #[error("{0}")]
+    Invalid(String),
+    /// A task needs more memory than the limit allows.
+    #[error("--memory-limit {limit} is below what one task needs; use at least {needed} (or smaller --chunks)")]
+    MemoryLimit {
+        /// The limit, formatted.
+        limit: String,
+        /// The minimum that would work, formatted.
+        needed: String,
+    },
+    /// A stored chunk could not be read.
+    #[error(transparent)]
+    Cube(#[from] Box<CubeError>),
+    /// A store problem (writing results, spilling).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Writing an output chunk failed.
+    #[error("writing {key}: {msg}")]
+    Write {
+        /// Key.
+        key: String,
+        /// Message.
+        msg: String,
+    },
+    /// The output exists.
+    #[error("{0} already exists; pass --overwrite to replace it")]
+    Exists(String),
+    /// Another task failed first.
+    #[error("cancelled")]
+    Cancelled,
+    /// Spill store problem.
+    #[error("spill directory {dir}: {msg}")]
+    Spill {
+        /// Directory.
+        dir: String,
+        /// Message.
+        msg: String,
+    },
+}
+
+/// How a session runs.
+#[derive(Debug, Clone)]
+pub struct ExecConfig {
+    /// Worker threads (0 = one per core).
+    pub threads: usize,
+    /// Memory limit in bytes for everything the session tracks.
+    pub memory_limit: u64,
+    /// No progress bar.
+    pub quiet: bool,
+    /// Where to spill (default: the system temp dir).
+    pub spill_dir: Option<PathBuf>,
+}
+
+/// Total physical memory, from /proc/meminfo (fallback 4 GiB).
+pub fn total_memory() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("MemTotal:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse::<u64>().ok()))
+        .map(|kb| kb * 1024)
+        .unwrap_or(4 << 30)
+}
+
+impl Default for ExecConfig {
+    fn default() -> Self {
+        // A quarter of RAM, at most 8 GiB: room for the OS, GDAL and the user's other work.
+        ExecConfig { threads: 0, memory_limit: (total_memory() / 4).min(8 << 30), quiet: true, spill_dir: None }
+    }
+}
+
+/// Counters of one session (what `--stats` writes).
+#[derive(Debug, Default)]
+pub struct Stats {
+    chunks_read: AtomicU64,
+    chunks_written: AtomicU64,
+    tasks: AtomicU64,
+    spilled_bytes: AtomicU64,
+}
+
+/// A snapshot of the statistics, as written by `--stats FILE.json`.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct StatsReport {
+    /// Stored chunks of band arrays fetched and decoded.
+    pub chunks_read: u64,
+    /// Encoded bytes fetched.
+    pub bytes_read: u64,
+    /// Output chunks written.
+    pub chunks_written: u64,
+    /// Tasks run.
+    pub tasks: u64,
+    /// Bytes spilled to the scratch store.
+    pub spilled_bytes: u64,
+    /// The memory budget's high-water mark.
+    pub peak_tracked_bytes: u64,
+    /// The memory limit.
+    pub memory_limit: u64,
+    /// Wall time since the session started.
+    pub elapsed_s: f64,
+}
+
+/// What computing an array will do, told before fetching anything.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Explain {
+    /// Stored chunks to fetch and decode.
+    pub stored_chunks: u64,
+    /// Their encoded bytes (from the store listing; absent chunks are fill and cost nothing).
+    pub encoded_bytes: u64,
+    /// Stored chunks that are absent (all fill).
+    pub absent_chunks: u64,
+    /// Their decoded bytes.
+    pub decoded_bytes: u64,
+    /// Requests to the store.
+    pub requests: u64,
+    /// Output chunks (tasks of the final layer).
+    pub output_chunks: u64,
+    /// Tasks of the whole graph.
+    pub tasks: u64,
+    /// Bytes one task holds at most.
+    pub task_bytes: u64,
+    /// Worker threads.
+    pub threads: usize,
+    /// Projected peak of tracked memory.
+    pub projected_peak_bytes: u64,
+    /// The memory limit.
+    pub memory_limit: u64,
+}
+
+impl std::fmt::Display for Explain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "stored chunks to fetch  {} ({} absent, read as fill)", self.stored_chunks, self.absent_chunks)?;
+        writeln!(f, "encoded bytes           {}", format_bytes(self.encoded_bytes))?;
+        writeln!(f, "decoded bytes           {}", format_bytes(self.decoded_bytes))?;
+        writeln!(f, "requests                {}", self.requests)?;
+        writeln!(f, "output chunks           {}", self.output_chunks)?;
+        writeln!(f, "tasks                   {}", self.tasks)?;
+        writeln!(f, "per-task memory         {}", format_bytes(self.task_bytes))?;
+        writeln!(f, "projected peak memory   {} with {} threads (limit {})", format_bytes(self.projected_peak_bytes), self.threads, format_bytes(self.memory_limit))
+    }
+}
+
+/// Executes graphs: thread pool, memory budget, chunk cache, statistics.
+pub struct Session {
+    config: ExecConfig,
+    pool: rayon::ThreadPool,
+    budget: Budget,
+    cache: ChunkCache,
+    stats: Stats,
+    started: Instant,
+    cancelled: AtomicBool,
+    stores: Mutex<Vec<crate::store::Store>>,
+    spill: spill::SpillArea,
+}
+
+impl Session {
+    /// A new session.
+    pub fn new(config: ExecConfig) -> Result<Arc<Session>, ExecError> {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(config.threads)
+            .thread_name(|i| format!("chunkcube-{i}"))
+            .build()
+            .map_err(|e| ExecError::Invalid(format!("cannot start {} threads: {e}", config.threads)))?;
+        let limit = config.memory_limit;
+        Ok(Arc::new(Session {
+            spill: spill::SpillArea::new(config.spill_dir.clone()),
+            budget: Budget::new(limit),
+            cache: ChunkCache::new(limit / 4),
+            config,
+            pool,
+            stats: Stats::default(),
+            started: Instant::now(),
+            cancelled: AtomicBool::new(false),
+            stores: Mutex::new(Vec::new()),
+        }))
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ExecConfig {
+        &self.config
+    }
+    /// Worker threads.
+    pub fn threads(&self) -> usize {
+        self.pool.current_num_threads()
+    }
+    /// The scratch directory for spilled intermediates, once one was needed.
+    pub fn spill_dir(&self) -> Option<PathBuf> {
+        self.spill.path()
+    }
+    /// The memory budget.
+    pub fn budget(&self) -> &Budget {
+        &self.budget
+    }
+
+    /// Statistics so far.
+    pub fn stats(&self) -> StatsReport {
+        let stores = self.stores.lock().map(|s| s.clone()).unwrap_or_default();
+        let bytes_read = stores.iter().map(|s| s.counters().snapshot().bytes_read).sum();
+        StatsReport {
+            chunks_read: self.stats.chunks_read.load(Ordering::Relaxed),
+            bytes_read,
+            chunks_written: self.stats.chunks_written.load(Ordering::Relaxed),
+            tasks: self.stats.tasks.load(Ordering::Relaxed),
+            spilled_bytes: self.stats.spilled_bytes.load(Ordering::Relaxed),
+            peak_tracked_bytes: self.budget.peak(),
+            memory_limit: self.config.memory_limit,
+            elapsed_s: self.started.elapsed().as_secs_f64(),
+        }
+    }
+
+    fn check_cancelled(&self) -> Result<(), ExecError> {
+        if self.cancelled.load(Ordering::Relaxed) {
+            Err(ExecError::Cancelled)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn note_store(&self, band: &BandReader) {
+        if let Ok(mut s) = self.stores.lock() {
+            if !s.iter().any(|x| x.url() == band.store().url() && Arc::ptr_eq(x.counters(), band.store().counters())) {
+                s.push(band.store().clone());
+            }
+        }
+    }
+
+    /// A decoded stored chunk, through the cache.
+    pub(crate) fn chunk(&self, band: &Arc<BandReader>, idx: [u64; 3]) -> Result<Arc<Values>, ExecError> {
+        let (v, loaded) = self.cache.get_or_load((band.uid(), idx), || {
+            self.note_store(band);
+            band.read_chunk(idx).map_err(|e| ExecError::Cube(Box::new(e)))
+        })?;
+        if loaded {
+            self.stats.chunks_read.fetch_add(1, Ordering::Relaxed);
+            self.budget.set_external(self.cache.bytes());
+        }
+        Ok(v)
+    }
+
+    /// The most bytes one task computing `region` of `node` holds.
+    pub fn task_bytes(&self, node: &Arc<Node>, region: &[Range<u64>; 3]) -> u64 {
+        estimate(node, region)
+    }
+
+    fn plan_memory(&self, node: &Arc<Node>, chunks: [u64; 3]) -> Result<u64, ExecError> {
+        if let Some(m) = node.first_error() {
+            return Err(ExecError::Invalid(m));
+        }
+        let first: [Range<u64>; 3] = std::array::from_fn(|i| 0..chunks[i].min(node.shape[i]));
+        let need = estimate(node, &first);
+        if need > self.config.memory_limit {
+            return Err(ExecError::MemoryLimit { limit: format_bytes(self.config.memory_limit), needed: format_bytes(need + need / 4) });
+        }
+        Ok(need)
+    }
+
+    /// Output chunk regions of a node.
+    pub fn regions(shape: [u64; 3], chunks: [u64; 3]) -> impl Iterator<Item = [Range<u64>; 3]> + Clone {
+        let g = grid_shape(shape, chunks);
+        (0..g[0]).flat_map(move |t| {
+            (0..g[1]).flat_map(move |y| {
+                (0..g[2]).map(move |x| {
+                    let idx = [t, y, x];
+                    std::array::from_fn(|i| idx[i] * chunks[i]..((idx[i] + 1) * chunks[i]).min(shape[i]))
+                })
+            })
+        })
+    }
+
+    /// Run `f` on every output chunk region in parallel, reserving `need` bytes per task,
+    /// stopping at the first error.
+    pub(crate) fn run_tasks<F>(&self, shape: [u64; 3], chunks: [u64; 3], need: u64, what: &str, f: F) -> Result<(), ExecError>
+    where
+        F: Fn(&[Range<u64>; 3]) -> Result<(), ExecError> + Sync,
+    {
+        self.cancelled.store(false, Ordering::Relaxed);
+        let regions: Vec<[Range<u64>; 3]> = Session::regions(shape, chunks).collect();
+        let pb = crate::progress::bar(regions.len() as u64, what, self.config.quiet);
+        let start = Instant::now();
+        let bytes0 = self.stats().bytes_read;
+        let r = self.pool.install(|| {
+            regions.par_iter().try_for_each(|r| {
+                self.check_cancelled()?;
+                let _res = self.budget.reserve(need);
+                let out = f(r);
+                if out.is_err() {
+                    self.cancelled.store(true, Ordering::Relaxed);
+                }
+                self.stats.tasks.fetch_add(1, Ordering::Relaxed);
+                pb.inc(1);
+                if pb.position() % 8 == 0 {
+                    let s = self.stats();
+                    let mbs = (s.bytes_read - bytes0) as f64 / 1e6 / start.elapsed().as_secs_f64().max(1e-3);
+                    pb.set_message(format!("{mbs:.0} MB/s read, mem {} / {}, spilled {}", format_bytes(self.budget.peak()), format_bytes(self.config.memory_limit), format_bytes(s.spilled_bytes)));
+                }
+                out
+            })
+        });
+        pb.finish_and_clear();
+        self.cancelled.store(false, Ordering::Relaxed);
+        r
+    }
+
+    /// Compute a node into memory, in `chunks`-sized parallel tasks.
+    pub fn compute(&self, node: &Arc<Node>, chunks: [u64; 3]) -> Result<Values, ExecError> {
+        let need = self.plan_memory(node, chunks)?;
+        let shape = node.shape;
+        let dims: Vec<usize> = shape.iter().map(|v| *v as usize).collect();
+        let result_bytes = shape.iter().product::<u64>() * node.dtype.size() as u64;
+        if result_bytes + need > self.config.memory_limit {
+            return Err(ExecError::MemoryLimit {
+                limit: format_bytes(self.config.memory_limit),
+                needed: format!("{} to hold the result in memory; write it to a cube with --out / to_zarr instead", format_bytes(result_bytes + need)),
+            });
+        }
+        let _hold = self.budget.reserve(result_bytes);
+        let typed_source = match &node.op {
+            Op::Source { band, offset } => Some((band.clone(), *offset)),
+            _ => None,
+        };
+        let fill = match &typed_source {
+            Some((b, _)) => b.nodata().unwrap_or(0.0),
+            None => f64::NAN,
+        };
+        let out = Mutex::new(Values::filled(node.dtype, &dims, fill));
+        self.run_tasks(shape, chunks, need, "computing", |r| {
+            let v = match &typed_source {
+                Some((band, offset)) => self.read_typed(band, *offset, r)?,
+                None => to_dtype(self.eval(node, r)?, node.dtype),
+            };
+            out.lock().map_err(|_| ExecError::Cancelled)?.assign(r, &v);
+            Ok(())
+        })?;
+        out.into_inner().map_err(|_| ExecError::Cancelled)
+    }
+
+    /// Explain what computing `node` in `chunks` will fetch and hold (fetches nothing).
+    pub fn explain(&self, node: &Arc<Node>, chunks: [u64; 3]) -> Explain {
+        let full: [Range<u64>; 3] = std::array::from_fn(|i| 0..node.shape[i]);
+        let needed = source_chunks(node, &full);
+        let mut sizes: HashMap<String, HashMap<String, u64>> = HashMap::new();
+        let (mut enc, mut dec, mut absent) = (0u64, 0u64, 0u64);
+        for (band, idx) in &needed {
+            let url = format!("{}#{}", band.store().url(), band.name());
+            let map = sizes.entry(url).or_insert_with(|| band.store().list_sizes(&format!("{}/", band.name())).map(|v| v.into_iter().collect()).unwrap_or_default());
+            match map.get(&band.chunk_key(*idx)) {
+                Some(n) => enc += n,
+                None => absent += 1,
+            }
+            dec += band.chunk_shape().iter().product::<u64>() * band.dtype().size() as u64;
+        }
+        let stored = needed.len() as u64;
+        let output_chunks: u64 = grid_shape(node.shape, chunks).iter().product();
+        let first: [Range<u64>; 3] = std::array::from_fn(|i| 0..chunks[i].min(node.shape[i]));
+        let task_bytes = estimate(node, &first);
+        let threads = self.threads();
+        let conc = (threads as u64).min(output_chunks).max(1);
+        let result = if matches!(node.op, Op::Source { .. }) || output_chunks > 0 { node.shape.iter().product::<u64>() * node.dtype.size() as u64 } else { 0 };
+        let projected = (conc * task_bytes + (self.config.memory_limit / 4).min(dec) + result).min(self.config.memory_limit.max(task_bytes));
+        Explain {
+            stored_chunks: stored,
+            encoded_bytes: enc,
+            absent_chunks: absent,
+            decoded_bytes: dec,
+            requests: stored - absent,
+            output_chunks,
+            tasks: crate::graph::count_tasks(node, chunks),
+            task_bytes,
+            threads,
+            projected_peak_bytes: projected,
+            memory_limit: self.config.memory_limit,
+        }
+    }
+
+    /// Materialise a node once (memory within budget, the rest spilled) and return a node
+    /// that reads the persisted chunks.
+    pub fn persist(&self, node: &Arc<Node>, chunks: [u64; 3]) -> Result<Arc<Node>, ExecError> {
+        if matches!(node.op, Op::Persisted { .. }) {
+            return Ok(node.clone());
+        }
+        let need = self.plan_memory(node, chunks)?;
+        let p = Arc::new(Persisted::new(&self.spill, node.shape, chunks, self.config.memory_limit / 4)?);
+        self.run_tasks(node.shape, chunks, need, "persisting", |r| {
+            let a = self.eval(node, r)?;
+            let spilled = p.put(r, a)?;
+            self.stats.spilled_bytes.fetch_add(spilled, Ordering::Relaxed);
+            Ok(())
+        })?;
+        Ok(Node::new(Op::Persisted { data: p, offset: [0; 3] }, node.shape, node.present, node.dtype))
+    }
+}
+
+/// Convert f32 results to the node's dtype.
+fn to_dtype(a: ArrayD<f32>, d: DType) -> Values {
+    match d {
+        DType::F32 => Values::F32(a),
+        DType::F64 => Values::F64(a.mapv(f64::from)),
+        DType::U8 => Values::U8(a.mapv(|v| v as u8)),
+        DType::U16 => Values::U16(a.mapv(|v| v as u16)),
+        DType::I16 => Values::I16(a.mapv(|v| v as i16)),
+        DType::U32 => Values::U32(a.mapv(|v| v as u32)),
+        DType::I32 => Values::I32(a.mapv(|v| v as i32)),
+    }
+}
+
+/// Upper bound of the bytes a task computing `region` of `node` holds at once.
+fn estimate(node: &Arc<Node>, region: &[Range<u64>; 3]) -> u64 {
+    let px = |r: &[Range<u64>; 3]| r.iter().map(|r| r.end - r.start).product::<u64>();
+    let out = px(region) * 4;
+    match &node.op {
+        Op::Const(_) | Op::Invalid(_) => 4,
+        Op::Persisted { .. } => out * 2,
+        Op::Source { band, offset } => {
+            let c = band.chunk_shape();
+            let n = eval::chunk_pieces(band, *offset, region).len() as u64;
+            n * c.iter().product::<u64>() * band.dtype().size() as u64 + out * 2
+        }
+        Op::Reduce { op, axis, input, .. } => {
+            let full = input_region(node, input, region);
+            let mut slab = full.clone();
+            let step = 1u64.max(match &input.op {
+                Op::Source { band, .. } => band.chunk_shape()[*axis],
+                _ => 1,
+            });
+            slab[*axis] = full[*axis].start..(full[*axis].start + step).min(full[*axis].end);
+            let child = estimate(input, &slab);
+            let state = if op.needs_stack() { px(&full) * 4 + px(region) * 24 } else { px(region) * 40 };
+            child + state + out
+        }
+        _ => node.children().iter().map(|c| estimate(c, &input_region(node, c, region))).sum::<u64>() + out,
+    }
+}
+
+/// A zero-size array (for tests of shapes).
+pub fn empty_f32() -> ArrayD<f32> {
+    ArrayD::zeros(IxDyn(&[0]))
+}

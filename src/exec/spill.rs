@@ -1,0 +1,158 @@
+//! Persisted intermediates: chunks kept in memory up to a byte cap, the rest spilled to a
+//! scratch Zarr store in a temporary directory that is removed when the session ends (also
+//! after errors; the temporary directory is deleted on drop).
+
+use super::{ExecError, Session};
+use ndarray::{ArrayD, IxDyn, SliceInfoElem};
+use std::collections::HashMap;
+use std::ops::Range;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use zarrs::array::codec::ZstdCodec;
+use zarrs::array::{Array, ArrayBuilder};
+use zarrs::filesystem::FilesystemStore;
+
+/// The session's scratch area, created on first use.
+pub struct SpillArea {
+    parent: Option<PathBuf>,
+    dir: OnceLock<Result<tempfile::TempDir, String>>,
+    next: AtomicU64,
+}
+
+impl SpillArea {
+    pub(crate) fn new(parent: Option<PathBuf>) -> SpillArea {
+        SpillArea { parent, dir: OnceLock::new(), next: AtomicU64::new(0) }
+    }
+    fn dir(&self) -> Result<PathBuf, ExecError> {
+        let d = self.dir.get_or_init(|| {
+            let b = tempfile::Builder::new().prefix("chunkcube-spill-").tempdir_in(self.parent.clone().unwrap_or_else(std::env::temp_dir));
+            b.map_err(|e| e.to_string())
+        });
+        match d {
+            Ok(t) => Ok(t.path().to_path_buf()),
+            Err(e) => Err(ExecError::Spill { dir: self.parent.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| std::env::temp_dir().display().to_string()), msg: e.clone() }),
+        }
+    }
+    /// The scratch directory, if created.
+    pub fn path(&self) -> Option<PathBuf> {
+        self.dir.get().and_then(|d| d.as_ref().ok()).map(|t| t.path().to_path_buf())
+    }
+}
+
+/// A persisted array: chunk grid `chunks` over `shape`, in memory or spilled.
+pub struct Persisted {
+    shape: [u64; 3],
+    chunks: [u64; 3],
+    mem: Mutex<HashMap<[u64; 3], Arc<ArrayD<f32>>>>,
+    mem_bytes: AtomicU64,
+    mem_cap: u64,
+    spill: Mutex<Option<Array<FilesystemStore>>>,
+    spill_path: Option<PathBuf>,
+    spill_area_dir: Result<PathBuf, String>,
+    id: u64,
+}
+
+impl std::fmt::Debug for Persisted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Persisted({:?} in {:?})", self.shape, self.chunks)
+    }
+}
+
+impl Persisted {
+    pub(crate) fn new(area: &SpillArea, shape: [u64; 3], chunks: [u64; 3], mem_cap: u64) -> Result<Persisted, ExecError> {
+        let id = area.next.fetch_add(1, Ordering::Relaxed);
+        Ok(Persisted {
+            shape,
+            chunks,
+            mem: Mutex::new(HashMap::new()),
+            mem_bytes: AtomicU64::new(0),
+            mem_cap,
+            spill: Mutex::new(None),
+            spill_path: None,
+            spill_area_dir: area.dir().map_err(|e| e.to_string()),
+            id,
+        })
+    }
+
+    fn idx(&self, r: &[Range<u64>; 3]) -> [u64; 3] {
+        std::array::from_fn(|i| r[i].start / self.chunks[i])
+    }
+
+    fn spill_array(&self) -> Result<std::sync::MutexGuard<'_, Option<Array<FilesystemStore>>>, ExecError> {
+        let mut g = self.spill.lock().map_err(|_| ExecError::Cancelled)?;
+        if g.is_none() {
+            let dir = self.spill_area_dir.clone().map_err(|m| ExecError::Spill { dir: "(temp)".into(), msg: m })?;
+            let err = |m: String| ExecError::Spill { dir: dir.display().to_string(), msg: m };
+            let store = Arc::new(FilesystemStore::new(&dir).map_err(|e| err(e.to_string()))?);
+            let mut b = ArrayBuilder::new(self.shape.to_vec(), self.chunks.to_vec(), zarrs::array::data_type::float32(), f32::NAN);
+            b.bytes_to_bytes_codecs(vec![Arc::new(ZstdCodec::new(1, false))]);
+            let a = b.build(store, &format!("/p{}", self.id)).map_err(|e| err(e.to_string()))?;
+            *g = Some(a);
+        }
+        let _ = &self.spill_path;
+        Ok(g)
+    }
+
+    /// Store one whole chunk (region aligned to the chunk grid). Returns bytes spilled.
+    pub(crate) fn put(&self, r: &[Range<u64>; 3], a: ArrayD<f32>) -> Result<u64, ExecError> {
+        let idx = self.idx(r);
+        let n = (a.len() * 4) as u64;
+        if self.mem_bytes.fetch_add(n, Ordering::Relaxed) + n <= self.mem_cap {
+            self.mem.lock().map_err(|_| ExecError::Cancelled)?.insert(idx, Arc::new(a));
+            return Ok(0);
+        }
+        self.mem_bytes.fetch_sub(n, Ordering::Relaxed);
+        // Pad edge chunks to the full chunk shape, as Zarr stores them.
+        let full: Vec<usize> = self.chunks.iter().map(|c| *c as usize).collect();
+        let mut padded = ArrayD::<f32>::from_elem(IxDyn(&full), f32::NAN);
+        let sl: Vec<SliceInfoElem> = a.shape().iter().map(|n| SliceInfoElem::Slice { start: 0, end: Some(*n as isize), step: 1 }).collect();
+        padded.slice_mut(sl.as_slice()).assign(&a);
+        let g = self.spill_array()?;
+        let arr = g.as_ref().expect("created");
+        arr.store_chunk(&idx, padded).map_err(|e| ExecError::Spill { dir: "(spill)".into(), msg: e.to_string() })?;
+        Ok(n)
+    }
+
+    /// Read a region (any alignment).
+    pub(crate) fn read(&self, session: &Session, r: &[Range<u64>; 3]) -> Result<ArrayD<f32>, ExecError> {
+        session.check_cancelled()?;
+        let shape: Vec<usize> = r.iter().map(|r| (r.end - r.start) as usize).collect();
+        let mut out = ArrayD::<f32>::from_elem(IxDyn(&shape), f32::NAN);
+        let c = self.chunks;
+        let cr: [Range<u64>; 3] = std::array::from_fn(|i| r[i].start / c[i]..(r[i].end - 1) / c[i] + 1);
+        for t in cr[0].clone() {
+            for y in cr[1].clone() {
+                for x in cr[2].clone() {
+                    let idx = [t, y, x];
+                    let chunk: Arc<ArrayD<f32>> = match self.mem.lock().map_err(|_| ExecError::Cancelled)?.get(&idx) {
+                        Some(a) => a.clone(),
+                        None => {
+                            let g = self.spill_array()?;
+                            let a: ArrayD<f32> = g.as_ref().expect("created").retrieve_chunk(&idx).map_err(|e| ExecError::Spill { dir: "(spill)".into(), msg: e.to_string() })?;
+                            Arc::new(a)
+                        }
+                    };
+                    let src: Vec<SliceInfoElem> = (0..3)
+                        .map(|i| {
+                            let c0 = idx[i] * c[i];
+                            let s = r[i].start.max(c0) - c0;
+                            let e = r[i].end.min(c0 + c[i]) - c0;
+                            SliceInfoElem::Slice { start: s as isize, end: Some(e as isize), step: 1 }
+                        })
+                        .collect();
+                    let dst: Vec<SliceInfoElem> = (0..3)
+                        .map(|i| {
+                            let c0 = idx[i] * c[i];
+                            let s = r[i].start.max(c0) - r[i].start;
+                            let e = r[i].end.min(c0 + c[i]) - r[i].start;
+                            SliceInfoElem::Slice { start: s as isize, end: Some(e as isize), step: 1 }
+                        })
+                        .collect();
+                    out.slice_mut(dst.as_slice()).assign(&chunk.slice(src.as_slice()));
+                }
+            }
+        }
+        Ok(out)
+    }
+}

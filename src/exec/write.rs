@@ -1,0 +1,89 @@
+//! Writing results as a new cube, chunk by chunk, committed last (as ingest does).
+
+use super::{ExecError, Session};
+use crate::geo::GeoBox;
+use crate::graph::Node;
+use crate::store::layout::{self, Codecs};
+use crate::store::Store;
+use ndarray::{ArrayD, IxDyn, SliceInfoElem};
+use std::ops::Range;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+/// Prepare an output location: refuse an existing cube or other content unless `overwrite`;
+/// with it, first remove the commit point so a half-rewritten cube never looks complete.
+pub fn prepare_output(url: &str, overwrite: bool) -> Result<Store, ExecError> {
+    let store = Store::open(url, true)?;
+    let has_any = !store.list_sizes("")?.is_empty();
+    if has_any {
+        if !overwrite {
+            return Err(ExecError::Exists(url.to_string()));
+        }
+        layout::uncommit(&store)?;
+        store.erase_prefix("")?;
+    }
+    Ok(store)
+}
+
+impl Session {
+    /// Compute `outputs` (name, node; all on one grid) and write them as a cube at `url`,
+    /// one task per output chunk computing every output for that chunk.
+    pub fn write_cube(&self, outputs: &[(String, Arc<Node>)], chunks: [u64; 3], times: &[i64], geobox: &GeoBox, url: &str, overwrite: bool) -> Result<(), ExecError> {
+        let first = outputs.first().ok_or_else(|| ExecError::Invalid("nothing to write".into()))?;
+        let shape = first.1.shape;
+        let mut need = 0;
+        for (n, node) in outputs {
+            if node.shape != shape {
+                return Err(ExecError::Invalid(format!("'{n}' has shape {:?} but '{}' has {:?}; write them to separate cubes", node.shape, first.0, shape)));
+            }
+            crate::ingest::scan::validate_band_name(n).map_err(ExecError::Invalid)?;
+            need += self.plan_memory(node, chunks)?;
+        }
+        if need > self.config.memory_limit {
+            return Err(ExecError::MemoryLimit { limit: crate::cube::format_bytes(self.config.memory_limit), needed: crate::cube::format_bytes(need + need / 4) });
+        }
+        let store = prepare_output(url, overwrite)?;
+        let mut arrays = Vec::new();
+        for (name, node) in outputs {
+            // Results are float32 (NaN = missing) unless cast; casts keep nodata 0.
+            let nodata = if node.dtype.is_float() { Some(f64::NAN) } else { Some(0.0) };
+            let b = layout::band_builder(node.dtype, nodata, shape, chunks, None, Codecs::default(), &serde_json::Map::new());
+            let a = b.build(store.storage(), &format!("/{name}")).map_err(|e| ExecError::Write { key: format!("{name}/zarr.json"), msg: e.to_string() })?;
+            arrays.push(a);
+        }
+        self.run_tasks(shape, chunks, need, "computing chunks", |r| {
+            let idx: [u64; 3] = std::array::from_fn(|i| r[i].start / chunks[i]);
+            for ((name, node), arr) in outputs.iter().zip(&arrays) {
+                let v = self.eval(node, r)?;
+                let full = pad(v, chunks, r);
+                let res = crate::with_dtype!(node.dtype, T => {
+                    let typed: ArrayD<T> = full.mapv(|x| <T as crate::store::Element>::from_f64(x as f64));
+                    arr.store_chunk(&idx, typed)
+                });
+                res.map_err(|e| ExecError::Write { key: format!("{name}/{}", arr.chunk_key(&idx)), msg: e.to_string() })?;
+                self.stats.chunks_written.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(())
+        })?;
+        layout::write_coords(&store, geobox, times)?;
+        for ((name, _), a) in outputs.iter().zip(&arrays) {
+            a.store_metadata().map_err(|e| ExecError::Write { key: format!("{name}/zarr.json"), msg: e.to_string() })?;
+        }
+        let mut attrs = serde_json::Map::new();
+        attrs.insert("grid_mapping".into(), serde_json::json!("spatial_ref"));
+        layout::write_group(&store, "chunkcube_result", attrs)?;
+        Ok(())
+    }
+}
+
+/// Pad an edge chunk to the full chunk shape with NaN.
+fn pad(a: ArrayD<f32>, chunks: [u64; 3], r: &[Range<u64>; 3]) -> ArrayD<f32> {
+    let full: Vec<usize> = chunks.iter().map(|c| *c as usize).collect();
+    if a.shape() == full.as_slice() {
+        return a;
+    }
+    let mut p = ArrayD::<f32>::from_elem(IxDyn(&full), f32::NAN);
+    let sl: Vec<SliceInfoElem> = (0..3).map(|i| SliceInfoElem::Slice { start: 0, end: Some((r[i].end - r[i].start) as isize), step: 1 }).collect();
+    p.slice_mut(sl.as_slice()).assign(&a);
+    p
+}

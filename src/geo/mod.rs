@@ -1,0 +1,198 @@
+//! Georeferencing: the [`GeoBox`] of a raster grid (CRS + affine transform + shape),
+//! bounding boxes ↔ pixel windows, lon/lat → native CRS through GDAL/PROJ, dates of the
+//! time axis, and the capture of GDAL's error messages.
+//!
+//! This module owns every call into GDAL's spatial-reference API; nothing else reprojects.
+
+mod gdal_errors;
+mod time;
+
+pub use gdal_errors::{capture_gdal_errors, take_gdal_errors};
+pub use time::{days_to_iso, parse_time, TimeError};
+
+use gdal::spatial_ref::{AxisMappingStrategy, CoordTransform, SpatialRef};
+use std::ops::Range;
+
+/// Errors of georeferencing.
+#[derive(Debug, thiserror::Error)]
+pub enum GeoError {
+    /// The CRS WKT could not be parsed by GDAL.
+    #[error("invalid CRS: {0}")]
+    Crs(String),
+    /// A coordinate transformation failed.
+    #[error("cannot reproject {what}: {msg}")]
+    Reproject {
+        /// What was being reprojected.
+        what: String,
+        /// GDAL's message.
+        msg: String,
+    },
+    /// A box with min > max or non-finite numbers.
+    #[error("invalid box {0}: expected MIN,MAX with MIN <= MAX")]
+    BadBox(String),
+}
+
+/// A north-up raster grid: CRS, affine geotransform (GDAL order) and shape in pixels.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GeoBox {
+    /// The CRS as WKT (empty if unknown).
+    pub wkt: String,
+    /// EPSG code, where GDAL knows one.
+    pub epsg: Option<u32>,
+    /// GDAL geotransform `[x0, dx, 0, y0, 0, dy]` (dy negative for north-up).
+    pub transform: [f64; 6],
+    /// Width in pixels.
+    pub width: u64,
+    /// Height in pixels.
+    pub height: u64,
+}
+
+/// A half-open pixel window `rows × cols` of a grid.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PixelWindow {
+    /// Row range (y).
+    pub rows: Range<u64>,
+    /// Column range (x).
+    pub cols: Range<u64>,
+}
+
+impl GeoBox {
+    /// Pixel size along x (positive).
+    pub fn dx(&self) -> f64 {
+        self.transform[1]
+    }
+    /// Pixel size along y (negative for north-up grids).
+    pub fn dy(&self) -> f64 {
+        self.transform[5]
+    }
+
+    /// x coordinates of pixel centres.
+    pub fn x_coords(&self) -> Vec<f64> {
+        (0..self.width)
+            .map(|i| self.transform[0] + (i as f64 + 0.5) * self.dx())
+            .collect()
+    }
+
+    /// y coordinates of pixel centres.
+    pub fn y_coords(&self) -> Vec<f64> {
+        (0..self.height)
+            .map(|j| self.transform[3] + (j as f64 + 0.5) * self.dy())
+            .collect()
+    }
+
+    /// Bounds `(minx, miny, maxx, maxy)` of the grid's outer edges.
+    pub fn bounds(&self) -> [f64; 4] {
+        let x0 = self.transform[0];
+        let x1 = x0 + self.width as f64 * self.dx();
+        let y0 = self.transform[3];
+        let y1 = y0 + self.height as f64 * self.dy();
+        [x0.min(x1), y0.min(y1), x0.max(x1), y0.max(y1)]
+    }
+
+    /// The sub-grid of a pixel window: same CRS, shifted origin.
+    pub fn window(&self, w: &PixelWindow) -> GeoBox {
+        let mut t = self.transform;
+        t[0] += w.cols.start as f64 * self.dx();
+        t[3] += w.rows.start as f64 * self.dy();
+        GeoBox {
+            wkt: self.wkt.clone(),
+            epsg: self.epsg,
+            transform: t,
+            width: w.cols.end - w.cols.start,
+            height: w.rows.end - w.rows.start,
+        }
+    }
+
+    /// The "x0 dx 0 y0 0 dy" string rioxarray stores as `GeoTransform`.
+    pub fn gdal_transform_string(&self) -> String {
+        self.transform
+            .iter()
+            .map(|v| format!("{v}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    /// Every pixel whose centre lies inside the native-CRS box `[minx, miny, maxx, maxy]`
+    /// (edges inclusive). The window may be empty.
+    pub fn window_for_bbox(&self, b: [f64; 4]) -> PixelWindow {
+        let cols = centre_range(self.transform[0], self.dx(), self.width, b[0], b[2]);
+        let rows = centre_range(self.transform[3], self.dy(), self.height, b[1], b[3]);
+        PixelWindow { rows, cols }
+    }
+
+    /// Reproject a lon/lat (EPSG:4326) box `[lon_min, lat_min, lon_max, lat_max]` to the bounds
+    /// of its image in this grid's CRS (edges densified, as rasterio's `transform_bounds`).
+    pub fn lonlat_to_native(&self, b: [f64; 4]) -> Result<[f64; 4], GeoError> {
+        let mut src = SpatialRef::from_epsg(4326).map_err(|e| GeoError::Crs(e.to_string()))?;
+        src.set_axis_mapping_strategy(AxisMappingStrategy::TraditionalGisOrder);
+        let mut dst = SpatialRef::from_wkt(&self.wkt).map_err(|e| GeoError::Crs(e.to_string()))?;
+        dst.set_axis_mapping_strategy(AxisMappingStrategy::TraditionalGisOrder);
+        let ct = CoordTransform::new(&src, &dst).map_err(|e| GeoError::Reproject {
+            what: "lon/lat box".into(),
+            msg: e.to_string(),
+        })?;
+        ct.transform_bounds(&b, 21).map_err(|e| GeoError::Reproject {
+            what: format!("lon/lat box {b:?}"),
+            msg: e.to_string(),
+        })
+    }
+}
+
+/// Indices `i` in `0..n` whose centre `origin + (i + 0.5) * step` lies in `[lo, hi]`.
+fn centre_range(origin: f64, step: f64, n: u64, lo: f64, hi: f64) -> Range<u64> {
+    // Solve for the index interval, then clamp; works for negative steps too.
+    let a = (lo - origin) / step - 0.5;
+    let b = (hi - origin) / step - 0.5;
+    let (a, b) = if a <= b { (a, b) } else { (b, a) };
+    let eps = 1e-9;
+    let start = (a - eps).ceil().max(0.0);
+    let end = ((b + eps).floor() + 1.0).min(n as f64);
+    if !(start.is_finite() && end.is_finite()) || end <= start {
+        return 0..0;
+    }
+    start as u64..end as u64
+}
+
+/// Parse a CRS description (WKT, `EPSG:n`) into WKT and, where known, its EPSG code.
+pub fn crs_info(wkt: &str) -> Result<(String, Option<u32>), GeoError> {
+    let sr = SpatialRef::from_definition(wkt).map_err(|e| GeoError::Crs(e.to_string()))?;
+    let out = sr.to_wkt().map_err(|e| GeoError::Crs(e.to_string()))?;
+    Ok((out, epsg_of(&sr)))
+}
+
+/// EPSG code of a spatial reference, if GDAL can identify one.
+pub fn epsg_of(sr: &SpatialRef) -> Option<u32> {
+    let mut sr = sr.clone();
+    let _ = sr.auto_identify_epsg();
+    match (sr.auth_name().as_deref(), sr.auth_code()) {
+        (Some("EPSG"), Ok(code)) if code > 0 => Some(code as u32),
+        _ => None,
+    }
+}
+
+/// Whether two CRS descriptions denote the same CRS (GDAL's `IsSame`).
+pub fn same_crs(a: &str, b: &str) -> bool {
+    if a == b {
+        return true;
+    }
+    match (SpatialRef::from_wkt(a), SpatialRef::from_wkt(b)) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn centre_range_selects_centres_inside() {
+        // pixels of size 10 from 0: centres 5, 15, 25, ...
+        assert_eq!(centre_range(0.0, 10.0, 10, 5.0, 25.0), 0..3);
+        assert_eq!(centre_range(0.0, 10.0, 10, 6.0, 24.0), 1..2);
+        assert_eq!(centre_range(0.0, 10.0, 10, -100.0, 1000.0), 0..10);
+        assert_eq!(centre_range(0.0, 10.0, 10, 200.0, 300.0), 0..0);
+        // north-up y: origin 100, step -10: centres 95, 85, ...
+        assert_eq!(centre_range(100.0, -10.0, 10, 80.0, 96.0), 0..2);
+    }
+}

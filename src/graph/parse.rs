@@ -1,0 +1,370 @@
+//! The band-math language of `--expr 'ndvi=(nir-red)/(nir+red)'`.
+//!
+//! ```text
+//! assignment := NAME '=' expr
+//! expr  := or ;  or := and ('|' and)* ;  and := cmp ('&' cmp)*
+//! cmp   := add (('<' | '<=' | '>' | '>=' | '==' | '!=') add)?
+//! add   := mul (('+' | '-') mul)* ;  mul := unary (('*' | '/') unary)*
+//! unary := ('-' | '!') unary | pow ;  pow := atom ('**' unary)?
+//! atom  := NUMBER | NAME | NAME '(' expr (',' expr)* ')' | '(' expr ')'
+//! ```
+//! Functions: where(c,a,b) sqrt abs log exp clip(x,lo,hi) isnull notnull fillna(x,v)
+//! minimum(a,b) maximum(a,b) float32(x) and reductions mean/median/min/max/sum/count/std(x, DIM).
+
+use super::{BinaryOp, ReduceOp, UnaryOp};
+use crate::cube::DataArray;
+use std::collections::HashMap;
+
+/// A parse or evaluation error, pointing at the offending token.
+#[derive(Debug, thiserror::Error)]
+#[error("in '{expr}' at column {col}: {msg}")]
+pub struct ParseError {
+    /// The expression.
+    pub expr: String,
+    /// 1-based column.
+    pub col: usize,
+    /// What is wrong.
+    pub msg: String,
+}
+
+/// The syntax tree.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Ast {
+    /// A number.
+    Num(f64),
+    /// A band or earlier result (with its position).
+    Name(String, usize),
+    /// Unary op.
+    Unary(UnaryOp, Box<Ast>),
+    /// Binary op.
+    Binary(BinaryOp, Box<Ast>, Box<Ast>),
+    /// Function call (name, args, position).
+    Call(String, Vec<Ast>, usize),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Tok {
+    Num(f64),
+    Name(String),
+    Op(&'static str),
+    End,
+}
+
+struct Parser<'a> {
+    src: &'a str,
+    toks: Vec<(Tok, usize)>,
+    pos: usize,
+}
+
+fn lex(src: &str) -> Result<Vec<(Tok, usize)>, ParseError> {
+    let b = src.as_bytes();
+    let mut i = 0;
+    let mut out = Vec::new();
+    let ops = ["**", "<=", ">=", "==", "!=", "+", "-", "*", "/", "(", ")", ",", "<", ">", "&", "|", "!"];
+    while i < b.len() {
+        let c = b[i] as char;
+        if c.is_whitespace() {
+            i += 1;
+            continue;
+        }
+        if c.is_ascii_digit() || (c == '.' && i + 1 < b.len() && (b[i + 1] as char).is_ascii_digit()) {
+            let start = i;
+            while i < b.len() && ((b[i] as char).is_ascii_digit() || b[i] == b'.') {
+                i += 1;
+            }
+            if i < b.len() && (b[i] == b'e' || b[i] == b'E') {
+                let save = i;
+                i += 1;
+                if i < b.len() && (b[i] == b'+' || b[i] == b'-') {
+                    i += 1;
+                }
+                if i < b.len() && (b[i] as char).is_ascii_digit() {
+                    while i < b.len() && (b[i] as char).is_ascii_digit() {
+                        i += 1;
+                    }
+                } else {
+                    i = save;
+                }
+            }
+            let text = &src[start..i];
+            let v: f64 = text.parse().map_err(|_| ParseError { expr: src.into(), col: start + 1, msg: format!("bad number '{text}'") })?;
+            out.push((Tok::Num(v), start));
+            continue;
+        }
+        if c.is_ascii_alphabetic() || c == '_' {
+            let start = i;
+            while i < b.len() && ((b[i] as char).is_ascii_alphanumeric() || b[i] == b'_') {
+                i += 1;
+            }
+            out.push((Tok::Name(src[start..i].to_string()), start));
+            continue;
+        }
+        match ops.iter().find(|o| src[i..].starts_with(**o)) {
+            Some(o) => {
+                out.push((Tok::Op(o), i));
+                i += o.len();
+            }
+            None => return Err(ParseError { expr: src.into(), col: i + 1, msg: format!("unexpected character '{c}'") }),
+        }
+    }
+    out.push((Tok::End, src.len()));
+    Ok(out)
+}
+
+impl<'a> Parser<'a> {
+    fn peek(&self) -> &Tok {
+        &self.toks[self.pos].0
+    }
+    fn at(&self) -> usize {
+        self.toks[self.pos].1
+    }
+    fn err(&self, msg: impl Into<String>) -> ParseError {
+        ParseError { expr: self.src.into(), col: self.at() + 1, msg: msg.into() }
+    }
+    fn eat(&mut self, op: &str) -> bool {
+        if *self.peek() == Tok::Op(static_op(op)) {
+            self.pos += 1;
+            true
+        } else {
+            false
+        }
+    }
+    fn expect(&mut self, op: &str) -> Result<(), ParseError> {
+        if self.eat(op) {
+            Ok(())
+        } else {
+            Err(self.err(format!("expected '{op}', found {}", describe(self.peek()))))
+        }
+    }
+    fn binary_level(&mut self, ops: &[(&str, BinaryOp)], next: fn(&mut Self) -> Result<Ast, ParseError>, once: bool) -> Result<Ast, ParseError> {
+        let mut lhs = next(self)?;
+        loop {
+            let Some((_, op)) = ops.iter().find(|(s, _)| *self.peek() == Tok::Op(static_op(s))) else { break };
+            self.pos += 1;
+            let rhs = next(self)?;
+            lhs = Ast::Binary(*op, Box::new(lhs), Box::new(rhs));
+            if once {
+                break;
+            }
+        }
+        Ok(lhs)
+    }
+    fn expr(&mut self) -> Result<Ast, ParseError> {
+        self.binary_level(&[("|", BinaryOp::Or)], Self::and, false)
+    }
+    fn and(&mut self) -> Result<Ast, ParseError> {
+        self.binary_level(&[("&", BinaryOp::And)], Self::cmp, false)
+    }
+    fn cmp(&mut self) -> Result<Ast, ParseError> {
+        self.binary_level(&[("<=", BinaryOp::Le), (">=", BinaryOp::Ge), ("==", BinaryOp::Eq), ("!=", BinaryOp::Ne), ("<", BinaryOp::Lt), (">", BinaryOp::Gt)], Self::add, true)
+    }
+    fn add(&mut self) -> Result<Ast, ParseError> {
+        self.binary_level(&[("+", BinaryOp::Add), ("-", BinaryOp::Sub)], Self::mul, false)
+    }
+    fn mul(&mut self) -> Result<Ast, ParseError> {
+        self.binary_level(&[("*", BinaryOp::Mul), ("/", BinaryOp::Div)], Self::unary, false)
+    }
+    fn unary(&mut self) -> Result<Ast, ParseError> {
+        if self.eat("-") {
+            return Ok(Ast::Unary(UnaryOp::Neg, Box::new(self.unary()?)));
+        }
+        if self.eat("!") {
+            return Ok(Ast::Unary(UnaryOp::Not, Box::new(self.unary()?)));
+        }
+        self.pow()
+    }
+    fn pow(&mut self) -> Result<Ast, ParseError> {
+        let base = self.atom()?;
+        if self.eat("**") {
+            let e = self.unary()?;
+            return Ok(Ast::Binary(BinaryOp::Pow, Box::new(base), Box::new(e)));
+        }
+        Ok(base)
+    }
+    fn atom(&mut self) -> Result<Ast, ParseError> {
+        let at = self.at();
+        match self.peek().clone() {
+            Tok::Num(v) => {
+                self.pos += 1;
+                Ok(Ast::Num(v))
+            }
+            Tok::Name(n) => {
+                self.pos += 1;
+                if self.eat("(") {
+                    let mut args = vec![self.expr()?];
+                    while self.eat(",") {
+                        args.push(self.expr()?);
+                    }
+                    self.expect(")")?;
+                    Ok(Ast::Call(n, args, at))
+                } else {
+                    Ok(Ast::Name(n, at))
+                }
+            }
+            Tok::Op("(") => {
+                self.pos += 1;
+                let e = self.expr()?;
+                self.expect(")")?;
+                Ok(e)
+            }
+            t => Err(self.err(format!("expected a number, band name or '(', found {}", describe(&t)))),
+        }
+    }
+}
+
+fn static_op(s: &str) -> &'static str {
+    ["**", "<=", ">=", "==", "!=", "+", "-", "*", "/", "(", ")", ",", "<", ">", "&", "|", "!"].into_iter().find(|o| *o == s).unwrap_or("")
+}
+
+fn describe(t: &Tok) -> String {
+    match t {
+        Tok::Num(v) => format!("number {v}"),
+        Tok::Name(n) => format!("'{n}'"),
+        Tok::Op(o) => format!("'{o}'"),
+        Tok::End => "the end of the expression".into(),
+    }
+}
+
+/// Parse an expression.
+pub fn parse_expr(src: &str) -> Result<Ast, ParseError> {
+    let toks = lex(src)?;
+    let mut p = Parser { src, toks, pos: 0 };
+    let e = p.expr()?;
+    if *p.peek() != Tok::End {
+        return Err(p.err(format!("unexpected {} after a complete expression", describe(p.peek()))));
+    }
+    Ok(e)
+}
+
+/// Parse `NAME=EXPR`.
+pub fn parse_assignment(src: &str) -> Result<(String, Ast), ParseError> {
+    let Some((name, rhs)) = src.split_once('=').filter(|(_, r)| !r.starts_with('=')) else {
+        return Err(ParseError { expr: src.into(), col: 1, msg: "expected NAME=EXPRESSION, e.g. ndvi=(nir-red)/(nir+red)".into() });
+    };
+    let n = name.trim();
+    if n.is_empty() || !n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') || n.chars().next().is_some_and(|c| c.is_ascii_digit()) {
+        return Err(ParseError { expr: src.into(), col: 1, msg: format!("'{n}' is not a valid result name") });
+    }
+    let off = name.len() + 1;
+    let ast = parse_expr(rhs).map_err(|e| ParseError { expr: src.into(), col: e.col + off, msg: e.msg })?;
+    Ok((n.to_string(), ast))
+}
+
+/// Build the lazy array of `ast` over the named arrays `env` (bands and earlier results).
+pub fn build(src: &str, ast: &Ast, env: &HashMap<String, DataArray>) -> Result<DataArray, ParseError> {
+    let err = |col: usize, msg: String| ParseError { expr: src.into(), col: col + 1, msg };
+    let any = env.values().next().ok_or_else(|| err(0, "no bands to compute with".into()))?;
+    Ok(match ast {
+        Ast::Num(v) => any.scalar(*v),
+        Ast::Name(n, at) => env.get(n).cloned().ok_or_else(|| {
+            let mut names: Vec<&String> = env.keys().collect();
+            names.sort();
+            err(*at, format!("unknown band '{n}'; available: {}", names.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")))
+        })?,
+        Ast::Unary(op, a) => {
+            let a = build(src, a, env)?;
+            match op {
+                UnaryOp::Neg => -&a,
+                _ => unary(&a, *op),
+            }
+        }
+        Ast::Binary(op, a, b) => match (&**a, &**b) {
+            (x, Ast::Num(v)) => build(src, x, env)?.apply_scalar(*op, *v),
+            (Ast::Num(v), y) => {
+                let y = build(src, y, env)?;
+                y.scalar(*v).apply(*op, &y)
+            }
+            (x, y) => build(src, x, env)?.apply(*op, &build(src, y, env)?),
+        },
+        Ast::Call(f, args, at) => {
+            let n = args.len();
+            let want = |k: usize| if n == k { Ok(()) } else { Err(err(*at, format!("{f}() takes {k} argument(s), got {n}"))) };
+            let num = |a: &Ast| match a {
+                Ast::Num(v) => Ok(*v),
+                Ast::Unary(UnaryOp::Neg, b) => match **b {
+                    Ast::Num(v) => Ok(-v),
+                    _ => Err(err(*at, format!("{f}() needs a number here"))),
+                },
+                _ => Err(err(*at, format!("{f}() needs a number here"))),
+            };
+            match f.as_str() {
+                "sqrt" | "abs" | "log" | "exp" | "isnull" | "notnull" => {
+                    want(1)?;
+                    let a = build(src, &args[0], env)?;
+                    let op = match f.as_str() {
+                        "sqrt" => UnaryOp::Sqrt,
+                        "abs" => UnaryOp::Abs,
+                        "log" => UnaryOp::Log,
+                        "exp" => UnaryOp::Exp,
+                        "isnull" => UnaryOp::IsNull,
+                        _ => UnaryOp::NotNull,
+                    };
+                    unary(&a, op)
+                }
+                "where" => {
+                    want(3)?;
+                    let c = build(src, &args[0], env)?;
+                    let a = build(src, &args[1], env)?;
+                    let b = build(src, &args[2], env)?;
+                    a.where_(&c, &b)
+                }
+                "clip" => {
+                    want(3)?;
+                    build(src, &args[0], env)?.clip(num(&args[1])?, num(&args[2])?)
+                }
+                "fillna" => {
+                    want(2)?;
+                    build(src, &args[0], env)?.fillna(num(&args[1])?)
+                }
+                "minimum" | "maximum" => {
+                    want(2)?;
+                    let op = if f == "minimum" { BinaryOp::Min } else { BinaryOp::Max };
+                    build(src, &args[0], env)?.apply(op, &build(src, &args[1], env)?)
+                }
+                "float32" => {
+                    want(1)?;
+                    build(src, &args[0], env)?.astype(crate::store::DType::F32)
+                }
+                r => match ReduceOp::parse(r) {
+                    Some(op) => {
+                        want(2)?;
+                        let Ast::Name(dim, dat) = &args[1] else {
+                            return Err(err(*at, format!("{r}(x, DIM): DIM must be time, y or x")));
+                        };
+                        if !["time", "y", "x"].contains(&dim.as_str()) {
+                            return Err(err(*dat, format!("unknown dimension '{dim}' (dimensions are time, y, x)")));
+                        }
+                        build(src, &args[0], env)?.reduce(op, dim)
+                    }
+                    None => return Err(err(*at, format!("unknown function '{f}'"))),
+                },
+            }
+        }
+    })
+}
+
+fn unary(a: &DataArray, op: UnaryOp) -> DataArray {
+    match op {
+        UnaryOp::Abs => a.abs(),
+        UnaryOp::Sqrt => a.sqrt(),
+        UnaryOp::IsNull => a.isnull(),
+        _ => a.unary_op(op),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[test]
+    fn parses_ndvi_and_points_at_errors() {
+        let (n, a) = parse_assignment("ndvi=(nir-red)/(nir+red)").unwrap();
+        assert_eq!(n, "ndvi");
+        assert!(matches!(a, Ast::Binary(BinaryOp::Div, _, _)));
+        let e = parse_assignment("ndvi=(nir-red)/(nir+").unwrap_err();
+        assert_eq!(e.col, 21, "{e}");
+        let e = parse_expr("nir $ red").unwrap_err();
+        assert_eq!(e.col, 5);
+        assert!(parse_expr("1 + 2 * -x ** 2").is_ok());
+        assert!(parse_expr("where(nir > red, 1, 0)").is_ok());
+    }
+}

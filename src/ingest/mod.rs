@@ -1,0 +1,94 @@
+//! Ingest: GeoTIFF tiles → a Zarr v3 cube.
+//!
+//! 1. [`scan`] finds the tiles (manifest or DE Africa file names) and reads their headers;
+//! 2. [`plan`] checks they share CRS, resolution and pixel grid and lays them on the union grid;
+//! 3. [`write`] builds whole output chunks in parallel from windowed GDAL reads of only the
+//!    tiles overlapping each chunk, and commits the cube by writing the group metadata last.
+//!
+//! Re-running an interrupted ingest resumes: chunks already in the store are kept (they were
+//! written atomically) and the result is byte-identical to an uninterrupted run.
+
+pub mod plan;
+pub mod scan;
+mod write;
+
+pub use plan::{plan_mosaic, MosaicPlan, PlanBand, Placed};
+pub use scan::{discover, read_manifest, scan_tile, TileInfo, TileSource};
+pub use write::{ingest, IngestOptions, IngestReport, Sources};
+
+use crate::store::StoreError;
+
+/// Errors of ingest. Each names the file, manifest row, flag or key at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// A manifest problem.
+    #[error("{file} row {row}: {msg}")]
+    Manifest {
+        /// Manifest path.
+        file: String,
+        /// 1-based row (the header is row 1).
+        row: usize,
+        /// What is wrong.
+        msg: String,
+    },
+    /// A tile that cannot be used.
+    #[error("{file}: {msg}")]
+    Tile {
+        /// Tile path.
+        file: String,
+        /// What is wrong.
+        msg: String,
+    },
+    /// Tiles that do not fit together.
+    #[error("{file}: {msg}")]
+    Mismatch {
+        /// The tile that disagrees with the first one.
+        file: String,
+        /// How.
+        msg: String,
+    },
+    /// The same (band, time, tile) twice.
+    #[error("duplicate (band, time, tile): {0}")]
+    Duplicate(String),
+    /// Nothing to ingest.
+    #[error("no tiles found in {0}")]
+    NoTiles(String),
+    /// A bad command-line option.
+    #[error("invalid {flag}: {msg}")]
+    BadOption {
+        /// The flag.
+        flag: String,
+        /// What is wrong.
+        msg: String,
+    },
+    /// The output holds something else.
+    #[error("{url} {msg}; pass --overwrite to replace it")]
+    OutputExists {
+        /// The output URL.
+        url: String,
+        /// What is there.
+        msg: String,
+    },
+    /// Reading a tile failed mid-ingest.
+    #[error("reading {file}: {msg}")]
+    Read {
+        /// Tile path.
+        file: String,
+        /// GDAL's message.
+        msg: String,
+    },
+    /// Writing a chunk failed.
+    #[error("writing chunk {key}: {msg}")]
+    Write {
+        /// Chunk key.
+        key: String,
+        /// What failed.
+        msg: String,
+    },
+    /// Stopped on purpose after N chunks (used by tests of resumption).
+    #[error("ingest stopped after {0} chunks as requested; re-run to resume")]
+    Stopped(u64),
+    /// A store problem.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}

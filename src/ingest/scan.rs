@@ -1,0 +1,232 @@
+//! Find the source tiles (a manifest, or files/folders named the DE Africa way) and scan
+//! each with GDAL: CRS, geotransform, size, dtype and nodata.
+
+use super::IngestError;
+use crate::geo::{capture_gdal_errors, epsg_of, parse_time, take_gdal_errors};
+use crate::store::DType;
+use gdal::raster::GdalDataType;
+use std::path::{Path, PathBuf};
+
+/// The largest tile side we accept; a guard against corrupt headers before any allocation.
+pub const MAX_TILE_SIDE: u64 = 1 << 20;
+
+/// A source tile to ingest: one band at one time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TileSource {
+    /// Path of the GeoTIFF.
+    pub path: PathBuf,
+    /// Band (measurement) name.
+    pub band: String,
+    /// Time, days since 1970-01-01.
+    pub time: i64,
+    /// Where the tile was declared, for error messages (`manifest.csv row 3`, or the path).
+    pub origin: String,
+}
+
+/// What GDAL reports about a tile.
+#[derive(Debug, Clone)]
+pub struct TileInfo {
+    /// The source.
+    pub source: TileSource,
+    /// CRS WKT.
+    pub wkt: String,
+    /// EPSG code if known.
+    pub epsg: Option<u32>,
+    /// Geotransform.
+    pub transform: [f64; 6],
+    /// Width in pixels.
+    pub width: u64,
+    /// Height in pixels.
+    pub height: u64,
+    /// Element type.
+    pub dtype: DType,
+    /// Nodata of band 1.
+    pub nodata: Option<f64>,
+}
+
+/// Read a `path,band,time` manifest; relative paths are relative to the manifest's folder.
+pub fn read_manifest(manifest: &Path) -> Result<Vec<TileSource>, IngestError> {
+    let text = std::fs::read_to_string(manifest).map_err(|e| IngestError::Manifest {
+        file: manifest.display().to_string(),
+        row: 0,
+        msg: e.to_string(),
+    })?;
+    let base = manifest.parent().unwrap_or(Path::new("."));
+    let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
+    let bad = |row: usize, msg: String| IngestError::Manifest {
+        file: manifest.display().to_string(),
+        row,
+        msg,
+    };
+    let (_, header) = lines.next().ok_or_else(|| bad(1, "empty manifest: expected the header path,band,time".into()))?;
+    let cols: Vec<String> = header.split(',').map(|c| c.trim().to_ascii_lowercase()).collect();
+    let find = |name: &str| cols.iter().position(|c| c == name);
+    let (Some(ip), Some(ib), Some(it)) = (find("path"), find("band"), find("time")) else {
+        return Err(bad(1, format!("header '{header}' must name the columns path,band,time")));
+    };
+    let mut out = Vec::new();
+    for (i, line) in lines {
+        let row = i + 1;
+        let fields: Vec<&str> = line.split(',').map(str::trim).collect();
+        if fields.len() != cols.len() {
+            return Err(bad(row, format!("expected {} columns (path,band,time), found {}", cols.len(), fields.len())));
+        }
+        let (p, b, t) = (fields[ip], fields[ib], fields[it]);
+        if p.is_empty() || b.is_empty() || t.is_empty() {
+            return Err(bad(row, "empty path, band or time".into()));
+        }
+        validate_band_name(b).map_err(|m| bad(row, m))?;
+        let time = parse_time(t).map_err(|e| bad(row, e.to_string()))?;
+        let path = if Path::new(p).is_absolute() { PathBuf::from(p) } else { base.join(p) };
+        out.push(TileSource {
+            path,
+            band: b.to_string(),
+            time,
+            origin: format!("{} row {row}", manifest.display()),
+        });
+    }
+    if out.is_empty() {
+        return Err(IngestError::NoTiles(manifest.display().to_string()));
+    }
+    Ok(out)
+}
+
+/// Band names become array names: keep them simple and safe as store keys.
+pub fn validate_band_name(b: &str) -> Result<(), String> {
+    let ok = !b.is_empty()
+        && b.len() <= 64
+        && b.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-')
+        && !crate::store::layout::COORD_NAMES.contains(&b);
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("invalid band name '{b}': use letters, digits, '_' or '-', and not time/x/y/spatial_ref"))
+    }
+}
+
+/// Band and time from a DE Africa style name `..._<YYYY>--P1Y_final_<band>.tif`.
+pub fn parse_deafrica_name(path: &Path) -> Option<(String, i64)> {
+    let name = path.file_name()?.to_str()?;
+    let stem = name.strip_suffix(".tif").or_else(|| name.strip_suffix(".tiff"))?;
+    let (before, band) = stem.rsplit_once("_final_")?;
+    let (before, _period) = before.rsplit_once("--P")?;
+    let date = before.rsplit('_').next()?;
+    let time = parse_time(date).ok()?;
+    validate_band_name(band).ok()?;
+    Some((band.to_string(), time))
+}
+
+/// Collect tiles from files and folders (recursively), named the DE Africa way.
+pub fn discover(paths: &[PathBuf]) -> Result<Vec<TileSource>, IngestError> {
+    let mut files = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            walk(p, &mut files)?;
+        } else if p.is_file() {
+            files.push(p.clone());
+        } else {
+            return Err(IngestError::Tile {
+                file: p.display().to_string(),
+                msg: "no such file or folder".into(),
+            });
+        }
+    }
+    files.sort();
+    files.dedup();
+    let mut out = Vec::new();
+    for f in files {
+        let is_tif = f.extension().and_then(|e| e.to_str()).is_some_and(|e| e.eq_ignore_ascii_case("tif") || e.eq_ignore_ascii_case("tiff"));
+        if !is_tif {
+            continue;
+        }
+        let (band, time) = parse_deafrica_name(&f).ok_or_else(|| IngestError::Tile {
+            file: f.display().to_string(),
+            msg: "name does not follow ..._<YYYY>--P1Y_final_<band>.tif; use --manifest to name band and time".into(),
+        })?;
+        out.push(TileSource {
+            origin: f.display().to_string(),
+            path: f,
+            band,
+            time,
+        });
+    }
+    if out.is_empty() {
+        let list = paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ");
+        return Err(IngestError::NoTiles(list));
+    }
+    Ok(out)
+}
+
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), IngestError> {
+    let rd = std::fs::read_dir(dir).map_err(|e| IngestError::Tile {
+        file: dir.display().to_string(),
+        msg: e.to_string(),
+    })?;
+    for entry in rd.flatten() {
+        let p = entry.path();
+        if p.is_dir() {
+            walk(&p, out)?;
+        } else {
+            out.push(p);
+        }
+    }
+    Ok(())
+}
+
+fn dtype_of(t: GdalDataType) -> Option<DType> {
+    Some(match t {
+        GdalDataType::UInt8 => DType::U8,
+        GdalDataType::UInt16 => DType::U16,
+        GdalDataType::Int16 => DType::I16,
+        GdalDataType::UInt32 => DType::U32,
+        GdalDataType::Int32 => DType::I32,
+        GdalDataType::Float32 => DType::F32,
+        GdalDataType::Float64 => DType::F64,
+        _ => return None,
+    })
+}
+
+/// Open a tile with GDAL and read its header.
+pub fn scan_tile(src: &TileSource) -> Result<TileInfo, IngestError> {
+    let file = src.path.display().to_string();
+    let fail = |msg: String| IngestError::Tile { file: file.clone(), msg };
+    if !src.path.is_file() {
+        return Err(fail(format!("no such file (from {})", src.origin)));
+    }
+    capture_gdal_errors();
+    let ds = gdal::Dataset::open(&src.path).map_err(|e| fail(format!("not a raster GDAL can read: {e}")))?;
+    if ds.raster_count() < 1 {
+        return Err(fail("has no raster bands".into()));
+    }
+    let (w, h) = ds.raster_size();
+    let (w, h) = (w as u64, h as u64);
+    if w == 0 || h == 0 || w > MAX_TILE_SIDE || h > MAX_TILE_SIDE {
+        return Err(fail(format!("implausible raster size {w}x{h}")));
+    }
+    let transform = ds.geo_transform().map_err(|_| fail("has no geotransform (not georeferenced)".into()))?;
+    if transform[2] != 0.0 || transform[4] != 0.0 {
+        return Err(fail("rotated or sheared geotransforms are not supported".into()));
+    }
+    if !(transform[1] > 0.0 && transform[5] < 0.0) {
+        return Err(fail(format!("geotransform {transform:?} is not north-up")));
+    }
+    let sr = ds.spatial_ref().map_err(|_| fail("has no CRS".into()))?;
+    let wkt = sr.to_wkt().map_err(|e| fail(format!("CRS cannot be written as WKT: {e}")))?;
+    let band = ds.rasterband(1).map_err(|e| fail(e.to_string()))?;
+    let dtype = dtype_of(band.band_type()).ok_or_else(|| fail(format!("unsupported data type {:?}", band.band_type())))?;
+    let nodata = band.no_data_value();
+    let errs = take_gdal_errors();
+    if !errs.is_empty() {
+        return Err(fail(format!("GDAL reported: {}", errs.join("; "))));
+    }
+    Ok(TileInfo {
+        source: src.clone(),
+        epsg: epsg_of(&sr),
+        wkt,
+        transform,
+        width: w,
+        height: h,
+        dtype,
+        nodata,
+    })
+}

@@ -1,0 +1,385 @@
+//! Write the planned cube: whole chunks in parallel, resumable, committed last.
+
+use super::plan::{plan_mosaic, MosaicPlan, PlanBand};
+use super::scan::{discover, read_manifest, scan_tile, TileInfo, TileSource};
+use super::IngestError;
+use crate::geo::{capture_gdal_errors, take_gdal_errors};
+use crate::store::layout::{self, Codecs};
+use crate::store::{grid_shape, ChunkSpec, Element, Store};
+use crate::with_dtype;
+use ndarray::{ArrayD, IxDyn};
+use rayon::prelude::*;
+use serde_json::{json, Value};
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+/// Key of the marker that records an ingest in progress (its plan fingerprint).
+const MARKER: &str = "chunkcube-ingest.json";
+
+/// Where the tiles come from.
+#[derive(Debug, Clone)]
+pub enum Sources {
+    /// A `path,band,time` CSV.
+    Manifest(PathBuf),
+    /// GeoTIFF files or folders named the DE Africa way.
+    Paths(Vec<PathBuf>),
+}
+
+/// Options of an ingest.
+#[derive(Debug, Clone)]
+pub struct IngestOptions {
+    /// Chunk shape (`--chunks`; default time=1,y=1024,x=1024).
+    pub chunks: ChunkSpec,
+    /// Shard shape (`--shards`); dimensions left out take the chunk size.
+    pub shards: Option<ChunkSpec>,
+    /// Codecs (`--compression`).
+    pub codecs: Codecs,
+    /// Worker threads (default: all cores).
+    pub threads: Option<usize>,
+    /// Replace an existing, different cube.
+    pub overwrite: bool,
+    /// Product name stored in the group attributes.
+    pub product: String,
+    /// No progress bar.
+    pub quiet: bool,
+    /// Stop with an error after this many chunks (to test resumption).
+    pub stop_after_chunks: Option<u64>,
+}
+
+impl Default for IngestOptions {
+    fn default() -> Self {
+        IngestOptions {
+            chunks: ChunkSpec::Dims([Some(1), Some(1024), Some(1024)]),
+            shards: None,
+            codecs: Codecs::default(),
+            threads: None,
+            overwrite: false,
+            product: "gm_s2_annual".into(),
+            quiet: false,
+            stop_after_chunks: None,
+        }
+    }
+}
+
+/// What an ingest did.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct IngestReport {
+    /// Tiles scanned.
+    pub tiles: usize,
+    /// Chunks written now.
+    pub chunks_written: u64,
+    /// Chunks found complete from an earlier, interrupted run.
+    pub chunks_skipped: u64,
+    /// Whether the cube was already complete (nothing done).
+    pub up_to_date: bool,
+    /// Decoded pixel bytes produced.
+    pub pixel_bytes: u64,
+    /// Wall time.
+    pub elapsed_s: f64,
+}
+
+fn fnv64(s: &str) -> String {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in s.bytes() {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    format!("{h:016x}")
+}
+
+/// Resolve `--chunks` and `--shards` against the planned shape.
+fn chunk_shapes(plan: &MosaicPlan, opts: &IngestOptions) -> Result<([u64; 3], Option<[u64; 3]>), IngestError> {
+    let shape = [plan.times.len() as u64, plan.geobox.height, plan.geobox.width];
+    let chunks = match &opts.chunks {
+        ChunkSpec::Dims(d) => {
+            // A dimension left out of --chunks keeps the default (time=1, 1024 px).
+            let def = [1u64, 1024, 1024];
+            let mut c = [0u64; 3];
+            for i in 0..3 {
+                c[i] = d[i].unwrap_or(def[i]).min(shape[i].max(1));
+            }
+            c
+        }
+        _ => {
+            return Err(IngestError::BadOption {
+                flag: "--chunks".into(),
+                msg: "ingest needs pixel sizes such as time=1,y=1024,x=1024".into(),
+            })
+        }
+    };
+    let limit = 1u64 << 31;
+    if chunks.iter().product::<u64>() > limit {
+        return Err(IngestError::BadOption { flag: "--chunks".into(), msg: format!("{chunks:?} is more than 2^31 pixels per chunk") });
+    }
+    let shards = match &opts.shards {
+        None => None,
+        Some(ChunkSpec::Dims(d)) => {
+            let mut s = [0u64; 3];
+            for i in 0..3 {
+                s[i] = d[i].unwrap_or(chunks[i]);
+                if s[i] % chunks[i] != 0 {
+                    return Err(IngestError::BadOption {
+                        flag: "--shards".into(),
+                        msg: format!("shard size {} along {} is not a multiple of the chunk size {}", s[i], crate::store::DIMS[i], chunks[i]),
+                    });
+                }
+            }
+            if s.iter().product::<u64>() > limit {
+                return Err(IngestError::BadOption { flag: "--shards".into(), msg: format!("{s:?} is more than 2^31 pixels per shard") });
+            }
+            Some(s)
+        }
+        Some(_) => return Err(IngestError::BadOption { flag: "--shards".into(), msg: "expected y=N,x=N".into() }),
+    };
+    Ok((chunks, shards))
+}
+
+/// Scan, plan and write a cube at `out`.
+pub fn ingest(sources: &Sources, out: &str, opts: &IngestOptions) -> Result<IngestReport, IngestError> {
+    let start = Instant::now();
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(opts.threads.unwrap_or(0))
+        .build()
+        .map_err(|e| IngestError::BadOption { flag: "--threads".into(), msg: e.to_string() })?;
+    pool.install(|| ingest_in_pool(sources, out, opts, start))
+}
+
+fn ingest_in_pool(sources: &Sources, out: &str, opts: &IngestOptions, start: Instant) -> Result<IngestReport, IngestError> {
+    let srcs: Vec<TileSource> = match sources {
+        Sources::Manifest(m) => read_manifest(m)?,
+        Sources::Paths(p) => discover(p)?,
+    };
+    let pb = crate::progress::bar(srcs.len() as u64, "scanning tiles", opts.quiet);
+    let scanned: Vec<Result<TileInfo, IngestError>> = srcs
+        .par_iter()
+        .map(|s| {
+            let r = scan_tile(s);
+            pb.inc(1);
+            r
+        })
+        .collect();
+    pb.finish_and_clear();
+    let infos: Vec<TileInfo> = scanned.into_iter().collect::<Result<_, _>>()?;
+    let plan = plan_mosaic(&infos)?;
+    let (chunks, shards) = chunk_shapes(&plan, opts)?;
+
+    let fingerprint = fnv64(&format!(
+        "{:?}|{:?}|{:?}|{:?}|{}",
+        plan,
+        chunks,
+        shards,
+        opts.codecs,
+        infos.iter().map(|t| format!("{}:{}", t.source.path.display(), std::fs::metadata(&t.source.path).map(|m| m.len()).unwrap_or(0))).collect::<Vec<_>>().join(",")
+    ));
+
+    let store = Store::open(out, true)?;
+    let mut report = IngestReport { tiles: infos.len(), ..Default::default() };
+    if !prepare_output(&store, &fingerprint, opts.overwrite)? {
+        report.up_to_date = true;
+        report.elapsed_s = start.elapsed().as_secs_f64();
+        return Ok(report);
+    }
+
+    let shape = [plan.times.len() as u64, plan.geobox.height, plan.geobox.width];
+    let outer = shards.unwrap_or(chunks);
+    let grid = grid_shape(shape, outer);
+    let mut arrays = Vec::new();
+    for b in &plan.bands {
+        let builder = layout::band_builder(b.dtype, b.nodata, shape, chunks, shards, opts.codecs, &serde_json::Map::new());
+        let arr = builder
+            .build(store.storage(), &format!("/{}", b.name))
+            .map_err(|e| IngestError::Write { key: format!("{}/zarr.json", b.name), msg: e.to_string() })?;
+        arrays.push(arr);
+    }
+
+    // What an earlier run already finished.
+    let existing: HashSet<String> = store.list_sizes("")?.into_iter().map(|(k, _)| k).collect();
+    let mut tasks = Vec::new();
+    for (bi, b) in plan.bands.iter().enumerate() {
+        for t in 0..grid[0] {
+            for y in 0..grid[1] {
+                for x in 0..grid[2] {
+                    let idx = [t, y, x];
+                    let key = arrays[bi].chunk_key(&idx).to_string();
+                    if existing.contains(&key) {
+                        report.chunks_skipped += 1;
+                    } else {
+                        tasks.push((bi, idx));
+                    }
+                    let _ = b;
+                }
+            }
+        }
+    }
+
+    let pb = crate::progress::bar(tasks.len() as u64, "ingesting chunks", opts.quiet);
+    let done = AtomicU64::new(0);
+    let bytes = AtomicU64::new(0);
+    let write_start = Instant::now();
+    tasks.par_iter().try_for_each(|&(bi, idx)| {
+        if let Some(n) = opts.stop_after_chunks {
+            if done.load(Ordering::SeqCst) >= n {
+                return Err(IngestError::Stopped(n));
+            }
+        }
+        let band = &plan.bands[bi];
+        let arr = &arrays[bi];
+        let n = with_dtype!(band.dtype, T => write_chunk::<T>(band, arr, idx, outer, shape))?;
+        bytes.fetch_add(n, Ordering::Relaxed);
+        done.fetch_add(1, Ordering::SeqCst);
+        pb.inc(1);
+        let mb = bytes.load(Ordering::Relaxed) as f64 / 1e6 / write_start.elapsed().as_secs_f64().max(1e-6);
+        pb.set_message(format!("{mb:.0} MB/s"));
+        Ok(())
+    })?;
+    pb.finish_and_clear();
+    report.chunks_written = done.load(Ordering::SeqCst);
+    report.pixel_bytes = bytes.load(Ordering::Relaxed);
+
+    // Commit: coordinates, array metadata, then the group last.
+    layout::write_coords(&store, &plan.geobox, &plan.times)?;
+    for (arr, b) in arrays.iter().zip(&plan.bands) {
+        arr.store_metadata()
+            .map_err(|e| IngestError::Write { key: format!("{}/zarr.json", b.name), msg: e.to_string() })?;
+    }
+    let mut attrs = serde_json::Map::new();
+    attrs.insert("ingest_fingerprint".into(), json!(fingerprint));
+    attrs.insert("crs".into(), json!(plan.geobox.epsg.map(|e| format!("EPSG:{e}")).unwrap_or_default()));
+    attrs.insert("grid_mapping".into(), json!("spatial_ref"));
+    layout::write_group(&store, &opts.product, attrs)?;
+    store.erase(MARKER)?;
+    report.elapsed_s = start.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// Decide what to do with the output location. Returns `false` when the identical cube is
+/// already complete there.
+fn prepare_output(store: &Store, fingerprint: &str, overwrite: bool) -> Result<bool, IngestError> {
+    let url = store.url().to_string();
+    let exists = |msg: &str| IngestError::OutputExists { url: url.clone(), msg: msg.into() };
+    if let Some(root) = store.get("zarr.json")? {
+        let doc: Value = serde_json::from_slice(&root).unwrap_or(Value::Null);
+        let fp = doc.pointer("/attributes/ingest_fingerprint").and_then(Value::as_str);
+        if fp == Some(fingerprint) && !overwrite {
+            return Ok(false);
+        }
+        if !overwrite {
+            return Err(exists("already holds a different cube"));
+        }
+        layout::uncommit(store)?;
+        store.erase_prefix("")?;
+    } else if let Some(m) = store.get(MARKER)? {
+        let doc: Value = serde_json::from_slice(&m).unwrap_or(Value::Null);
+        let same = doc.get("fingerprint").and_then(Value::as_str) == Some(fingerprint);
+        if !same {
+            if !overwrite {
+                return Err(exists("holds an unfinished ingest of different tiles or options"));
+            }
+            store.erase_prefix("")?;
+        }
+    } else if !store.list_sizes("")?.is_empty() {
+        if !overwrite {
+            return Err(exists("is not empty and is not a chunkcube cube"));
+        }
+        store.erase_prefix("")?;
+    }
+    // Leftovers of interrupted atomic writes.
+    for (k, _) in store.list_sizes("")? {
+        if k.ends_with(".tmp") {
+            store.erase(&k)?;
+        }
+    }
+    let marker = json!({ "fingerprint": fingerprint, "note": "ingest in progress; re-run the same command to resume" });
+    store.set(MARKER, serde_json::to_vec(&marker).unwrap_or_default().into())?;
+    Ok(true)
+}
+
+thread_local! {
+    // One GDAL handle per tile per worker: datasets are not thread-safe.
+    static HANDLES: RefCell<HashMap<PathBuf, gdal::Dataset>> = RefCell::new(HashMap::new());
+}
+
+/// Read a window of band 1 of `path` into `buf` (row-major `w × h`).
+fn read_window<T: Element>(path: &Path, x: usize, y: usize, w: usize, h: usize, buf: &mut [T]) -> Result<(), IngestError> {
+    let file = path.display().to_string();
+    HANDLES.with(|cell| {
+        let mut handles = cell.borrow_mut();
+        if handles.len() > 256 {
+            handles.clear();
+        }
+        if !handles.contains_key(path) {
+            let ds = gdal::Dataset::open(path).map_err(|e| IngestError::Read { file: file.clone(), msg: e.to_string() })?;
+            handles.insert(path.to_path_buf(), ds);
+        }
+        let ds = &handles[path];
+        capture_gdal_errors();
+        let band = ds.rasterband(1).map_err(|e| IngestError::Read { file: file.clone(), msg: e.to_string() })?;
+        let r = band.read_into_slice::<T>((x as isize, y as isize), (w, h), (w, h), buf, None);
+        let errs = take_gdal_errors();
+        match r {
+            Err(e) => Err(IngestError::Read { file: file.clone(), msg: e.to_string() }),
+            Ok(()) if !errs.is_empty() => Err(IngestError::Read { file: file.clone(), msg: format!("corrupt or truncated: {}", errs.join("; ")) }),
+            Ok(()) => Ok(()),
+        }
+    })
+}
+
+/// Build one whole output chunk (or shard) and store it. Returns decoded bytes produced.
+fn write_chunk<T: Element>(
+    band: &PlanBand,
+    arr: &zarrs::array::Array<dyn zarrs::storage::ReadableWritableListableStorageTraits>,
+    idx: [u64; 3],
+    outer: [u64; 3],
+    shape: [u64; 3],
+) -> Result<u64, IngestError> {
+    let nodata: Option<T> = band.nodata.map(T::from_f64);
+    let fill = nodata.unwrap_or_default();
+    let (ct, cy, cx) = (outer[0] as usize, outer[1] as usize, outer[2] as usize);
+    let mut data = vec![fill; ct * cy * cx];
+    let mut filled = vec![false; ct * cy * cx];
+    let r0 = idx[1] * outer[1];
+    let c0 = idx[2] * outer[2];
+    let r1 = (r0 + outer[1]).min(shape[1]);
+    let c1 = (c0 + outer[2]).min(shape[2]);
+    let mut buf: Vec<T> = Vec::new();
+    for lt in 0..ct {
+        let t = idx[0] * outer[0] + lt as u64;
+        if t >= shape[0] {
+            break;
+        }
+        for tile in &band.tiles[t as usize] {
+            // Intersection of the chunk window and the tile, in mosaic pixels.
+            let ir0 = r0.max(tile.row);
+            let ic0 = c0.max(tile.col);
+            let ir1 = r1.min(tile.row + tile.height);
+            let ic1 = c1.min(tile.col + tile.width);
+            if ir0 >= ir1 || ic0 >= ic1 {
+                continue;
+            }
+            let (w, h) = ((ic1 - ic0) as usize, (ir1 - ir0) as usize);
+            buf.resize(w * h, fill);
+            read_window(&tile.path, (ic0 - tile.col) as usize, (ir0 - tile.row) as usize, w, h, &mut buf)?;
+            for row in 0..h {
+                let dst0 = lt * cy * cx + ((ir0 - r0) as usize + row) * cx + (ic0 - c0) as usize;
+                let src = &buf[row * w..(row + 1) * w];
+                let dst = &mut data[dst0..dst0 + w];
+                let done = &mut filled[dst0..dst0 + w];
+                // First valid pixel wins: a later tile fills only what is still missing.
+                for i in 0..w {
+                    if !done[i] && !src[i].is_missing(nodata) {
+                        dst[i] = src[i];
+                        done[i] = true;
+                    }
+                }
+            }
+        }
+    }
+    let n = (data.len() * std::mem::size_of::<T>()) as u64;
+    let a = ArrayD::from_shape_vec(IxDyn(&[ct, cy, cx]), data).map_err(|e| IngestError::Write { key: format!("{}/{idx:?}", band.name), msg: e.to_string() })?;
+    arr.store_chunk(&idx, a)
+        .map_err(|e| IngestError::Write { key: arr.chunk_key(&idx).to_string(), msg: e.to_string() })?;
+    Ok(n)
+}

@@ -1,0 +1,252 @@
+//! Storage: a cube URL (local path or `s3://bucket/prefix`) becomes a zarrs storage handle,
+//! wrapped in small layers that share one trait, the way object_store composes its stores:
+//! - [`CountingStore`] counts chunk fetches and bytes (the `--stats` numbers and the tests'
+//!   proof of chunk pruning);
+//! - atomic writes for local directories (a chunk is written to `key.tmp` and renamed), so an
+//!   interrupted write never leaves a torn chunk under its real key;
+//! - for S3, object_store's client with retries configured in one place ([`s3`]).
+//!
+//! [`layout`] is the store format: how a cube's arrays, coordinates and CRS are laid out.
+
+mod chunks;
+mod counting;
+mod dtype;
+pub mod layout;
+pub mod s3;
+
+pub use chunks::{grid_shape, parse_bytes, ChunkSpec, ChunkSpecError, DIMS};
+pub use counting::{is_data_chunk, CountingStore, IoCounters, IoSnapshot};
+pub use dtype::{DType, Element};
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use zarrs::filesystem::FilesystemStore;
+use zarrs::storage::storage_adapter::atomic_write::AtomicWriteStorageAdapter;
+use zarrs::storage::{ReadableWritableListableStorage, StoreKey, StorePrefix};
+
+/// Errors of opening and using stores.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A URL that is neither a local path nor `s3://bucket/prefix`.
+    #[error("invalid cube URL '{url}': {reason}")]
+    BadUrl {
+        /// The URL as given (never carries secrets: credentials come from the environment).
+        url: String,
+        /// Why it is invalid.
+        reason: String,
+    },
+    /// The location holds no cube.
+    #[error("{0} is not a chunkcube cube (no zarr.json group metadata found)")]
+    NotACube(String),
+    /// A storage operation failed.
+    #[error("storage error at {url} key '{key}': {msg}")]
+    Io {
+        /// Cube URL.
+        url: String,
+        /// The key involved.
+        key: String,
+        /// What went wrong.
+        msg: String,
+    },
+    /// The cube's metadata is malformed.
+    #[error("malformed cube metadata at {url} '{key}': {msg}")]
+    Metadata {
+        /// Cube URL.
+        url: String,
+        /// The metadata key.
+        key: String,
+        /// What is wrong.
+        msg: String,
+    },
+}
+
+/// Where a cube lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    /// A local directory.
+    Local(PathBuf),
+    /// An S3 bucket and key prefix (no leading or trailing slash).
+    S3 {
+        /// Bucket name.
+        bucket: String,
+        /// Key prefix inside the bucket.
+        prefix: String,
+    },
+}
+
+impl Location {
+    /// Parse a cube URL: `s3://bucket/prefix` or a local path (optionally `file://`).
+    pub fn parse(url: &str) -> Result<Location, StoreError> {
+        let bad = |reason: &str| StoreError::BadUrl {
+            url: url.to_string(),
+            reason: reason.to_string(),
+        };
+        if let Some(rest) = url.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty()
+                || !bucket
+                    .bytes()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-' || c == b'.')
+            {
+                return Err(bad("the bucket name must be non-empty lowercase letters, digits, '-' or '.'"));
+            }
+            if url.contains('?') || url.contains('#') || url.contains('@') {
+                return Err(bad("query strings, fragments and credentials do not belong in the URL; use the AWS_* environment"));
+            }
+            let prefix = prefix.trim_matches('/');
+            if prefix.split('/').any(|p| p == ".." || p == ".") || prefix.contains("//") {
+                return Err(bad("the prefix may not contain '.', '..' or empty segments"));
+            }
+            return Ok(Location::S3 {
+                bucket: bucket.to_string(),
+                prefix: prefix.to_string(),
+            });
+        }
+        if url.contains("://") && !url.starts_with("file://") {
+            return Err(bad("only local paths and s3://bucket/prefix are supported"));
+        }
+        let path = url.strip_prefix("file://").unwrap_or(url);
+        if path.is_empty() {
+            return Err(bad("empty path"));
+        }
+        Ok(Location::Local(PathBuf::from(path)))
+    }
+}
+
+/// An open store: the layered zarrs storage of one cube plus its I/O counters.
+#[derive(Clone)]
+pub struct Store {
+    url: String,
+    location: Location,
+    storage: ReadableWritableListableStorage,
+    counters: Arc<IoCounters>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Store({})", self.url)
+    }
+}
+
+impl Store {
+    /// Open the store at `url`. With `create`, a missing local directory is created; without,
+    /// a missing local directory is an error ([`StoreError::NotACube`]).
+    pub fn open(url: &str, create: bool) -> Result<Store, StoreError> {
+        let location = Location::parse(url)?;
+        let io = |key: &str, msg: String| StoreError::Io {
+            url: url.to_string(),
+            key: key.to_string(),
+            msg,
+        };
+        let base: ReadableWritableListableStorage = match &location {
+            Location::Local(path) => {
+                if !path.exists() {
+                    if !create {
+                        return Err(StoreError::NotACube(url.to_string()));
+                    }
+                    std::fs::create_dir_all(path).map_err(|e| io("", e.to_string()))?;
+                } else if !path.is_dir() {
+                    return Err(StoreError::NotACube(url.to_string()));
+                }
+                let fs = FilesystemStore::new(path).map_err(|e| io("", e.to_string()))?;
+                Arc::new(AtomicWriteStorageAdapter::new(Arc::new(fs)))
+            }
+            Location::S3 { bucket, prefix } => s3::open_s3(url, bucket, prefix)?,
+        };
+        let counters = Arc::new(IoCounters::default());
+        let storage: ReadableWritableListableStorage =
+            Arc::new(CountingStore::new(base, counters.clone()));
+        Ok(Store {
+            url: url.to_string(),
+            location,
+            storage,
+            counters,
+        })
+    }
+
+    /// The URL this store was opened from.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Where the store lives.
+    pub fn location(&self) -> &Location {
+        &self.location
+    }
+
+    /// The layered zarrs storage.
+    pub fn storage(&self) -> ReadableWritableListableStorage {
+        self.storage.clone()
+    }
+
+    /// The I/O counters of this store.
+    pub fn counters(&self) -> &Arc<IoCounters> {
+        &self.counters
+    }
+
+    /// Read a whole value; `None` if absent.
+    pub fn get(&self, key: &str) -> Result<Option<bytes::Bytes>, StoreError> {
+        let k = self.key(key)?;
+        self.storage.get(&k).map_err(|e| self.io_err(key, e))
+    }
+
+    /// Write a whole value.
+    pub fn set(&self, key: &str, value: bytes::Bytes) -> Result<(), StoreError> {
+        let k = self.key(key)?;
+        self.storage.set(&k, value).map_err(|e| self.io_err(key, e))
+    }
+
+    /// Delete a value (absent is fine).
+    pub fn erase(&self, key: &str) -> Result<(), StoreError> {
+        let k = self.key(key)?;
+        self.storage.erase(&k).map_err(|e| self.io_err(key, e))
+    }
+
+    /// Keys under a prefix (`""` for all), with their sizes in bytes.
+    pub fn list_sizes(&self, prefix: &str) -> Result<Vec<(String, u64)>, StoreError> {
+        let p = StorePrefix::new(prefix).map_err(|e| self.io_err(prefix, e.into()))?;
+        let keys = self
+            .storage
+            .list_prefix(&p)
+            .map_err(|e| self.io_err(prefix, e))?;
+        let mut out = Vec::with_capacity(keys.len());
+        for k in keys {
+            let size = self
+                .storage
+                .size_key(&k)
+                .map_err(|e| self.io_err(k.as_str(), e))?
+                .unwrap_or(0);
+            out.push((k.as_str().to_string(), size));
+        }
+        Ok(out)
+    }
+
+    /// Delete everything under a prefix (`""` for the whole cube).
+    pub fn erase_prefix(&self, prefix: &str) -> Result<(), StoreError> {
+        let p = StorePrefix::new(prefix).map_err(|e| self.io_err(prefix, e.into()))?;
+        self.storage
+            .erase_prefix(&p)
+            .map_err(|e| self.io_err(prefix, e))
+    }
+
+    fn key(&self, key: &str) -> Result<StoreKey, StoreError> {
+        safe_key(key).map_err(|msg| self.io_err(key, zarrs::storage::StorageError::Other(msg)))
+    }
+
+    /// A [`StoreError::Io`] for `key`.
+    pub fn io_err(&self, key: &str, e: zarrs::storage::StorageError) -> StoreError {
+        StoreError::Io {
+            url: self.url.clone(),
+            key: key.to_string(),
+            msg: e.to_string(),
+        }
+    }
+}
+
+/// A store key that cannot escape the cube: relative, no `.`/`..` segments.
+pub fn safe_key(key: &str) -> Result<StoreKey, String> {
+    if key.starts_with('/') || key.split('/').any(|p| p == ".." || p == "." || p.is_empty()) {
+        return Err(format!("unsafe key '{key}': keys must stay inside the cube"));
+    }
+    StoreKey::new(key).map_err(|e| e.to_string())
+}
