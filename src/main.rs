@@ -1,11 +1,17 @@
 //! The `chunkcube` command line: a thin layer over the library.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
+use chunkcube::cube::{format_bytes, Cube, DataArray, Dataset, Query, Values};
+use chunkcube::exec::{ExecConfig, Session};
+use chunkcube::graph::{build, parse_assignment, ReduceOp};
 use chunkcube::ingest::{ingest, IngestOptions, Sources};
 use chunkcube::store::layout::Codecs;
-use chunkcube::store::ChunkSpec;
+use chunkcube::store::{grid_shape, parse_bytes, ChunkSpec};
+use chunkcube::on_values;
 use clap::{Args, Parser, Subcommand};
+use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 #[derive(Parser)]
 #[command(name = "chunkcube", version, about = "Out-of-core Zarr v3 cubes for Earth-observation rasters", long_about = "Ingest GeoTIFF tiles into a chunked Zarr v3 cube (local or s3://), then query, chain band math and reduce lazily, fetching only the chunks a computation touches, in parallel and inside a memory limit.")]
@@ -18,7 +24,403 @@ struct Cli {
 enum Cmd {
     /// Turn GeoTIFF tiles into a cube (one array per band, dims time, y, x).
     Ingest(IngestArgs),
+    /// Describe a cube: bands, shape, chunks, dtype, nodata, CRS, bounds, times, stored bytes.
+    Info(InfoArgs),
+    /// Select from a cube (like dc.load): print, summarise, explain or write the selection.
+    Load(LoadArgs),
+    /// Band math and reductions over a selection, computed chunk by chunk.
+    Calc(CalcArgs),
 }
+
+#[derive(Args)]
+struct InfoArgs {
+    /// The cube: local directory or s3://bucket/prefix.
+    cube: String,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Clone)]
+struct Selection {
+    /// Longitude range MIN,MAX (EPSG:4326); needs --lat.
+    #[arg(long, allow_hyphen_values = true, value_name = "MIN,MAX")]
+    lon: Option<String>,
+    /// Latitude range MIN,MAX (EPSG:4326); needs --lon.
+    #[arg(long, allow_hyphen_values = true, value_name = "MIN,MAX")]
+    lat: Option<String>,
+    /// Box in the cube's CRS: MINX,MINY,MAXX,MAXY.
+    #[arg(long, allow_hyphen_values = true, value_name = "MINX,MINY,MAXX,MAXY")]
+    bbox: Option<String>,
+    /// Index ranges in cube indices, e.g. time=0:1,y=100:200,x=100:200 (end exclusive).
+    #[arg(long, value_name = "DIM=A:B,...")]
+    isel: Option<String>,
+    /// Inclusive time range START/END (ISO dates or years), e.g. 2019-01-01/2019-12-31.
+    #[arg(long, value_name = "START/END")]
+    time: Option<String>,
+    /// Bands to use, e.g. red,nir (default: all).
+    #[arg(long, value_delimiter = ',')]
+    measurements: Option<Vec<String>>,
+    /// Query chunks as dask_chunks: time=1,y=3000,x=3000 (-1 = whole), a size (64MiB) or auto.
+    #[arg(long)]
+    chunks: Option<String>,
+}
+
+#[derive(Args, Clone)]
+struct ExecArgs {
+    /// Memory limit for everything chunkcube tracks (default: a quarter of RAM, at most 8GiB).
+    #[arg(long, value_name = "SIZE")]
+    memory_limit: Option<String>,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Where to spill intermediates that do not fit (default: the system temp dir).
+    #[arg(long)]
+    spill_dir: Option<PathBuf>,
+    /// Write statistics (chunks_read, bytes_read, chunks_written, tasks, spilled_bytes,
+    /// peak_tracked_bytes, elapsed_s) as JSON.
+    #[arg(long, value_name = "FILE.json")]
+    stats: Option<PathBuf>,
+    /// No progress bar.
+    #[arg(long, short)]
+    quiet: bool,
+    /// Replace an existing cube at --out.
+    #[arg(long)]
+    overwrite: bool,
+}
+
+#[derive(Args)]
+struct LoadArgs {
+    /// The cube: local directory or s3://bucket/prefix.
+    cube: String,
+    #[command(flatten)]
+    sel: Selection,
+    #[command(flatten)]
+    exec: ExecArgs,
+    /// Write the selection as a new cube (coordinates and CRS kept).
+    #[arg(long, group = "action")]
+    out: Option<String>,
+    /// Print the lazy dataset and each band's chunk table; reads no chunk.
+    #[arg(long, group = "action")]
+    summary: bool,
+    /// Print the values of a small selection.
+    #[arg(long, group = "action")]
+    print: bool,
+    /// Tell what the selection will fetch and hold, without fetching anything.
+    #[arg(long, group = "action")]
+    explain: bool,
+}
+
+#[derive(Args)]
+struct CalcArgs {
+    /// The cube: local directory or s3://bucket/prefix.
+    cube: String,
+    /// NAME=EXPRESSION, e.g. 'ndvi=(nir-red)/(nir+red)'; repeat; later ones may use earlier names.
+    #[arg(long = "expr", required = true)]
+    exprs: Vec<String>,
+    /// Reduce every result: OP:DIM with OP in mean, median, min, max, sum, count, std.
+    #[arg(long, value_name = "OP:DIM")]
+    reduce: Option<String>,
+    #[command(flatten)]
+    sel: Selection,
+    #[command(flatten)]
+    exec: ExecArgs,
+    /// Write the results as a new cube.
+    #[arg(long, group = "action")]
+    out: Option<String>,
+    /// Print the results (small selections).
+    #[arg(long, group = "action")]
+    print: bool,
+    /// Tell what the computation will fetch and hold, without fetching anything.
+    #[arg(long, group = "action")]
+    explain: bool,
+    /// Write the task graph: FILE.dot (Graphviz), or FILE.svg/.png rendered with `dot`.
+    #[arg(long, value_name = "FILE")]
+    graph: Option<PathBuf>,
+}
+
+fn pair(flag: &str, s: &str) -> Result<(f64, f64)> {
+    let v: Vec<f64> = s.split(',').map(|p| p.trim().parse::<f64>()).collect::<Result<_, _>>().map_err(|_| anyhow!("invalid {flag} '{s}': expected MIN,MAX numbers"))?;
+    match v.as_slice() {
+        [a, b] => Ok((*a, *b)),
+        _ => bail!("invalid {flag} '{s}': expected MIN,MAX"),
+    }
+}
+
+fn build_query(sel: &Selection) -> Result<Query> {
+    let mut q = Query::new();
+    if let Some(m) = &sel.measurements {
+        q.measurements = Some(m.iter().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect());
+    }
+    if let Some(l) = &sel.lon {
+        q.lon = Some(pair("--lon", l)?);
+    }
+    if let Some(l) = &sel.lat {
+        q.lat = Some(pair("--lat", l)?);
+    }
+    if let Some(b) = &sel.bbox {
+        let v: Vec<f64> = b.split(',').map(|p| p.trim().parse::<f64>()).collect::<Result<_, _>>().map_err(|_| anyhow!("invalid --bbox '{b}': expected MINX,MINY,MAXX,MAXY"))?;
+        if v.len() != 4 {
+            bail!("invalid --bbox '{b}': expected 4 numbers MINX,MINY,MAXX,MAXY");
+        }
+        q.bbox = Some([v[0], v[1], v[2], v[3]]);
+    }
+    if let Some(s) = &sel.isel {
+        for part in s.split(',') {
+            let (d, r) = part.split_once('=').ok_or_else(|| anyhow!("invalid --isel '{part}': expected DIM=A:B"))?;
+            let i = ["time", "y", "x"].iter().position(|x| *x == d.trim()).ok_or_else(|| anyhow!("invalid --isel: unknown dimension '{d}' (time, y, x)"))?;
+            let (a, b) = r.split_once(':').ok_or_else(|| anyhow!("invalid --isel '{part}': expected DIM=A:B"))?;
+            let a: u64 = a.trim().parse().map_err(|_| anyhow!("invalid --isel '{part}': '{a}' is not a non-negative index"))?;
+            let b: u64 = b.trim().parse().map_err(|_| anyhow!("invalid --isel '{part}': '{b}' is not a non-negative index"))?;
+            q.isel[i] = Some(a..b);
+        }
+    }
+    if let Some(t) = &sel.time {
+        let (a, b) = t.split_once('/').ok_or_else(|| anyhow!("invalid --time '{t}': expected START/END"))?;
+        q = q.time(a, b)?;
+    }
+    if let Some(c) = &sel.chunks {
+        q.chunks = Some(ChunkSpec::parse(c)?);
+    }
+    Ok(q)
+}
+
+fn session(e: &ExecArgs) -> Result<Arc<Session>> {
+    let mut c = ExecConfig::default();
+    if let Some(m) = &e.memory_limit {
+        c.memory_limit = parse_bytes(m).ok_or_else(|| anyhow!("invalid --memory-limit '{m}': expected a size such as 512MiB or 2GB"))?;
+    }
+    if let Some(t) = e.threads {
+        if t == 0 {
+            bail!("invalid --threads 0: give at least 1");
+        }
+        c.threads = t;
+    }
+    c.quiet = e.quiet;
+    c.spill_dir = e.spill_dir.clone();
+    Ok(Session::new(c)?)
+}
+
+fn write_stats(e: &ExecArgs, s: &Session) -> Result<()> {
+    if let Some(p) = &e.stats {
+        let text = serde_json::to_string_pretty(&s.stats())?;
+        std::fs::write(p, text + "\n").with_context(|| format!("writing --stats {}", p.display()))?;
+    }
+    Ok(())
+}
+
+fn run_info(a: InfoArgs) -> Result<()> {
+    let cube = Cube::open(&a.cube)?;
+    let m = cube.meta();
+    let g = &m.geobox;
+    let mut bands = Vec::new();
+    let mut total_bytes = 0u64;
+    let mut total_chunks = 0u64;
+    for b in &m.bands {
+        let listed = cube.store().list_sizes(&format!("{}/", b.name))?;
+        let (n, bytes) = listed.iter().filter(|(k, _)| !k.ends_with("zarr.json")).fold((0u64, 0u64), |(n, s), (_, sz)| (n + 1, s + sz));
+        let grid: u64 = grid_shape(b.shape, b.chunk_shape).iter().product();
+        total_bytes += bytes;
+        total_chunks += grid;
+        bands.push(serde_json::json!({
+            "name": b.name, "dtype": b.dtype.to_string(),
+            "nodata": b.nodata.map(|v| if v.is_nan() { serde_json::json!("NaN") } else { serde_json::json!(v) }),
+            "shape": b.shape, "chunk_shape": b.read_chunk_shape(), "shard_shape": b.inner_chunk_shape.map(|_| b.chunk_shape),
+            "chunks": grid, "stored_objects": n, "stored_bytes": bytes,
+        }));
+    }
+    let times: Vec<String> = m.times.iter().map(|t| chunkcube::geo::days_to_iso(*t)).collect();
+    let doc = serde_json::json!({
+        "cube": a.cube, "product": m.product, "dims": ["time", "y", "x"],
+        "shape": [m.times.len(), g.height, g.width],
+        "crs": g.epsg.map(|e| format!("EPSG:{e}")), "bounds": g.bounds(), "transform": g.transform,
+        "resolution": [g.dx(), g.dy()], "time": times, "bands": bands,
+        "chunks": total_chunks, "stored_bytes": total_bytes,
+    });
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+        return Ok(());
+    }
+    println!("cube        {}", a.cube);
+    println!("product     {}", m.product);
+    println!("dims        time: {}, y: {}, x: {}", m.times.len(), g.height, g.width);
+    println!("crs         {}", g.epsg.map(|e| format!("EPSG:{e}")).unwrap_or_else(|| "custom (see spatial_ref)".into()));
+    let b = g.bounds();
+    println!("bounds      {:.2}, {:.2}, {:.2}, {:.2} (minx, miny, maxx, maxy)", b[0], b[1], b[2], b[3]);
+    println!("resolution  {} x {}", g.dx(), g.dy());
+    println!("time        {}", times.join(", "));
+    println!("bands:");
+    println!("  {:<10} {:<8} {:>8} {:>22} {:>10} {:>12}", "name", "dtype", "nodata", "chunk shape", "chunks", "stored");
+    for (bm, bj) in m.bands.iter().zip(&bands) {
+        let c = bm.read_chunk_shape();
+        println!("  {:<10} {:<8} {:>8} {:>22} {:>10} {:>12}", bm.name, bm.dtype.to_string(), bm.nodata.map(|v| v.to_string()).unwrap_or_else(|| "-".into()), format!("({}, {}, {})", c[0], c[1], c[2]), bj["chunks"].as_u64().unwrap_or(0), format_bytes(bj["stored_bytes"].as_u64().unwrap_or(0)));
+    }
+    println!("total       {} chunks, {} stored", total_chunks, format_bytes(total_bytes));
+    Ok(())
+}
+
+const PRINT_LIMIT: u64 = 1_000_000;
+
+fn print_values(name: &str, da: &DataArray, v: &Values) {
+    let shape = v.shape();
+    println!("{name} ({}) {}", da.dims().join(", "), v.dtype());
+    on_values!(v, a => {
+        let a3 = a.view().into_shape_with_order((shape[0], shape[1], shape[2]));
+        if let Ok(a3) = a3 {
+            for t in 0..shape[0] {
+                if !da.times().is_empty() {
+                    println!("time {}", chunkcube::geo::days_to_iso(da.times()[t]));
+                }
+                for y in 0..shape[1] {
+                    let row: Vec<String> = (0..shape[2]).map(|x| format!("{}", a3[[t, y, x]])).collect();
+                    println!("{}", row.join(" "));
+                }
+            }
+        }
+    });
+}
+
+fn run_load(a: LoadArgs) -> Result<()> {
+    let s = session(&a.exec)?;
+    let cube = Cube::open_in(&a.cube, s.clone())?;
+    let mut q = build_query(&a.sel)?;
+    let lazy_requested = q.chunks.is_some();
+    if q.chunks.is_none() {
+        // Stay lazy until the action decides what to read.
+        q.chunks = Some(ChunkSpec::Auto);
+    }
+    let ds = cube.load(&q)?;
+    if a.summary {
+        print!("{ds}");
+        for da in ds.vars() {
+            println!("\n{}:", da.name());
+            print!("{}", da.summary());
+        }
+    } else if a.explain {
+        for da in ds.vars() {
+            println!("{}:", da.name());
+            print!("{}", da.explain());
+        }
+    } else if a.print {
+        for da in ds.vars() {
+            let n: u64 = da.shape3().iter().product();
+            if n > PRINT_LIMIT {
+                bail!("--print: the selection of '{}' has {n} pixels (more than {PRINT_LIMIT}); narrow it or write it with --out", da.name());
+            }
+        }
+        for da in ds.vars() {
+            let v = da.compute()?;
+            print_values(da.name(), da, &v);
+        }
+    } else if let Some(out) = &a.out {
+        let _ = lazy_requested;
+        ds.to_zarr(out, a.exec.overwrite)?;
+        eprintln!("wrote {} band(s) to {out}", ds.names().len());
+    } else {
+        bail!("load needs one of --out CUBE, --summary, --print or --explain");
+    }
+    write_stats(&a.exec, &s)?;
+    Ok(())
+}
+
+fn run_calc(a: CalcArgs) -> Result<()> {
+    let s = session(&a.exec)?;
+    let cube = Cube::open_in(&a.cube, s.clone())?;
+    let mut q = build_query(&a.sel)?;
+    let parsed: Vec<(String, chunkcube::graph::Ast, String)> = a.exprs.iter().map(|e| parse_assignment(e).map(|(n, ast)| (n, ast, e.clone()))).collect::<Result<_, _>>()?;
+    // Load only the bands the expressions name (unless --measurements says otherwise).
+    if q.measurements.is_none() {
+        let names: Vec<String> = cube.band_names().into_iter().filter(|b| a.exprs.iter().any(|e| mentions(e, b))).collect();
+        q.measurements = Some(if names.is_empty() { cube.band_names().into_iter().take(1).collect() } else { names });
+    }
+    if q.chunks.is_none() {
+        let first = q.measurements.as_ref().and_then(|m| m.first()).cloned().unwrap_or_default();
+        let stored = cube.band(&first)?.chunk_shape();
+        q.chunks = Some(ChunkSpec::Dims([Some(stored[0]), Some(stored[1]), Some(stored[2])]));
+    }
+    let ds = cube.load(&q)?;
+    let mut env: HashMap<String, DataArray> = ds.vars().map(|d| (d.name().to_string(), d.clone())).collect();
+    let mut results: Vec<(String, DataArray)> = Vec::new();
+    for (i, (name, ast, src)) in parsed.iter().enumerate() {
+        let mut da = build(src, ast, &env)?.rename(name);
+        // A result used by later expressions is computed once and reused.
+        let reused = parsed[i + 1..].iter().any(|(_, _, e)| mentions(e.split_once('=').map(|x| x.1).unwrap_or(""), name));
+        if reused && !a.explain && a.graph.is_none() {
+            da.persist()?;
+        }
+        env.insert(name.clone(), da.clone());
+        results.push((name.clone(), da));
+    }
+    if let Some(r) = &a.reduce {
+        let (op, dim) = r.split_once(':').ok_or_else(|| anyhow!("invalid --reduce '{r}': expected OP:DIM, e.g. mean:time"))?;
+        let op = ReduceOp::parse(op).ok_or_else(|| anyhow!("invalid --reduce '{r}': unknown operation '{op}' (mean, median, min, max, sum, count, std)"))?;
+        if !["time", "y", "x"].contains(&dim) {
+            bail!("invalid --reduce '{r}': unknown dimension '{dim}' (time, y, x)");
+        }
+        results = results.into_iter().map(|(n, d)| (n, d.reduce(op, dim))).collect();
+    }
+    if let Some(g) = &a.graph {
+        let last = &results.last().expect("at least one --expr").1;
+        write_graph(g, &last.visualize())?;
+    }
+    let mut out_ds = Dataset::new();
+    for (n, d) in &results {
+        if let Some(m) = d.node().first_error() {
+            bail!("{m}");
+        }
+        out_ds.insert(n, d.clone());
+    }
+    if a.explain {
+        for d in out_ds.vars() {
+            println!("{}:", d.name());
+            print!("{}", d.explain());
+        }
+    } else if a.print {
+        for d in out_ds.vars() {
+            let n: u64 = d.shape3().iter().product();
+            if n > PRINT_LIMIT {
+                bail!("--print: '{}' has {n} values (more than {PRINT_LIMIT}); narrow the selection or use --out", d.name());
+            }
+            let v = d.compute()?;
+            print_values(d.name(), d, &v);
+        }
+    } else if let Some(out) = &a.out {
+        out_ds.to_zarr(out, a.exec.overwrite)?;
+        eprintln!("wrote {} to {out}", out_ds.names().join(", "));
+    } else if a.graph.is_none() {
+        bail!("calc needs one of --out CUBE, --print, --explain or --graph FILE");
+    }
+    write_stats(&a.exec, &s)?;
+    Ok(())
+}
+
+/// Whether an expression mentions `name` as a whole identifier.
+fn mentions(expr: &str, name: &str) -> bool {
+    expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).any(|t| t == name)
+}
+
+fn write_graph(path: &std::path::Path, dot: &str) -> Result<()> {
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("dot").to_ascii_lowercase();
+    if ext == "dot" || ext == "gv" {
+        std::fs::write(path, dot).with_context(|| format!("writing --graph {}", path.display()))?;
+        return Ok(());
+    }
+    let mut child = std::process::Command::new("dot")
+        .arg(format!("-T{ext}"))
+        .arg("-o")
+        .arg(path)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|_| anyhow!("--graph {}: rendering .{ext} needs Graphviz's `dot` (apt-get install graphviz), or write .dot", path.display()))?;
+    use std::io::Write;
+    child.stdin.take().ok_or_else(|| anyhow!("dot: no stdin"))?.write_all(dot.as_bytes())?;
+    let st = child.wait()?;
+    if !st.success() {
+        bail!("--graph {}: dot failed ({st})", path.display());
+    }
+    Ok(())
+}
+
 
 #[derive(Args)]
 struct IngestArgs {
@@ -91,6 +493,9 @@ fn main() {
     let cli = Cli::parse();
     let r = match cli.cmd {
         Cmd::Ingest(a) => run_ingest(a),
+        Cmd::Info(a) => run_info(a),
+        Cmd::Load(a) => run_load(a),
+        Cmd::Calc(a) => run_calc(a),
     };
     if let Err(e) = r {
         // One line: the chain of causes joined, naming the culprit.

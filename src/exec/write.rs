@@ -46,7 +46,7 @@ impl Session {
         let mut arrays = Vec::new();
         for (name, node) in outputs {
             // Results are float32 (NaN = missing) unless cast; casts keep nodata 0.
-            let nodata = if node.dtype.is_float() { Some(f64::NAN) } else { Some(0.0) };
+            let nodata = Some(result_nodata(node));
             let b = layout::band_builder(node.dtype, nodata, shape, chunks, None, Codecs::default(), &serde_json::Map::new());
             let a = b.build(store.storage(), &format!("/{name}")).map_err(|e| ExecError::Write { key: format!("{name}/zarr.json"), msg: e.to_string() })?;
             arrays.push(a);
@@ -56,8 +56,9 @@ impl Session {
             for ((name, node), arr) in outputs.iter().zip(&arrays) {
                 let v = self.eval(node, r)?;
                 let full = pad(v, chunks, r);
+                let nd = result_nodata(node);
                 let res = crate::with_dtype!(node.dtype, T => {
-                    let typed: ArrayD<T> = full.mapv(|x| <T as crate::store::Element>::from_f64(x as f64));
+                    let typed: ArrayD<T> = full.mapv(|x| <T as crate::store::Element>::from_f64(if x.is_nan() { nd } else { x as f64 }));
                     arr.store_chunk(&idx, typed)
                 });
                 res.map_err(|e| ExecError::Write { key: format!("{name}/{}", arr.chunk_key(&idx)), msg: e.to_string() })?;
@@ -73,6 +74,15 @@ impl Session {
         attrs.insert("grid_mapping".into(), serde_json::json!("spatial_ref"));
         layout::write_group(&store, "chunkcube_result", attrs)?;
         Ok(())
+    }
+}
+
+/// The nodata of a result: a loaded band keeps its own; other results are NaN (floats) or 0.
+fn result_nodata(node: &Node) -> f64 {
+    match &node.op {
+        crate::graph::Op::Source { band, .. } => band.nodata().unwrap_or(0.0),
+        _ if node.dtype.is_float() => f64::NAN,
+        _ => 0.0,
     }
 }
 
