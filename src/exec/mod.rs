@@ -217,6 +217,11 @@ impl Session {
     pub fn spill_dir(&self) -> Option<PathBuf> {
         self.spill.path()
     }
+    /// Forget cached decoded chunks (the next computation fetches again).
+    pub fn clear_cache(&self) {
+        self.cache.clear();
+        self.budget.set_external(0);
+    }
     /// The memory budget.
     pub fn budget(&self) -> &Budget {
         &self.budget

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it (.ci/run calls exactly this). Safe to run twice.
+#   1. installs what is missing (scripts/setup.sh: GDAL, Graphviz, Python helpers, moto)
+#   2. checks formatting and lints
+#   3. starts a local S3 server (moto) on 127.0.0.1 for the s3:// tests, stopped on exit
+#   4. builds and runs every test once, in release mode (shares the build with the demo)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/setup.sh
+
+echo "test.sh: cargo fmt --check"
+cargo fmt --all -- --check
+echo "test.sh: cargo clippy"
+cargo clippy --release --all-targets --quiet -- -D warnings
+
+# A real S3-compatible server on loopback for tests/s3.rs.
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')
+log=$(mktemp)
+python3 -m moto.server -H 127.0.0.1 -p "$port" >"$log" 2>&1 &
+moto_pid=$!
+trap 'kill $moto_pid 2>/dev/null || true; rm -f "$log"' EXIT
+for _ in $(seq 1 100); do
+    if python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$port/')" 2>/dev/null; then break; fi
+    sleep 0.1
+done
+export CHUNKCUBE_TEST_S3_ENDPOINT="http://127.0.0.1:$port"
+export CHUNKCUBE_REQUIRE_PYTHON=1 CHUNKCUBE_REQUIRE_S3=1
+
+echo "test.sh: cargo test --release (S3 server at $CHUNKCUBE_TEST_S3_ENDPOINT)"
+cargo test --release --all-targets -- --test-threads=2
+cargo test --release --doc
+echo "test.sh: all tests passed"
