@@ -36,6 +36,11 @@ if [ ! -f "$DATA/manifest.csv" ]; then
 fi
 cat "$DATA"/tiles/*/*/*/*.tif >/dev/null          # warm the page cache: every tool reads it warm
 
+# Other work on the machine skews every number: say so, and record the load in the JSON.
+export LOAD_BEFORE; LOAD_BEFORE=$(cut -d' ' -f1 /proc/loadavg)
+awk -v l="$LOAD_BEFORE" 'BEGIN {exit !(l > 0.5)}' \
+    && echo "bench: warning: load average $LOAD_BEFORE before the run: other processes will skew the timings"
+
 rm -rf "$OUT" && mkdir -p "$OUT"
 TSV="$OUT/results.tsv"
 : >"$TSV"
@@ -97,7 +102,8 @@ for r in res:
 ver = lambda *cmd: subprocess.run(cmd, capture_output=True, text=True).stdout.strip()
 doc = {
     "benchmark": "ingest: 2x2 tiles 4096x4096, 4 uint16 bands, 1 year, DEFLATE 512 blocks -> 1024x1024 chunks zstd:3",
-    "machine": {"cores": os.cpu_count(), "platform": platform.platform()},
+    "machine": {"cores": os.cpu_count(), "platform": platform.platform(),
+                "loadavg_before": float(os.environ["LOAD_BEFORE"]), "loadavg_after": os.getloadavg()[0]},
     "versions": {"chunkcube": ver("./target/release/chunkcube", "--version"), "gdal": ver("gdal-config", "--version"),
                  "python": platform.python_version(),
                  **{m: __import__(m).__version__ for m in ("xarray", "zarr", "dask", "rioxarray")}},

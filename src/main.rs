@@ -77,6 +77,10 @@ struct ExecArgs {
     /// Where to spill intermediates that do not fit (default: the system temp dir).
     #[arg(long)]
     spill_dir: Option<PathBuf>,
+    /// For s3:// cubes: keep fetched chunk objects in this directory, so re-runs and chained
+    /// computations over the same region do not fetch them again.
+    #[arg(long)]
+    cache_dir: Option<PathBuf>,
     /// Write statistics (chunks_read, bytes_read, chunks_written, tasks, spilled_bytes,
     /// peak_tracked_bytes, elapsed_s) as JSON.
     #[arg(long, value_name = "FILE.json")]
@@ -198,6 +202,7 @@ fn session(e: &ExecArgs) -> Result<Arc<Session>> {
     }
     c.quiet = e.quiet;
     c.spill_dir = e.spill_dir.clone();
+    c.store.cache_dir = e.cache_dir.clone();
     Ok(Session::new(c)?)
 }
 

@@ -93,7 +93,7 @@ impl Cube {
 
     /// Open within an existing session (sharing its cache, budget and stats).
     pub fn open_in(url: &str, session: Arc<Session>) -> Result<Cube, CubeError> {
-        let store = Store::open(url, false)?;
+        let store = Store::open_with(url, false, &session.config().store)?;
         let meta = read_cube_meta(&store)?;
         let mut bands = BTreeMap::new();
         for b in &meta.bands {

@@ -82,6 +82,8 @@ pub struct ExecConfig {
     pub quiet: bool,
     /// Where to spill (default: the system temp dir).
     pub spill_dir: Option<PathBuf>,
+    /// Store options for cubes opened in this session (on-disk cache of remote chunks).
+    pub store: crate::store::StoreOptions,
 }
 
 /// Total physical memory, from /proc/meminfo (fallback 4 GiB).
@@ -96,7 +98,7 @@ pub fn total_memory() -> u64 {
 impl Default for ExecConfig {
     fn default() -> Self {
         // A quarter of RAM, at most 8 GiB: room for the OS, GDAL and the user's other work.
-        ExecConfig { threads: 0, memory_limit: (total_memory() / 4).min(8 << 30), quiet: true, spill_dir: None }
+        ExecConfig { threads: 0, memory_limit: (total_memory() / 4).min(8 << 30), quiet: true, spill_dir: None, store: Default::default() }
     }
 }
 
@@ -304,18 +306,55 @@ impl Session {
 
     /// Run `f` on every output chunk region in parallel, reserving `need` bytes per task,
     /// stopping at the first error.
-    pub(crate) fn run_tasks<F>(&self, shape: [u64; 3], chunks: [u64; 3], need: u64, what: &str, f: F) -> Result<(), ExecError>
+    pub(crate) fn run_tasks<F>(&self, nodes: &[&Arc<Node>], shape: [u64; 3], chunks: [u64; 3], need: u64, what: &str, f: F) -> Result<(), ExecError>
     where
         F: Fn(&[Range<u64>; 3]) -> Result<(), ExecError> + Sync,
     {
         self.cancelled.store(false, Ordering::Relaxed);
         let regions: Vec<[Range<u64>; 3]> = Session::regions(shape, chunks).collect();
+        // Remote stores: announce the stored chunks of the next tasks so their fetches run
+        // concurrently ahead of the workers (the store bounds what is in flight).
+        let remote = nodes.iter().any(|n| has_remote_source(n));
+        let prefetched = AtomicU64::new(0);
+        let window = (self.threads() as u64 * 4).max(8);
+        let prefetch_upto = |upto: u64| {
+            if !remote {
+                return;
+            }
+            loop {
+                let cur = prefetched.load(Ordering::Relaxed);
+                let end = upto.min(regions.len() as u64);
+                if cur >= end || prefetched.compare_exchange(cur, end, Ordering::SeqCst, Ordering::Relaxed).is_err() {
+                    return;
+                }
+                let mut by_store: Vec<(crate::store::Store, Vec<String>)> = Vec::new();
+                for r in &regions[cur as usize..end as usize] {
+                    for n in nodes {
+                        for (band, idx) in source_chunks(n, r) {
+                            let key = band.chunk_key(idx);
+                            match by_store.iter_mut().find(|(s, _)| s.url() == band.store().url()) {
+                                Some((_, v)) => v.push(key),
+                                None => by_store.push((band.store().clone(), vec![key])),
+                            }
+                        }
+                    }
+                }
+                for (s, keys) in by_store {
+                    s.prefetch(keys);
+                }
+                return;
+            }
+        };
+        prefetch_upto(window);
+        let started_tasks = AtomicU64::new(0);
         let pb = crate::progress::bar(regions.len() as u64, what, self.config.quiet);
         let start = Instant::now();
         let bytes0 = self.stats().bytes_read;
         let r = self.pool.install(|| {
             regions.par_iter().try_for_each(|r| {
                 self.check_cancelled()?;
+                let i = started_tasks.fetch_add(1, Ordering::Relaxed);
+                prefetch_upto(i + window);
                 let _res = self.budget.reserve(need);
                 let out = f(r);
                 if out.is_err() {
@@ -358,7 +397,7 @@ impl Session {
             None => f64::NAN,
         };
         let out = Mutex::new(Values::filled(node.dtype, &dims, fill));
-        self.run_tasks(shape, chunks, need, "computing", |r| {
+        self.run_tasks(&[node], shape, chunks, need, "computing", |r| {
             let v = match &typed_source {
                 Some((band, offset)) => self.read_typed(band, *offset, r)?,
                 None => to_dtype(self.eval(node, r)?, node.dtype),
@@ -415,13 +454,21 @@ impl Session {
         }
         let need = self.plan_memory(node, chunks)?;
         let p = Arc::new(Persisted::new(&self.spill, node.shape, chunks, self.config.memory_limit / 4)?);
-        self.run_tasks(node.shape, chunks, need, "persisting", |r| {
+        self.run_tasks(&[node], node.shape, chunks, need, "persisting", |r| {
             let a = self.eval(node, r)?;
             let spilled = p.put(r, a)?;
             self.stats.spilled_bytes.fetch_add(spilled, Ordering::Relaxed);
             Ok(())
         })?;
         Ok(Node::new(Op::Persisted { data: p, offset: [0; 3] }, node.shape, node.present, node.dtype))
+    }
+}
+
+/// Whether a graph reads from a remote store.
+fn has_remote_source(n: &Arc<Node>) -> bool {
+    match &n.op {
+        Op::Source { band, .. } => band.store().is_remote(),
+        _ => n.children().into_iter().any(has_remote_source),
     }
 }
 

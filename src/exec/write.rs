@@ -12,8 +12,8 @@ use std::sync::Arc;
 
 /// Prepare an output location: refuse an existing cube or other content unless `overwrite`;
 /// with it, first remove the commit point so a half-rewritten cube never looks complete.
-pub fn prepare_output(url: &str, overwrite: bool) -> Result<Store, ExecError> {
-    let store = Store::open(url, true)?;
+pub fn prepare_output(url: &str, overwrite: bool, opts: &crate::store::StoreOptions) -> Result<Store, ExecError> {
+    let store = Store::open_with(url, true, opts)?;
     let has_any = !store.list_sizes("")?.is_empty();
     if has_any {
         if !overwrite {
@@ -42,7 +42,7 @@ impl Session {
         if need > self.config.memory_limit {
             return Err(ExecError::MemoryLimit { limit: crate::cube::format_bytes(self.config.memory_limit), needed: crate::cube::format_bytes(need + need / 4) });
         }
-        let store = prepare_output(url, overwrite)?;
+        let store = prepare_output(url, overwrite, &self.config.store)?;
         let mut arrays = Vec::new();
         for (name, node) in outputs {
             // Results are float32 (NaN = missing) unless cast; casts keep nodata 0.
@@ -51,7 +51,8 @@ impl Session {
             let a = b.build(store.storage(), &format!("/{name}")).map_err(|e| ExecError::Write { key: format!("{name}/zarr.json"), msg: e.to_string() })?;
             arrays.push(a);
         }
-        self.run_tasks(shape, chunks, need, "computing chunks", |r| {
+        let nodes: Vec<&Arc<Node>> = outputs.iter().map(|(_, n)| n).collect();
+        self.run_tasks(&nodes, shape, chunks, need, "computing chunks", |r| {
             let idx: [u64; 3] = std::array::from_fn(|i| r[i].start / chunks[i]);
             for ((name, node), arr) in outputs.iter().zip(&arrays) {
                 let v = self.eval(node, r)?;

@@ -113,6 +113,15 @@ impl Location {
     }
 }
 
+/// Options of opening a store.
+#[derive(Debug, Clone, Default)]
+pub struct StoreOptions {
+    /// For remote cubes: an on-disk cache of fetched chunk objects (`--cache-dir`).
+    pub cache_dir: Option<PathBuf>,
+    /// Size bound of the on-disk cache in bytes (default 10 GiB).
+    pub cache_bytes: Option<u64>,
+}
+
 /// An open store: the layered zarrs storage of one cube plus its I/O counters.
 #[derive(Clone)]
 pub struct Store {
@@ -132,6 +141,12 @@ impl Store {
     /// Open the store at `url`. With `create`, a missing local directory is created; without,
     /// a missing local directory is an error ([`StoreError::NotACube`]).
     pub fn open(url: &str, create: bool) -> Result<Store, StoreError> {
+        Store::open_with(url, create, &StoreOptions::default())
+    }
+
+    /// Open with options (see [`StoreOptions`]).
+    pub fn open_with(url: &str, create: bool, opts: &StoreOptions) -> Result<Store, StoreError> {
+        let _ = opts;
         let location = Location::parse(url)?;
         let io = |key: &str, msg: String| StoreError::Io {
             url: url.to_string(),
@@ -162,6 +177,17 @@ impl Store {
             storage,
             counters,
         })
+    }
+
+    /// Announce chunk keys about to be read, so a remote store can fetch them concurrently
+    /// ahead of the decoding workers. Local stores ignore it.
+    pub fn prefetch(&self, keys: Vec<String>) {
+        let _ = keys;
+    }
+
+    /// Whether the store is remote (S3): reads benefit from prefetching and caching.
+    pub fn is_remote(&self) -> bool {
+        matches!(self.location, Location::S3 { .. })
     }
 
     /// The URL this store was opened from.
