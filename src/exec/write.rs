@@ -73,7 +73,7 @@ impl Session {
         }
         let mut attrs = serde_json::Map::new();
         attrs.insert("grid_mapping".into(), serde_json::json!("spatial_ref"));
-        layout::write_group(&store, "chunkcube_result", attrs)?;
+        layout::write_group(&store, "chunkcube_result", &layout::new_write_id(), attrs)?;
         Ok(())
     }
 }

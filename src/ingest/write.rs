@@ -249,7 +249,7 @@ fn ingest_in_pool(sources: &Sources, out: &str, opts: &IngestOptions, start: Ins
     attrs.insert("ingest_fingerprint".into(), json!(fingerprint));
     attrs.insert("crs".into(), json!(plan.geobox.epsg.map(|e| format!("EPSG:{e}")).unwrap_or_default()));
     attrs.insert("grid_mapping".into(), json!("spatial_ref"));
-    layout::write_group(&store, &opts.product, attrs)?;
+    layout::write_group(&store, &opts.product, &fingerprint, attrs)?;
     store.erase(MARKER)?;
     report.elapsed_s = start.elapsed().as_secs_f64();
     Ok(report)

@@ -236,13 +236,24 @@ pub fn write_coords(store: &Store, geobox: &GeoBox, times: &[i64]) -> Result<(),
     Ok(())
 }
 
+/// A fresh write id: unique per commit, so caches keyed by it never serve stale chunks.
+pub fn new_write_id() -> String {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let c = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{:x}-{:x}-{:x}", nanos, std::process::id(), c)
+}
+
 /// Write the group metadata: the commit point that makes the cube open as complete.
-pub fn write_group(store: &Store, product: &str, extra: Map<String, Value>) -> Result<(), StoreError> {
+/// `write_id` identifies this content (a deterministic fingerprint for ingests, so a resumed
+/// ingest is byte-identical to an uninterrupted one; [`new_write_id`] otherwise).
+pub fn write_group(store: &Store, product: &str, write_id: &str, extra: Map<String, Value>) -> Result<(), StoreError> {
     let mut attrs = extra;
     attrs.insert("product".into(), json!(product));
     attrs.insert(
         "chunkcube".into(),
-        json!({ "format_version": FORMAT_VERSION, "complete": true }),
+        json!({ "format_version": FORMAT_VERSION, "complete": true, "write_id": write_id }),
     );
     let doc = json!({ "zarr_format": 3, "node_type": "group", "attributes": attrs });
     let text = serde_json::to_vec_pretty(&doc).map_err(|e| meta_err(store, "zarr.json", e.to_string()))?;
