@@ -495,6 +495,7 @@ fn run_ingest(a: IngestArgs) -> Result<()> {
 }
 
 fn main() {
+    chunkcube::exec::install_interrupt_cleanup();
     let cli = Cli::parse();
     let r = match cli.cmd {
         Cmd::Ingest(a) => run_ingest(a),

@@ -127,6 +127,10 @@ impl Session {
         let px: usize = out_shape.iter().product();
         let step = reduce_step(input, axis);
         if op.needs_stack() {
+            let stack_bytes = n * px as u64 * 4;
+            if stack_bytes > self.stack_cap() && axis == 0 && out_shape[1] > 1 {
+                return self.median_spilled(input, &full, &out_shape, step);
+            }
             // Gather each pixel's values along the axis, then take the nan-median.
             let mut stack: Vec<Vec<f32>> = vec![Vec::with_capacity(n as usize); px];
             let mut s = full[axis].start;
@@ -135,14 +139,13 @@ impl Session {
                 let mut r = full.clone();
                 r[axis] = s..e;
                 let slab = self.eval(input, &r)?;
-                for lane in slab.lanes(Axis(axis)).into_iter().enumerate() {
-                    let (i, lane) = lane;
+                for (i, lane) in slab.lanes(Axis(axis)).into_iter().enumerate() {
                     stack[i].extend(lane.iter().copied().filter(|v| !v.is_nan()));
                 }
                 s = e;
             }
             let vals: Vec<f32> = stack.into_iter().map(|mut v| nan_median(&mut v)).collect();
-            return Ok(ArrayD::from_shape_vec(IxDyn(&out_shape), vals).map_err(|e| ExecError::Invalid(e.to_string()))?);
+            return ArrayD::from_shape_vec(IxDyn(&out_shape), vals).map_err(|e| ExecError::Invalid(e.to_string()));
         }
         let mut sum = vec![0f64; px];
         let mut sq = vec![0f64; px];
@@ -189,6 +192,50 @@ impl Session {
             })
             .collect();
         ArrayD::from_shape_vec(IxDyn(&out_shape), vals).map_err(|e| ExecError::Invalid(e.to_string()))
+    }
+}
+
+impl Session {
+    /// The most bytes a task may hold as a time stack before it rechunks through the spill store.
+    pub(crate) fn stack_cap(&self) -> u64 {
+        (self.config.memory_limit / 4).max(64 << 10)
+    }
+
+    /// Median over time when the stacks do not fit: fetch and decode each time step once,
+    /// split it into row strips spilled to a scratch store, then read the strips back one at a
+    /// time with their whole time stack (a bounded-memory rechunk (1, Y, X) → (T, y, X)).
+    fn median_spilled(&self, input: &Arc<Node>, full: &[Range<u64>; 3], out_shape: &[usize; 3], step: u64) -> Result<ArrayD<f32>, ExecError> {
+        let n = full[0].end - full[0].start;
+        let (h, w) = (out_shape[1] as u64, out_shape[2] as u64);
+        let strip = (self.stack_cap() / (n * w * 4)).clamp(1, h);
+        let scratch = self.spill.scratch([n, h, w], [1, strip, w])?;
+        let mut s = full[0].start;
+        while s < full[0].end {
+            let e = (s + step).min(full[0].end);
+            let mut r = full.clone();
+            r[0] = s..e;
+            let slab = self.eval(input, &r)?;
+            let spilled = scratch.put([s - full[0].start, 0, 0], &slab)?;
+            self.stats.spilled_bytes.fetch_add(spilled, std::sync::atomic::Ordering::Relaxed);
+            s = e;
+        }
+        let mut out = ArrayD::<f32>::from_elem(IxDyn(out_shape), f32::NAN);
+        let mut y0 = 0;
+        while y0 < h {
+            self.check_cancelled()?;
+            let y1 = (y0 + strip).min(h);
+            let block = scratch.get(&[0..n, y0..y1, 0..w])?;
+            let mut buf = Vec::with_capacity(n as usize);
+            for y in y0..y1 {
+                for x in 0..w {
+                    buf.clear();
+                    buf.extend((0..n as usize).map(|t| block[[t, (y - y0) as usize, x as usize]]).filter(|v| !v.is_nan()));
+                    out[[0, y as usize, x as usize]] = nan_median(&mut buf);
+                }
+            }
+            y0 = y1;
+        }
+        Ok(out)
     }
 }
 

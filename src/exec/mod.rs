@@ -13,7 +13,7 @@ mod write;
 
 pub use budget::{Budget, Reservation};
 pub use cache::ChunkCache;
-pub use spill::Persisted;
+pub use spill::{install_interrupt_cleanup, remove_live_spill_dirs, Persisted};
 
 use crate::cube::{format_bytes, BandReader, CubeError, Values};
 use crate::graph::{input_region, source_chunks, Node, Op};
@@ -276,7 +276,7 @@ impl Session {
 
     /// The most bytes one task computing `region` of `node` holds.
     pub fn task_bytes(&self, node: &Arc<Node>, region: &[Range<u64>; 3]) -> u64 {
-        estimate(node, region)
+        estimate(node, region, self.stack_cap())
     }
 
     fn plan_memory(&self, node: &Arc<Node>, chunks: [u64; 3]) -> Result<u64, ExecError> {
@@ -284,7 +284,7 @@ impl Session {
             return Err(ExecError::Invalid(m));
         }
         let first: [Range<u64>; 3] = std::array::from_fn(|i| 0..chunks[i].min(node.shape[i]));
-        let need = estimate(node, &first);
+        let need = estimate(node, &first, self.stack_cap());
         if need > self.config.memory_limit {
             return Err(ExecError::MemoryLimit { limit: format_bytes(self.config.memory_limit), needed: format_bytes(need + need / 4) });
         }
@@ -426,7 +426,7 @@ impl Session {
         let stored = needed.len() as u64;
         let output_chunks: u64 = grid_shape(node.shape, chunks).iter().product();
         let first: [Range<u64>; 3] = std::array::from_fn(|i| 0..chunks[i].min(node.shape[i]));
-        let task_bytes = estimate(node, &first);
+        let task_bytes = estimate(node, &first, self.stack_cap());
         let threads = self.threads();
         let conc = (threads as u64).min(output_chunks).max(1);
         let result = if matches!(node.op, Op::Source { .. }) || output_chunks > 0 { node.shape.iter().product::<u64>() * node.dtype.size() as u64 } else { 0 };
@@ -486,7 +486,7 @@ fn to_dtype(a: ArrayD<f32>, d: DType) -> Values {
 }
 
 /// Upper bound of the bytes a task computing `region` of `node` holds at once.
-fn estimate(node: &Arc<Node>, region: &[Range<u64>; 3]) -> u64 {
+fn estimate(node: &Arc<Node>, region: &[Range<u64>; 3], stack_cap: u64) -> u64 {
     let px = |r: &[Range<u64>; 3]| r.iter().map(|r| r.end - r.start).product::<u64>();
     let out = px(region) * 4;
     match &node.op {
@@ -505,11 +505,13 @@ fn estimate(node: &Arc<Node>, region: &[Range<u64>; 3]) -> u64 {
                 _ => 1,
             });
             slab[*axis] = full[*axis].start..(full[*axis].start + step).min(full[*axis].end);
-            let child = estimate(input, &slab);
-            let state = if op.needs_stack() { px(&full) * 4 + px(region) * 24 } else { px(region) * 40 };
+            let child = estimate(input, &slab, stack_cap);
+            // A median holds its stacks (or, when they exceed the cap, one spilled strip of
+            // them at a time); streaming reductions hold five accumulators per pixel.
+            let state = if op.needs_stack() { (px(&full) * 4).min(stack_cap) + px(region) * 8 } else { px(region) * 40 };
             child + state + out
         }
-        _ => node.children().iter().map(|c| estimate(c, &input_region(node, c, region))).sum::<u64>() + out,
+        _ => node.children().iter().map(|c| estimate(c, &input_region(node, c, region), stack_cap)).sum::<u64>() + out,
     }
 }
 

@@ -26,8 +26,11 @@ impl SpillArea {
     }
     fn dir(&self) -> Result<PathBuf, ExecError> {
         let d = self.dir.get_or_init(|| {
-            let b = tempfile::Builder::new().prefix("chunkcube-spill-").tempdir_in(self.parent.clone().unwrap_or_else(std::env::temp_dir));
-            b.map_err(|e| e.to_string())
+            let parent = self.parent.clone().unwrap_or_else(std::env::temp_dir);
+            let b = tempfile::Builder::new().prefix("chunkcube-spill-").tempdir_in(&parent);
+            let t = b.map_err(|e| e.to_string())?;
+            register(t.path());
+            Ok(t)
         });
         match d {
             Ok(t) => Ok(t.path().to_path_buf()),
@@ -37,6 +40,61 @@ impl SpillArea {
     /// The scratch directory, if created.
     pub fn path(&self) -> Option<PathBuf> {
         self.dir.get().and_then(|d| d.as_ref().ok()).map(|t| t.path().to_path_buf())
+    }
+}
+
+impl Drop for SpillArea {
+    fn drop(&mut self) {
+        if let Some(p) = self.path() {
+            unregister(&p);
+        }
+    }
+}
+
+/// Spill directories alive in this process, removed by the interrupt handler.
+static LIVE: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+fn register(p: &std::path::Path) {
+    if let Ok(mut v) = LIVE.lock() {
+        v.push(p.to_path_buf());
+    }
+}
+
+fn unregister(p: &std::path::Path) {
+    if let Ok(mut v) = LIVE.lock() {
+        v.retain(|x| x != p);
+    }
+}
+
+/// Remove every live spill directory (called on SIGINT/SIGTERM before exiting).
+pub fn remove_live_spill_dirs() {
+    let dirs = LIVE.lock().map(|v| v.clone()).unwrap_or_default();
+    for d in dirs {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}
+
+/// Make Ctrl-C and SIGTERM remove spill directories before the process exits: the signals are
+/// blocked in every thread and waited for by one thread, which cleans up and exits with 130.
+/// Call once at the start of `main`, before other threads start.
+pub fn install_interrupt_cleanup() {
+    // SAFETY: plain libc calls on a local signal set; sigwait runs in its own thread.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        if libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) != 0 {
+            return;
+        }
+        std::thread::spawn(move || {
+            let mut sig: libc::c_int = 0;
+            if libc::sigwait(&set, &mut sig) == 0 {
+                remove_live_spill_dirs();
+                eprintln!("interrupted: spill directories removed; no output cube was committed");
+                libc::_exit(130);
+            }
+        });
     }
 }
 
@@ -154,5 +212,58 @@ impl Persisted {
             }
         }
         Ok(out)
+    }
+}
+
+/// A scratch array in the spill area for one rechunking (e.g. the time stacks of a median),
+/// removed when dropped.
+pub(crate) struct ScratchArray {
+    array: Array<FilesystemStore>,
+    dir: PathBuf,
+}
+
+impl SpillArea {
+    /// A new scratch float32 array of `shape` in `chunks`.
+    pub(crate) fn scratch(&self, shape: [u64; 3], chunks: [u64; 3]) -> Result<ScratchArray, ExecError> {
+        let base = self.dir()?;
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let dir = base.join(format!("s{n}"));
+        let err = |m: String| ExecError::Spill { dir: dir.display().to_string(), msg: m };
+        std::fs::create_dir_all(&dir).map_err(|e| err(e.to_string()))?;
+        let store = Arc::new(FilesystemStore::new(&dir).map_err(|e| err(e.to_string()))?);
+        let mut b = ArrayBuilder::new(shape.to_vec(), chunks.to_vec(), zarrs::array::data_type::float32(), f32::NAN);
+        b.bytes_to_bytes_codecs(vec![Arc::new(ZstdCodec::new(1, false))]);
+        let array = b.build(store, "/a").map_err(|e| err(e.to_string()))?;
+        Ok(ScratchArray { array, dir })
+    }
+}
+
+impl ScratchArray {
+    /// Store a chunk-aligned block; returns the bytes written (decoded size).
+    pub(crate) fn put(&self, start: [u64; 3], a: &ArrayD<f32>) -> Result<u64, ExecError> {
+        let subset = zarrs::array::ArraySubset::new_with_ranges(&[
+            start[0]..start[0] + a.shape()[0] as u64,
+            start[1]..start[1] + a.shape()[1] as u64,
+            start[2]..start[2] + a.shape()[2] as u64,
+        ]);
+        let v: Vec<f32> = a.iter().copied().collect();
+        self.array
+            .store_array_subset(&subset, v)
+            .map_err(|e| ExecError::Spill { dir: self.dir.display().to_string(), msg: e.to_string() })?;
+        Ok((a.len() * 4) as u64)
+    }
+
+    /// Read a block back.
+    pub(crate) fn get(&self, r: &[Range<u64>; 3]) -> Result<ArrayD<f32>, ExecError> {
+        let subset = zarrs::array::ArraySubset::new_with_ranges(r);
+        self.array
+            .retrieve_array_subset::<ArrayD<f32>>(&subset)
+            .map_err(|e| ExecError::Spill { dir: self.dir.display().to_string(), msg: e.to_string() })
+    }
+}
+
+impl Drop for ScratchArray {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

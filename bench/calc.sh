@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# calc and out-of-core benchmarks (issues 4 and 6), in one run, side by side with xarray + dask.
+#
+# Data (generated, never committed): a 2x2 grid of 4096x4096 tiles, bands red and nir, 6 years
+# -> an 8192x8192x6 cube of uint16 (1.6 GB of pixels), ingested twice: 1024x1024 chunks (NDVI,
+# mean) and 2048x2048 chunks (median over time under a 48 MiB limit).
+#   bash bench/calc.sh            # prints a table and writes bench-data/calc-results.json
+set -euo pipefail
+cd "$(dirname "$0")/.."
+B=./target/release/chunkcube
+D=bench-data
+cargo build --release --quiet --example make_fixtures --example bound_calc
+cargo build --release --quiet
+command -v /usr/bin/time >/dev/null || { echo "needs /usr/bin/time (apt-get install time)"; exit 1; }
+if [ ! -f $D/calc-tiles/manifest.csv ]; then
+    ./target/release/examples/make_fixtures --out $D/calc-tiles --tile-size 4096 --grid 2 --bands red,nir \
+        --years 2015,2016,2017,2018,2019,2020 --block 512 --no-float-band
+fi
+[ -f $D/cube1024/zarr.json ] || $B ingest --manifest $D/calc-tiles/manifest.csv --out $D/cube1024 --chunks time=1,y=1024,x=1024 --quiet --overwrite
+[ -f $D/cube2048/zarr.json ] || $B ingest --manifest $D/calc-tiles/manifest.csv --out $D/cube2048 --chunks time=1,y=2048,x=2048 --quiet --overwrite
+
+results=$D/calc-results.jsonl
+: > $results
+# run NAME CMD...: wall seconds and peak RSS (MiB) via /usr/bin/time -v
+run() {
+    local name=$1; shift
+    local log; log=$(mktemp)
+    sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true
+    if /usr/bin/time -v "$@" >"$log.out" 2>"$log"; then ok=true; else ok=false; fi
+    local wall rss
+    wall=$(grep "Elapsed (wall clock)" "$log" | awk '{print $NF}' | awk -F: '{ if (NF==3) print $1*3600+$2*60+$3; else print $1*60+$2 }')
+    rss=$(grep "Maximum resident set size" "$log" | awk '{printf "%.0f", $NF/1024}')
+    printf '%-44s %8.2f s %8s MiB  %s\n' "$name" "$wall" "$rss" "$($ok && echo ok || echo FAILED)"
+    echo "{\"name\": \"$name\", \"wall_s\": $wall, \"peak_rss_mib\": $rss, \"ok\": $ok}" >> $results
+    rm -f "$log" "$log.out"
+}
+
+echo "== NDVI and NDVI mean over time: 8192x8192x6, 1024x1024 chunks, zstd 3 =="
+run "bound: decode+ndvi+encode (bound_calc)" ./target/release/examples/bound_calc $D/cube1024
+run "chunkcube calc ndvi --out" $B calc $D/cube1024 --expr 'ndvi=(nir-red)/(nir+red)' --out $D/out-ndvi --overwrite --quiet
+run "dask threads ndvi to_zarr" python3 bench/calc_dask.py $D/cube1024 $D/out-ndvi-dask ndvi
+run "chunkcube calc ndvi mean:time --out" $B calc $D/cube1024 --expr 'ndvi=(nir-red)/(nir+red)' --reduce mean:time --out $D/out-mean --overwrite --quiet
+run "dask threads ndvi mean(time) to_zarr" python3 bench/calc_dask.py $D/cube1024 $D/out-mean-dask mean
+echo
+echo "== out of core: NDVI under 64MiB; median over 6 steps of 2048x2048 chunks under 48MiB =="
+run "chunkcube ndvi --memory-limit 64MiB" $B calc $D/cube1024 --expr 'ndvi=(nir-red)/(nir+red)' --out $D/out-ndvi64 --overwrite --quiet --memory-limit 64MiB
+run "chunkcube ndvi --memory-limit 4GiB" $B calc $D/cube1024 --expr 'ndvi=(nir-red)/(nir+red)' --out $D/out-ndvi4g --overwrite --quiet --memory-limit 4GiB
+run "chunkcube median:time --memory-limit 48MiB" $B calc $D/cube2048 --expr 'm=nir' --reduce median:time --out $D/out-med48 --overwrite --quiet --memory-limit 48MiB --stats $D/med48-stats.json
+run "chunkcube median:time --memory-limit 4GiB" $B calc $D/cube2048 --expr 'm=nir' --reduce median:time --out $D/out-med4g --overwrite --quiet --memory-limit 4GiB
+run "dask threads median(time)" python3 bench/calc_dask.py $D/cube2048 $D/out-med-dask median
+run "dask distributed (memory_limit 48MiB) median" python3 bench/calc_dask.py $D/cube2048 $D/out-med-dist median --distributed 48MiB
+run "dask distributed (memory_limit 64MiB) ndvi" python3 bench/calc_dask.py $D/cube1024 $D/out-ndvi-dist ndvi --distributed 64MiB
+echo
+echo "median spill stats: $(tr -d '\n ' < $D/med48-stats.json)"
+echo
+echo "== planning a million output chunks =="
+./target/release/chunkcube --version >/dev/null
+cargo run --release --quiet --example plan_million 2>/dev/null || true
+echo "results: $results"
