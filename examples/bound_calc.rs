@@ -22,15 +22,32 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let red = Array::open(store.clone(), "/red")?;
     let nir = Array::open(store, "/nir")?;
     let shape = red.shape().to_vec();
-    let chunk = red.chunk_grid().chunk_shape(&[0, 0, 0])?.ok_or("no chunk shape")?;
+    let chunk = red
+        .chunk_grid()
+        .chunk_shape(&[0, 0, 0])?
+        .ok_or("no chunk shape")?;
     let c: Vec<u64> = chunk.iter().map(|v| v.get()).collect();
     let steps = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(shape[0]);
-    let grid = [steps.div_ceil(c[0]), shape[1].div_ceil(c[1]), shape[2].div_ceil(c[2])];
+    let grid = [
+        steps.div_ceil(c[0]),
+        shape[1].div_ceil(c[1]),
+        shape[2].div_ceil(c[2]),
+    ];
     let out_store = Arc::new(MemoryStore::new());
-    let mut b = ArrayBuilder::new(vec![steps, shape[1], shape[2]], c.clone(), zarrs::array::data_type::float32(), f32::NAN);
-    b.bytes_to_bytes_codecs(vec![Arc::new(ZstdCodec::new(3, false)), Arc::new(Crc32cCodec::new())]);
+    let mut b = ArrayBuilder::new(
+        vec![steps, shape[1], shape[2]],
+        c.clone(),
+        zarrs::array::data_type::float32(),
+        f32::NAN,
+    );
+    b.bytes_to_bytes_codecs(vec![
+        Arc::new(ZstdCodec::new(3, false)),
+        Arc::new(Crc32cCodec::new()),
+    ]);
     let out = b.build(out_store.clone(), "/ndvi")?;
-    let idx: Vec<[u64; 3]> = (0..grid[0]).flat_map(|t| (0..grid[1]).flat_map(move |y| (0..grid[2]).map(move |x| [t, y, x]))).collect();
+    let idx: Vec<[u64; 3]> = (0..grid[0])
+        .flat_map(|t| (0..grid[1]).flat_map(move |y| (0..grid[2]).map(move |x| [t, y, x])))
+        .collect();
     let start = Instant::now();
     idx.par_iter().try_for_each(|i| -> Result<(), String> {
         let r: ndarray::ArrayD<u16> = red.retrieve_chunk(i).map_err(|e| e.to_string())?;
@@ -44,10 +61,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         });
         out.store_chunk(i, ndvi).map_err(|e| e.to_string())?;
         // Keep memory flat: the bound is about CPU, not holding results.
-        out_store.erase(&zarrs::storage::StoreKey::new(out.chunk_key(i).to_string()).map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+        out_store
+            .erase(
+                &zarrs::storage::StoreKey::new(out.chunk_key(i).to_string())
+                    .map_err(|e| e.to_string())?,
+            )
+            .map_err(|e| e.to_string())?;
         Ok(())
     })?;
     let s = start.elapsed().as_secs_f64();
-    println!("{{\"chunks\": {}, \"threads\": {}, \"seconds\": {:.3}}}", idx.len(), rayon::current_num_threads(), s);
+    println!(
+        "{{\"chunks\": {}, \"threads\": {}, \"seconds\": {:.3}}}",
+        idx.len(),
+        rayon::current_num_threads(),
+        s
+    );
     Ok(())
 }

@@ -29,20 +29,39 @@ struct Opts {
 }
 
 fn parse_args() -> Res<Opts> {
-    let mut o = Opts { manifest: PathBuf::new(), window: 1024, level: 3, threads: 0 };
+    let mut o = Opts {
+        manifest: PathBuf::new(),
+        window: 1024,
+        level: 3,
+        threads: 0,
+    };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut val = |name: &str| args.next().ok_or(format!("{name} needs a value"));
         match a.as_str() {
-            "--window" => o.window = val("--window")?.parse().map_err(|e| format!("--window: {e}"))?,
-            "--level" => o.level = val("--level")?.parse().map_err(|e| format!("--level: {e}"))?,
-            "--threads" => o.threads = val("--threads")?.parse().map_err(|e| format!("--threads: {e}"))?,
+            "--window" => {
+                o.window = val("--window")?
+                    .parse()
+                    .map_err(|e| format!("--window: {e}"))?
+            }
+            "--level" => {
+                o.level = val("--level")?
+                    .parse()
+                    .map_err(|e| format!("--level: {e}"))?
+            }
+            "--threads" => {
+                o.threads = val("--threads")?
+                    .parse()
+                    .map_err(|e| format!("--threads: {e}"))?
+            }
             s if s.starts_with("--") => return Err(format!("unknown flag {s}")),
             s => o.manifest = PathBuf::from(s),
         }
     }
     if o.manifest.as_os_str().is_empty() || o.window == 0 {
-        return Err("usage: bound_ingest MANIFEST.csv [--window 1024] [--level 3] [--threads N]".into());
+        return Err(
+            "usage: bound_ingest MANIFEST.csv [--window 1024] [--level 3] [--threads N]".into(),
+        );
     }
     Ok(o)
 }
@@ -65,7 +84,11 @@ thread_local! {
 }
 
 /// Read one window of band 1 as little-endian bytes (what the Zarr `bytes` codec produces).
-fn read_window(path: &Path, (x, y, w, h): (usize, usize, usize, usize), float: bool) -> Res<Vec<u8>> {
+fn read_window(
+    path: &Path,
+    (x, y, w, h): (usize, usize, usize, usize),
+    float: bool,
+) -> Res<Vec<u8>> {
     HANDLES.with(|cell| {
         let mut handles = cell.borrow_mut();
         if !handles.contains_key(path) {
@@ -77,11 +100,13 @@ fn read_window(path: &Path, (x, y, w, h): (usize, usize, usize, usize), float: b
         let err = |e: gdal::errors::GdalError| format!("{}: {e}", path.display());
         Ok(if float {
             let mut buf = vec![0f32; w * h];
-            band.read_into_slice::<f32>(win.0, win.1, win.2, &mut buf, None).map_err(err)?;
+            band.read_into_slice::<f32>(win.0, win.1, win.2, &mut buf, None)
+                .map_err(err)?;
             buf.iter().flat_map(|v| v.to_le_bytes()).collect()
         } else {
             let mut buf = vec![0u16; w * h];
-            band.read_into_slice::<u16>(win.0, win.1, win.2, &mut buf, None).map_err(err)?;
+            band.read_into_slice::<u16>(win.0, win.1, win.2, &mut buf, None)
+                .map_err(err)?;
             buf.iter().flat_map(|v| v.to_le_bytes()).collect()
         })
     })
@@ -109,16 +134,23 @@ fn run(o: &Opts) -> Res<()> {
     let codec = ZstdCodec::new(o.level, false);
     let copts = CodecOptions::default();
     let (raw, enc) = (AtomicU64::new(0), AtomicU64::new(0));
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(o.threads).build().map_err(|e| e.to_string())?;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(o.threads)
+        .build()
+        .map_err(|e| e.to_string())?;
     let work = Instant::now();
     pool.install(|| {
-        tasks.par_iter().try_for_each(|&(i, float, win)| -> Res<()> {
-            let bytes = read_window(&tiles[i], win, float)?;
-            raw.fetch_add(bytes.len() as u64, Ordering::Relaxed);
-            let out = codec.encode(bytes.into(), &copts).map_err(|e| e.to_string())?;
-            enc.fetch_add(out.len() as u64, Ordering::Relaxed);
-            Ok(())
-        })
+        tasks
+            .par_iter()
+            .try_for_each(|&(i, float, win)| -> Res<()> {
+                let bytes = read_window(&tiles[i], win, float)?;
+                raw.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                let out = codec
+                    .encode(bytes.into(), &copts)
+                    .map_err(|e| e.to_string())?;
+                enc.fetch_add(out.len() as u64, Ordering::Relaxed);
+                Ok(())
+            })
     })?;
     let secs = work.elapsed().as_secs_f64();
     let (raw, enc) = (raw.into_inner() as f64 / 1e6, enc.into_inner() as f64 / 1e6);

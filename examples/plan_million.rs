@@ -14,18 +14,28 @@ use std::time::Instant;
 fn peak_rss_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse::<f64>().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<f64>().ok())
+        })
         .map(|kb| kb / 1024.0)
         .unwrap_or(0.0)
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
-    let url = args.get(1).map(String::as_str).unwrap_or("bench-data/cube1024");
+    let url = args
+        .get(1)
+        .map(String::as_str)
+        .unwrap_or("bench-data/cube1024");
     let px: u64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(16);
     let t0 = Instant::now();
     let cube = Cube::open(url)?;
-    let q = Query::new().measurements(&["red", "nir"]).chunks(ChunkSpec::parse(&format!("time=1,y={px},x={px}"))?);
+    let q = Query::new()
+        .measurements(&["red", "nir"])
+        .chunks(ChunkSpec::parse(&format!("time=1,y={px},x={px}"))?);
     let ds = cube.load(&q)?;
     let (red, nir) = (ds.get("red").ok_or("red")?, ds.get("nir").ok_or("nir")?);
     let ndvi = &(nir - red) / &(nir + red);

@@ -5,16 +5,21 @@ use chunkcube::cube::{format_bytes, Cube, DataArray, Dataset, Query, Values};
 use chunkcube::exec::{ExecConfig, Session};
 use chunkcube::graph::{build, parse_assignment, ReduceOp};
 use chunkcube::ingest::{ingest, IngestOptions, Sources};
+use chunkcube::on_values;
 use chunkcube::store::layout::Codecs;
 use chunkcube::store::{grid_shape, parse_bytes, ChunkSpec};
-use chunkcube::on_values;
 use clap::{Args, Parser, Subcommand};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 #[derive(Parser)]
-#[command(name = "chunkcube", version, about = "Out-of-core Zarr v3 cubes for Earth-observation rasters", long_about = "Ingest GeoTIFF tiles into a chunked Zarr v3 cube (local or s3://), then query, chain band math and reduce lazily, fetching only the chunks a computation touches, in parallel and inside a memory limit.")]
+#[command(
+    name = "chunkcube",
+    version,
+    about = "Out-of-core Zarr v3 cubes for Earth-observation rasters",
+    long_about = "Ingest GeoTIFF tiles into a chunked Zarr v3 cube (local or s3://), then query, chain band math and reduce lazily, fetching only the chunks a computation touches, in parallel and inside a memory limit."
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -144,7 +149,11 @@ struct CalcArgs {
 }
 
 fn pair(flag: &str, s: &str) -> Result<(f64, f64)> {
-    let v: Vec<f64> = s.split(',').map(|p| p.trim().parse::<f64>()).collect::<Result<_, _>>().map_err(|_| anyhow!("invalid {flag} '{s}': expected MIN,MAX numbers"))?;
+    let v: Vec<f64> = s
+        .split(',')
+        .map(|p| p.trim().parse::<f64>())
+        .collect::<Result<_, _>>()
+        .map_err(|_| anyhow!("invalid {flag} '{s}': expected MIN,MAX numbers"))?;
     match v.as_slice() {
         [a, b] => Ok((*a, *b)),
         _ => bail!("invalid {flag} '{s}': expected MIN,MAX"),
@@ -154,7 +163,12 @@ fn pair(flag: &str, s: &str) -> Result<(f64, f64)> {
 fn build_query(sel: &Selection) -> Result<Query> {
     let mut q = Query::new();
     if let Some(m) = &sel.measurements {
-        q.measurements = Some(m.iter().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect());
+        q.measurements = Some(
+            m.iter()
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect(),
+        );
     }
     if let Some(l) = &sel.lon {
         q.lon = Some(pair("--lon", l)?);
@@ -163,7 +177,11 @@ fn build_query(sel: &Selection) -> Result<Query> {
         q.lat = Some(pair("--lat", l)?);
     }
     if let Some(b) = &sel.bbox {
-        let v: Vec<f64> = b.split(',').map(|p| p.trim().parse::<f64>()).collect::<Result<_, _>>().map_err(|_| anyhow!("invalid --bbox '{b}': expected MINX,MINY,MAXX,MAXY"))?;
+        let v: Vec<f64> = b
+            .split(',')
+            .map(|p| p.trim().parse::<f64>())
+            .collect::<Result<_, _>>()
+            .map_err(|_| anyhow!("invalid --bbox '{b}': expected MINX,MINY,MAXX,MAXY"))?;
         if v.len() != 4 {
             bail!("invalid --bbox '{b}': expected 4 numbers MINX,MINY,MAXX,MAXY");
         }
@@ -171,16 +189,29 @@ fn build_query(sel: &Selection) -> Result<Query> {
     }
     if let Some(s) = &sel.isel {
         for part in s.split(',') {
-            let (d, r) = part.split_once('=').ok_or_else(|| anyhow!("invalid --isel '{part}': expected DIM=A:B"))?;
-            let i = ["time", "y", "x"].iter().position(|x| *x == d.trim()).ok_or_else(|| anyhow!("invalid --isel: unknown dimension '{d}' (time, y, x)"))?;
-            let (a, b) = r.split_once(':').ok_or_else(|| anyhow!("invalid --isel '{part}': expected DIM=A:B"))?;
-            let a: u64 = a.trim().parse().map_err(|_| anyhow!("invalid --isel '{part}': '{a}' is not a non-negative index"))?;
-            let b: u64 = b.trim().parse().map_err(|_| anyhow!("invalid --isel '{part}': '{b}' is not a non-negative index"))?;
+            let (d, r) = part
+                .split_once('=')
+                .ok_or_else(|| anyhow!("invalid --isel '{part}': expected DIM=A:B"))?;
+            let i = ["time", "y", "x"]
+                .iter()
+                .position(|x| *x == d.trim())
+                .ok_or_else(|| anyhow!("invalid --isel: unknown dimension '{d}' (time, y, x)"))?;
+            let (a, b) = r
+                .split_once(':')
+                .ok_or_else(|| anyhow!("invalid --isel '{part}': expected DIM=A:B"))?;
+            let a: u64 = a.trim().parse().map_err(|_| {
+                anyhow!("invalid --isel '{part}': '{a}' is not a non-negative index")
+            })?;
+            let b: u64 = b.trim().parse().map_err(|_| {
+                anyhow!("invalid --isel '{part}': '{b}' is not a non-negative index")
+            })?;
             q.isel[i] = Some(a..b);
         }
     }
     if let Some(t) = &sel.time {
-        let (a, b) = t.split_once('/').ok_or_else(|| anyhow!("invalid --time '{t}': expected START/END"))?;
+        let (a, b) = t
+            .split_once('/')
+            .ok_or_else(|| anyhow!("invalid --time '{t}': expected START/END"))?;
         q = q.time(a, b)?;
     }
     if let Some(c) = &sel.chunks {
@@ -192,7 +223,9 @@ fn build_query(sel: &Selection) -> Result<Query> {
 fn session(e: &ExecArgs) -> Result<Arc<Session>> {
     let mut c = ExecConfig::default();
     if let Some(m) = &e.memory_limit {
-        c.memory_limit = parse_bytes(m).ok_or_else(|| anyhow!("invalid --memory-limit '{m}': expected a size such as 512MiB or 2GB"))?;
+        c.memory_limit = parse_bytes(m).ok_or_else(|| {
+            anyhow!("invalid --memory-limit '{m}': expected a size such as 512MiB or 2GB")
+        })?;
     }
     if let Some(t) = e.threads {
         if t == 0 {
@@ -209,7 +242,8 @@ fn session(e: &ExecArgs) -> Result<Arc<Session>> {
 fn write_stats(e: &ExecArgs, s: &Session) -> Result<()> {
     if let Some(p) = &e.stats {
         let text = serde_json::to_string_pretty(&s.stats())?;
-        std::fs::write(p, text + "\n").with_context(|| format!("writing --stats {}", p.display()))?;
+        std::fs::write(p, text + "\n")
+            .with_context(|| format!("writing --stats {}", p.display()))?;
     }
     Ok(())
 }
@@ -223,7 +257,10 @@ fn run_info(a: InfoArgs) -> Result<()> {
     let mut total_chunks = 0u64;
     for b in &m.bands {
         let listed = cube.store().list_sizes(&format!("{}/", b.name))?;
-        let (n, bytes) = listed.iter().filter(|(k, _)| !k.ends_with("zarr.json")).fold((0u64, 0u64), |(n, s), (_, sz)| (n + 1, s + sz));
+        let (n, bytes) = listed
+            .iter()
+            .filter(|(k, _)| !k.ends_with("zarr.json"))
+            .fold((0u64, 0u64), |(n, s), (_, sz)| (n + 1, s + sz));
         let grid: u64 = grid_shape(b.shape, b.chunk_shape).iter().product();
         total_bytes += bytes;
         total_chunks += grid;
@@ -234,7 +271,11 @@ fn run_info(a: InfoArgs) -> Result<()> {
             "chunks": grid, "stored_objects": n, "stored_bytes": bytes,
         }));
     }
-    let times: Vec<String> = m.times.iter().map(|t| chunkcube::geo::days_to_iso(*t)).collect();
+    let times: Vec<String> = m
+        .times
+        .iter()
+        .map(|t| chunkcube::geo::days_to_iso(*t))
+        .collect();
     let doc = serde_json::json!({
         "cube": a.cube, "product": m.product, "dims": ["time", "y", "x"],
         "shape": [m.times.len(), g.height, g.width],
@@ -248,19 +289,49 @@ fn run_info(a: InfoArgs) -> Result<()> {
     }
     println!("cube        {}", a.cube);
     println!("product     {}", m.product);
-    println!("dims        time: {}, y: {}, x: {}", m.times.len(), g.height, g.width);
-    println!("crs         {}", g.epsg.map(|e| format!("EPSG:{e}")).unwrap_or_else(|| "custom (see spatial_ref)".into()));
+    println!(
+        "dims        time: {}, y: {}, x: {}",
+        m.times.len(),
+        g.height,
+        g.width
+    );
+    println!(
+        "crs         {}",
+        g.epsg
+            .map(|e| format!("EPSG:{e}"))
+            .unwrap_or_else(|| "custom (see spatial_ref)".into())
+    );
     let b = g.bounds();
-    println!("bounds      {:.2}, {:.2}, {:.2}, {:.2} (minx, miny, maxx, maxy)", b[0], b[1], b[2], b[3]);
+    println!(
+        "bounds      {:.2}, {:.2}, {:.2}, {:.2} (minx, miny, maxx, maxy)",
+        b[0], b[1], b[2], b[3]
+    );
     println!("resolution  {} x {}", g.dx(), g.dy());
     println!("time        {}", times.join(", "));
     println!("bands:");
-    println!("  {:<10} {:<8} {:>8} {:>22} {:>10} {:>12}", "name", "dtype", "nodata", "chunk shape", "chunks", "stored");
+    println!(
+        "  {:<10} {:<8} {:>8} {:>22} {:>10} {:>12}",
+        "name", "dtype", "nodata", "chunk shape", "chunks", "stored"
+    );
     for (bm, bj) in m.bands.iter().zip(&bands) {
         let c = bm.read_chunk_shape();
-        println!("  {:<10} {:<8} {:>8} {:>22} {:>10} {:>12}", bm.name, bm.dtype.to_string(), bm.nodata.map(|v| v.to_string()).unwrap_or_else(|| "-".into()), format!("({}, {}, {})", c[0], c[1], c[2]), bj["chunks"].as_u64().unwrap_or(0), format_bytes(bj["stored_bytes"].as_u64().unwrap_or(0)));
+        println!(
+            "  {:<10} {:<8} {:>8} {:>22} {:>10} {:>12}",
+            bm.name,
+            bm.dtype.to_string(),
+            bm.nodata
+                .map(|v| v.to_string())
+                .unwrap_or_else(|| "-".into()),
+            format!("({}, {}, {})", c[0], c[1], c[2]),
+            bj["chunks"].as_u64().unwrap_or(0),
+            format_bytes(bj["stored_bytes"].as_u64().unwrap_or(0))
+        );
     }
-    println!("total       {} chunks, {} stored", total_chunks, format_bytes(total_bytes));
+    println!(
+        "total       {} chunks, {} stored",
+        total_chunks,
+        format_bytes(total_bytes)
+    );
     Ok(())
 }
 
@@ -332,24 +403,50 @@ fn run_calc(a: CalcArgs) -> Result<()> {
     let s = session(&a.exec)?;
     let cube = Cube::open_in(&a.cube, s.clone())?;
     let mut q = build_query(&a.sel)?;
-    let parsed: Vec<(String, chunkcube::graph::Ast, String)> = a.exprs.iter().map(|e| parse_assignment(e).map(|(n, ast)| (n, ast, e.clone()))).collect::<Result<_, _>>()?;
+    let parsed: Vec<(String, chunkcube::graph::Ast, String)> = a
+        .exprs
+        .iter()
+        .map(|e| parse_assignment(e).map(|(n, ast)| (n, ast, e.clone())))
+        .collect::<Result<_, _>>()?;
     // Load only the bands the expressions name (unless --measurements says otherwise).
     if q.measurements.is_none() {
-        let names: Vec<String> = cube.band_names().into_iter().filter(|b| a.exprs.iter().any(|e| mentions(e, b))).collect();
-        q.measurements = Some(if names.is_empty() { cube.band_names().into_iter().take(1).collect() } else { names });
+        let names: Vec<String> = cube
+            .band_names()
+            .into_iter()
+            .filter(|b| a.exprs.iter().any(|e| mentions(e, b)))
+            .collect();
+        q.measurements = Some(if names.is_empty() {
+            cube.band_names().into_iter().take(1).collect()
+        } else {
+            names
+        });
     }
     if q.chunks.is_none() {
-        let first = q.measurements.as_ref().and_then(|m| m.first()).cloned().unwrap_or_default();
+        let first = q
+            .measurements
+            .as_ref()
+            .and_then(|m| m.first())
+            .cloned()
+            .unwrap_or_default();
         let stored = cube.band(&first)?.chunk_shape();
-        q.chunks = Some(ChunkSpec::Dims([Some(stored[0]), Some(stored[1]), Some(stored[2])]));
+        q.chunks = Some(ChunkSpec::Dims([
+            Some(stored[0]),
+            Some(stored[1]),
+            Some(stored[2]),
+        ]));
     }
     let ds = cube.load(&q)?;
-    let mut env: HashMap<String, DataArray> = ds.vars().map(|d| (d.name().to_string(), d.clone())).collect();
+    let mut env: HashMap<String, DataArray> = ds
+        .vars()
+        .map(|d| (d.name().to_string(), d.clone()))
+        .collect();
     let mut results: Vec<(String, DataArray)> = Vec::new();
     for (i, (name, ast, src)) in parsed.iter().enumerate() {
         let mut da = build(src, ast, &env)?.rename(name);
         // A result used by later expressions is computed once and reused.
-        let reused = parsed[i + 1..].iter().any(|(_, _, e)| mentions(e.split_once('=').map(|x| x.1).unwrap_or(""), name));
+        let reused = parsed[i + 1..]
+            .iter()
+            .any(|(_, _, e)| mentions(e.split_once('=').map(|x| x.1).unwrap_or(""), name));
         if reused && !a.explain && a.graph.is_none() {
             da.persist()?;
         }
@@ -357,12 +454,17 @@ fn run_calc(a: CalcArgs) -> Result<()> {
         results.push((name.clone(), da));
     }
     if let Some(r) = &a.reduce {
-        let (op, dim) = r.split_once(':').ok_or_else(|| anyhow!("invalid --reduce '{r}': expected OP:DIM, e.g. mean:time"))?;
+        let (op, dim) = r
+            .split_once(':')
+            .ok_or_else(|| anyhow!("invalid --reduce '{r}': expected OP:DIM, e.g. mean:time"))?;
         let op = ReduceOp::parse(op).ok_or_else(|| anyhow!("invalid --reduce '{r}': unknown operation '{op}' (mean, median, min, max, sum, count, std)"))?;
         if !["time", "y", "x"].contains(&dim) {
             bail!("invalid --reduce '{r}': unknown dimension '{dim}' (time, y, x)");
         }
-        results = results.into_iter().map(|(n, d)| (n, d.reduce(op, dim))).collect();
+        results = results
+            .into_iter()
+            .map(|(n, d)| (n, d.reduce(op, dim)))
+            .collect();
     }
     if let Some(g) = &a.graph {
         let last = &results.last().expect("at least one --expr").1;
@@ -401,11 +503,16 @@ fn run_calc(a: CalcArgs) -> Result<()> {
 
 /// Whether an expression mentions `name` as a whole identifier.
 fn mentions(expr: &str, name: &str) -> bool {
-    expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).any(|t| t == name)
+    expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .any(|t| t == name)
 }
 
 fn write_graph(path: &std::path::Path, dot: &str) -> Result<()> {
-    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("dot").to_ascii_lowercase();
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("dot")
+        .to_ascii_lowercase();
     if ext == "dot" || ext == "gv" {
         std::fs::write(path, dot).with_context(|| format!("writing --graph {}", path.display()))?;
         return Ok(());
@@ -418,14 +525,17 @@ fn write_graph(path: &std::path::Path, dot: &str) -> Result<()> {
         .spawn()
         .map_err(|_| anyhow!("--graph {}: rendering .{ext} needs Graphviz's `dot` (apt-get install graphviz), or write .dot", path.display()))?;
     use std::io::Write;
-    child.stdin.take().ok_or_else(|| anyhow!("dot: no stdin"))?.write_all(dot.as_bytes())?;
+    child
+        .stdin
+        .take()
+        .ok_or_else(|| anyhow!("dot: no stdin"))?
+        .write_all(dot.as_bytes())?;
     let st = child.wait()?;
     if !st.success() {
         bail!("--graph {}: dot failed ({st})", path.display());
     }
     Ok(())
 }
-
 
 #[derive(Args)]
 struct IngestArgs {
@@ -474,7 +584,12 @@ fn run_ingest(a: IngestArgs) -> Result<()> {
     }
     let opts = IngestOptions {
         chunks: ChunkSpec::parse(&a.chunks).context("--chunks")?,
-        shards: a.shards.as_deref().map(ChunkSpec::parse).transpose().context("--shards")?,
+        shards: a
+            .shards
+            .as_deref()
+            .map(ChunkSpec::parse)
+            .transpose()
+            .context("--shards")?,
         codecs: Codecs::parse(&a.compression).map_err(anyhow::Error::msg)?,
         threads: a.threads,
         overwrite: a.overwrite,
@@ -484,7 +599,10 @@ fn run_ingest(a: IngestArgs) -> Result<()> {
     };
     let r = ingest(&sources, &a.out, &opts)?;
     if r.up_to_date {
-        eprintln!("{} is already complete ({} tiles); nothing to do", a.out, r.tiles);
+        eprintln!(
+            "{} is already complete ({} tiles); nothing to do",
+            a.out, r.tiles
+        );
     } else {
         eprintln!(
             "ingested {} tiles into {}: {} chunks written, {} resumed, {:.1} MB of pixels in {:.2} s",

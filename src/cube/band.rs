@@ -26,8 +26,15 @@ impl BandReader {
     /// Open band `meta` of `store` (metadata only).
     pub fn open(store: &Store, meta: BandMeta) -> Result<Arc<BandReader>, CubeError> {
         let array = crate::store::layout::open_band_array(store, &meta.name)?;
-        let shard_cache = meta.inner_chunk_shape.map(|_| ArrayShardedReadableExtCache::new(&array));
-        Ok(Arc::new(BandReader { meta, store: store.clone(), array, shard_cache }))
+        let shard_cache = meta
+            .inner_chunk_shape
+            .map(|_| ArrayShardedReadableExtCache::new(&array));
+        Ok(Arc::new(BandReader {
+            meta,
+            store: store.clone(),
+            array,
+            shard_cache,
+        }))
     }
 
     /// Band name.
@@ -69,7 +76,11 @@ impl BandReader {
             None => self.array.chunk_key(&idx).to_string(),
             Some(inner) => {
                 let outer = self.meta.chunk_shape;
-                let s = [idx[0] * inner[0] / outer[0], idx[1] * inner[1] / outer[1], idx[2] * inner[2] / outer[2]];
+                let s = [
+                    idx[0] * inner[0] / outer[0],
+                    idx[1] * inner[1] / outer[1],
+                    idx[2] * inner[2] / outer[2],
+                ];
                 self.array.chunk_key(&s).to_string()
             }
         }

@@ -29,21 +29,44 @@ pub struct DataArray {
 }
 
 impl DataArray {
-    pub(crate) fn from_band(cube: &Cube, band: Arc<BandReader>, w: &[Range<u64>; 3], chunks: Option<&ChunkSpec>) -> DataArray {
-        let shape = [w[0].end - w[0].start, w[1].end - w[1].start, w[2].end - w[2].start];
+    pub(crate) fn from_band(
+        cube: &Cube,
+        band: Arc<BandReader>,
+        w: &[Range<u64>; 3],
+        chunks: Option<&ChunkSpec>,
+    ) -> DataArray {
+        let shape = [
+            w[0].end - w[0].start,
+            w[1].end - w[1].start,
+            w[2].end - w[2].start,
+        ];
         let stored = band.chunk_shape();
         let dtype = band.dtype();
         let (chunks, lazy) = match chunks {
             Some(c) => (c.resolve(shape, stored, dtype.size() as u64), true),
-            None => (ChunkSpec::Auto.resolve(shape, stored, dtype.size() as u64), false),
+            None => (
+                ChunkSpec::Auto.resolve(shape, stored, dtype.size() as u64),
+                false,
+            ),
         };
-        let node = Node::new(Op::Source { band: band.clone(), offset: [w[0].start, w[1].start, w[2].start] }, shape, [true; 3], dtype);
+        let node = Node::new(
+            Op::Source {
+                band: band.clone(),
+                offset: [w[0].start, w[1].start, w[2].start],
+            },
+            shape,
+            [true; 3],
+            dtype,
+        );
         let meta = cube.meta();
         DataArray {
             name: band.name().to_string(),
             node,
             times: meta.times[w[0].start as usize..w[0].end as usize].to_vec(),
-            geobox: meta.geobox.window(&crate::geo::PixelWindow { rows: w[1].clone(), cols: w[2].clone() }),
+            geobox: meta.geobox.window(&crate::geo::PixelWindow {
+                rows: w[1].clone(),
+                cols: w[2].clone(),
+            }),
             chunks,
             lazy_chunks: lazy,
             values: None,
@@ -67,11 +90,17 @@ impl DataArray {
     }
     /// Present dimension names.
     pub fn dims(&self) -> Vec<&'static str> {
-        (0..3).filter(|i| self.node.present[*i]).map(|i| DIMS[i]).collect()
+        (0..3)
+            .filter(|i| self.node.present[*i])
+            .map(|i| DIMS[i])
+            .collect()
     }
     /// Shape along the present dimensions.
     pub fn shape(&self) -> Vec<u64> {
-        (0..3).filter(|i| self.node.present[*i]).map(|i| self.node.shape[i]).collect()
+        (0..3)
+            .filter(|i| self.node.present[*i])
+            .map(|i| self.node.shape[i])
+            .collect()
     }
     /// Full `[time, y, x]` shape (1 along absent dims).
     pub fn shape3(&self) -> [u64; 3] {
@@ -79,11 +108,7 @@ impl DataArray {
     }
     /// Query chunk shape `[time, y, x]`.
     pub fn chunks3(&self) -> [u64; 3] {
-        let mut c = self.chunks;
-        for i in 0..3 {
-            c[i] = c[i].min(self.node.shape[i]).max(1);
-        }
-        c
+        std::array::from_fn(|i| self.chunks[i].min(self.node.shape[i]).max(1))
     }
     /// The element type of the result.
     pub fn dtype(&self) -> DType {
@@ -177,21 +202,45 @@ impl DataArray {
             time_label = time_label.or(times.first().copied());
             times.clear();
         }
-        DataArray { name: self.name.clone(), node, times, geobox: self.geobox.clone(), chunks: self.chunks, lazy_chunks: self.lazy_chunks, values: None, session: self.session.clone(), time_label }
+        DataArray {
+            name: self.name.clone(),
+            node,
+            times,
+            geobox: self.geobox.clone(),
+            chunks: self.chunks,
+            lazy_chunks: self.lazy_chunks,
+            values: None,
+            session: self.session.clone(),
+            time_label,
+        }
     }
 
     /// Select index ranges along named dimensions (stays lazy). Out-of-range ranges are
     /// clamped; use [`crate::cube::Query`] for validated selection.
     pub fn isel(&self, sel: &[(&str, Range<u64>)]) -> Result<DataArray, CubeError> {
-        let mut r = [0..self.node.shape[0], 0..self.node.shape[1], 0..self.node.shape[2]];
+        let mut r = [
+            0..self.node.shape[0],
+            0..self.node.shape[1],
+            0..self.node.shape[2],
+        ];
         for (dim, range) in sel {
-            let i = DIMS.iter().position(|d| d == dim).filter(|i| self.node.present[*i]).ok_or_else(|| CubeError::Selection {
-                what: format!("isel {dim}"),
-                msg: format!("no dimension '{dim}'; dimensions are {:?}", self.dims()),
-            })?;
+            let i = DIMS
+                .iter()
+                .position(|d| d == dim)
+                .filter(|i| self.node.present[*i])
+                .ok_or_else(|| CubeError::Selection {
+                    what: format!("isel {dim}"),
+                    msg: format!("no dimension '{dim}'; dimensions are {:?}", self.dims()),
+                })?;
             let n = self.node.shape[i];
             if range.start >= range.end || range.end > n {
-                return Err(CubeError::Selection { what: format!("isel {dim}"), msg: format!("{}:{} is empty, reversed or beyond the size {n}", range.start, range.end) });
+                return Err(CubeError::Selection {
+                    what: format!("isel {dim}"),
+                    msg: format!(
+                        "{}:{} is empty, reversed or beyond the size {n}",
+                        range.start, range.end
+                    ),
+                });
             }
             r[i] = range.clone();
         }
@@ -199,7 +248,10 @@ impl DataArray {
         if !out.times.is_empty() {
             out.times = self.times[r[0].start as usize..r[0].end as usize].to_vec();
         }
-        out.geobox = self.geobox.window(&crate::geo::PixelWindow { rows: r[1].clone(), cols: r[2].clone() });
+        out.geobox = self.geobox.window(&crate::geo::PixelWindow {
+            rows: r[1].clone(),
+            cols: r[2].clone(),
+        });
         if let Some(v) = &self.values {
             out.values = Some(v.window(&r));
         }
@@ -212,22 +264,47 @@ impl DataArray {
         let mut isel: Vec<(&str, Range<u64>)> = Vec::new();
         for (dim, lo, hi) in sel {
             if lo > hi {
-                return Err(CubeError::Selection { what: format!("sel {dim}"), msg: format!("{lo},{hi} is reversed") });
+                return Err(CubeError::Selection {
+                    what: format!("sel {dim}"),
+                    msg: format!("{lo},{hi} is reversed"),
+                });
             }
             let r = match *dim {
                 "time" => {
-                    let idx: Vec<usize> = self.times.iter().enumerate().filter(|(_, t)| (**t as f64) >= *lo && (**t as f64) <= *hi).map(|(i, _)| i).collect();
+                    let idx: Vec<usize> = self
+                        .times
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, t)| (**t as f64) >= *lo && (**t as f64) <= *hi)
+                        .map(|(i, _)| i)
+                        .collect();
                     match (idx.first(), idx.last()) {
                         (Some(a), Some(b)) => *a as u64..*b as u64 + 1,
                         _ => 0..0,
                     }
                 }
-                "x" => self.geobox.window_for_bbox([*lo, f64::MIN, *hi, f64::MAX]).cols,
-                "y" => self.geobox.window_for_bbox([f64::MIN, *lo, f64::MAX, *hi]).rows,
-                other => return Err(CubeError::Selection { what: format!("sel {other}"), msg: "dimensions are time, y, x".into() }),
+                "x" => {
+                    self.geobox
+                        .window_for_bbox([*lo, f64::MIN, *hi, f64::MAX])
+                        .cols
+                }
+                "y" => {
+                    self.geobox
+                        .window_for_bbox([f64::MIN, *lo, f64::MAX, *hi])
+                        .rows
+                }
+                other => {
+                    return Err(CubeError::Selection {
+                        what: format!("sel {other}"),
+                        msg: "dimensions are time, y, x".into(),
+                    })
+                }
             };
             if r.is_empty() {
-                return Err(CubeError::Selection { what: format!("sel {dim}"), msg: format!("{lo}..{hi} selects nothing") });
+                return Err(CubeError::Selection {
+                    what: format!("sel {dim}"),
+                    msg: format!("{lo}..{hi} selects nothing"),
+                });
             }
             isel.push((dim, r));
         }
@@ -245,7 +322,12 @@ impl DataArray {
             UnaryOp::Neg | UnaryOp::Abs if n.dtype.is_float() => n.dtype,
             _ => DType::F32,
         };
-        self.with_node(Node::new(Op::Unary(op, n.clone()), n.shape, n.present, dtype))
+        self.with_node(Node::new(
+            Op::Unary(op, n.clone()),
+            n.shape,
+            n.present,
+            dtype,
+        ))
     }
 
     fn binary(&self, op: BinaryOp, other: &DataArray) -> DataArray {
@@ -257,21 +339,41 @@ impl DataArray {
             present[i] = a.present[i] || b.present[i];
             shape[i] = if a.present[i] { a.shape[i] } else { b.shape[i] };
             if a.present[i] && b.present[i] && a.shape[i] != b.shape[i] {
-                problem = Some(format!("cannot combine '{}' and '{}': {} has {} vs {} steps", self.name, other.name, DIMS[i], a.shape[i], b.shape[i]));
+                problem = Some(format!(
+                    "cannot combine '{}' and '{}': {} has {} vs {} steps",
+                    self.name, other.name, DIMS[i], a.shape[i], b.shape[i]
+                ));
             }
         }
         let spatial = |n: &Node| n.present[1] || n.present[2];
-        if problem.is_none() && spatial(a) && spatial(b) && (self.geobox.transform != other.geobox.transform || self.geobox.wkt != other.geobox.wkt) {
-            problem = Some(format!("cannot combine '{}' and '{}': they lie on different grids", self.name, other.name));
+        if problem.is_none()
+            && spatial(a)
+            && spatial(b)
+            && (self.geobox.transform != other.geobox.transform
+                || self.geobox.wkt != other.geobox.wkt)
+        {
+            problem = Some(format!(
+                "cannot combine '{}' and '{}': they lie on different grids",
+                self.name, other.name
+            ));
         }
         if problem.is_none() && a.present[0] && b.present[0] && self.times != other.times {
-            problem = Some(format!("cannot combine '{}' and '{}': their time coordinates differ", self.name, other.name));
+            problem = Some(format!(
+                "cannot combine '{}' and '{}': their time coordinates differ",
+                self.name, other.name
+            ));
         }
         let op_ = match problem {
             Some(m) => Op::Invalid(m),
             None => Op::Binary(op, a.clone(), b.clone()),
         };
-        let mut out = if a.present.iter().filter(|p| **p).count() >= b.present.iter().filter(|p| **p).count() { self.clone() } else { other.clone() };
+        let mut out = if a.present.iter().filter(|p| **p).count()
+            >= b.present.iter().filter(|p| **p).count()
+        {
+            self.clone()
+        } else {
+            other.clone()
+        };
         out.values = None;
         out.node = Node::new(op_, shape, present, DType::F32);
         if !present[0] {
@@ -325,15 +427,27 @@ impl DataArray {
     /// Clamp to `[lo, hi]`.
     pub fn clip(&self, lo: f64, hi: f64) -> DataArray {
         let n = &self.node;
-        self.with_node(Node::new(Op::Clip(n.clone(), lo, hi), n.shape, n.present, DType::F32))
+        self.with_node(Node::new(
+            Op::Clip(n.clone(), lo, hi),
+            n.shape,
+            n.present,
+            DType::F32,
+        ))
     }
     /// `self` where `cond` is true, else `other` (xarray's `where`).
     pub fn where_(&self, cond: &DataArray, other: &DataArray) -> DataArray {
-        let shape_src = self.binary(BinaryOp::Add, other).binary(BinaryOp::Add, cond);
+        let shape_src = self
+            .binary(BinaryOp::Add, other)
+            .binary(BinaryOp::Add, cond);
         if let Op::Invalid(_) = &shape_src.node.op {
             return shape_src;
         }
-        let n = Node::new(Op::Where(cond.node.clone(), self.node.clone(), other.node.clone()), shape_src.node.shape, shape_src.node.present, DType::F32);
+        let n = Node::new(
+            Op::Where(cond.node.clone(), self.node.clone(), other.node.clone()),
+            shape_src.node.shape,
+            shape_src.node.present,
+            DType::F32,
+        );
         let mut out = shape_src;
         out.node = n;
         out.name = self.name.clone();
@@ -348,16 +462,34 @@ impl DataArray {
     /// A nan-aware reduction over `dim`.
     pub fn reduce(&self, op: ReduceOp, dim: &str) -> DataArray {
         let n = &self.node;
-        let Some(axis) = DIMS.iter().position(|d| *d == dim).filter(|i| n.present[*i]) else {
-            let msg = format!("cannot reduce '{}' over unknown dimension '{dim}'; dimensions are {:?}", self.name, self.dims());
+        let Some(axis) = DIMS
+            .iter()
+            .position(|d| *d == dim)
+            .filter(|i| n.present[*i])
+        else {
+            let msg = format!(
+                "cannot reduce '{}' over unknown dimension '{dim}'; dimensions are {:?}",
+                self.name,
+                self.dims()
+            );
             return self.with_node(Node::new(Op::Invalid(msg), n.shape, n.present, DType::F32));
         };
         let mut shape = n.shape;
         shape[axis] = 1;
         let mut present = n.present;
         present[axis] = false;
-        let dtype = if op == ReduceOp::Count { DType::F32 } else { DType::F32 };
-        let mut out = self.with_node(Node::new(Op::Reduce { op, axis, input: n.clone(), offset: [0; 3] }, shape, present, dtype));
+        let dtype = DType::F32;
+        let mut out = self.with_node(Node::new(
+            Op::Reduce {
+                op,
+                axis,
+                input: n.clone(),
+                offset: [0; 3],
+            },
+            shape,
+            present,
+            dtype,
+        ));
         out.chunks[axis] = 1;
         out
     }
@@ -407,24 +539,65 @@ impl std::ops::Neg for &DataArray {
 
 impl std::fmt::Display for DataArray {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let dims: Vec<String> = self.dims().iter().zip(self.shape()).map(|(d, n)| format!("{d}: {n}")).collect();
-        writeln!(f, "<chunkcube.DataArray '{}' ({})> {}", self.name, dims.join(", "), self.dtype())?;
+        let dims: Vec<String> = self
+            .dims()
+            .iter()
+            .zip(self.shape())
+            .map(|(d, n)| format!("{d}: {n}"))
+            .collect();
+        writeln!(
+            f,
+            "<chunkcube.DataArray '{}' ({})> {}",
+            self.name,
+            dims.join(", "),
+            self.dtype()
+        )?;
         match &self.values {
-            Some(v) => writeln!(f, "values loaded ({})", super::format_bytes(v.nbytes() as u64))?,
+            Some(v) => writeln!(
+                f,
+                "values loaded ({})",
+                super::format_bytes(v.nbytes() as u64)
+            )?,
             None => write!(f, "{}", self.summary())?,
         }
         if !self.times.is_empty() {
-            let t: Vec<String> = self.times.iter().take(4).map(|d| crate::geo::days_to_iso(*d)).collect();
-            writeln!(f, "  * time  {}{}", t.join(" "), if self.times.len() > 4 { " ..." } else { "" })?;
+            let t: Vec<String> = self
+                .times
+                .iter()
+                .take(4)
+                .map(|d| crate::geo::days_to_iso(*d))
+                .collect();
+            writeln!(
+                f,
+                "  * time  {}{}",
+                t.join(" "),
+                if self.times.len() > 4 { " ..." } else { "" }
+            )?;
         }
         let g = &self.geobox;
         if self.node.present[1] {
-            writeln!(f, "  * y     {:.1} ... {:.1}", g.transform[3] + 0.5 * g.dy(), g.transform[3] + (g.height as f64 - 0.5) * g.dy())?;
+            writeln!(
+                f,
+                "  * y     {:.1} ... {:.1}",
+                g.transform[3] + 0.5 * g.dy(),
+                g.transform[3] + (g.height as f64 - 0.5) * g.dy()
+            )?;
         }
         if self.node.present[2] {
-            writeln!(f, "  * x     {:.1} ... {:.1}", g.transform[0] + 0.5 * g.dx(), g.transform[0] + (g.width as f64 - 0.5) * g.dx())?;
+            writeln!(
+                f,
+                "  * x     {:.1} ... {:.1}",
+                g.transform[0] + 0.5 * g.dx(),
+                g.transform[0] + (g.width as f64 - 0.5) * g.dx()
+            )?;
         }
-        writeln!(f, "    spatial_ref  {}", g.epsg.map(|e| format!("EPSG:{e}")).unwrap_or_else(|| "(custom CRS)".into()))
+        writeln!(
+            f,
+            "    spatial_ref  {}",
+            g.epsg
+                .map(|e| format!("EPSG:{e}"))
+                .unwrap_or_else(|| "(custom CRS)".into())
+        )
     }
 }
 
@@ -453,7 +626,10 @@ impl Dataset {
     }
     /// A variable, mutably.
     pub fn get_mut(&mut self, name: &str) -> Option<&mut DataArray> {
-        self.vars.iter_mut().find(|(n, _)| n == name).map(|(_, d)| d)
+        self.vars
+            .iter_mut()
+            .find(|(n, _)| n == name)
+            .map(|(_, d)| d)
     }
     /// Variable names in order.
     pub fn names(&self) -> Vec<String> {
@@ -473,11 +649,29 @@ impl Dataset {
     /// Write all variables as a new cube, chunk by chunk.
     pub fn to_zarr(&self, url: &str, overwrite: bool) -> Result<(), CubeError> {
         let Some((_, first)) = self.vars.first() else {
-            return Err(CubeError::Selection { what: "to_zarr".into(), msg: "the dataset is empty".into() });
+            return Err(CubeError::Selection {
+                what: "to_zarr".into(),
+                msg: "the dataset is empty".into(),
+            });
         };
-        let outs: Vec<(String, Arc<Node>)> = self.vars.iter().map(|(n, d)| (n.clone(), d.node.clone())).collect();
-        let times = if first.times.is_empty() { vec![first.time_label.unwrap_or(0)] } else { first.times.clone() };
-        first.session.write_cube(&outs, first.chunks3(), &times, &first.geobox, url, overwrite)?;
+        let outs: Vec<(String, Arc<Node>)> = self
+            .vars
+            .iter()
+            .map(|(n, d)| (n.clone(), d.node.clone()))
+            .collect();
+        let times = if first.times.is_empty() {
+            vec![first.time_label.unwrap_or(0)]
+        } else {
+            first.times.clone()
+        };
+        first.session.write_cube(
+            &outs,
+            first.chunks3(),
+            &times,
+            &first.geobox,
+            url,
+            overwrite,
+        )?;
         Ok(())
     }
 }
@@ -487,7 +681,10 @@ impl std::ops::Index<&str> for Dataset {
     fn index(&self, name: &str) -> &DataArray {
         match self.get(name) {
             Some(d) => d,
-            None => panic!("no variable '{name}' in the dataset; it has {:?}", self.names()),
+            None => panic!(
+                "no variable '{name}' in the dataset; it has {:?}",
+                self.names()
+            ),
         }
     }
 }
@@ -497,7 +694,12 @@ impl std::fmt::Display for Dataset {
         let Some((_, first)) = self.vars.first() else {
             return writeln!(f, "<chunkcube.Dataset> (empty)");
         };
-        let dims: Vec<String> = first.dims().iter().zip(first.shape()).map(|(d, n)| format!("{d}: {n}")).collect();
+        let dims: Vec<String> = first
+            .dims()
+            .iter()
+            .zip(first.shape())
+            .map(|(d, n)| format!("{d}: {n}"))
+            .collect();
         writeln!(f, "<chunkcube.Dataset>\nDimensions:  ({})", dims.join(", "))?;
         writeln!(f, "Data variables:")?;
         for (n, d) in &self.vars {
@@ -507,8 +709,21 @@ impl std::fmt::Display for Dataset {
             } else {
                 "loaded".to_string()
             };
-            writeln!(f, "    {n:<8} ({}) {} {state}", d.dims().join(", "), d.dtype())?;
+            writeln!(
+                f,
+                "    {n:<8} ({}) {} {state}",
+                d.dims().join(", "),
+                d.dtype()
+            )?;
         }
-        writeln!(f, "Attributes:\n    crs: {}", first.geobox.epsg.map(|e| format!("EPSG:{e}")).unwrap_or_default())
+        writeln!(
+            f,
+            "Attributes:\n    crs: {}",
+            first
+                .geobox
+                .epsg
+                .map(|e| format!("EPSG:{e}"))
+                .unwrap_or_default()
+        )
     }
 }

@@ -74,7 +74,12 @@ pub struct Cube {
 
 impl std::fmt::Debug for Cube {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Cube({}, bands {:?})", self.store.url(), self.meta.band_names())
+        write!(
+            f,
+            "Cube({}, bands {:?})",
+            self.store.url(),
+            self.meta.band_names()
+        )
     }
 }
 
@@ -99,7 +104,12 @@ impl Cube {
         for b in &meta.bands {
             bands.insert(b.name.clone(), BandReader::open(&store, b.clone())?);
         }
-        Ok(Cube { store, meta: Arc::new(meta), bands, session })
+        Ok(Cube {
+            store,
+            meta: Arc::new(meta),
+            bands,
+            session,
+        })
     }
 
     /// The cube's metadata.

@@ -58,7 +58,12 @@ impl Query {
     }
     /// Select an inclusive time range of ISO dates or years.
     pub fn time(mut self, start: &str, end: &str) -> Result<Query, CubeError> {
-        let p = |s: &str| crate::geo::parse_time(s).map_err(|e| CubeError::Selection { what: "--time".into(), msg: e.to_string() });
+        let p = |s: &str| {
+            crate::geo::parse_time(s).map_err(|e| CubeError::Selection {
+                what: "--time".into(),
+                msg: e.to_string(),
+            })
+        };
         self.time = Some((p(start)?, p(end)?));
         Ok(self)
     }
@@ -70,7 +75,10 @@ impl Query {
 }
 
 fn sel_err(what: &str, msg: impl Into<String>) -> CubeError {
-    CubeError::Selection { what: what.into(), msg: msg.into() }
+    CubeError::Selection {
+        what: what.into(),
+        msg: msg.into(),
+    }
 }
 
 fn intersect(a: Range<u64>, b: Range<u64>) -> Range<u64> {
@@ -84,21 +92,32 @@ pub fn resolve_window(cube: &Cube, q: &Query) -> Result<[Range<u64>; 3], CubeErr
     let mut w = [0..meta.times.len() as u64, 0..g.height, 0..g.width];
     let ordered = |what: &str, a: f64, b: f64| {
         if !(a.is_finite() && b.is_finite()) || a > b {
-            Err(sel_err(what, format!("{a},{b}: expected MIN,MAX with MIN <= MAX")))
+            Err(sel_err(
+                what,
+                format!("{a},{b}: expected MIN,MAX with MIN <= MAX"),
+            ))
         } else {
             Ok(())
         }
     };
     if q.lon.is_some() != q.lat.is_some() {
-        return Err(sel_err("--lon/--lat", "give both a longitude and a latitude range"));
+        return Err(sel_err(
+            "--lon/--lat",
+            "give both a longitude and a latitude range",
+        ));
     }
     if let (Some(lon), Some(lat)) = (q.lon, q.lat) {
         ordered("--lon", lon.0, lon.1)?;
         ordered("--lat", lat.0, lat.1)?;
         if lat.0 < -90.0 || lat.1 > 90.0 || lon.0 < -180.0 || lon.1 > 180.0 {
-            return Err(sel_err("--lon/--lat", "longitudes must lie in -180..180 and latitudes in -90..90"));
+            return Err(sel_err(
+                "--lon/--lat",
+                "longitudes must lie in -180..180 and latitudes in -90..90",
+            ));
         }
-        let nb = g.lonlat_to_native([lon.0, lat.0, lon.1, lat.1]).map_err(|e| sel_err("--lon/--lat", e.to_string()))?;
+        let nb = g
+            .lonlat_to_native([lon.0, lat.0, lon.1, lat.1])
+            .map_err(|e| sel_err("--lon/--lat", e.to_string()))?;
         let PixelWindow { rows, cols } = g.window_for_bbox(nb);
         if rows.is_empty() || cols.is_empty() {
             let b = g.bounds();
@@ -113,7 +132,13 @@ pub fn resolve_window(cube: &Cube, q: &Query) -> Result<[Range<u64>; 3], CubeErr
         let PixelWindow { rows, cols } = g.window_for_bbox(b);
         if rows.is_empty() || cols.is_empty() {
             let cb = g.bounds();
-            return Err(sel_err("--bbox", format!("the box lies outside the cube (bounds {:.0},{:.0},{:.0},{:.0})", cb[0], cb[1], cb[2], cb[3])));
+            return Err(sel_err(
+                "--bbox",
+                format!(
+                    "the box lies outside the cube (bounds {:.0},{:.0},{:.0},{:.0})",
+                    cb[0], cb[1], cb[2], cb[3]
+                ),
+            ));
         }
         w[1] = intersect(w[1].clone(), rows);
         w[2] = intersect(w[2].clone(), cols);
@@ -123,28 +148,62 @@ pub fn resolve_window(cube: &Cube, q: &Query) -> Result<[Range<u64>; 3], CubeErr
             let dim = crate::store::DIMS[i];
             let n = [meta.times.len() as u64, g.height, g.width][i];
             if r.start >= r.end {
-                return Err(sel_err("--isel", format!("{dim}={}:{} is empty or reversed", r.start, r.end)));
+                return Err(sel_err(
+                    "--isel",
+                    format!("{dim}={}:{} is empty or reversed", r.start, r.end),
+                ));
             }
             if r.end > n {
-                return Err(sel_err("--isel", format!("{dim}={}:{} is out of bounds (size {n})", r.start, r.end)));
+                return Err(sel_err(
+                    "--isel",
+                    format!("{dim}={}:{} is out of bounds (size {n})", r.start, r.end),
+                ));
             }
             w[i] = intersect(w[i].clone(), r.clone());
         }
     }
     if let Some((a, b)) = q.time {
         if a > b {
-            return Err(sel_err("--time", format!("{}/{} is reversed", crate::geo::days_to_iso(a), crate::geo::days_to_iso(b))));
+            return Err(sel_err(
+                "--time",
+                format!(
+                    "{}/{} is reversed",
+                    crate::geo::days_to_iso(a),
+                    crate::geo::days_to_iso(b)
+                ),
+            ));
         }
-        let idx: Vec<u64> = meta.times.iter().enumerate().filter(|(_, t)| **t >= a && **t <= b).map(|(i, _)| i as u64).collect();
+        let idx: Vec<u64> = meta
+            .times
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| **t >= a && **t <= b)
+            .map(|(i, _)| i as u64)
+            .collect();
         let (Some(first), Some(last)) = (idx.first(), idx.last()) else {
-            let have = meta.times.iter().map(|t| crate::geo::days_to_iso(*t)).collect::<Vec<_>>().join(", ");
-            return Err(sel_err("--time", format!("no time steps in {}/{}; the cube has {have}", crate::geo::days_to_iso(a), crate::geo::days_to_iso(b))));
+            let have = meta
+                .times
+                .iter()
+                .map(|t| crate::geo::days_to_iso(*t))
+                .collect::<Vec<_>>()
+                .join(", ");
+            return Err(sel_err(
+                "--time",
+                format!(
+                    "no time steps in {}/{}; the cube has {have}",
+                    crate::geo::days_to_iso(a),
+                    crate::geo::days_to_iso(b)
+                ),
+            ));
         };
         w[0] = intersect(w[0].clone(), *first..last + 1);
     }
     for (i, r) in w.iter().enumerate() {
         if r.is_empty() {
-            return Err(sel_err("selection", format!("selects no pixels along {}", crate::store::DIMS[i])));
+            return Err(sel_err(
+                "selection",
+                format!("selects no pixels along {}", crate::store::DIMS[i]),
+            ));
         }
     }
     Ok(w)

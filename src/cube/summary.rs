@@ -50,7 +50,10 @@ impl ChunkSummary {
         let g = grid_shape(s3, c3);
         let chunks = g.iter().product::<u64>();
         ChunkSummary {
-            dims: present.iter().map(|i| crate::store::DIMS[*i].to_string()).collect(),
+            dims: present
+                .iter()
+                .map(|i| crate::store::DIMS[*i].to_string())
+                .collect(),
             shape: present.iter().map(|i| s3[*i]).collect(),
             chunk_shape: present.iter().map(|i| c3[*i]).collect(),
             bytes: s3.iter().product::<u64>() * elem,
@@ -64,11 +67,37 @@ impl ChunkSummary {
 
 impl std::fmt::Display for ChunkSummary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let tup = |v: &[u64]| format!("({})", v.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(", "));
+        let tup = |v: &[u64]| {
+            format!(
+                "({})",
+                v.iter()
+                    .map(|x| x.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        };
         writeln!(f, "{:<8} {:>22} {:>22}", "", "Array", "Chunk")?;
-        writeln!(f, "{:<8} {:>22} {:>22}", "Bytes", format_bytes(self.bytes), format_bytes(self.chunk_bytes))?;
-        writeln!(f, "{:<8} {:>22} {:>22}", "Shape", tup(&self.shape), tup(&self.chunk_shape))?;
-        writeln!(f, "{:<8} {:>22} {:>22}", "Count", format!("{} Tasks", self.tasks), format!("{} Chunks", self.chunks))?;
+        writeln!(
+            f,
+            "{:<8} {:>22} {:>22}",
+            "Bytes",
+            format_bytes(self.bytes),
+            format_bytes(self.chunk_bytes)
+        )?;
+        writeln!(
+            f,
+            "{:<8} {:>22} {:>22}",
+            "Shape",
+            tup(&self.shape),
+            tup(&self.chunk_shape)
+        )?;
+        writeln!(
+            f,
+            "{:<8} {:>22} {:>22}",
+            "Count",
+            format!("{} Tasks", self.tasks),
+            format!("{} Chunks", self.chunks)
+        )?;
         writeln!(f, "{:<8} {:>22} {:>22}", "Type", self.dtype, "ndarray")
     }
 }

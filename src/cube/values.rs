@@ -83,7 +83,11 @@ values_of!(f64, F64);
 
 fn slice_info(r: &[Range<u64>]) -> Vec<SliceInfoElem> {
     r.iter()
-        .map(|r| SliceInfoElem::Slice { start: r.start as isize, end: Some(r.end as isize), step: 1 })
+        .map(|r| SliceInfoElem::Slice {
+            start: r.start as isize,
+            end: Some(r.end as isize),
+            step: 1,
+        })
         .collect()
 }
 
@@ -141,7 +145,13 @@ impl Values {
     pub fn to_f32_masked(&self, nodata: Option<f64>) -> ArrayD<f32> {
         fn conv<T: Element>(a: &ArrayD<T>, nodata: Option<f64>) -> ArrayD<f32> {
             let nd = nodata.filter(|v| !v.is_nan()).map(T::from_f64);
-            a.mapv(|v| if v.is_missing(nd) { f32::NAN } else { v.to_f32() })
+            a.mapv(|v| {
+                if v.is_missing(nd) {
+                    f32::NAN
+                } else {
+                    v.to_f32()
+                }
+            })
         }
         on_values!(self, a => conv(a, nodata))
     }
@@ -162,8 +172,18 @@ impl Values {
     /// Equality treating NaN == NaN (as xarray's `.equals`).
     pub fn equals(&self, other: &Values) -> bool {
         match (self, other) {
-            (Values::F32(a), Values::F32(b)) => a.shape() == b.shape() && a.iter().zip(b.iter()).all(|(x, y)| x == y || (x.is_nan() && y.is_nan())),
-            (Values::F64(a), Values::F64(b)) => a.shape() == b.shape() && a.iter().zip(b.iter()).all(|(x, y)| x == y || (x.is_nan() && y.is_nan())),
+            (Values::F32(a), Values::F32(b)) => {
+                a.shape() == b.shape()
+                    && a.iter()
+                        .zip(b.iter())
+                        .all(|(x, y)| x == y || (x.is_nan() && y.is_nan()))
+            }
+            (Values::F64(a), Values::F64(b)) => {
+                a.shape() == b.shape()
+                    && a.iter()
+                        .zip(b.iter())
+                        .all(|(x, y)| x == y || (x.is_nan() && y.is_nan()))
+            }
             _ => self == other,
         }
     }

@@ -32,7 +32,13 @@ impl Drop for Reservation<'_> {
 impl Budget {
     /// A budget of `limit` bytes.
     pub fn new(limit: u64) -> Budget {
-        Budget { limit, used: Mutex::new(0), cv: Condvar::new(), peak: AtomicU64::new(0), external: AtomicU64::new(0) }
+        Budget {
+            limit,
+            used: Mutex::new(0),
+            cv: Condvar::new(),
+            peak: AtomicU64::new(0),
+            external: AtomicU64::new(0),
+        }
     }
     /// The limit.
     pub fn limit(&self) -> u64 {
@@ -47,7 +53,10 @@ impl Budget {
         }
         *u += bytes;
         self.note_peak(*u);
-        Reservation { budget: self, bytes }
+        Reservation {
+            budget: self,
+            bytes,
+        }
     }
     /// Account memory held outside reservations (the chunk cache).
     pub fn set_external(&self, bytes: u64) {

@@ -29,7 +29,16 @@ pub struct ChunkCache {
 impl ChunkCache {
     /// A cache holding at most `cap` bytes (0 disables caching but keeps single-flight).
     pub fn new(cap: u64) -> ChunkCache {
-        ChunkCache { cap, inner: Mutex::new(Inner { map: HashMap::new(), bytes: 0, tick: 0, last_use: HashMap::new() }), cv: Condvar::new() }
+        ChunkCache {
+            cap,
+            inner: Mutex::new(Inner {
+                map: HashMap::new(),
+                bytes: 0,
+                tick: 0,
+                last_use: HashMap::new(),
+            }),
+            cv: Condvar::new(),
+        }
     }
 
     /// Bytes held.
@@ -48,7 +57,11 @@ impl ChunkCache {
 
     /// Get a chunk, loading it with `load` if absent (once, however many tasks ask at once).
     /// Returns the values and whether this call loaded them.
-    pub fn get_or_load<E>(&self, key: Key, load: impl FnOnce() -> Result<Values, E>) -> Result<(Arc<Values>, bool), E> {
+    pub fn get_or_load<E>(
+        &self,
+        key: Key,
+        load: impl FnOnce() -> Result<Values, E>,
+    ) -> Result<(Arc<Values>, bool), E> {
         {
             let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
             loop {
@@ -100,7 +113,9 @@ impl ChunkCache {
 
     fn evict(&self, g: &mut Inner) {
         while g.bytes > self.cap {
-            let Some((&k, _)) = g.last_use.iter().min_by_key(|(_, t)| **t) else { break };
+            let Some((&k, _)) = g.last_use.iter().min_by_key(|(_, t)| **t) else {
+                break;
+            };
             g.last_use.remove(&k);
             if let Some(Slot::Ready(_, n)) = g.map.remove(&k) {
                 g.bytes -= n;

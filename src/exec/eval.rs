@@ -10,19 +10,38 @@ use std::ops::Range;
 use std::sync::Arc;
 
 fn lens(r: &[Range<u64>; 3]) -> [usize; 3] {
-    [(r[0].end - r[0].start) as usize, (r[1].end - r[1].start) as usize, (r[2].end - r[2].start) as usize]
+    [
+        (r[0].end - r[0].start) as usize,
+        (r[1].end - r[1].start) as usize,
+        (r[2].end - r[2].start) as usize,
+    ]
 }
 
 fn sl(r: &[Range<u64>]) -> Vec<SliceInfoElem> {
-    r.iter().map(|r| SliceInfoElem::Slice { start: r.start as isize, end: Some(r.end as isize), step: 1 }).collect()
+    r.iter()
+        .map(|r| SliceInfoElem::Slice {
+            start: r.start as isize,
+            end: Some(r.end as isize),
+            step: 1,
+        })
+        .collect()
 }
+
+/// A stored chunk index, the window inside that chunk, and the window inside the region.
+pub(crate) type ChunkPiece = ([u64; 3], [Range<u64>; 3], [Range<u64>; 3]);
 
 /// For each stored chunk under `region` of a source (offset applied): the chunk index, the
 /// window inside the chunk, and the window inside the region.
-pub(crate) fn chunk_pieces(band: &BandReader, offset: [u64; 3], region: &[Range<u64>; 3]) -> Vec<([u64; 3], [Range<u64>; 3], [Range<u64>; 3])> {
+pub(crate) fn chunk_pieces(
+    band: &BandReader,
+    offset: [u64; 3],
+    region: &[Range<u64>; 3],
+) -> Vec<ChunkPiece> {
     let c = band.chunk_shape();
-    let abs: [Range<u64>; 3] = std::array::from_fn(|i| region[i].start + offset[i]..region[i].end + offset[i]);
-    let cr: [Range<u64>; 3] = std::array::from_fn(|i| abs[i].start / c[i]..(abs[i].end - 1) / c[i] + 1);
+    let abs: [Range<u64>; 3] =
+        std::array::from_fn(|i| region[i].start + offset[i]..region[i].end + offset[i]);
+    let cr: [Range<u64>; 3] =
+        std::array::from_fn(|i| abs[i].start / c[i]..(abs[i].end - 1) / c[i] + 1);
     let mut out = Vec::new();
     for t in cr[0].clone() {
         for y in cr[1].clone() {
@@ -45,7 +64,12 @@ pub(crate) fn chunk_pieces(band: &BandReader, offset: [u64; 3], region: &[Range<
 
 impl Session {
     /// Read a region of a band in its own dtype.
-    pub(crate) fn read_typed(&self, band: &Arc<BandReader>, offset: [u64; 3], region: &[Range<u64>; 3]) -> Result<Values, ExecError> {
+    pub(crate) fn read_typed(
+        &self,
+        band: &Arc<BandReader>,
+        offset: [u64; 3],
+        region: &[Range<u64>; 3],
+    ) -> Result<Values, ExecError> {
         let shape = lens(region);
         let mut out = Values::filled(band.dtype(), &shape, band.nodata().unwrap_or(0.0));
         for (idx, inner, dst) in chunk_pieces(band, offset, region) {
@@ -56,7 +80,11 @@ impl Session {
     }
 
     /// Evaluate `region` of `node` as f32 (3-D, length 1 along absent dimensions).
-    pub(crate) fn eval(&self, node: &Arc<Node>, region: &[Range<u64>; 3]) -> Result<ArrayD<f32>, ExecError> {
+    pub(crate) fn eval(
+        &self,
+        node: &Arc<Node>,
+        region: &[Range<u64>; 3],
+    ) -> Result<ArrayD<f32>, ExecError> {
         self.check_cancelled()?;
         Ok(match &node.op {
             Op::Invalid(m) => return Err(ExecError::Invalid(m.clone())),
@@ -71,7 +99,10 @@ impl Session {
                 }
                 out
             }
-            Op::Persisted { data, offset } => data.read(self, &std::array::from_fn(|i| region[i].start + offset[i]..region[i].end + offset[i]))?,
+            Op::Persisted { data, offset } => data.read(
+                self,
+                &std::array::from_fn(|i| region[i].start + offset[i]..region[i].end + offset[i]),
+            )?,
             Op::Unary(op, a) => {
                 let mut x = self.eval(a, &input_region(node, a, region))?;
                 let f: fn(f32) -> f32 = match op {
@@ -82,7 +113,15 @@ impl Session {
                     UnaryOp::Exp => f32::exp,
                     UnaryOp::IsNull => |v| if v.is_nan() { 1.0 } else { 0.0 },
                     UnaryOp::NotNull => |v| if v.is_nan() { 0.0 } else { 1.0 },
-                    UnaryOp::Not => |v| if v.is_nan() { v } else if v == 0.0 { 1.0 } else { 0.0 },
+                    UnaryOp::Not => |v| {
+                        if v.is_nan() {
+                            v
+                        } else if v == 0.0 {
+                            1.0
+                        } else {
+                            0.0
+                        }
+                    },
                 };
                 x.mapv_inplace(f);
                 x
@@ -97,7 +136,13 @@ impl Session {
                 let mut x = self.eval(a, &input_region(node, a, region))?;
                 if !d.is_float() {
                     let (lo, hi) = int_range(*d);
-                    x.mapv_inplace(|v| if v.is_nan() { 0.0 } else { v.round().max(lo).min(hi) });
+                    x.mapv_inplace(|v| {
+                        if v.is_nan() {
+                            0.0
+                        } else {
+                            v.round().max(lo).min(hi)
+                        }
+                    });
                 }
                 x
             }
@@ -113,13 +158,30 @@ impl Session {
                 let b = self.eval(b, &input_region(node, b, region))?;
                 let sh = IxDyn(&shape);
                 let (c, a, b) = (bcast(&c, &sh)?, bcast(&a, &sh)?, bcast(&b, &sh)?);
-                Zip::from(&c).and(&a).and(&b).map_collect(|&c, &a, &b| if c.is_nan() { f32::NAN } else if c != 0.0 { a } else { b })
+                Zip::from(&c).and(&a).and(&b).map_collect(|&c, &a, &b| {
+                    if c.is_nan() {
+                        f32::NAN
+                    } else if c != 0.0 {
+                        a
+                    } else {
+                        b
+                    }
+                })
             }
-            Op::Reduce { op, axis, input, .. } => self.reduce(node, *op, *axis, input, region)?,
+            Op::Reduce {
+                op, axis, input, ..
+            } => self.reduce(node, *op, *axis, input, region)?,
         })
     }
 
-    fn reduce(&self, node: &Arc<Node>, op: ReduceOp, axis: usize, input: &Arc<Node>, region: &[Range<u64>; 3]) -> Result<ArrayD<f32>, ExecError> {
+    fn reduce(
+        &self,
+        node: &Arc<Node>,
+        op: ReduceOp,
+        axis: usize,
+        input: &Arc<Node>,
+        region: &[Range<u64>; 3],
+    ) -> Result<ArrayD<f32>, ExecError> {
         let full = input_region(node, input, region);
         let n = full[axis].end - full[axis].start;
         let mut out_shape = lens(region);
@@ -145,7 +207,8 @@ impl Session {
                 s = e;
             }
             let vals: Vec<f32> = stack.into_iter().map(|mut v| nan_median(&mut v)).collect();
-            return ArrayD::from_shape_vec(IxDyn(&out_shape), vals).map_err(|e| ExecError::Invalid(e.to_string()));
+            return ArrayD::from_shape_vec(IxDyn(&out_shape), vals)
+                .map_err(|e| ExecError::Invalid(e.to_string()));
         }
         let mut sum = vec![0f64; px];
         let mut sq = vec![0f64; px];
@@ -191,7 +254,8 @@ impl Session {
                 }
             })
             .collect();
-        ArrayD::from_shape_vec(IxDyn(&out_shape), vals).map_err(|e| ExecError::Invalid(e.to_string()))
+        ArrayD::from_shape_vec(IxDyn(&out_shape), vals)
+            .map_err(|e| ExecError::Invalid(e.to_string()))
     }
 }
 
@@ -204,7 +268,13 @@ impl Session {
     /// Median over time when the stacks do not fit: fetch and decode each time step once,
     /// split it into row strips spilled to a scratch store, then read the strips back one at a
     /// time with their whole time stack (a bounded-memory rechunk (1, Y, X) → (T, y, X)).
-    fn median_spilled(&self, input: &Arc<Node>, full: &[Range<u64>; 3], out_shape: &[usize; 3], step: u64) -> Result<ArrayD<f32>, ExecError> {
+    fn median_spilled(
+        &self,
+        input: &Arc<Node>,
+        full: &[Range<u64>; 3],
+        out_shape: &[usize; 3],
+        step: u64,
+    ) -> Result<ArrayD<f32>, ExecError> {
         let n = full[0].end - full[0].start;
         let (h, w) = (out_shape[1] as u64, out_shape[2] as u64);
         let strip = (self.stack_cap() / (n * w * 4)).clamp(1, h);
@@ -216,7 +286,9 @@ impl Session {
             r[0] = s..e;
             let slab = self.eval(input, &r)?;
             let spilled = scratch.put([s - full[0].start, 0, 0], &slab)?;
-            self.stats.spilled_bytes.fetch_add(spilled, std::sync::atomic::Ordering::Relaxed);
+            self.stats
+                .spilled_bytes
+                .fetch_add(spilled, std::sync::atomic::Ordering::Relaxed);
             s = e;
         }
         let mut out = ArrayD::<f32>::from_elem(IxDyn(out_shape), f32::NAN);
@@ -229,7 +301,11 @@ impl Session {
             for y in y0..y1 {
                 for x in 0..w {
                     buf.clear();
-                    buf.extend((0..n as usize).map(|t| block[[t, (y - y0) as usize, x as usize]]).filter(|v| !v.is_nan()));
+                    buf.extend(
+                        (0..n as usize)
+                            .map(|t| block[[t, (y - y0) as usize, x as usize]])
+                            .filter(|v| !v.is_nan()),
+                    );
                     out[[0, y as usize, x as usize]] = nan_median(&mut buf);
                 }
             }
@@ -275,7 +351,8 @@ fn int_range(d: DType) -> (f32, f32) {
 }
 
 fn bcast<'a>(a: &'a ArrayD<f32>, sh: &IxDyn) -> Result<ndarray::ArrayViewD<'a, f32>, ExecError> {
-    a.broadcast(sh.clone()).ok_or_else(|| ExecError::Invalid(format!("cannot broadcast {:?} to {:?}", a.shape(), sh)))
+    a.broadcast(sh.clone())
+        .ok_or_else(|| ExecError::Invalid(format!("cannot broadcast {:?} to {:?}", a.shape(), sh)))
 }
 
 fn binary(op: BinaryOp, x: ArrayD<f32>, y: ArrayD<f32>, shape: [usize; 3]) -> ArrayD<f32> {
@@ -294,8 +371,20 @@ fn binary(op: BinaryOp, x: ArrayD<f32>, y: ArrayD<f32>, shape: [usize; 3]) -> Ar
         BinaryOp::And => |a, b| cmp(a, b, a != 0.0 && b != 0.0),
         BinaryOp::Or => |a, b| cmp(a, b, a != 0.0 || b != 0.0),
         BinaryOp::FillNa => |a, b| if a.is_nan() { b } else { a },
-        BinaryOp::Min => |a, b| if a.is_nan() || b.is_nan() { f32::NAN } else { a.min(b) },
-        BinaryOp::Max => |a, b| if a.is_nan() || b.is_nan() { f32::NAN } else { a.max(b) },
+        BinaryOp::Min => |a, b| {
+            if a.is_nan() || b.is_nan() {
+                f32::NAN
+            } else {
+                a.min(b)
+            }
+        },
+        BinaryOp::Max => |a, b| {
+            if a.is_nan() || b.is_nan() {
+                f32::NAN
+            } else {
+                a.max(b)
+            }
+        },
     };
     let sh = IxDyn(&shape);
     // Reuse the left buffer when it already has the output shape (the common case).

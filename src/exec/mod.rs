@@ -90,7 +90,12 @@ pub struct ExecConfig {
 pub fn total_memory() -> u64 {
     std::fs::read_to_string("/proc/meminfo")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("MemTotal:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse::<u64>().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<u64>().ok())
+        })
         .map(|kb| kb * 1024)
         .unwrap_or(4 << 30)
 }
@@ -98,7 +103,13 @@ pub fn total_memory() -> u64 {
 impl Default for ExecConfig {
     fn default() -> Self {
         // A quarter of RAM, at most 8 GiB: room for the OS, GDAL and the user's other work.
-        ExecConfig { threads: 0, memory_limit: (total_memory() / 4).min(8 << 30), quiet: true, spill_dir: None, store: Default::default() }
+        ExecConfig {
+            threads: 0,
+            memory_limit: (total_memory() / 4).min(8 << 30),
+            quiet: true,
+            spill_dir: None,
+            store: Default::default(),
+        }
     }
 }
 
@@ -161,14 +172,36 @@ pub struct Explain {
 
 impl std::fmt::Display for Explain {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        writeln!(f, "stored chunks to fetch  {} ({} absent, read as fill)", self.stored_chunks, self.absent_chunks)?;
-        writeln!(f, "encoded bytes           {}", format_bytes(self.encoded_bytes))?;
-        writeln!(f, "decoded bytes           {}", format_bytes(self.decoded_bytes))?;
+        writeln!(
+            f,
+            "stored chunks to fetch  {} ({} absent, read as fill)",
+            self.stored_chunks, self.absent_chunks
+        )?;
+        writeln!(
+            f,
+            "encoded bytes           {}",
+            format_bytes(self.encoded_bytes)
+        )?;
+        writeln!(
+            f,
+            "decoded bytes           {}",
+            format_bytes(self.decoded_bytes)
+        )?;
         writeln!(f, "requests                {}", self.requests)?;
         writeln!(f, "output chunks           {}", self.output_chunks)?;
         writeln!(f, "tasks                   {}", self.tasks)?;
-        writeln!(f, "per-task memory         {}", format_bytes(self.task_bytes))?;
-        writeln!(f, "projected peak memory   {} with {} threads (limit {})", format_bytes(self.projected_peak_bytes), self.threads, format_bytes(self.memory_limit))
+        writeln!(
+            f,
+            "per-task memory         {}",
+            format_bytes(self.task_bytes)
+        )?;
+        writeln!(
+            f,
+            "projected peak memory   {} with {} threads (limit {})",
+            format_bytes(self.projected_peak_bytes),
+            self.threads,
+            format_bytes(self.memory_limit)
+        )
     }
 }
 
@@ -192,7 +225,9 @@ impl Session {
             .num_threads(config.threads)
             .thread_name(|i| format!("chunkcube-{i}"))
             .build()
-            .map_err(|e| ExecError::Invalid(format!("cannot start {} threads: {e}", config.threads)))?;
+            .map_err(|e| {
+                ExecError::Invalid(format!("cannot start {} threads: {e}", config.threads))
+            })?;
         let limit = config.memory_limit;
         Ok(Arc::new(Session {
             spill: spill::SpillArea::new(config.spill_dir.clone()),
@@ -232,7 +267,10 @@ impl Session {
     /// Statistics so far.
     pub fn stats(&self) -> StatsReport {
         let stores = self.stores.lock().map(|s| s.clone()).unwrap_or_default();
-        let bytes_read = stores.iter().map(|s| s.counters().snapshot().bytes_read).sum();
+        let bytes_read = stores
+            .iter()
+            .map(|s| s.counters().snapshot().bytes_read)
+            .sum();
         StatsReport {
             chunks_read: self.stats.chunks_read.load(Ordering::Relaxed),
             bytes_read,
@@ -255,17 +293,24 @@ impl Session {
 
     fn note_store(&self, band: &BandReader) {
         if let Ok(mut s) = self.stores.lock() {
-            if !s.iter().any(|x| x.url() == band.store().url() && Arc::ptr_eq(x.counters(), band.store().counters())) {
+            if !s.iter().any(|x| {
+                x.url() == band.store().url() && Arc::ptr_eq(x.counters(), band.store().counters())
+            }) {
                 s.push(band.store().clone());
             }
         }
     }
 
     /// A decoded stored chunk, through the cache.
-    pub(crate) fn chunk(&self, band: &Arc<BandReader>, idx: [u64; 3]) -> Result<Arc<Values>, ExecError> {
+    pub(crate) fn chunk(
+        &self,
+        band: &Arc<BandReader>,
+        idx: [u64; 3],
+    ) -> Result<Arc<Values>, ExecError> {
         let (v, loaded) = self.cache.get_or_load((band.uid(), idx), || {
             self.note_store(band);
-            band.read_chunk(idx).map_err(|e| ExecError::Cube(Box::new(e)))
+            band.read_chunk(idx)
+                .map_err(|e| ExecError::Cube(Box::new(e)))
         })?;
         if loaded {
             self.stats.chunks_read.fetch_add(1, Ordering::Relaxed);
@@ -286,19 +331,27 @@ impl Session {
         let first: [Range<u64>; 3] = std::array::from_fn(|i| 0..chunks[i].min(node.shape[i]));
         let need = estimate(node, &first, self.stack_cap());
         if need > self.config.memory_limit {
-            return Err(ExecError::MemoryLimit { limit: format_bytes(self.config.memory_limit), needed: format_bytes(need + need / 4) });
+            return Err(ExecError::MemoryLimit {
+                limit: format_bytes(self.config.memory_limit),
+                needed: format_bytes(need + need / 4),
+            });
         }
         Ok(need)
     }
 
     /// Output chunk regions of a node.
-    pub fn regions(shape: [u64; 3], chunks: [u64; 3]) -> impl Iterator<Item = [Range<u64>; 3]> + Clone {
+    pub fn regions(
+        shape: [u64; 3],
+        chunks: [u64; 3],
+    ) -> impl Iterator<Item = [Range<u64>; 3]> + Clone {
         let g = grid_shape(shape, chunks);
         (0..g[0]).flat_map(move |t| {
             (0..g[1]).flat_map(move |y| {
                 (0..g[2]).map(move |x| {
                     let idx = [t, y, x];
-                    std::array::from_fn(|i| idx[i] * chunks[i]..((idx[i] + 1) * chunks[i]).min(shape[i]))
+                    std::array::from_fn(|i| {
+                        idx[i] * chunks[i]..((idx[i] + 1) * chunks[i]).min(shape[i])
+                    })
                 })
             })
         })
@@ -306,7 +359,15 @@ impl Session {
 
     /// Run `f` on every output chunk region in parallel, reserving `need` bytes per task,
     /// stopping at the first error.
-    pub(crate) fn run_tasks<F>(&self, nodes: &[&Arc<Node>], shape: [u64; 3], chunks: [u64; 3], need: u64, what: &str, f: F) -> Result<(), ExecError>
+    pub(crate) fn run_tasks<F>(
+        &self,
+        nodes: &[&Arc<Node>],
+        shape: [u64; 3],
+        chunks: [u64; 3],
+        need: u64,
+        what: &str,
+        f: F,
+    ) -> Result<(), ExecError>
     where
         F: Fn(&[Range<u64>; 3]) -> Result<(), ExecError> + Sync,
     {
@@ -321,10 +382,15 @@ impl Session {
             if !remote {
                 return;
             }
-            loop {
+            {
                 let cur = prefetched.load(Ordering::Relaxed);
                 let end = upto.min(regions.len() as u64);
-                if cur >= end || prefetched.compare_exchange(cur, end, Ordering::SeqCst, Ordering::Relaxed).is_err() {
+                // One worker claims the next stretch of tasks; the others go on computing.
+                if cur >= end
+                    || prefetched
+                        .compare_exchange(cur, end, Ordering::SeqCst, Ordering::Relaxed)
+                        .is_err()
+                {
                     return;
                 }
                 let mut by_store: Vec<(crate::store::Store, Vec<String>)> = Vec::new();
@@ -332,7 +398,10 @@ impl Session {
                     for n in nodes {
                         for (band, idx) in source_chunks(n, r) {
                             let key = band.chunk_key(idx);
-                            match by_store.iter_mut().find(|(s, _)| s.url() == band.store().url()) {
+                            match by_store
+                                .iter_mut()
+                                .find(|(s, _)| s.url() == band.store().url())
+                            {
                                 Some((_, v)) => v.push(key),
                                 None => by_store.push((band.store().clone(), vec![key])),
                             }
@@ -342,7 +411,6 @@ impl Session {
                 for (s, keys) in by_store {
                     s.prefetch(keys);
                 }
-                return;
             }
         };
         prefetch_upto(window);
@@ -362,10 +430,17 @@ impl Session {
                 }
                 self.stats.tasks.fetch_add(1, Ordering::Relaxed);
                 pb.inc(1);
-                if pb.position() % 8 == 0 {
+                if pb.position().is_multiple_of(8) {
                     let s = self.stats();
-                    let mbs = (s.bytes_read - bytes0) as f64 / 1e6 / start.elapsed().as_secs_f64().max(1e-3);
-                    pb.set_message(format!("{mbs:.0} MB/s read, mem {} / {}, spilled {}", format_bytes(self.budget.peak()), format_bytes(self.config.memory_limit), format_bytes(s.spilled_bytes)));
+                    let mbs = (s.bytes_read - bytes0) as f64
+                        / 1e6
+                        / start.elapsed().as_secs_f64().max(1e-3);
+                    pb.set_message(format!(
+                        "{mbs:.0} MB/s read, mem {} / {}, spilled {}",
+                        format_bytes(self.budget.peak()),
+                        format_bytes(self.config.memory_limit),
+                        format_bytes(s.spilled_bytes)
+                    ));
                 }
                 out
             })
@@ -416,7 +491,12 @@ impl Session {
         let (mut enc, mut dec, mut absent) = (0u64, 0u64, 0u64);
         for (band, idx) in &needed {
             let url = format!("{}#{}", band.store().url(), band.name());
-            let map = sizes.entry(url).or_insert_with(|| band.store().list_sizes(&format!("{}/", band.name())).map(|v| v.into_iter().collect()).unwrap_or_default());
+            let map = sizes.entry(url).or_insert_with(|| {
+                band.store()
+                    .list_sizes(&format!("{}/", band.name()))
+                    .map(|v| v.into_iter().collect())
+                    .unwrap_or_default()
+            });
             match map.get(&band.chunk_key(*idx)) {
                 Some(n) => enc += n,
                 None => absent += 1,
@@ -429,8 +509,13 @@ impl Session {
         let task_bytes = estimate(node, &first, self.stack_cap());
         let threads = self.threads();
         let conc = (threads as u64).min(output_chunks).max(1);
-        let result = if matches!(node.op, Op::Source { .. }) || output_chunks > 0 { node.shape.iter().product::<u64>() * node.dtype.size() as u64 } else { 0 };
-        let projected = (conc * task_bytes + (self.config.memory_limit / 4).min(dec) + result).min(self.config.memory_limit.max(task_bytes));
+        let result = if matches!(node.op, Op::Source { .. }) || output_chunks > 0 {
+            node.shape.iter().product::<u64>() * node.dtype.size() as u64
+        } else {
+            0
+        };
+        let projected = (conc * task_bytes + (self.config.memory_limit / 4).min(dec) + result)
+            .min(self.config.memory_limit.max(task_bytes));
         Explain {
             stored_chunks: stored,
             encoded_bytes: enc,
@@ -453,14 +538,29 @@ impl Session {
             return Ok(node.clone());
         }
         let need = self.plan_memory(node, chunks)?;
-        let p = Arc::new(Persisted::new(&self.spill, node.shape, chunks, self.config.memory_limit / 4)?);
+        let p = Arc::new(Persisted::new(
+            &self.spill,
+            node.shape,
+            chunks,
+            self.config.memory_limit / 4,
+        )?);
         self.run_tasks(&[node], node.shape, chunks, need, "persisting", |r| {
             let a = self.eval(node, r)?;
             let spilled = p.put(r, a)?;
-            self.stats.spilled_bytes.fetch_add(spilled, Ordering::Relaxed);
+            self.stats
+                .spilled_bytes
+                .fetch_add(spilled, Ordering::Relaxed);
             Ok(())
         })?;
-        Ok(Node::new(Op::Persisted { data: p, offset: [0; 3] }, node.shape, node.present, node.dtype))
+        Ok(Node::new(
+            Op::Persisted {
+                data: p,
+                offset: [0; 3],
+            },
+            node.shape,
+            node.present,
+            node.dtype,
+        ))
     }
 }
 
@@ -497,7 +597,9 @@ fn estimate(node: &Arc<Node>, region: &[Range<u64>; 3], stack_cap: u64) -> u64 {
             let n = eval::chunk_pieces(band, *offset, region).len() as u64;
             n * c.iter().product::<u64>() * band.dtype().size() as u64 + out * 2
         }
-        Op::Reduce { op, axis, input, .. } => {
+        Op::Reduce {
+            op, axis, input, ..
+        } => {
             let full = input_region(node, input, region);
             let mut slab = full.clone();
             let step = 1u64.max(match &input.op {
@@ -508,10 +610,20 @@ fn estimate(node: &Arc<Node>, region: &[Range<u64>; 3], stack_cap: u64) -> u64 {
             let child = estimate(input, &slab, stack_cap);
             // A median holds its stacks (or, when they exceed the cap, one spilled strip of
             // them at a time); streaming reductions hold five accumulators per pixel.
-            let state = if op.needs_stack() { (px(&full) * 4).min(stack_cap) + px(region) * 8 } else { px(region) * 40 };
+            let state = if op.needs_stack() {
+                (px(&full) * 4).min(stack_cap) + px(region) * 8
+            } else {
+                px(region) * 40
+            };
             child + state + out
         }
-        _ => node.children().iter().map(|c| estimate(c, &input_region(node, c, region), stack_cap)).sum::<u64>() + out,
+        _ => {
+            node.children()
+                .iter()
+                .map(|c| estimate(c, &input_region(node, c, region), stack_cap))
+                .sum::<u64>()
+                + out
+        }
     }
 }
 

@@ -22,24 +22,40 @@ pub struct SpillArea {
 
 impl SpillArea {
     pub(crate) fn new(parent: Option<PathBuf>) -> SpillArea {
-        SpillArea { parent, dir: OnceLock::new(), next: AtomicU64::new(0) }
+        SpillArea {
+            parent,
+            dir: OnceLock::new(),
+            next: AtomicU64::new(0),
+        }
     }
     fn dir(&self) -> Result<PathBuf, ExecError> {
         let d = self.dir.get_or_init(|| {
             let parent = self.parent.clone().unwrap_or_else(std::env::temp_dir);
-            let b = tempfile::Builder::new().prefix("chunkcube-spill-").tempdir_in(&parent);
+            let b = tempfile::Builder::new()
+                .prefix("chunkcube-spill-")
+                .tempdir_in(&parent);
             let t = b.map_err(|e| e.to_string())?;
             register(t.path());
             Ok(t)
         });
         match d {
             Ok(t) => Ok(t.path().to_path_buf()),
-            Err(e) => Err(ExecError::Spill { dir: self.parent.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| std::env::temp_dir().display().to_string()), msg: e.clone() }),
+            Err(e) => Err(ExecError::Spill {
+                dir: self
+                    .parent
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_else(|| std::env::temp_dir().display().to_string()),
+                msg: e.clone(),
+            }),
         }
     }
     /// The scratch directory, if created.
     pub fn path(&self) -> Option<PathBuf> {
-        self.dir.get().and_then(|d| d.as_ref().ok()).map(|t| t.path().to_path_buf())
+        self.dir
+            .get()
+            .and_then(|d| d.as_ref().ok())
+            .map(|t| t.path().to_path_buf())
     }
 }
 
@@ -118,7 +134,12 @@ impl std::fmt::Debug for Persisted {
 }
 
 impl Persisted {
-    pub(crate) fn new(area: &SpillArea, shape: [u64; 3], chunks: [u64; 3], mem_cap: u64) -> Result<Persisted, ExecError> {
+    pub(crate) fn new(
+        area: &SpillArea,
+        shape: [u64; 3],
+        chunks: [u64; 3],
+        mem_cap: u64,
+    ) -> Result<Persisted, ExecError> {
         let id = area.next.fetch_add(1, Ordering::Relaxed);
         Ok(Persisted {
             shape,
@@ -137,15 +158,30 @@ impl Persisted {
         std::array::from_fn(|i| r[i].start / self.chunks[i])
     }
 
-    fn spill_array(&self) -> Result<std::sync::MutexGuard<'_, Option<Array<FilesystemStore>>>, ExecError> {
+    fn spill_array(
+        &self,
+    ) -> Result<std::sync::MutexGuard<'_, Option<Array<FilesystemStore>>>, ExecError> {
         let mut g = self.spill.lock().map_err(|_| ExecError::Cancelled)?;
         if g.is_none() {
-            let dir = self.spill_area_dir.clone().map_err(|m| ExecError::Spill { dir: "(temp)".into(), msg: m })?;
-            let err = |m: String| ExecError::Spill { dir: dir.display().to_string(), msg: m };
+            let dir = self.spill_area_dir.clone().map_err(|m| ExecError::Spill {
+                dir: "(temp)".into(),
+                msg: m,
+            })?;
+            let err = |m: String| ExecError::Spill {
+                dir: dir.display().to_string(),
+                msg: m,
+            };
             let store = Arc::new(FilesystemStore::new(&dir).map_err(|e| err(e.to_string()))?);
-            let mut b = ArrayBuilder::new(self.shape.to_vec(), self.chunks.to_vec(), zarrs::array::data_type::float32(), f32::NAN);
+            let mut b = ArrayBuilder::new(
+                self.shape.to_vec(),
+                self.chunks.to_vec(),
+                zarrs::array::data_type::float32(),
+                f32::NAN,
+            );
             b.bytes_to_bytes_codecs(vec![Arc::new(ZstdCodec::new(1, false))]);
-            let a = b.build(store, &format!("/p{}", self.id)).map_err(|e| err(e.to_string()))?;
+            let a = b
+                .build(store, &format!("/p{}", self.id))
+                .map_err(|e| err(e.to_string()))?;
             *g = Some(a);
         }
         let _ = &self.spill_path;
@@ -157,46 +193,77 @@ impl Persisted {
         let idx = self.idx(r);
         let n = (a.len() * 4) as u64;
         if self.mem_bytes.fetch_add(n, Ordering::Relaxed) + n <= self.mem_cap {
-            self.mem.lock().map_err(|_| ExecError::Cancelled)?.insert(idx, Arc::new(a));
+            self.mem
+                .lock()
+                .map_err(|_| ExecError::Cancelled)?
+                .insert(idx, Arc::new(a));
             return Ok(0);
         }
         self.mem_bytes.fetch_sub(n, Ordering::Relaxed);
         // Pad edge chunks to the full chunk shape, as Zarr stores them.
         let full: Vec<usize> = self.chunks.iter().map(|c| *c as usize).collect();
         let mut padded = ArrayD::<f32>::from_elem(IxDyn(&full), f32::NAN);
-        let sl: Vec<SliceInfoElem> = a.shape().iter().map(|n| SliceInfoElem::Slice { start: 0, end: Some(*n as isize), step: 1 }).collect();
+        let sl: Vec<SliceInfoElem> = a
+            .shape()
+            .iter()
+            .map(|n| SliceInfoElem::Slice {
+                start: 0,
+                end: Some(*n as isize),
+                step: 1,
+            })
+            .collect();
         padded.slice_mut(sl.as_slice()).assign(&a);
         let g = self.spill_array()?;
         let arr = g.as_ref().expect("created");
-        arr.store_chunk(&idx, padded).map_err(|e| ExecError::Spill { dir: "(spill)".into(), msg: e.to_string() })?;
+        arr.store_chunk(&idx, padded)
+            .map_err(|e| ExecError::Spill {
+                dir: "(spill)".into(),
+                msg: e.to_string(),
+            })?;
         Ok(n)
     }
 
     /// Read a region (any alignment).
-    pub(crate) fn read(&self, session: &Session, r: &[Range<u64>; 3]) -> Result<ArrayD<f32>, ExecError> {
+    pub(crate) fn read(
+        &self,
+        session: &Session,
+        r: &[Range<u64>; 3],
+    ) -> Result<ArrayD<f32>, ExecError> {
         session.check_cancelled()?;
         let shape: Vec<usize> = r.iter().map(|r| (r.end - r.start) as usize).collect();
         let mut out = ArrayD::<f32>::from_elem(IxDyn(&shape), f32::NAN);
         let c = self.chunks;
-        let cr: [Range<u64>; 3] = std::array::from_fn(|i| r[i].start / c[i]..(r[i].end - 1) / c[i] + 1);
+        let cr: [Range<u64>; 3] =
+            std::array::from_fn(|i| r[i].start / c[i]..(r[i].end - 1) / c[i] + 1);
         for t in cr[0].clone() {
             for y in cr[1].clone() {
                 for x in cr[2].clone() {
                     let idx = [t, y, x];
-                    let chunk: Arc<ArrayD<f32>> = match self.mem.lock().map_err(|_| ExecError::Cancelled)?.get(&idx) {
-                        Some(a) => a.clone(),
-                        None => {
-                            let g = self.spill_array()?;
-                            let a: ArrayD<f32> = g.as_ref().expect("created").retrieve_chunk(&idx).map_err(|e| ExecError::Spill { dir: "(spill)".into(), msg: e.to_string() })?;
-                            Arc::new(a)
-                        }
-                    };
+                    let chunk: Arc<ArrayD<f32>> =
+                        match self.mem.lock().map_err(|_| ExecError::Cancelled)?.get(&idx) {
+                            Some(a) => a.clone(),
+                            None => {
+                                let g = self.spill_array()?;
+                                let a: ArrayD<f32> =
+                                    g.as_ref().expect("created").retrieve_chunk(&idx).map_err(
+                                        |e| ExecError::Spill {
+                                            dir: "(spill)".into(),
+                                            msg: e.to_string(),
+                                        },
+                                    )?;
+                                Arc::new(a)
+                            }
+                        };
                     let src: Vec<SliceInfoElem> = (0..3)
                         .map(|i| {
                             let c0 = idx[i] * c[i];
                             let s = r[i].start.max(c0) - c0;
                             let e = r[i].end.min(c0 + c[i]) - c0;
-                            SliceInfoElem::Slice { start: s as isize, end: Some(e as isize), step: 1 }
+                            SliceInfoElem::Slice {
+                                start: s as isize,
+                                end: Some(e as isize),
+                                step: 1,
+                            }
                         })
                         .collect();
                     let dst: Vec<SliceInfoElem> = (0..3)
@@ -204,10 +271,15 @@ impl Persisted {
                             let c0 = idx[i] * c[i];
                             let s = r[i].start.max(c0) - r[i].start;
                             let e = r[i].end.min(c0 + c[i]) - r[i].start;
-                            SliceInfoElem::Slice { start: s as isize, end: Some(e as isize), step: 1 }
+                            SliceInfoElem::Slice {
+                                start: s as isize,
+                                end: Some(e as isize),
+                                step: 1,
+                            }
                         })
                         .collect();
-                    out.slice_mut(dst.as_slice()).assign(&chunk.slice(src.as_slice()));
+                    out.slice_mut(dst.as_slice())
+                        .assign(&chunk.slice(src.as_slice()));
                 }
             }
         }
@@ -224,14 +296,26 @@ pub(crate) struct ScratchArray {
 
 impl SpillArea {
     /// A new scratch float32 array of `shape` in `chunks`.
-    pub(crate) fn scratch(&self, shape: [u64; 3], chunks: [u64; 3]) -> Result<ScratchArray, ExecError> {
+    pub(crate) fn scratch(
+        &self,
+        shape: [u64; 3],
+        chunks: [u64; 3],
+    ) -> Result<ScratchArray, ExecError> {
         let base = self.dir()?;
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         let dir = base.join(format!("s{n}"));
-        let err = |m: String| ExecError::Spill { dir: dir.display().to_string(), msg: m };
+        let err = |m: String| ExecError::Spill {
+            dir: dir.display().to_string(),
+            msg: m,
+        };
         std::fs::create_dir_all(&dir).map_err(|e| err(e.to_string()))?;
         let store = Arc::new(FilesystemStore::new(&dir).map_err(|e| err(e.to_string()))?);
-        let mut b = ArrayBuilder::new(shape.to_vec(), chunks.to_vec(), zarrs::array::data_type::float32(), f32::NAN);
+        let mut b = ArrayBuilder::new(
+            shape.to_vec(),
+            chunks.to_vec(),
+            zarrs::array::data_type::float32(),
+            f32::NAN,
+        );
         b.bytes_to_bytes_codecs(vec![Arc::new(ZstdCodec::new(1, false))]);
         let array = b.build(store, "/a").map_err(|e| err(e.to_string()))?;
         Ok(ScratchArray { array, dir })
@@ -249,7 +333,10 @@ impl ScratchArray {
         let v: Vec<f32> = a.iter().copied().collect();
         self.array
             .store_array_subset(&subset, v)
-            .map_err(|e| ExecError::Spill { dir: self.dir.display().to_string(), msg: e.to_string() })?;
+            .map_err(|e| ExecError::Spill {
+                dir: self.dir.display().to_string(),
+                msg: e.to_string(),
+            })?;
         Ok((a.len() * 4) as u64)
     }
 
@@ -258,7 +345,10 @@ impl ScratchArray {
         let subset = zarrs::array::ArraySubset::new_with_ranges(r);
         self.array
             .retrieve_array_subset::<ArrayD<f32>>(&subset)
-            .map_err(|e| ExecError::Spill { dir: self.dir.display().to_string(), msg: e.to_string() })
+            .map_err(|e| ExecError::Spill {
+                dir: self.dir.display().to_string(),
+                msg: e.to_string(),
+            })
     }
 }
 

@@ -12,7 +12,11 @@ use std::sync::Arc;
 
 /// Prepare an output location: refuse an existing cube or other content unless `overwrite`;
 /// with it, first remove the commit point so a half-rewritten cube never looks complete.
-pub fn prepare_output(url: &str, overwrite: bool, opts: &crate::store::StoreOptions) -> Result<Store, ExecError> {
+pub fn prepare_output(
+    url: &str,
+    overwrite: bool,
+    opts: &crate::store::StoreOptions,
+) -> Result<Store, ExecError> {
     let store = Store::open_with(url, true, opts)?;
     let has_any = !store.list_sizes("")?.is_empty();
     if has_any {
@@ -28,27 +32,56 @@ pub fn prepare_output(url: &str, overwrite: bool, opts: &crate::store::StoreOpti
 impl Session {
     /// Compute `outputs` (name, node; all on one grid) and write them as a cube at `url`,
     /// one task per output chunk computing every output for that chunk.
-    pub fn write_cube(&self, outputs: &[(String, Arc<Node>)], chunks: [u64; 3], times: &[i64], geobox: &GeoBox, url: &str, overwrite: bool) -> Result<(), ExecError> {
-        let first = outputs.first().ok_or_else(|| ExecError::Invalid("nothing to write".into()))?;
+    pub fn write_cube(
+        &self,
+        outputs: &[(String, Arc<Node>)],
+        chunks: [u64; 3],
+        times: &[i64],
+        geobox: &GeoBox,
+        url: &str,
+        overwrite: bool,
+    ) -> Result<(), ExecError> {
+        let first = outputs
+            .first()
+            .ok_or_else(|| ExecError::Invalid("nothing to write".into()))?;
         let shape = first.1.shape;
         let mut need = 0;
         for (n, node) in outputs {
             if node.shape != shape {
-                return Err(ExecError::Invalid(format!("'{n}' has shape {:?} but '{}' has {:?}; write them to separate cubes", node.shape, first.0, shape)));
+                return Err(ExecError::Invalid(format!(
+                    "'{n}' has shape {:?} but '{}' has {:?}; write them to separate cubes",
+                    node.shape, first.0, shape
+                )));
             }
             crate::ingest::scan::validate_band_name(n).map_err(ExecError::Invalid)?;
             need += self.plan_memory(node, chunks)?;
         }
         if need > self.config.memory_limit {
-            return Err(ExecError::MemoryLimit { limit: crate::cube::format_bytes(self.config.memory_limit), needed: crate::cube::format_bytes(need + need / 4) });
+            return Err(ExecError::MemoryLimit {
+                limit: crate::cube::format_bytes(self.config.memory_limit),
+                needed: crate::cube::format_bytes(need + need / 4),
+            });
         }
         let store = prepare_output(url, overwrite, &self.config.store)?;
         let mut arrays = Vec::new();
         for (name, node) in outputs {
             // Results are float32 (NaN = missing) unless cast; casts keep nodata 0.
             let nodata = Some(result_nodata(node));
-            let b = layout::band_builder(node.dtype, nodata, shape, chunks, None, Codecs::default(), &serde_json::Map::new());
-            let a = b.build(store.storage(), &format!("/{name}")).map_err(|e| ExecError::Write { key: format!("{name}/zarr.json"), msg: e.to_string() })?;
+            let b = layout::band_builder(
+                node.dtype,
+                nodata,
+                shape,
+                chunks,
+                None,
+                Codecs::default(),
+                &serde_json::Map::new(),
+            );
+            let a =
+                b.build(store.storage(), &format!("/{name}"))
+                    .map_err(|e| ExecError::Write {
+                        key: format!("{name}/zarr.json"),
+                        msg: e.to_string(),
+                    })?;
             arrays.push(a);
         }
         let nodes: Vec<&Arc<Node>> = outputs.iter().map(|(_, n)| n).collect();
@@ -69,7 +102,10 @@ impl Session {
         })?;
         layout::write_coords(&store, geobox, times)?;
         for ((name, _), a) in outputs.iter().zip(&arrays) {
-            a.store_metadata().map_err(|e| ExecError::Write { key: format!("{name}/zarr.json"), msg: e.to_string() })?;
+            a.store_metadata().map_err(|e| ExecError::Write {
+                key: format!("{name}/zarr.json"),
+                msg: e.to_string(),
+            })?;
         }
         let mut attrs = serde_json::Map::new();
         attrs.insert("grid_mapping".into(), serde_json::json!("spatial_ref"));
@@ -94,7 +130,13 @@ fn pad(a: ArrayD<f32>, chunks: [u64; 3], r: &[Range<u64>; 3]) -> ArrayD<f32> {
         return a;
     }
     let mut p = ArrayD::<f32>::from_elem(IxDyn(&full), f32::NAN);
-    let sl: Vec<SliceInfoElem> = (0..3).map(|i| SliceInfoElem::Slice { start: 0, end: Some((r[i].end - r[i].start) as isize), step: 1 }).collect();
+    let sl: Vec<SliceInfoElem> = (0..3)
+        .map(|i| SliceInfoElem::Slice {
+            start: 0,
+            end: Some((r[i].end - r[i].start) as isize),
+            step: 1,
+        })
+        .collect();
     p.slice_mut(sl.as_slice()).assign(&a);
     p
 }

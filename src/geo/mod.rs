@@ -131,10 +131,11 @@ impl GeoBox {
             what: "lon/lat box".into(),
             msg: e.to_string(),
         })?;
-        ct.transform_bounds(&b, 21).map_err(|e| GeoError::Reproject {
-            what: format!("lon/lat box {b:?}"),
-            msg: e.to_string(),
-        })
+        ct.transform_bounds(&b, 21)
+            .map_err(|e| GeoError::Reproject {
+                what: format!("lon/lat box {b:?}"),
+                msg: e.to_string(),
+            })
     }
 }
 

@@ -23,14 +23,20 @@ pub fn to_dot(node: &Arc<Node>, chunks: [u64; 3], name: &str) -> String {
     let grid = grid_shape(node.shape, chunks);
     let n: u64 = grid.iter().product();
     let mut s = String::new();
-    let _ = writeln!(s, "digraph \"{}\" {{\n  rankdir=BT;\n  node [fontname=\"Helvetica\", fontsize=10];", esc(name));
+    let _ = writeln!(
+        s,
+        "digraph \"{}\" {{\n  rankdir=BT;\n  node [fontname=\"Helvetica\", fontsize=10];",
+        esc(name)
+    );
     if n <= MAX_DETAILED {
         let mut drawn: HashMap<String, ()> = HashMap::new();
         for t in 0..grid[0] {
             for y in 0..grid[1] {
                 for x in 0..grid[2] {
                     let idx = [t, y, x];
-                    let region: [Range<u64>; 3] = std::array::from_fn(|i| idx[i] * chunks[i]..((idx[i] + 1) * chunks[i]).min(node.shape[i]));
+                    let region: [Range<u64>; 3] = std::array::from_fn(|i| {
+                        idx[i] * chunks[i]..((idx[i] + 1) * chunks[i]).min(node.shape[i])
+                    });
                     let top = task(&mut s, &mut drawn, node, &region);
                     let out = format!("out_{t}_{y}_{x}");
                     let _ = writeln!(s, "  {out} [shape=box, style=filled, fillcolor=\"#e8f0fe\", label=\"{} ({t}, {y}, {x})\"];", esc(name));
@@ -43,13 +49,27 @@ pub fn to_dot(node: &Arc<Node>, chunks: [u64; 3], name: &str) -> String {
         for l in layers(node, chunks) {
             let extra = match &l.stored_chunks {
                 Some((band, c)) => {
-                    let _ = writeln!(s, "  store_{} [shape=box, label=\"{} stored chunks of '{}'\"];", l.id, c, esc(band));
+                    let _ = writeln!(
+                        s,
+                        "  store_{} [shape=box, label=\"{} stored chunks of '{}'\"];",
+                        l.id,
+                        c,
+                        esc(band)
+                    );
                     let _ = writeln!(s, "  store_{} -> n{};", l.id, l.id);
                     String::new()
                 }
                 None => String::new(),
             };
-            let _ = writeln!(s, "  n{} [shape=ellipse, label=\"{}\\n{} tasks, {}{}\"];", l.id, esc(&l.label), l.tasks, crate::cube::format_bytes(l.bytes), extra);
+            let _ = writeln!(
+                s,
+                "  n{} [shape=ellipse, label=\"{}\\n{} tasks, {}{}\"];",
+                l.id,
+                esc(&l.label),
+                l.tasks,
+                crate::cube::format_bytes(l.bytes),
+                extra
+            );
             for i in &l.inputs {
                 let _ = writeln!(s, "  n{i} -> n{};", l.id);
             }
@@ -61,15 +81,27 @@ pub fn to_dot(node: &Arc<Node>, chunks: [u64; 3], name: &str) -> String {
 }
 
 /// Draw the task computing `region` of `node` (and its inputs); returns its DOT id.
-fn task(s: &mut String, drawn: &mut HashMap<String, ()>, node: &Arc<Node>, region: &[Range<u64>; 3]) -> String {
-    let id = format!("n{}_{}_{}_{}", node.id, region[0].start, region[1].start, region[2].start);
+fn task(
+    s: &mut String,
+    drawn: &mut HashMap<String, ()>,
+    node: &Arc<Node>,
+    region: &[Range<u64>; 3],
+) -> String {
+    let id = format!(
+        "n{}_{}_{}_{}",
+        node.id, region[0].start, region[1].start, region[2].start
+    );
     if drawn.contains_key(&id) {
         return id;
     }
     drawn.insert(id.clone(), ());
     match &node.op {
         Op::Source { band, .. } => {
-            let _ = writeln!(s, "  {id} [shape=circle, label=\"{}\"];", esc(&node.label()));
+            let _ = writeln!(
+                s,
+                "  {id} [shape=circle, label=\"{}\"];",
+                esc(&node.label())
+            );
             for (b, c) in super::source_chunks(node, region) {
                 let key = b.chunk_key(c);
                 let sid = format!("k_{}", key.replace(['/', '.', '-'], "_"));
@@ -83,11 +115,18 @@ fn task(s: &mut String, drawn: &mut HashMap<String, ()>, node: &Arc<Node>, regio
         }
         Op::Const(_) => {}
         _ => {
-            let _ = writeln!(s, "  {id} [shape=ellipse, label=\"{}\"];", esc(&node.label()));
+            let _ = writeln!(
+                s,
+                "  {id} [shape=ellipse, label=\"{}\"];",
+                esc(&node.label())
+            );
             for ch in node.children() {
                 if let Op::Const(v) = ch.op {
                     let cid = format!("c{}_{}", ch.id, id);
-                    let _ = writeln!(s, "  {cid} [shape=plaintext, label=\"{v}\"];\n  {cid} -> {id};");
+                    let _ = writeln!(
+                        s,
+                        "  {cid} [shape=plaintext, label=\"{v}\"];\n  {cid} -> {id};"
+                    );
                     continue;
                 }
                 let r = input_region(node, ch, region);

@@ -273,31 +273,53 @@ impl Node {
         let op = match &self.op {
             Op::Source { band, offset } => Op::Source {
                 band: band.clone(),
-                offset: [offset[0] + ranges[0].start, offset[1] + ranges[1].start, offset[2] + ranges[2].start],
+                offset: [
+                    offset[0] + ranges[0].start,
+                    offset[1] + ranges[1].start,
+                    offset[2] + ranges[2].start,
+                ],
             },
             Op::Const(v) => Op::Const(*v),
             Op::Persisted { data, offset } => Op::Persisted {
                 data: data.clone(),
-                offset: [offset[0] + ranges[0].start, offset[1] + ranges[1].start, offset[2] + ranges[2].start],
+                offset: [
+                    offset[0] + ranges[0].start,
+                    offset[1] + ranges[1].start,
+                    offset[2] + ranges[2].start,
+                ],
             },
             Op::Invalid(m) => Op::Invalid(m.clone()),
             Op::Unary(u, a) => Op::Unary(*u, a.slice(&kept(ranges, a.present))),
             Op::Clip(a, lo, hi) => Op::Clip(a.slice(&kept(ranges, a.present)), *lo, *hi),
             Op::Cast(d, a) => Op::Cast(*d, a.slice(&kept(ranges, a.present))),
-            Op::Binary(b, x, y) => Op::Binary(*b, x.slice(&kept(ranges, x.present)), y.slice(&kept(ranges, y.present))),
+            Op::Binary(b, x, y) => Op::Binary(
+                *b,
+                x.slice(&kept(ranges, x.present)),
+                y.slice(&kept(ranges, y.present)),
+            ),
             Op::Where(c, x, y) => Op::Where(
                 c.slice(&kept(ranges, c.present)),
                 x.slice(&kept(ranges, x.present)),
                 y.slice(&kept(ranges, y.present)),
             ),
-            Op::Reduce { op, axis, input, offset } => {
+            Op::Reduce {
+                op,
+                axis,
+                input,
+                offset,
+            } => {
                 let mut off = *offset;
                 for i in 0..3 {
                     if i != *axis {
                         off[i] += ranges[i].start;
                     }
                 }
-                Op::Reduce { op: *op, axis: *axis, input: input.clone(), offset: off }
+                Op::Reduce {
+                    op: *op,
+                    axis: *axis,
+                    input: input.clone(),
+                    offset: off,
+                }
             }
         };
         Node::new(op, shape, self.present, self.dtype)

@@ -60,14 +60,18 @@ fn lex(src: &str) -> Result<Vec<(Tok, usize)>, ParseError> {
     let b = src.as_bytes();
     let mut i = 0;
     let mut out = Vec::new();
-    let ops = ["**", "<=", ">=", "==", "!=", "+", "-", "*", "/", "(", ")", ",", "<", ">", "&", "|", "!"];
+    let ops = [
+        "**", "<=", ">=", "==", "!=", "+", "-", "*", "/", "(", ")", ",", "<", ">", "&", "|", "!",
+    ];
     while i < b.len() {
         let c = b[i] as char;
         if c.is_whitespace() {
             i += 1;
             continue;
         }
-        if c.is_ascii_digit() || (c == '.' && i + 1 < b.len() && (b[i + 1] as char).is_ascii_digit()) {
+        if c.is_ascii_digit()
+            || (c == '.' && i + 1 < b.len() && (b[i + 1] as char).is_ascii_digit())
+        {
             let start = i;
             while i < b.len() && ((b[i] as char).is_ascii_digit() || b[i] == b'.') {
                 i += 1;
@@ -87,7 +91,11 @@ fn lex(src: &str) -> Result<Vec<(Tok, usize)>, ParseError> {
                 }
             }
             let text = &src[start..i];
-            let v: f64 = text.parse().map_err(|_| ParseError { expr: src.into(), col: start + 1, msg: format!("bad number '{text}'") })?;
+            let v: f64 = text.parse().map_err(|_| ParseError {
+                expr: src.into(),
+                col: start + 1,
+                msg: format!("bad number '{text}'"),
+            })?;
             out.push((Tok::Num(v), start));
             continue;
         }
@@ -104,7 +112,13 @@ fn lex(src: &str) -> Result<Vec<(Tok, usize)>, ParseError> {
                 out.push((Tok::Op(o), i));
                 i += o.len();
             }
-            None => return Err(ParseError { expr: src.into(), col: i + 1, msg: format!("unexpected character '{c}'") }),
+            None => {
+                return Err(ParseError {
+                    expr: src.into(),
+                    col: i + 1,
+                    msg: format!("unexpected character '{c}'"),
+                })
+            }
         }
     }
     out.push((Tok::End, src.len()));
@@ -119,7 +133,11 @@ impl<'a> Parser<'a> {
         self.toks[self.pos].1
     }
     fn err(&self, msg: impl Into<String>) -> ParseError {
-        ParseError { expr: self.src.into(), col: self.at() + 1, msg: msg.into() }
+        ParseError {
+            expr: self.src.into(),
+            col: self.at() + 1,
+            msg: msg.into(),
+        }
     }
     fn eat(&mut self, op: &str) -> bool {
         if *self.peek() == Tok::Op(static_op(op)) {
@@ -136,10 +154,17 @@ impl<'a> Parser<'a> {
             Err(self.err(format!("expected '{op}', found {}", describe(self.peek()))))
         }
     }
-    fn binary_level(&mut self, ops: &[(&str, BinaryOp)], next: fn(&mut Self) -> Result<Ast, ParseError>, once: bool) -> Result<Ast, ParseError> {
+    fn binary_level(
+        &mut self,
+        ops: &[(&str, BinaryOp)],
+        next: fn(&mut Self) -> Result<Ast, ParseError>,
+        once: bool,
+    ) -> Result<Ast, ParseError> {
         let mut lhs = next(self)?;
-        loop {
-            let Some((_, op)) = ops.iter().find(|(s, _)| *self.peek() == Tok::Op(static_op(s))) else { break };
+        while let Some((_, op)) = ops
+            .iter()
+            .find(|(s, _)| *self.peek() == Tok::Op(static_op(s)))
+        {
             self.pos += 1;
             let rhs = next(self)?;
             lhs = Ast::Binary(*op, Box::new(lhs), Box::new(rhs));
@@ -156,13 +181,32 @@ impl<'a> Parser<'a> {
         self.binary_level(&[("&", BinaryOp::And)], Self::cmp, false)
     }
     fn cmp(&mut self) -> Result<Ast, ParseError> {
-        self.binary_level(&[("<=", BinaryOp::Le), (">=", BinaryOp::Ge), ("==", BinaryOp::Eq), ("!=", BinaryOp::Ne), ("<", BinaryOp::Lt), (">", BinaryOp::Gt)], Self::add, true)
+        self.binary_level(
+            &[
+                ("<=", BinaryOp::Le),
+                (">=", BinaryOp::Ge),
+                ("==", BinaryOp::Eq),
+                ("!=", BinaryOp::Ne),
+                ("<", BinaryOp::Lt),
+                (">", BinaryOp::Gt),
+            ],
+            Self::add,
+            true,
+        )
     }
     fn add(&mut self) -> Result<Ast, ParseError> {
-        self.binary_level(&[("+", BinaryOp::Add), ("-", BinaryOp::Sub)], Self::mul, false)
+        self.binary_level(
+            &[("+", BinaryOp::Add), ("-", BinaryOp::Sub)],
+            Self::mul,
+            false,
+        )
     }
     fn mul(&mut self) -> Result<Ast, ParseError> {
-        self.binary_level(&[("*", BinaryOp::Mul), ("/", BinaryOp::Div)], Self::unary, false)
+        self.binary_level(
+            &[("*", BinaryOp::Mul), ("/", BinaryOp::Div)],
+            Self::unary,
+            false,
+        )
     }
     fn unary(&mut self) -> Result<Ast, ParseError> {
         if self.eat("-") {
@@ -207,13 +251,21 @@ impl<'a> Parser<'a> {
                 self.expect(")")?;
                 Ok(e)
             }
-            t => Err(self.err(format!("expected a number, band name or '(', found {}", describe(&t)))),
+            t => Err(self.err(format!(
+                "expected a number, band name or '(', found {}",
+                describe(&t)
+            ))),
         }
     }
 }
 
 fn static_op(s: &str) -> &'static str {
-    ["**", "<=", ">=", "==", "!=", "+", "-", "*", "/", "(", ")", ",", "<", ">", "&", "|", "!"].into_iter().find(|o| *o == s).unwrap_or("")
+    [
+        "**", "<=", ">=", "==", "!=", "+", "-", "*", "/", "(", ")", ",", "<", ">", "&", "|", "!",
+    ]
+    .into_iter()
+    .find(|o| *o == s)
+    .unwrap_or("")
 }
 
 fn describe(t: &Tok) -> String {
@@ -231,7 +283,10 @@ pub fn parse_expr(src: &str) -> Result<Ast, ParseError> {
     let mut p = Parser { src, toks, pos: 0 };
     let e = p.expr()?;
     if *p.peek() != Tok::End {
-        return Err(p.err(format!("unexpected {} after a complete expression", describe(p.peek()))));
+        return Err(p.err(format!(
+            "unexpected {} after a complete expression",
+            describe(p.peek())
+        )));
     }
     Ok(e)
 }
@@ -239,27 +294,63 @@ pub fn parse_expr(src: &str) -> Result<Ast, ParseError> {
 /// Parse `NAME=EXPR`.
 pub fn parse_assignment(src: &str) -> Result<(String, Ast), ParseError> {
     let Some((name, rhs)) = src.split_once('=').filter(|(_, r)| !r.starts_with('=')) else {
-        return Err(ParseError { expr: src.into(), col: 1, msg: "expected NAME=EXPRESSION, e.g. ndvi=(nir-red)/(nir+red)".into() });
+        return Err(ParseError {
+            expr: src.into(),
+            col: 1,
+            msg: "expected NAME=EXPRESSION, e.g. ndvi=(nir-red)/(nir+red)".into(),
+        });
     };
     let n = name.trim();
-    if n.is_empty() || !n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') || n.chars().next().is_some_and(|c| c.is_ascii_digit()) {
-        return Err(ParseError { expr: src.into(), col: 1, msg: format!("'{n}' is not a valid result name") });
+    if n.is_empty()
+        || !n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        || n.chars().next().is_some_and(|c| c.is_ascii_digit())
+    {
+        return Err(ParseError {
+            expr: src.into(),
+            col: 1,
+            msg: format!("'{n}' is not a valid result name"),
+        });
     }
     let off = name.len() + 1;
-    let ast = parse_expr(rhs).map_err(|e| ParseError { expr: src.into(), col: e.col + off, msg: e.msg })?;
+    let ast = parse_expr(rhs).map_err(|e| ParseError {
+        expr: src.into(),
+        col: e.col + off,
+        msg: e.msg,
+    })?;
     Ok((n.to_string(), ast))
 }
 
 /// Build the lazy array of `ast` over the named arrays `env` (bands and earlier results).
-pub fn build(src: &str, ast: &Ast, env: &HashMap<String, DataArray>) -> Result<DataArray, ParseError> {
-    let err = |col: usize, msg: String| ParseError { expr: src.into(), col: col + 1, msg };
-    let any = env.values().next().ok_or_else(|| err(0, "no bands to compute with".into()))?;
+pub fn build(
+    src: &str,
+    ast: &Ast,
+    env: &HashMap<String, DataArray>,
+) -> Result<DataArray, ParseError> {
+    let err = |col: usize, msg: String| ParseError {
+        expr: src.into(),
+        col: col + 1,
+        msg,
+    };
+    let any = env
+        .values()
+        .next()
+        .ok_or_else(|| err(0, "no bands to compute with".into()))?;
     Ok(match ast {
         Ast::Num(v) => any.scalar(*v),
         Ast::Name(n, at) => env.get(n).cloned().ok_or_else(|| {
             let mut names: Vec<&String> = env.keys().collect();
             names.sort();
-            err(*at, format!("unknown band '{n}'; available: {}", names.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")))
+            err(
+                *at,
+                format!(
+                    "unknown band '{n}'; available: {}",
+                    names
+                        .iter()
+                        .map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            )
         })?,
         Ast::Unary(op, a) => {
             let a = build(src, a, env)?;
@@ -278,7 +369,13 @@ pub fn build(src: &str, ast: &Ast, env: &HashMap<String, DataArray>) -> Result<D
         },
         Ast::Call(f, args, at) => {
             let n = args.len();
-            let want = |k: usize| if n == k { Ok(()) } else { Err(err(*at, format!("{f}() takes {k} argument(s), got {n}"))) };
+            let want = |k: usize| {
+                if n == k {
+                    Ok(())
+                } else {
+                    Err(err(*at, format!("{f}() takes {k} argument(s), got {n}")))
+                }
+            };
             let num = |a: &Ast| match a {
                 Ast::Num(v) => Ok(*v),
                 Ast::Unary(UnaryOp::Neg, b) => match **b {
@@ -318,7 +415,11 @@ pub fn build(src: &str, ast: &Ast, env: &HashMap<String, DataArray>) -> Result<D
                 }
                 "minimum" | "maximum" => {
                     want(2)?;
-                    let op = if f == "minimum" { BinaryOp::Min } else { BinaryOp::Max };
+                    let op = if f == "minimum" {
+                        BinaryOp::Min
+                    } else {
+                        BinaryOp::Max
+                    };
                     build(src, &args[0], env)?.apply(op, &build(src, &args[1], env)?)
                 }
                 "float32" => {
@@ -332,7 +433,10 @@ pub fn build(src: &str, ast: &Ast, env: &HashMap<String, DataArray>) -> Result<D
                             return Err(err(*at, format!("{r}(x, DIM): DIM must be time, y or x")));
                         };
                         if !["time", "y", "x"].contains(&dim.as_str()) {
-                            return Err(err(*dat, format!("unknown dimension '{dim}' (dimensions are time, y, x)")));
+                            return Err(err(
+                                *dat,
+                                format!("unknown dimension '{dim}' (dimensions are time, y, x)"),
+                            ));
                         }
                         build(src, &args[0], env)?.reduce(op, dim)
                     }

@@ -14,12 +14,16 @@ pub fn input_region(node: &Node, child: &Node, region: &[Range<u64>; 3]) -> [Ran
     let mut r = region.clone();
     if let Op::Reduce { axis, offset, .. } = &node.op {
         for i in 0..3 {
-            r[i] = if i == *axis { 0..child.shape[i] } else { region[i].start + offset[i]..region[i].end + offset[i] };
+            r[i] = if i == *axis {
+                0..child.shape[i]
+            } else {
+                region[i].start + offset[i]..region[i].end + offset[i]
+            };
         }
     }
-    for i in 0..3 {
-        if !child.present[i] {
-            r[i] = 0..1;
+    for (ri, present) in r.iter_mut().zip(child.present) {
+        if !present {
+            *ri = 0..1;
         }
     }
     r
@@ -33,19 +37,33 @@ fn chunk_range(r: &Range<u64>, c: u64) -> Range<u64> {
 }
 
 /// The stored chunks (band, chunk index) that computing `region` of `node` reads, each once.
-pub fn source_chunks(node: &Arc<Node>, region: &[Range<u64>; 3]) -> Vec<(Arc<BandReader>, [u64; 3])> {
+pub fn source_chunks(
+    node: &Arc<Node>,
+    region: &[Range<u64>; 3],
+) -> Vec<(Arc<BandReader>, [u64; 3])> {
     let mut out: Vec<(Arc<BandReader>, [u64; 3])> = Vec::new();
     let mut seen = std::collections::HashSet::new();
     collect(node, region, &mut out, &mut seen);
     out
 }
 
-fn collect(node: &Arc<Node>, region: &[Range<u64>; 3], out: &mut Vec<(Arc<BandReader>, [u64; 3])>, seen: &mut std::collections::HashSet<(usize, [u64; 3])>) {
+fn collect(
+    node: &Arc<Node>,
+    region: &[Range<u64>; 3],
+    out: &mut Vec<(Arc<BandReader>, [u64; 3])>,
+    seen: &mut std::collections::HashSet<(usize, [u64; 3])>,
+) {
     match &node.op {
         Op::Source { band, offset } => {
             let c = band.chunk_shape();
-            let abs: Vec<Range<u64>> = (0..3).map(|i| region[i].start + offset[i]..region[i].end + offset[i]).collect();
-            let (rt, ry, rx) = (chunk_range(&abs[0], c[0]), chunk_range(&abs[1], c[1]), chunk_range(&abs[2], c[2]));
+            let abs: Vec<Range<u64>> = (0..3)
+                .map(|i| region[i].start + offset[i]..region[i].end + offset[i])
+                .collect();
+            let (rt, ry, rx) = (
+                chunk_range(&abs[0], c[0]),
+                chunk_range(&abs[1], c[1]),
+                chunk_range(&abs[2], c[2]),
+            );
             for t in rt {
                 for y in ry.clone() {
                     for x in rx.clone() {
@@ -87,11 +105,23 @@ pub fn layers(node: &Arc<Node>, chunks: [u64; 3]) -> Vec<Layer> {
     let out_tasks: u64 = grid_shape(node.shape, chunks).iter().product();
     let mut acc: Vec<Layer> = Vec::new();
     let mut index: HashMap<u64, usize> = HashMap::new();
-    walk(node, out_tasks, &[0..node.shape[0], 0..node.shape[1], 0..node.shape[2]], &mut acc, &mut index);
+    walk(
+        node,
+        out_tasks,
+        &[0..node.shape[0], 0..node.shape[1], 0..node.shape[2]],
+        &mut acc,
+        &mut index,
+    );
     acc
 }
 
-fn walk(node: &Arc<Node>, tasks: u64, region: &[Range<u64>; 3], acc: &mut Vec<Layer>, index: &mut HashMap<u64, usize>) {
+fn walk(
+    node: &Arc<Node>,
+    tasks: u64,
+    region: &[Range<u64>; 3],
+    acc: &mut Vec<Layer>,
+    index: &mut HashMap<u64, usize>,
+) {
     if index.contains_key(&node.id) {
         return;
     }
@@ -113,13 +143,28 @@ fn walk(node: &Arc<Node>, tasks: u64, region: &[Range<u64>; 3], acc: &mut Vec<La
     let stored_chunks = match &node.op {
         Op::Source { band, offset } => {
             let c = band.chunk_shape();
-            let n: u64 = (0..3).map(|i| chunk_range(&(region[i].start + offset[i]..region[i].end + offset[i]), c[i]).count() as u64).product();
+            let n: u64 = (0..3)
+                .map(|i| {
+                    chunk_range(
+                        &(region[i].start + offset[i]..region[i].end + offset[i]),
+                        c[i],
+                    )
+                    .count() as u64
+                })
+                .product();
             Some((band.name().to_string(), n))
         }
         _ => None,
     };
     index.insert(node.id, acc.len());
-    acc.push(Layer { id: node.id, label: node.label(), tasks, bytes: elems * node.dtype.size() as u64, inputs, stored_chunks });
+    acc.push(Layer {
+        id: node.id,
+        label: node.label(),
+        tasks,
+        bytes: elems * node.dtype.size() as u64,
+        inputs,
+        stored_chunks,
+    });
 }
 
 /// Tasks of the graph: one per output chunk per layer (constants fold into their users).

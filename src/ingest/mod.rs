@@ -12,7 +12,7 @@ pub mod plan;
 pub mod scan;
 mod write;
 
-pub use plan::{plan_mosaic, MosaicPlan, PlanBand, Placed};
+pub use plan::{plan_mosaic, MosaicPlan, Placed, PlanBand};
 pub use scan::{discover, read_manifest, scan_tile, TileInfo, TileSource};
 pub use write::{ingest, IngestOptions, IngestReport, Sources};
 

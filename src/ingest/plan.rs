@@ -54,7 +54,9 @@ fn close(a: f64, b: f64) -> bool {
 
 /// Check the tiles agree and lay them on one grid.
 pub fn plan_mosaic(tiles: &[TileInfo]) -> Result<MosaicPlan, IngestError> {
-    let first = tiles.first().ok_or_else(|| IngestError::NoTiles("(empty list)".into()))?;
+    let first = tiles
+        .first()
+        .ok_or_else(|| IngestError::NoTiles("(empty list)".into()))?;
     let (dx, dy) = (first.transform[1], first.transform[5]);
     let (ox, oy) = (first.transform[0], first.transform[3]);
     let mut crs_checked: Vec<&str> = vec![first.wkt.as_str()];
@@ -66,13 +68,21 @@ pub fn plan_mosaic(tiles: &[TileInfo]) -> Result<MosaicPlan, IngestError> {
     let file = |t: &TileInfo| t.source.path.display().to_string();
     for t in tiles {
         if !seen_paths.insert(t.source.path.clone()) {
-            return Err(IngestError::Duplicate(format!("file {} is listed twice", file(t))));
+            return Err(IngestError::Duplicate(format!(
+                "file {} is listed twice",
+                file(t)
+            )));
         }
         if !crs_checked.contains(&t.wkt.as_str()) {
             if !same_crs(&t.wkt, &first.wkt) {
                 return Err(IngestError::Mismatch {
                     file: file(t),
-                    msg: format!("mixed CRS: EPSG:{} here but EPSG:{} in {}", t.epsg.map_or("?".into(), |e| e.to_string()), first.epsg.map_or("?".into(), |e| e.to_string()), file(first)),
+                    msg: format!(
+                        "mixed CRS: EPSG:{} here but EPSG:{} in {}",
+                        t.epsg.map_or("?".into(), |e| e.to_string()),
+                        first.epsg.map_or("?".into(), |e| e.to_string()),
+                        file(first)
+                    ),
                 });
             }
             crs_checked.push(t.wkt.as_str());
@@ -80,7 +90,14 @@ pub fn plan_mosaic(tiles: &[TileInfo]) -> Result<MosaicPlan, IngestError> {
         if !close(t.transform[1], dx) || !close(t.transform[5], dy) {
             return Err(IngestError::Mismatch {
                 file: file(t),
-                msg: format!("mixed resolution: pixel size {}x{} here but {}x{} in {}", t.transform[1], t.transform[5], dx, dy, file(first)),
+                msg: format!(
+                    "mixed resolution: pixel size {}x{} here but {}x{} in {}",
+                    t.transform[1],
+                    t.transform[5],
+                    dx,
+                    dy,
+                    file(first)
+                ),
             });
         }
         let cx = (t.transform[0] - ox) / dx;
@@ -105,7 +122,12 @@ pub fn plan_mosaic(tiles: &[TileInfo]) -> Result<MosaicPlan, IngestError> {
         width,
         height,
     };
-    let times: Vec<i64> = tiles.iter().map(|t| t.source.time).collect::<BTreeSet<_>>().into_iter().collect();
+    let times: Vec<i64> = tiles
+        .iter()
+        .map(|t| t.source.time)
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
 
     let mut by_band: BTreeMap<&str, Vec<&TileInfo>> = BTreeMap::new();
     for t in tiles {
@@ -118,7 +140,15 @@ pub fn plan_mosaic(tiles: &[TileInfo]) -> Result<MosaicPlan, IngestError> {
         let mut extents = HashSet::new();
         for t in &ts {
             if t.dtype != b0.dtype {
-                return Err(IngestError::Mismatch { file: file(t), msg: format!("band '{name}' is {} here but {} in {}", t.dtype, b0.dtype, file(b0)) });
+                return Err(IngestError::Mismatch {
+                    file: file(t),
+                    msg: format!(
+                        "band '{name}' is {} here but {} in {}",
+                        t.dtype,
+                        b0.dtype,
+                        file(b0)
+                    ),
+                });
             }
             let same_nodata = match (t.nodata, b0.nodata) {
                 (Some(a), Some(b)) => a == b || (a.is_nan() && b.is_nan()),
@@ -126,7 +156,15 @@ pub fn plan_mosaic(tiles: &[TileInfo]) -> Result<MosaicPlan, IngestError> {
                 _ => false,
             };
             if !same_nodata {
-                return Err(IngestError::Mismatch { file: file(t), msg: format!("band '{name}' has nodata {:?} here but {:?} in {}", t.nodata, b0.nodata, file(b0)) });
+                return Err(IngestError::Mismatch {
+                    file: file(t),
+                    msg: format!(
+                        "band '{name}' has nodata {:?} here but {:?} in {}",
+                        t.nodata,
+                        b0.nodata,
+                        file(b0)
+                    ),
+                });
             }
             let col = ((t.transform[0] - minx) / dx).round() as u64;
             let row = ((t.transform[3] - maxy) / dy).round() as u64;
@@ -139,7 +177,13 @@ pub fn plan_mosaic(tiles: &[TileInfo]) -> Result<MosaicPlan, IngestError> {
                     t.source.origin
                 )));
             }
-            per_time[ti].push(Placed { path: t.source.path.clone(), col, row, width: t.width, height: t.height });
+            per_time[ti].push(Placed {
+                path: t.source.path.clone(),
+                col,
+                row,
+                width: t.width,
+                height: t.height,
+            });
         }
         for v in &mut per_time {
             v.sort_by(|a, b| a.path.cmp(&b.path));
@@ -149,7 +193,16 @@ pub fn plan_mosaic(tiles: &[TileInfo]) -> Result<MosaicPlan, IngestError> {
             None if b0.dtype.is_float() => Some(f64::NAN),
             None => None,
         };
-        bands.push(PlanBand { name: name.to_string(), dtype: b0.dtype, nodata, tiles: per_time });
+        bands.push(PlanBand {
+            name: name.to_string(),
+            dtype: b0.dtype,
+            nodata,
+            tiles: per_time,
+        });
     }
-    Ok(MosaicPlan { geobox, times, bands })
+    Ok(MosaicPlan {
+        geobox,
+        times,
+        bands,
+    })
 }

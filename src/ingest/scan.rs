@@ -52,24 +52,45 @@ pub fn read_manifest(manifest: &Path) -> Result<Vec<TileSource>, IngestError> {
         msg: e.to_string(),
     })?;
     let base = manifest.parent().unwrap_or(Path::new("."));
-    let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
+    let mut lines = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty());
     let bad = |row: usize, msg: String| IngestError::Manifest {
         file: manifest.display().to_string(),
         row,
         msg,
     };
-    let (_, header) = lines.next().ok_or_else(|| bad(1, "empty manifest: expected the header path,band,time".into()))?;
-    let cols: Vec<String> = header.split(',').map(|c| c.trim().to_ascii_lowercase()).collect();
+    let (_, header) = lines.next().ok_or_else(|| {
+        bad(
+            1,
+            "empty manifest: expected the header path,band,time".into(),
+        )
+    })?;
+    let cols: Vec<String> = header
+        .split(',')
+        .map(|c| c.trim().to_ascii_lowercase())
+        .collect();
     let find = |name: &str| cols.iter().position(|c| c == name);
     let (Some(ip), Some(ib), Some(it)) = (find("path"), find("band"), find("time")) else {
-        return Err(bad(1, format!("header '{header}' must name the columns path,band,time")));
+        return Err(bad(
+            1,
+            format!("header '{header}' must name the columns path,band,time"),
+        ));
     };
     let mut out = Vec::new();
     for (i, line) in lines {
         let row = i + 1;
         let fields: Vec<&str> = line.split(',').map(str::trim).collect();
         if fields.len() != cols.len() {
-            return Err(bad(row, format!("expected {} columns (path,band,time), found {}", cols.len(), fields.len())));
+            return Err(bad(
+                row,
+                format!(
+                    "expected {} columns (path,band,time), found {}",
+                    cols.len(),
+                    fields.len()
+                ),
+            ));
         }
         let (p, b, t) = (fields[ip], fields[ib], fields[it]);
         if p.is_empty() || b.is_empty() || t.is_empty() {
@@ -77,7 +98,11 @@ pub fn read_manifest(manifest: &Path) -> Result<Vec<TileSource>, IngestError> {
         }
         validate_band_name(b).map_err(|m| bad(row, m))?;
         let time = parse_time(t).map_err(|e| bad(row, e.to_string()))?;
-        let path = if Path::new(p).is_absolute() { PathBuf::from(p) } else { base.join(p) };
+        let path = if Path::new(p).is_absolute() {
+            PathBuf::from(p)
+        } else {
+            base.join(p)
+        };
         out.push(TileSource {
             path,
             band: b.to_string(),
@@ -95,7 +120,8 @@ pub fn read_manifest(manifest: &Path) -> Result<Vec<TileSource>, IngestError> {
 pub fn validate_band_name(b: &str) -> Result<(), String> {
     let ok = !b.is_empty()
         && b.len() <= 64
-        && b.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-')
+        && b.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-')
         && !crate::store::layout::COORD_NAMES.contains(&b);
     if ok {
         Ok(())
@@ -107,7 +133,9 @@ pub fn validate_band_name(b: &str) -> Result<(), String> {
 /// Band and time from a DE Africa style name `..._<YYYY>--P1Y_final_<band>.tif`.
 pub fn parse_deafrica_name(path: &Path) -> Option<(String, i64)> {
     let name = path.file_name()?.to_str()?;
-    let stem = name.strip_suffix(".tif").or_else(|| name.strip_suffix(".tiff"))?;
+    let stem = name
+        .strip_suffix(".tif")
+        .or_else(|| name.strip_suffix(".tiff"))?;
     let (before, band) = stem.rsplit_once("_final_")?;
     let (before, _period) = before.rsplit_once("--P")?;
     let date = before.rsplit('_').next()?;
@@ -135,7 +163,10 @@ pub fn discover(paths: &[PathBuf]) -> Result<Vec<TileSource>, IngestError> {
     files.dedup();
     let mut out = Vec::new();
     for f in files {
-        let is_tif = f.extension().and_then(|e| e.to_str()).is_some_and(|e| e.eq_ignore_ascii_case("tif") || e.eq_ignore_ascii_case("tiff"));
+        let is_tif = f
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| e.eq_ignore_ascii_case("tif") || e.eq_ignore_ascii_case("tiff"));
         if !is_tif {
             continue;
         }
@@ -151,7 +182,11 @@ pub fn discover(paths: &[PathBuf]) -> Result<Vec<TileSource>, IngestError> {
         });
     }
     if out.is_empty() {
-        let list = paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ");
+        let list = paths
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
         return Err(IngestError::NoTiles(list));
     }
     Ok(out)
@@ -189,12 +224,16 @@ fn dtype_of(t: GdalDataType) -> Option<DType> {
 /// Open a tile with GDAL and read its header.
 pub fn scan_tile(src: &TileSource) -> Result<TileInfo, IngestError> {
     let file = src.path.display().to_string();
-    let fail = |msg: String| IngestError::Tile { file: file.clone(), msg };
+    let fail = |msg: String| IngestError::Tile {
+        file: file.clone(),
+        msg,
+    };
     if !src.path.is_file() {
         return Err(fail(format!("no such file (from {})", src.origin)));
     }
     capture_gdal_errors();
-    let ds = gdal::Dataset::open(&src.path).map_err(|e| fail(format!("not a raster GDAL can read: {e}")))?;
+    let ds = gdal::Dataset::open(&src.path)
+        .map_err(|e| fail(format!("not a raster GDAL can read: {e}")))?;
     if ds.raster_count() < 1 {
         return Err(fail("has no raster bands".into()));
     }
@@ -203,17 +242,24 @@ pub fn scan_tile(src: &TileSource) -> Result<TileInfo, IngestError> {
     if w == 0 || h == 0 || w > MAX_TILE_SIDE || h > MAX_TILE_SIDE {
         return Err(fail(format!("implausible raster size {w}x{h}")));
     }
-    let transform = ds.geo_transform().map_err(|_| fail("has no geotransform (not georeferenced)".into()))?;
+    let transform = ds
+        .geo_transform()
+        .map_err(|_| fail("has no geotransform (not georeferenced)".into()))?;
     if transform[2] != 0.0 || transform[4] != 0.0 {
-        return Err(fail("rotated or sheared geotransforms are not supported".into()));
+        return Err(fail(
+            "rotated or sheared geotransforms are not supported".into(),
+        ));
     }
     if !(transform[1] > 0.0 && transform[5] < 0.0) {
         return Err(fail(format!("geotransform {transform:?} is not north-up")));
     }
     let sr = ds.spatial_ref().map_err(|_| fail("has no CRS".into()))?;
-    let wkt = sr.to_wkt().map_err(|e| fail(format!("CRS cannot be written as WKT: {e}")))?;
+    let wkt = sr
+        .to_wkt()
+        .map_err(|e| fail(format!("CRS cannot be written as WKT: {e}")))?;
     let band = ds.rasterband(1).map_err(|e| fail(e.to_string()))?;
-    let dtype = dtype_of(band.band_type()).ok_or_else(|| fail(format!("unsupported data type {:?}", band.band_type())))?;
+    let dtype = dtype_of(band.band_type())
+        .ok_or_else(|| fail(format!("unsupported data type {:?}", band.band_type())))?;
     let nodata = band.no_data_value();
     let errs = take_gdal_errors();
     if !errs.is_empty() {

@@ -91,8 +91,15 @@ fn fnv64(s: &str) -> String {
 }
 
 /// Resolve `--chunks` and `--shards` against the planned shape.
-fn chunk_shapes(plan: &MosaicPlan, opts: &IngestOptions) -> Result<([u64; 3], Option<[u64; 3]>), IngestError> {
-    let shape = [plan.times.len() as u64, plan.geobox.height, plan.geobox.width];
+fn chunk_shapes(
+    plan: &MosaicPlan,
+    opts: &IngestOptions,
+) -> Result<([u64; 3], Option<[u64; 3]>), IngestError> {
+    let shape = [
+        plan.times.len() as u64,
+        plan.geobox.height,
+        plan.geobox.width,
+    ];
     let chunks = match &opts.chunks {
         ChunkSpec::Dims(d) => {
             // A dimension left out of --chunks keeps the default (time=1, 1024 px).
@@ -112,7 +119,10 @@ fn chunk_shapes(plan: &MosaicPlan, opts: &IngestOptions) -> Result<([u64; 3], Op
     };
     let limit = 1u64 << 31;
     if chunks.iter().product::<u64>() > limit {
-        return Err(IngestError::BadOption { flag: "--chunks".into(), msg: format!("{chunks:?} is more than 2^31 pixels per chunk") });
+        return Err(IngestError::BadOption {
+            flag: "--chunks".into(),
+            msg: format!("{chunks:?} is more than 2^31 pixels per chunk"),
+        });
     }
     let shards = match &opts.shards {
         None => None,
@@ -123,31 +133,56 @@ fn chunk_shapes(plan: &MosaicPlan, opts: &IngestOptions) -> Result<([u64; 3], Op
                 if s[i] % chunks[i] != 0 {
                     return Err(IngestError::BadOption {
                         flag: "--shards".into(),
-                        msg: format!("shard size {} along {} is not a multiple of the chunk size {}", s[i], crate::store::DIMS[i], chunks[i]),
+                        msg: format!(
+                            "shard size {} along {} is not a multiple of the chunk size {}",
+                            s[i],
+                            crate::store::DIMS[i],
+                            chunks[i]
+                        ),
                     });
                 }
             }
             if s.iter().product::<u64>() > limit {
-                return Err(IngestError::BadOption { flag: "--shards".into(), msg: format!("{s:?} is more than 2^31 pixels per shard") });
+                return Err(IngestError::BadOption {
+                    flag: "--shards".into(),
+                    msg: format!("{s:?} is more than 2^31 pixels per shard"),
+                });
             }
             Some(s)
         }
-        Some(_) => return Err(IngestError::BadOption { flag: "--shards".into(), msg: "expected y=N,x=N".into() }),
+        Some(_) => {
+            return Err(IngestError::BadOption {
+                flag: "--shards".into(),
+                msg: "expected y=N,x=N".into(),
+            })
+        }
     };
     Ok((chunks, shards))
 }
 
 /// Scan, plan and write a cube at `out`.
-pub fn ingest(sources: &Sources, out: &str, opts: &IngestOptions) -> Result<IngestReport, IngestError> {
+pub fn ingest(
+    sources: &Sources,
+    out: &str,
+    opts: &IngestOptions,
+) -> Result<IngestReport, IngestError> {
     let start = Instant::now();
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(opts.threads.unwrap_or(0))
         .build()
-        .map_err(|e| IngestError::BadOption { flag: "--threads".into(), msg: e.to_string() })?;
+        .map_err(|e| IngestError::BadOption {
+            flag: "--threads".into(),
+            msg: e.to_string(),
+        })?;
     pool.install(|| ingest_in_pool(sources, out, opts, start))
 }
 
-fn ingest_in_pool(sources: &Sources, out: &str, opts: &IngestOptions, start: Instant) -> Result<IngestReport, IngestError> {
+fn ingest_in_pool(
+    sources: &Sources,
+    out: &str,
+    opts: &IngestOptions,
+    start: Instant,
+) -> Result<IngestReport, IngestError> {
     let srcs: Vec<TileSource> = match sources {
         Sources::Manifest(m) => read_manifest(m)?,
         Sources::Paths(p) => discover(p)?,
@@ -172,26 +207,54 @@ fn ingest_in_pool(sources: &Sources, out: &str, opts: &IngestOptions, start: Ins
         chunks,
         shards,
         opts.codecs,
-        infos.iter().map(|t| format!("{}:{}", t.source.path.display(), std::fs::metadata(&t.source.path).map(|m| m.len()).unwrap_or(0))).collect::<Vec<_>>().join(",")
+        infos
+            .iter()
+            .map(|t| format!(
+                "{}:{}",
+                t.source.path.display(),
+                std::fs::metadata(&t.source.path)
+                    .map(|m| m.len())
+                    .unwrap_or(0)
+            ))
+            .collect::<Vec<_>>()
+            .join(",")
     ));
 
     let store = Store::open(out, true)?;
-    let mut report = IngestReport { tiles: infos.len(), ..Default::default() };
+    let mut report = IngestReport {
+        tiles: infos.len(),
+        ..Default::default()
+    };
     if !prepare_output(&store, &fingerprint, opts.overwrite)? {
         report.up_to_date = true;
         report.elapsed_s = start.elapsed().as_secs_f64();
         return Ok(report);
     }
 
-    let shape = [plan.times.len() as u64, plan.geobox.height, plan.geobox.width];
+    let shape = [
+        plan.times.len() as u64,
+        plan.geobox.height,
+        plan.geobox.width,
+    ];
     let outer = shards.unwrap_or(chunks);
     let grid = grid_shape(shape, outer);
     let mut arrays = Vec::new();
     for b in &plan.bands {
-        let builder = layout::band_builder(b.dtype, b.nodata, shape, chunks, shards, opts.codecs, &serde_json::Map::new());
+        let builder = layout::band_builder(
+            b.dtype,
+            b.nodata,
+            shape,
+            chunks,
+            shards,
+            opts.codecs,
+            &serde_json::Map::new(),
+        );
         let arr = builder
             .build(store.storage(), &format!("/{}", b.name))
-            .map_err(|e| IngestError::Write { key: format!("{}/zarr.json", b.name), msg: e.to_string() })?;
+            .map_err(|e| IngestError::Write {
+                key: format!("{}/zarr.json", b.name),
+                msg: e.to_string(),
+            })?;
         arrays.push(arr);
     }
 
@@ -231,7 +294,9 @@ fn ingest_in_pool(sources: &Sources, out: &str, opts: &IngestOptions, start: Ins
         bytes.fetch_add(n, Ordering::Relaxed);
         done.fetch_add(1, Ordering::SeqCst);
         pb.inc(1);
-        let mb = bytes.load(Ordering::Relaxed) as f64 / 1e6 / write_start.elapsed().as_secs_f64().max(1e-6);
+        let mb = bytes.load(Ordering::Relaxed) as f64
+            / 1e6
+            / write_start.elapsed().as_secs_f64().max(1e-6);
         pb.set_message(format!("{mb:.0} MB/s"));
         Ok(())
     })?;
@@ -242,12 +307,21 @@ fn ingest_in_pool(sources: &Sources, out: &str, opts: &IngestOptions, start: Ins
     // Commit: coordinates, array metadata, then the group last.
     layout::write_coords(&store, &plan.geobox, &plan.times)?;
     for (arr, b) in arrays.iter().zip(&plan.bands) {
-        arr.store_metadata()
-            .map_err(|e| IngestError::Write { key: format!("{}/zarr.json", b.name), msg: e.to_string() })?;
+        arr.store_metadata().map_err(|e| IngestError::Write {
+            key: format!("{}/zarr.json", b.name),
+            msg: e.to_string(),
+        })?;
     }
     let mut attrs = serde_json::Map::new();
     attrs.insert("ingest_fingerprint".into(), json!(fingerprint));
-    attrs.insert("crs".into(), json!(plan.geobox.epsg.map(|e| format!("EPSG:{e}")).unwrap_or_default()));
+    attrs.insert(
+        "crs".into(),
+        json!(plan
+            .geobox
+            .epsg
+            .map(|e| format!("EPSG:{e}"))
+            .unwrap_or_default()),
+    );
     attrs.insert("grid_mapping".into(), json!("spatial_ref"));
     layout::write_group(&store, &opts.product, &fingerprint, attrs)?;
     store.erase(MARKER)?;
@@ -259,10 +333,15 @@ fn ingest_in_pool(sources: &Sources, out: &str, opts: &IngestOptions, start: Ins
 /// already complete there.
 fn prepare_output(store: &Store, fingerprint: &str, overwrite: bool) -> Result<bool, IngestError> {
     let url = store.url().to_string();
-    let exists = |msg: &str| IngestError::OutputExists { url: url.clone(), msg: msg.into() };
+    let exists = |msg: &str| IngestError::OutputExists {
+        url: url.clone(),
+        msg: msg.into(),
+    };
     if let Some(root) = store.get("zarr.json")? {
         let doc: Value = serde_json::from_slice(&root).unwrap_or(Value::Null);
-        let fp = doc.pointer("/attributes/ingest_fingerprint").and_then(Value::as_str);
+        let fp = doc
+            .pointer("/attributes/ingest_fingerprint")
+            .and_then(Value::as_str);
         if fp == Some(fingerprint) && !overwrite {
             return Ok(false);
         }
@@ -276,7 +355,9 @@ fn prepare_output(store: &Store, fingerprint: &str, overwrite: bool) -> Result<b
         let same = doc.get("fingerprint").and_then(Value::as_str) == Some(fingerprint);
         if !same {
             if !overwrite {
-                return Err(exists("holds an unfinished ingest of different tiles or options"));
+                return Err(exists(
+                    "holds an unfinished ingest of different tiles or options",
+                ));
             }
             store.erase_prefix("")?;
         }
@@ -293,7 +374,10 @@ fn prepare_output(store: &Store, fingerprint: &str, overwrite: bool) -> Result<b
         }
     }
     let marker = json!({ "fingerprint": fingerprint, "note": "ingest in progress; re-run the same command to resume" });
-    store.set(MARKER, serde_json::to_vec(&marker).unwrap_or_default().into())?;
+    store.set(
+        MARKER,
+        serde_json::to_vec(&marker).unwrap_or_default().into(),
+    )?;
     Ok(true)
 }
 
@@ -303,7 +387,14 @@ thread_local! {
 }
 
 /// Read a window of band 1 of `path` into `buf` (row-major `w × h`).
-fn read_window<T: Element>(path: &Path, x: usize, y: usize, w: usize, h: usize, buf: &mut [T]) -> Result<(), IngestError> {
+fn read_window<T: Element>(
+    path: &Path,
+    x: usize,
+    y: usize,
+    w: usize,
+    h: usize,
+    buf: &mut [T],
+) -> Result<(), IngestError> {
     let file = path.display().to_string();
     HANDLES.with(|cell| {
         let mut handles = cell.borrow_mut();
@@ -311,17 +402,29 @@ fn read_window<T: Element>(path: &Path, x: usize, y: usize, w: usize, h: usize, 
             handles.clear();
         }
         if !handles.contains_key(path) {
-            let ds = gdal::Dataset::open(path).map_err(|e| IngestError::Read { file: file.clone(), msg: e.to_string() })?;
+            let ds = gdal::Dataset::open(path).map_err(|e| IngestError::Read {
+                file: file.clone(),
+                msg: e.to_string(),
+            })?;
             handles.insert(path.to_path_buf(), ds);
         }
         let ds = &handles[path];
         capture_gdal_errors();
-        let band = ds.rasterband(1).map_err(|e| IngestError::Read { file: file.clone(), msg: e.to_string() })?;
+        let band = ds.rasterband(1).map_err(|e| IngestError::Read {
+            file: file.clone(),
+            msg: e.to_string(),
+        })?;
         let r = band.read_into_slice::<T>((x as isize, y as isize), (w, h), (w, h), buf, None);
         let errs = take_gdal_errors();
         match r {
-            Err(e) => Err(IngestError::Read { file: file.clone(), msg: e.to_string() }),
-            Ok(()) if !errs.is_empty() => Err(IngestError::Read { file: file.clone(), msg: format!("corrupt or truncated: {}", errs.join("; ")) }),
+            Err(e) => Err(IngestError::Read {
+                file: file.clone(),
+                msg: e.to_string(),
+            }),
+            Ok(()) if !errs.is_empty() => Err(IngestError::Read {
+                file: file.clone(),
+                msg: format!("corrupt or truncated: {}", errs.join("; ")),
+            }),
             Ok(()) => Ok(()),
         }
     })
@@ -361,7 +464,14 @@ fn write_chunk<T: Element>(
             }
             let (w, h) = ((ic1 - ic0) as usize, (ir1 - ir0) as usize);
             buf.resize(w * h, fill);
-            read_window(&tile.path, (ic0 - tile.col) as usize, (ir0 - tile.row) as usize, w, h, &mut buf)?;
+            read_window(
+                &tile.path,
+                (ic0 - tile.col) as usize,
+                (ir0 - tile.row) as usize,
+                w,
+                h,
+                &mut buf,
+            )?;
             for row in 0..h {
                 let dst0 = lt * cy * cx + ((ir0 - r0) as usize + row) * cx + (ic0 - c0) as usize;
                 let src = &buf[row * w..(row + 1) * w];
@@ -378,8 +488,13 @@ fn write_chunk<T: Element>(
         }
     }
     let n = (data.len() * std::mem::size_of::<T>()) as u64;
-    let a = ArrayD::from_shape_vec(IxDyn(&[ct, cy, cx]), data).map_err(|e| IngestError::Write { key: format!("{}/{idx:?}", band.name), msg: e.to_string() })?;
-    arr.store_chunk(&idx, a)
-        .map_err(|e| IngestError::Write { key: arr.chunk_key(&idx).to_string(), msg: e.to_string() })?;
+    let a = ArrayD::from_shape_vec(IxDyn(&[ct, cy, cx]), data).map_err(|e| IngestError::Write {
+        key: format!("{}/{idx:?}", band.name),
+        msg: e.to_string(),
+    })?;
+    arr.store_chunk(&idx, a).map_err(|e| IngestError::Write {
+        key: arr.chunk_key(&idx).to_string(),
+        msg: e.to_string(),
+    })?;
     Ok(n)
 }

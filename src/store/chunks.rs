@@ -29,7 +29,9 @@ pub enum ChunkSpec {
 /// Parse a size such as `64MiB`, `1GB`, `512k`, `1048576`.
 pub fn parse_bytes(s: &str) -> Option<u64> {
     let t = s.trim();
-    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
     let n: f64 = num.parse().ok()?;
     let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
@@ -71,10 +73,11 @@ impl ChunkSpec {
                 .split_once('=')
                 .ok_or_else(|| err(format!("'{part}' is not DIM=N")))?;
             let k = k.trim();
-            let i = DIMS
-                .iter()
-                .position(|d| *d == k)
-                .ok_or_else(|| err(format!("unknown dimension '{k}' (dimensions are time, y, x)")))?;
+            let i = DIMS.iter().position(|d| *d == k).ok_or_else(|| {
+                err(format!(
+                    "unknown dimension '{k}' (dimensions are time, y, x)"
+                ))
+            })?;
             if seen[i] {
                 return Err(err(format!("dimension '{k}' given twice")));
             }
@@ -86,7 +89,11 @@ impl ChunkSpec {
             dims[i] = match n {
                 -1 => None,
                 n if n >= 1 => Some(n as u64),
-                _ => return Err(err(format!("'{k}={n}': sizes must be positive or -1 (whole dimension)"))),
+                _ => {
+                    return Err(err(format!(
+                        "'{k}={n}': sizes must be positive or -1 (whole dimension)"
+                    )))
+                }
             };
         }
         Ok(ChunkSpec::Dims(dims))
@@ -111,7 +118,11 @@ impl ChunkSpec {
 }
 
 fn aligned(shape: [u64; 3], stored: [u64; 3], elem: u64, target: u64) -> [u64; 3] {
-    let mut c = [stored[0].min(shape[0]).max(1), stored[1].min(shape[1]).max(1), stored[2].min(shape[2]).max(1)];
+    let mut c = [
+        stored[0].min(shape[0]).max(1),
+        stored[1].min(shape[1]).max(1),
+        stored[2].min(shape[2]).max(1),
+    ];
     let bytes = |c: &[u64; 3]| c[0] * c[1] * c[2] * elem;
     for axis in [2usize, 1, 0] {
         loop {
@@ -143,9 +154,18 @@ mod tests {
     use super::*;
     #[test]
     fn parses_dask_style_specs() {
-        assert_eq!(ChunkSpec::parse("time=1,y=512,x=512").unwrap(), ChunkSpec::Dims([Some(1), Some(512), Some(512)]));
-        assert_eq!(ChunkSpec::parse("y=-1").unwrap(), ChunkSpec::Dims([None, None, None]));
-        assert_eq!(ChunkSpec::parse("64MiB").unwrap(), ChunkSpec::Bytes(64 << 20));
+        assert_eq!(
+            ChunkSpec::parse("time=1,y=512,x=512").unwrap(),
+            ChunkSpec::Dims([Some(1), Some(512), Some(512)])
+        );
+        assert_eq!(
+            ChunkSpec::parse("y=-1").unwrap(),
+            ChunkSpec::Dims([None, None, None])
+        );
+        assert_eq!(
+            ChunkSpec::parse("64MiB").unwrap(),
+            ChunkSpec::Bytes(64 << 20)
+        );
         assert!(ChunkSpec::parse("x=0").is_err());
         assert!(ChunkSpec::parse("band=3").is_err());
         assert!(ChunkSpec::parse("x=abc").is_err());

@@ -124,7 +124,14 @@ macro_rules! with_dtype {
 
 /// Rust element types of bands: conversion to f32 for computation and from f64 nodata values.
 pub trait Element:
-    Copy + Send + Sync + PartialEq + Default + 'static + zarrs::array::ElementOwned + gdal::raster::GdalType
+    Copy
+    + Send
+    + Sync
+    + PartialEq
+    + Default
+    + 'static
+    + zarrs::array::ElementOwned
+    + gdal::raster::GdalType
 {
     /// The [`DType`] of this element type.
     const DTYPE: DType;

@@ -183,9 +183,16 @@ pub fn write_coords(store: &Store, geobox: &GeoBox, times: &[i64]) -> Result<(),
     let err = |key: &str, e: String| meta_err(store, key, e);
     let write_1d_f64 = |name: &str, vals: Vec<f64>, attrs: Map<String, Value>| {
         let n = vals.len().max(1) as u64;
-        let mut b = ArrayBuilder::new(vec![vals.len() as u64], vec![n], zarrs::array::data_type::float64(), f64::NAN);
+        let mut b = ArrayBuilder::new(
+            vec![vals.len() as u64],
+            vec![n],
+            zarrs::array::data_type::float64(),
+            f64::NAN,
+        );
         b.dimension_names(Some([name])).attributes(attrs);
-        let a = b.build(st.clone(), &format!("/{name}")).map_err(|e| err(name, e.to_string()))?;
+        let a = b
+            .build(st.clone(), &format!("/{name}"))
+            .map_err(|e| err(name, e.to_string()))?;
         a.store_metadata().map_err(|e| err(name, e.to_string()))?;
         if !vals.is_empty() {
             a.store_array_subset(&ArraySubset::new_with_shape(vec![vals.len() as u64]), vals)
@@ -200,8 +207,16 @@ pub fn write_coords(store: &Store, geobox: &GeoBox, times: &[i64]) -> Result<(),
         m.insert("units".into(), json!("metre"));
         m
     };
-    write_1d_f64("x", geobox.x_coords(), axis_attrs("X", "projection_x_coordinate"))?;
-    write_1d_f64("y", geobox.y_coords(), axis_attrs("Y", "projection_y_coordinate"))?;
+    write_1d_f64(
+        "x",
+        geobox.x_coords(),
+        axis_attrs("X", "projection_x_coordinate"),
+    )?;
+    write_1d_f64(
+        "y",
+        geobox.y_coords(),
+        axis_attrs("Y", "projection_y_coordinate"),
+    )?;
 
     let mut tattrs = Map::new();
     tattrs.insert("units".into(), json!("days since 1970-01-01"));
@@ -209,13 +224,23 @@ pub fn write_coords(store: &Store, geobox: &GeoBox, times: &[i64]) -> Result<(),
     tattrs.insert("standard_name".into(), json!("time"));
     tattrs.insert("axis".into(), json!("T"));
     let n = times.len().max(1) as u64;
-    let mut b = ArrayBuilder::new(vec![times.len() as u64], vec![n], zarrs::array::data_type::int64(), 0i64);
+    let mut b = ArrayBuilder::new(
+        vec![times.len() as u64],
+        vec![n],
+        zarrs::array::data_type::int64(),
+        0i64,
+    );
     b.dimension_names(Some(["time"])).attributes(tattrs);
-    let a = b.build(st.clone(), "/time").map_err(|e| err("time", e.to_string()))?;
+    let a = b
+        .build(st.clone(), "/time")
+        .map_err(|e| err("time", e.to_string()))?;
     a.store_metadata().map_err(|e| err("time", e.to_string()))?;
     if !times.is_empty() {
-        a.store_array_subset(&ArraySubset::new_with_shape(vec![times.len() as u64]), times.to_vec())
-            .map_err(|e| err("time", e.to_string()))?;
+        a.store_array_subset(
+            &ArraySubset::new_with_shape(vec![times.len() as u64]),
+            times.to_vec(),
+        )
+        .map_err(|e| err("time", e.to_string()))?;
     }
 
     let mut sattrs = Map::new();
@@ -225,11 +250,19 @@ pub fn write_coords(store: &Store, geobox: &GeoBox, times: &[i64]) -> Result<(),
     if let Some(code) = geobox.epsg {
         sattrs.insert("epsg".into(), json!(code));
     }
-    let mut b = ArrayBuilder::new(Vec::<u64>::new(), Vec::<u64>::new(), zarrs::array::data_type::int64(), 0i64);
+    let mut b = ArrayBuilder::new(
+        Vec::<u64>::new(),
+        Vec::<u64>::new(),
+        zarrs::array::data_type::int64(),
+        0i64,
+    );
     b.attributes(sattrs);
     b.dimension_names(Option::<Vec<&str>>::Some(vec![]));
-    let a = b.build(st, "/spatial_ref").map_err(|e| err("spatial_ref", e.to_string()))?;
-    a.store_metadata().map_err(|e| err("spatial_ref", e.to_string()))?;
+    let a = b
+        .build(st, "/spatial_ref")
+        .map_err(|e| err("spatial_ref", e.to_string()))?;
+    a.store_metadata()
+        .map_err(|e| err("spatial_ref", e.to_string()))?;
     let code = geobox.epsg.unwrap_or(0) as i64;
     a.store_array_subset(&ArraySubset::new_with_shape(vec![]), vec![code])
         .map_err(|e| err("spatial_ref", e.to_string()))?;
@@ -239,7 +272,10 @@ pub fn write_coords(store: &Store, geobox: &GeoBox, times: &[i64]) -> Result<(),
 /// A fresh write id: unique per commit, so caches keyed by it never serve stale chunks.
 pub fn new_write_id() -> String {
     use std::time::{SystemTime, UNIX_EPOCH};
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
     static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let c = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     format!("{:x}-{:x}-{:x}", nanos, std::process::id(), c)
@@ -248,7 +284,12 @@ pub fn new_write_id() -> String {
 /// Write the group metadata: the commit point that makes the cube open as complete.
 /// `write_id` identifies this content (a deterministic fingerprint for ingests, so a resumed
 /// ingest is byte-identical to an uninterrupted one; [`new_write_id`] otherwise).
-pub fn write_group(store: &Store, product: &str, write_id: &str, extra: Map<String, Value>) -> Result<(), StoreError> {
+pub fn write_group(
+    store: &Store,
+    product: &str,
+    write_id: &str,
+    extra: Map<String, Value>,
+) -> Result<(), StoreError> {
     let mut attrs = extra;
     attrs.insert("product".into(), json!(product));
     attrs.insert(
@@ -256,7 +297,8 @@ pub fn write_group(store: &Store, product: &str, write_id: &str, extra: Map<Stri
         json!({ "format_version": FORMAT_VERSION, "complete": true, "write_id": write_id }),
     );
     let doc = json!({ "zarr_format": 3, "node_type": "group", "attributes": attrs });
-    let text = serde_json::to_vec_pretty(&doc).map_err(|e| meta_err(store, "zarr.json", e.to_string()))?;
+    let text =
+        serde_json::to_vec_pretty(&doc).map_err(|e| meta_err(store, "zarr.json", e.to_string()))?;
     store.set("zarr.json", text.into())
 }
 
@@ -288,7 +330,11 @@ fn parse_band(store: &Store, name: &str, doc: &Value) -> Result<Option<BandMeta>
     let dims: Vec<String> = doc
         .get("dimension_names")
         .and_then(Value::as_array)
-        .map(|a| a.iter().map(|d| d.as_str().unwrap_or("").to_string()).collect())
+        .map(|a| {
+            a.iter()
+                .map(|d| d.as_str().unwrap_or("").to_string())
+                .collect()
+        })
         .unwrap_or_default();
     if dims != ["time", "y", "x"] {
         return Ok(None);
@@ -297,8 +343,12 @@ fn parse_band(store: &Store, name: &str, doc: &Value) -> Result<Option<BandMeta>
     if shape.len() != 3 {
         return Err(bad("'shape' must have 3 dimensions"));
     }
-    let dt_name = doc.get("data_type").and_then(Value::as_str).ok_or_else(|| bad("missing 'data_type'"))?;
-    let dtype = DType::from_zarr_name(dt_name).ok_or_else(|| bad(&format!("unsupported data_type '{dt_name}'")))?;
+    let dt_name = doc
+        .get("data_type")
+        .and_then(Value::as_str)
+        .ok_or_else(|| bad("missing 'data_type'"))?;
+    let dtype = DType::from_zarr_name(dt_name)
+        .ok_or_else(|| bad(&format!("unsupported data_type '{dt_name}'")))?;
     let grid = doc
         .pointer("/chunk_grid/configuration/chunk_shape")
         .and_then(|v| u64_vec(Some(v)))
@@ -308,7 +358,10 @@ fn parse_band(store: &Store, name: &str, doc: &Value) -> Result<Option<BandMeta>
     }
     let mut inner = None;
     if let Some(codecs) = doc.get("codecs").and_then(Value::as_array) {
-        if let Some(sh) = codecs.iter().find(|c| c.get("name").and_then(Value::as_str) == Some("sharding_indexed")) {
+        if let Some(sh) = codecs
+            .iter()
+            .find(|c| c.get("name").and_then(Value::as_str) == Some("sharding_indexed"))
+        {
             let cs = sh
                 .pointer("/configuration/chunk_shape")
                 .and_then(|v| u64_vec(Some(v)))
@@ -317,7 +370,11 @@ fn parse_band(store: &Store, name: &str, doc: &Value) -> Result<Option<BandMeta>
             inner = Some([cs[0], cs[1], cs[2]]);
         }
     }
-    let attributes = doc.get("attributes").and_then(Value::as_object).cloned().unwrap_or_default();
+    let attributes = doc
+        .get("attributes")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
     let fill = doc.get("fill_value");
     let nodata = match fill {
         Some(Value::Number(n)) => n.as_f64(),
@@ -363,30 +420,59 @@ fn read_coord_f64(store: &Store, name: &str) -> Result<Vec<f64>, StoreError> {
     let vals: Vec<f64> = if dt == zarrs::array::data_type::float64() {
         a.retrieve_array_subset::<Vec<f64>>(&subset).map_err(err)?
     } else if dt == zarrs::array::data_type::float32() {
-        a.retrieve_array_subset::<Vec<f32>>(&subset).map_err(err)?.into_iter().map(f64::from).collect()
+        a.retrieve_array_subset::<Vec<f32>>(&subset)
+            .map_err(err)?
+            .into_iter()
+            .map(f64::from)
+            .collect()
     } else if dt == zarrs::array::data_type::int64() {
-        a.retrieve_array_subset::<Vec<i64>>(&subset).map_err(err)?.into_iter().map(|v| v as f64).collect()
+        a.retrieve_array_subset::<Vec<i64>>(&subset)
+            .map_err(err)?
+            .into_iter()
+            .map(|v| v as f64)
+            .collect()
     } else if dt == zarrs::array::data_type::int32() {
-        a.retrieve_array_subset::<Vec<i32>>(&subset).map_err(err)?.into_iter().map(f64::from).collect()
+        a.retrieve_array_subset::<Vec<i32>>(&subset)
+            .map_err(err)?
+            .into_iter()
+            .map(f64::from)
+            .collect()
     } else {
-        return Err(meta_err(store, name, format!("unsupported coordinate dtype {dt:?}")));
+        return Err(meta_err(
+            store,
+            name,
+            format!("unsupported coordinate dtype {dt:?}"),
+        ));
     };
     Ok(vals)
 }
 
 /// Read a cube's metadata and coordinates (never a band chunk).
 pub fn read_cube_meta(store: &Store) -> Result<CubeMeta, StoreError> {
-    let root = get_json(store, "zarr.json")?.ok_or_else(|| StoreError::NotACube(store.url().to_string()))?;
+    let root = get_json(store, "zarr.json")?
+        .ok_or_else(|| StoreError::NotACube(store.url().to_string()))?;
     if root.get("node_type").and_then(Value::as_str) != Some("group") {
-        return Err(meta_err(store, "zarr.json", "the root is not a Zarr v3 group"));
+        return Err(meta_err(
+            store,
+            "zarr.json",
+            "the root is not a Zarr v3 group",
+        ));
     }
-    let attributes = root.get("attributes").and_then(Value::as_object).cloned().unwrap_or_default();
+    let attributes = root
+        .get("attributes")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
     if let Some(cc) = attributes.get("chunkcube") {
         if cc.get("complete").and_then(Value::as_bool) == Some(false) {
             return Err(StoreError::NotACube(store.url().to_string()));
         }
     }
-    let product = attributes.get("product").and_then(Value::as_str).unwrap_or("").to_string();
+    let product = attributes
+        .get("product")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
 
     // Children: every top-level folder with a zarr.json.
     let st = store.storage();
@@ -407,34 +493,70 @@ pub fn read_cube_meta(store: &Store) -> Result<CubeMeta, StoreError> {
     }
     bands.sort_by(|a, b| a.name.cmp(&b.name));
     if bands.is_empty() {
-        return Err(meta_err(store, "zarr.json", "the cube has no [time, y, x] arrays"));
+        return Err(meta_err(
+            store,
+            "zarr.json",
+            "the cube has no [time, y, x] arrays",
+        ));
     }
 
     let xs = read_coord_f64(store, "x")?;
     let ys = read_coord_f64(store, "y")?;
     let shape = bands[0].shape;
     if xs.len() as u64 != shape[2] || ys.len() as u64 != shape[1] {
-        return Err(meta_err(store, "x/zarr.json", "coordinate lengths do not match the band shape"));
+        return Err(meta_err(
+            store,
+            "x/zarr.json",
+            "coordinate lengths do not match the band shape",
+        ));
     }
     for b in &bands {
         if b.shape != shape {
-            return Err(meta_err(store, &format!("{}/zarr.json", b.name), format!("shape {:?} differs from {:?} of '{}'", b.shape, shape, bands[0].name)));
+            return Err(meta_err(
+                store,
+                &format!("{}/zarr.json", b.name),
+                format!(
+                    "shape {:?} differs from {:?} of '{}'",
+                    b.shape, shape, bands[0].name
+                ),
+            ));
         }
     }
 
     // Time: CF-decoded into days.
-    let time_doc = get_json(store, "time/zarr.json")?.ok_or_else(|| meta_err(store, "time/zarr.json", "missing time coordinate"))?;
+    let time_doc = get_json(store, "time/zarr.json")?
+        .ok_or_else(|| meta_err(store, "time/zarr.json", "missing time coordinate"))?;
     let traw = read_coord_f64(store, "time")?;
-    let units = time_doc.pointer("/attributes/units").and_then(Value::as_str).unwrap_or("days since 1970-01-01");
-    let (secs, epoch) = parse_cf_units(units).ok_or_else(|| meta_err(store, "time/zarr.json", format!("unsupported time units '{units}'")))?;
-    let times: Vec<i64> = traw.iter().map(|v| epoch + (v * secs / 86400.0).floor() as i64).collect();
+    let units = time_doc
+        .pointer("/attributes/units")
+        .and_then(Value::as_str)
+        .unwrap_or("days since 1970-01-01");
+    let (secs, epoch) = parse_cf_units(units).ok_or_else(|| {
+        meta_err(
+            store,
+            "time/zarr.json",
+            format!("unsupported time units '{units}'"),
+        )
+    })?;
+    let times: Vec<i64> = traw
+        .iter()
+        .map(|v| epoch + (v * secs / 86400.0).floor() as i64)
+        .collect();
     if times.len() as u64 != shape[0] {
-        return Err(meta_err(store, "time/zarr.json", "time length does not match the band shape"));
+        return Err(meta_err(
+            store,
+            "time/zarr.json",
+            "time length does not match the band shape",
+        ));
     }
 
     // CRS and transform from spatial_ref, else from the coordinates.
     let sref = get_json(store, "spatial_ref/zarr.json")?;
-    let sattr = sref.as_ref().and_then(|d| d.get("attributes")).cloned().unwrap_or(Value::Null);
+    let sattr = sref
+        .as_ref()
+        .and_then(|d| d.get("attributes"))
+        .cloned()
+        .unwrap_or(Value::Null);
     let wkt = sattr
         .get("crs_wkt")
         .or_else(|| sattr.get("spatial_ref"))
@@ -443,16 +565,30 @@ pub fn read_cube_meta(store: &Store) -> Result<CubeMeta, StoreError> {
         .to_string();
     let transform = match sattr.get("GeoTransform").and_then(Value::as_str) {
         Some(s) => {
-            let v: Vec<f64> = s.split_whitespace().filter_map(|t| t.parse().ok()).collect();
+            let v: Vec<f64> = s
+                .split_whitespace()
+                .filter_map(|t| t.parse().ok())
+                .collect();
             if v.len() != 6 {
-                return Err(meta_err(store, "spatial_ref/zarr.json", format!("invalid GeoTransform '{s}'")));
+                return Err(meta_err(
+                    store,
+                    "spatial_ref/zarr.json",
+                    format!("invalid GeoTransform '{s}'"),
+                ));
             }
             [v[0], v[1], v[2], v[3], v[4], v[5]]
         }
         None => {
             let dx = if xs.len() > 1 { xs[1] - xs[0] } else { 1.0 };
             let dy = if ys.len() > 1 { ys[1] - ys[0] } else { -1.0 };
-            [xs.first().copied().unwrap_or(0.0) - dx / 2.0, dx, 0.0, ys.first().copied().unwrap_or(0.0) - dy / 2.0, 0.0, dy]
+            [
+                xs.first().copied().unwrap_or(0.0) - dx / 2.0,
+                dx,
+                0.0,
+                ys.first().copied().unwrap_or(0.0) - dy / 2.0,
+                0.0,
+                dy,
+            ]
         }
     };
     let epsg = if wkt.is_empty() {
@@ -460,15 +596,30 @@ pub fn read_cube_meta(store: &Store) -> Result<CubeMeta, StoreError> {
     } else {
         crate::geo::crs_info(&wkt).ok().and_then(|(_, e)| e)
     };
-    let geobox = GeoBox { wkt, epsg, transform, width: shape[2], height: shape[1] };
-    Ok(CubeMeta { product, geobox, times, bands, attributes })
+    let geobox = GeoBox {
+        wkt,
+        epsg,
+        transform,
+        width: shape[2],
+        height: shape[1],
+    };
+    Ok(CubeMeta {
+        product,
+        geobox,
+        times,
+        bands,
+        attributes,
+    })
 }
 
 /// Open a band array for reading or writing chunks.
 pub fn open_band_array(
     store: &Store,
     name: &str,
-) -> Result<zarrs::array::Array<dyn zarrs::storage::ReadableWritableListableStorageTraits>, StoreError> {
+) -> Result<
+    zarrs::array::Array<dyn zarrs::storage::ReadableWritableListableStorageTraits>,
+    StoreError,
+> {
     let st: ReadableWritableListableStorage = store.storage();
     zarrs::array::Array::open(st, &format!("/{name}"))
         .map_err(|e| meta_err(store, &format!("{name}/zarr.json"), e.to_string()))

@@ -10,8 +10,10 @@
 
 mod chunks;
 mod counting;
+pub mod disk_cache;
 mod dtype;
 pub mod layout;
+pub mod prefetch;
 pub mod s3;
 
 pub use chunks::{grid_shape, parse_bytes, ChunkSpec, ChunkSpecError, DIMS};
@@ -38,6 +40,16 @@ pub enum StoreError {
     /// The location holds no cube.
     #[error("{0} is not a chunkcube cube (no zarr.json group metadata found)")]
     NotACube(String),
+    /// The S3 bucket of a cube URL does not exist.
+    #[error("S3 bucket '{bucket}' does not exist (endpoint {endpoint}, cube {url})")]
+    NoSuchBucket {
+        /// Cube URL.
+        url: String,
+        /// The bucket.
+        bucket: String,
+        /// The endpoint host asked.
+        endpoint: String,
+    },
     /// A storage operation failed.
     #[error("storage error at {url} key '{key}': {msg}")]
     Io {
@@ -88,14 +100,18 @@ impl Location {
                     .bytes()
                     .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-' || c == b'.')
             {
-                return Err(bad("the bucket name must be non-empty lowercase letters, digits, '-' or '.'"));
+                return Err(bad(
+                    "the bucket name must be non-empty lowercase letters, digits, '-' or '.'",
+                ));
             }
             if url.contains('?') || url.contains('#') || url.contains('@') {
                 return Err(bad("query strings, fragments and credentials do not belong in the URL; use the AWS_* environment"));
             }
             let prefix = prefix.trim_matches('/');
             if prefix.split('/').any(|p| p == ".." || p == ".") || prefix.contains("//") {
-                return Err(bad("the prefix may not contain '.', '..' or empty segments"));
+                return Err(bad(
+                    "the prefix may not contain '.', '..' or empty segments",
+                ));
             }
             return Ok(Location::S3 {
                 bucket: bucket.to_string(),
@@ -129,6 +145,8 @@ pub struct Store {
     location: Location,
     storage: ReadableWritableListableStorage,
     counters: Arc<IoCounters>,
+    /// Remote cubes: the prefetch and disk-cache layers.
+    remote: Option<s3::Remote>,
 }
 
 impl std::fmt::Debug for Store {
@@ -144,15 +162,17 @@ impl Store {
         Store::open_with(url, create, &StoreOptions::default())
     }
 
-    /// Open with options (see [`StoreOptions`]).
+    /// Open with options (see [`StoreOptions`]). For `s3://` cubes opened for reading, the
+    /// root `zarr.json` is probed first (a missing bucket, an unreachable endpoint or a prefix
+    /// without a cube fail here, clearly); `cache_dir` adds the on-disk chunk cache.
     pub fn open_with(url: &str, create: bool, opts: &StoreOptions) -> Result<Store, StoreError> {
-        let _ = opts;
         let location = Location::parse(url)?;
         let io = |key: &str, msg: String| StoreError::Io {
             url: url.to_string(),
             key: key.to_string(),
             msg,
         };
+        let mut remote = None;
         let base: ReadableWritableListableStorage = match &location {
             Location::Local(path) => {
                 if !path.exists() {
@@ -166,23 +186,65 @@ impl Store {
                 let fs = FilesystemStore::new(path).map_err(|e| io("", e.to_string()))?;
                 Arc::new(AtomicWriteStorageAdapter::new(Arc::new(fs)))
             }
-            Location::S3 { bucket, prefix } => s3::open_s3(url, bucket, prefix)?,
+            Location::S3 { bucket, prefix } => {
+                let o = s3::open_s3(url, bucket, prefix, create, opts)?;
+                remote = Some(o.remote);
+                o.storage
+            }
         };
+        Ok(Store::assemble(url, location, base, remote))
+    }
+
+    /// A remote store over any `object_store` (tests wrap the S3 client with fault injection
+    /// this way): the same layers as `s3://` (prefetch, optional disk cache, counting) over
+    /// `store`, which must be the cube root. `url` must be an `s3://` URL naming the cube.
+    pub fn from_object_store(
+        url: &str,
+        store: Arc<dyn object_store::ObjectStore>,
+        create: bool,
+        opts: &StoreOptions,
+    ) -> Result<Store, StoreError> {
+        let location = Location::parse(url)?;
+        let Location::S3 { bucket, .. } = &location else {
+            return Err(StoreError::BadUrl {
+                url: url.to_string(),
+                reason: "an object store is opened under an s3://bucket/prefix URL".into(),
+            });
+        };
+        let identity = format!("{store}|{url}");
+        let o = s3::open_layers(url, store, bucket, "object store", &identity, create, opts)?;
+        Ok(Store::assemble(url, location, o.storage, Some(o.remote)))
+    }
+
+    fn assemble(
+        url: &str,
+        location: Location,
+        base: ReadableWritableListableStorage,
+        remote: Option<s3::Remote>,
+    ) -> Store {
         let counters = Arc::new(IoCounters::default());
         let storage: ReadableWritableListableStorage =
             Arc::new(CountingStore::new(base, counters.clone()));
-        Ok(Store {
+        Store {
             url: url.to_string(),
             location,
             storage,
             counters,
-        })
+            remote,
+        }
     }
 
     /// Announce chunk keys about to be read, so a remote store can fetch them concurrently
-    /// ahead of the decoding workers. Local stores ignore it.
+    /// ahead of the decoding workers (see [`prefetch`]). Local stores ignore it.
     pub fn prefetch(&self, keys: Vec<String>) {
-        let _ = keys;
+        if let Some(r) = &self.remote {
+            r.prefetch.prefetch(keys);
+        }
+    }
+
+    /// The prefetch and disk-cache layers of a remote store.
+    pub fn remote(&self) -> Option<&s3::Remote> {
+        self.remote.as_ref()
     }
 
     /// Whether the store is remote (S3): reads benefit from prefetching and caching.
@@ -230,6 +292,15 @@ impl Store {
 
     /// Keys under a prefix (`""` for all), with their sizes in bytes.
     pub fn list_sizes(&self, prefix: &str) -> Result<Vec<(String, u64)>, StoreError> {
+        if let Some(r) = &self.remote {
+            // S3 listings carry the sizes: no HEAD per key.
+            return s3::list_sizes(&r.object_store, prefix).map_err(|e| {
+                self.io_err(
+                    prefix,
+                    zarrs::storage::StorageError::Other(s3::clean(&e.to_string())),
+                )
+            });
+        }
         let p = StorePrefix::new(prefix).map_err(|e| self.io_err(prefix, e.into()))?;
         let keys = self
             .storage
@@ -271,8 +342,14 @@ impl Store {
 
 /// A store key that cannot escape the cube: relative, no `.`/`..` segments.
 pub fn safe_key(key: &str) -> Result<StoreKey, String> {
-    if key.starts_with('/') || key.split('/').any(|p| p == ".." || p == "." || p.is_empty()) {
-        return Err(format!("unsafe key '{key}': keys must stay inside the cube"));
+    if key.starts_with('/')
+        || key
+            .split('/')
+            .any(|p| p == ".." || p == "." || p.is_empty())
+    {
+        return Err(format!(
+            "unsafe key '{key}': keys must stay inside the cube"
+        ));
     }
     StoreKey::new(key).map_err(|e| e.to_string())
 }

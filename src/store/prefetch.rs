@@ -1,0 +1,595 @@
+//! A storage layer for remote stores that fetches announced chunk objects concurrently, ahead
+//! of the decoding workers, and serves `get` from the prefetched bytes.
+//!
+//! - [`PrefetchStore::prefetch`] starts one fetch per announced key on the I/O runtime
+//!   ([`super::s3::runtime`]), under ONE process-wide cap of requests in flight (default 3× the
+//!   cores, at least 8; `CHUNKCUBE_S3_CONCURRENCY`), and only while the prefetched-but-unconsumed
+//!   bytes stay under a bound (default 256 MiB; `CHUNKCUBE_S3_PREFETCH_BYTES`); keys beyond it
+//!   are skipped and read directly when needed.
+//! - [`ReadableStorageTraits::get`] takes a prefetched entry (removing it), waits for the
+//!   in-flight fetch of that key, or fetches directly (also under the cap). A rayon worker only
+//!   ever blocks on the key it needs. An error of a prefetch surfaces at the `get` of that key,
+//!   naming the key.
+//! - Keys already consumed recently are not prefetched again (the executor's decoded-chunk
+//!   cache normally serves them), nor are shards of sharded arrays (their reads are byte ranges
+//!   of the shard, `get_partial_many`, which pass through).
+//! - Writes through the layer drop any prefetched or in-flight entry of the keys they touch.
+
+use super::s3::runtime;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+use zarrs::storage::byte_range::ByteRangeIterator;
+use zarrs::storage::{
+    Bytes, ListableStorageTraits, MaybeBytesIterator, OffsetBytesIterator, ReadableStorageTraits,
+    ReadableWritableListableStorage, StorageError, StoreKey, StoreKeys, StoreKeysPrefixes,
+    StorePrefix, WritableStorageTraits,
+};
+
+/// Default bound of prefetched-but-unconsumed bytes.
+pub const DEFAULT_PREFETCH_BYTES: u64 = 256 << 20;
+
+/// How many recently consumed keys are remembered (and not prefetched again).
+const RECENT_KEYS: usize = 8192;
+
+/// Prefetched entries unconsumed for this long are dropped when room is needed.
+const STALE_AFTER: Duration = Duration::from_secs(30);
+
+/// The process-wide cap of S3 requests in flight (prefetches and direct reads alike).
+pub fn concurrency() -> usize {
+    static N: OnceLock<usize> = OnceLock::new();
+    *N.get_or_init(|| {
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
+        std::env::var("CHUNKCUBE_S3_CONCURRENCY")
+            .ok()
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .filter(|&n| n > 0)
+            .unwrap_or((3 * cores).max(8))
+    })
+}
+
+/// The bound of prefetched-but-unconsumed bytes (`CHUNKCUBE_S3_PREFETCH_BYTES`).
+pub fn prefetch_bytes() -> u64 {
+    std::env::var("CHUNKCUBE_S3_PREFETCH_BYTES")
+        .ok()
+        .and_then(|v| super::parse_bytes(&v))
+        .unwrap_or(DEFAULT_PREFETCH_BYTES)
+}
+
+/// The one semaphore behind [`concurrency`].
+fn permits() -> &'static Arc<tokio::sync::Semaphore> {
+    static SEM: OnceLock<Arc<tokio::sync::Semaphore>> = OnceLock::new();
+    SEM.get_or_init(|| Arc::new(tokio::sync::Semaphore::new(concurrency())))
+}
+
+type Fetched = Result<Option<Bytes>, String>;
+
+enum Entry {
+    /// A fetch is running; `id` tells it apart from a later fetch of the same key.
+    InFlight { id: u64 },
+    /// Fetched, not yet consumed.
+    Ready { value: Fetched, at: Instant },
+}
+
+#[derive(Default)]
+struct State {
+    entries: HashMap<String, Entry>,
+    /// Bytes of `Ready` entries.
+    ready_bytes: u64,
+    in_flight: usize,
+    /// Running mean of fetched object sizes (estimates what in-flight fetches will hold).
+    mean_size: u64,
+    next_id: u64,
+    recent: VecDeque<String>,
+    recent_set: HashSet<String>,
+    /// Array path → whether its chunks are shards (not prefetched).
+    sharded: HashMap<String, bool>,
+}
+
+impl State {
+    fn remember(&mut self, key: &str) {
+        if self.recent_set.insert(key.to_string()) {
+            self.recent.push_back(key.to_string());
+            if self.recent.len() > RECENT_KEYS {
+                if let Some(old) = self.recent.pop_front() {
+                    self.recent_set.remove(&old);
+                }
+            }
+        }
+    }
+
+    fn take_ready(&mut self, key: &str) -> Option<Fetched> {
+        if !matches!(self.entries.get(key), Some(Entry::Ready { .. })) {
+            return None;
+        }
+        match self.entries.remove(key) {
+            Some(Entry::Ready { value, .. }) => {
+                self.ready_bytes -= value_len(&value);
+                Some(value)
+            }
+            _ => None,
+        }
+    }
+
+    fn drop_entry(&mut self, key: &str) {
+        if let Some(Entry::Ready { value, .. }) = self.entries.remove(key) {
+            self.ready_bytes -= value_len(&value);
+        }
+    }
+
+    /// Bytes held or about to be held by prefetches.
+    fn pending_bytes(&self) -> u64 {
+        self.ready_bytes + self.in_flight as u64 * self.mean_size
+    }
+
+    /// Drop ready entries nobody consumed for a long time (a cancelled run, a duplicate).
+    fn drop_stale(&mut self) {
+        let now = Instant::now();
+        let stale: Vec<String> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| matches!(e, Entry::Ready { at, .. } if now.duration_since(*at) > STALE_AFTER))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in stale {
+            self.drop_entry(&k);
+        }
+    }
+}
+
+fn value_len(v: &Fetched) -> u64 {
+    match v {
+        Ok(Some(b)) => b.len() as u64,
+        _ => 0,
+    }
+}
+
+/// Counters of the prefetch layer (for tests and benchmarks).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PrefetchStats {
+    /// Fetches started by `prefetch`.
+    pub prefetched: u64,
+    /// `get`s served from a prefetched or in-flight entry.
+    pub hits: u64,
+    /// `get`s that fetched directly.
+    pub direct: u64,
+    /// Announced keys skipped because of the byte bound.
+    pub skipped: u64,
+}
+
+struct Shared {
+    inner: ReadableWritableListableStorage,
+    state: Mutex<State>,
+    changed: Condvar,
+    max_bytes: u64,
+    stats: Mutex<PrefetchStats>,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn bump(&self, f: impl FnOnce(&mut PrefetchStats)) {
+        if let Ok(mut s) = self.stats.lock() {
+            f(&mut s);
+        }
+    }
+}
+
+/// The prefetching layer (see the module docs).
+pub struct PrefetchStore {
+    shared: Arc<Shared>,
+}
+
+impl PrefetchStore {
+    /// Wrap `inner` with the default byte bound ([`prefetch_bytes`]).
+    pub fn new(inner: ReadableWritableListableStorage) -> Self {
+        Self::with_bound(inner, prefetch_bytes())
+    }
+
+    /// Wrap `inner`, holding at most about `max_bytes` of prefetched, unconsumed data.
+    pub fn with_bound(inner: ReadableWritableListableStorage, max_bytes: u64) -> Self {
+        let state = State {
+            mean_size: 1 << 20,
+            ..State::default()
+        };
+        Self {
+            shared: Arc::new(Shared {
+                inner,
+                state: Mutex::new(state),
+                changed: Condvar::new(),
+                max_bytes,
+                stats: Mutex::new(PrefetchStats::default()),
+            }),
+        }
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> PrefetchStats {
+        self.shared.stats.lock().map(|s| *s).unwrap_or_default()
+    }
+
+    /// Bytes fetched ahead and not yet consumed.
+    pub fn ready_bytes(&self) -> u64 {
+        self.shared.lock().ready_bytes
+    }
+
+    /// Start fetching `keys` (chunk keys relative to the cube root) concurrently. Returns at
+    /// once; never blocks on the network except to read an array's metadata the first time
+    /// one of its chunks is announced (to leave shards alone).
+    pub fn prefetch(&self, keys: Vec<String>) {
+        let sh = &self.shared;
+        let mut todo = Vec::new();
+        {
+            let mut st = sh.lock();
+            if st.pending_bytes() >= sh.max_bytes {
+                st.drop_stale();
+            }
+            let mut seen = HashSet::new();
+            for key in keys {
+                if !seen.insert(key.clone())
+                    || st.entries.contains_key(&key)
+                    || st.recent_set.contains(&key)
+                {
+                    continue;
+                }
+                let Some(array) = array_of(&key) else {
+                    continue;
+                };
+                let sharded = match st.sharded.get(array) {
+                    Some(&s) => s,
+                    None => {
+                        // Read the array metadata outside the lock.
+                        let array = array.to_string();
+                        drop(st);
+                        let s = self.is_sharded(&array);
+                        st = sh.lock();
+                        st.sharded.insert(array, s);
+                        s
+                    }
+                };
+                if sharded || st.entries.contains_key(&key) {
+                    continue;
+                }
+                if st.pending_bytes() >= sh.max_bytes {
+                    sh.bump(|s| s.skipped += 1);
+                    continue;
+                }
+                let id = st.next_id;
+                st.next_id += 1;
+                st.in_flight += 1;
+                st.entries.insert(key.clone(), Entry::InFlight { id });
+                todo.push((key, id));
+            }
+        }
+        for (key, id) in todo {
+            sh.bump(|s| s.prefetched += 1);
+            let sh = self.shared.clone();
+            runtime().spawn(async move {
+                let permit = permits().clone().acquire_owned().await;
+                let inner = sh.inner.clone();
+                let k = key.clone();
+                let value: Fetched =
+                    match tokio::task::spawn_blocking(move || fetch(&inner, &k)).await {
+                        Ok(v) => v,
+                        Err(e) => Err(format!("GET '{key}': the fetch task failed: {e}")),
+                    };
+                drop(permit);
+                let mut st = sh.lock();
+                st.in_flight -= 1;
+                if matches!(st.entries.get(&key), Some(Entry::InFlight { id: i }) if *i == id) {
+                    let n = value_len(&value);
+                    if n > 0 {
+                        st.mean_size = (st.mean_size * 7 + n) / 8;
+                    }
+                    st.ready_bytes += n;
+                    st.entries.insert(
+                        key,
+                        Entry::Ready {
+                            value,
+                            at: Instant::now(),
+                        },
+                    );
+                }
+                drop(st);
+                sh.changed.notify_all();
+            });
+        }
+    }
+
+    /// Whether the array at `path` stores shards (its metadata names `sharding_indexed`).
+    fn is_sharded(&self, path: &str) -> bool {
+        let Ok(key) = StoreKey::new(format!("{path}/zarr.json")) else {
+            return true;
+        };
+        match self.shared.inner.get(&key) {
+            Ok(Some(b)) => String::from_utf8_lossy(&b).contains("sharding_indexed"),
+            // Unknown: do not prefetch what might be a whole shard.
+            _ => true,
+        }
+    }
+
+    fn invalidate_key(&self, key: &str) {
+        let mut st = self.shared.lock();
+        st.drop_entry(key);
+        st.recent_set.remove(key);
+        drop(st);
+        self.shared.changed.notify_all();
+    }
+
+    fn invalidate_prefix(&self, prefix: &str) {
+        let mut st = self.shared.lock();
+        let keys: Vec<String> = st
+            .entries
+            .keys()
+            .filter(|k| k.starts_with(prefix))
+            .cloned()
+            .collect();
+        for k in keys {
+            st.drop_entry(&k);
+        }
+        st.sharded.clear();
+        st.recent.clear();
+        st.recent_set.clear();
+        drop(st);
+        self.shared.changed.notify_all();
+    }
+}
+
+/// The array path of a chunk key (`red/c/0/3/1` → `red`); `None` for non-chunk keys.
+fn array_of(key: &str) -> Option<&str> {
+    if key.ends_with("zarr.json") {
+        return None;
+    }
+    key.find("/c/").map(|i| &key[..i])
+}
+
+/// One GET through the inner storage, with an error that names the key.
+fn fetch(inner: &ReadableWritableListableStorage, key: &str) -> Fetched {
+    let k = StoreKey::new(key).map_err(|e| format!("GET '{key}': {e}"))?;
+    inner.get(&k).map_err(|e| format!("GET '{key}': {e}"))
+}
+
+impl ReadableStorageTraits for PrefetchStore {
+    fn get(&self, key: &StoreKey) -> Result<Option<Bytes>, StorageError> {
+        let sh = &self.shared;
+        let k = key.as_str();
+        let mut st = sh.lock();
+        let found = loop {
+            match st.entries.get(k) {
+                Some(Entry::Ready { .. }) => break st.take_ready(k),
+                Some(Entry::InFlight { .. }) => {
+                    st = sh.changed.wait(st).unwrap_or_else(|p| p.into_inner());
+                }
+                None => break None,
+            }
+        };
+        st.remember(k);
+        drop(st);
+        if let Some(v) = found {
+            sh.bump(|s| s.hits += 1);
+            return v.map_err(StorageError::Other);
+        }
+        sh.bump(|s| s.direct += 1);
+        let _permit = runtime().block_on(permits().clone().acquire_owned());
+        fetch(&sh.inner, k).map_err(StorageError::Other)
+    }
+
+    fn get_partial_many<'a>(
+        &'a self,
+        key: &StoreKey,
+        byte_ranges: ByteRangeIterator<'a>,
+    ) -> Result<MaybeBytesIterator<'a>, StorageError> {
+        self.shared.inner.get_partial_many(key, byte_ranges)
+    }
+
+    fn size_key(&self, key: &StoreKey) -> Result<Option<u64>, StorageError> {
+        self.shared.inner.size_key(key)
+    }
+
+    fn supports_get_partial(&self) -> bool {
+        self.shared.inner.supports_get_partial()
+    }
+}
+
+impl WritableStorageTraits for PrefetchStore {
+    fn set(&self, key: &StoreKey, value: Bytes) -> Result<(), StorageError> {
+        self.invalidate_key(key.as_str());
+        self.shared.inner.set(key, value)
+    }
+
+    fn set_partial_many(
+        &self,
+        key: &StoreKey,
+        offset_values: OffsetBytesIterator,
+    ) -> Result<(), StorageError> {
+        self.invalidate_key(key.as_str());
+        self.shared.inner.set_partial_many(key, offset_values)
+    }
+
+    fn erase(&self, key: &StoreKey) -> Result<(), StorageError> {
+        self.invalidate_key(key.as_str());
+        self.shared.inner.erase(key)
+    }
+
+    fn erase_prefix(&self, prefix: &StorePrefix) -> Result<(), StorageError> {
+        self.invalidate_prefix(prefix.as_str());
+        self.shared.inner.erase_prefix(prefix)
+    }
+
+    fn supports_set_partial(&self) -> bool {
+        self.shared.inner.supports_set_partial()
+    }
+}
+
+impl ListableStorageTraits for PrefetchStore {
+    fn list(&self) -> Result<StoreKeys, StorageError> {
+        self.shared.inner.list()
+    }
+    fn list_prefix(&self, prefix: &StorePrefix) -> Result<StoreKeys, StorageError> {
+        self.shared.inner.list_prefix(prefix)
+    }
+    fn list_dir(&self, prefix: &StorePrefix) -> Result<StoreKeysPrefixes, StorageError> {
+        self.shared.inner.list_dir(prefix)
+    }
+    fn size_prefix(&self, prefix: &StorePrefix) -> Result<u64, StorageError> {
+        self.shared.inner.size_prefix(prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use zarrs::storage::store::MemoryStore;
+
+    /// A memory store that counts gets.
+    struct Counted {
+        inner: MemoryStore,
+        gets: AtomicU64,
+    }
+    impl ReadableStorageTraits for Counted {
+        fn get(&self, key: &StoreKey) -> Result<Option<Bytes>, StorageError> {
+            self.gets.fetch_add(1, Ordering::SeqCst);
+            self.inner.get(key)
+        }
+        fn get_partial_many<'a>(
+            &'a self,
+            key: &StoreKey,
+            r: ByteRangeIterator<'a>,
+        ) -> Result<MaybeBytesIterator<'a>, StorageError> {
+            self.inner.get_partial_many(key, r)
+        }
+        fn size_key(&self, key: &StoreKey) -> Result<Option<u64>, StorageError> {
+            self.inner.size_key(key)
+        }
+        fn supports_get_partial(&self) -> bool {
+            true
+        }
+    }
+    impl WritableStorageTraits for Counted {
+        fn set(&self, key: &StoreKey, value: Bytes) -> Result<(), StorageError> {
+            self.inner.set(key, value)
+        }
+        fn set_partial_many(
+            &self,
+            key: &StoreKey,
+            v: OffsetBytesIterator,
+        ) -> Result<(), StorageError> {
+            self.inner.set_partial_many(key, v)
+        }
+        fn erase(&self, key: &StoreKey) -> Result<(), StorageError> {
+            self.inner.erase(key)
+        }
+        fn erase_prefix(&self, prefix: &StorePrefix) -> Result<(), StorageError> {
+            self.inner.erase_prefix(prefix)
+        }
+        fn supports_set_partial(&self) -> bool {
+            false
+        }
+    }
+    impl ListableStorageTraits for Counted {
+        fn list(&self) -> Result<StoreKeys, StorageError> {
+            self.inner.list()
+        }
+        fn list_prefix(&self, p: &StorePrefix) -> Result<StoreKeys, StorageError> {
+            self.inner.list_prefix(p)
+        }
+        fn list_dir(&self, p: &StorePrefix) -> Result<StoreKeysPrefixes, StorageError> {
+            self.inner.list_dir(p)
+        }
+        fn size_prefix(&self, p: &StorePrefix) -> Result<u64, StorageError> {
+            self.inner.size_prefix(p)
+        }
+    }
+
+    fn setup(n: usize, bound: u64) -> (Arc<Counted>, PrefetchStore) {
+        let c = Arc::new(Counted {
+            inner: MemoryStore::new(),
+            gets: AtomicU64::new(0),
+        });
+        let k = |s: &str| StoreKey::new(s).unwrap();
+        c.set(&k("red/zarr.json"), Bytes::from_static(b"{\"codecs\":[]}"))
+            .unwrap();
+        for i in 0..n {
+            c.set(
+                &k(&format!("red/c/0/0/{i}")),
+                Bytes::from(vec![i as u8; 1000]),
+            )
+            .unwrap();
+        }
+        let p = PrefetchStore::with_bound(c.clone(), bound);
+        (c, p)
+    }
+
+    fn wait_ready(p: &PrefetchStore, n: u64) {
+        for _ in 0..500 {
+            if p.ready_bytes() >= n {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("prefetch did not complete");
+    }
+
+    #[test]
+    fn serves_prefetched_once_and_fetches_directly_after() {
+        let (c, p) = setup(10, 64 << 20);
+        let keys: Vec<String> = (0..10).map(|i| format!("red/c/0/0/{i}")).collect();
+        p.prefetch(keys.clone());
+        wait_ready(&p, 10_000);
+        let metadata_gets = 1;
+        assert_eq!(c.gets.load(Ordering::SeqCst), 10 + metadata_gets);
+        for (i, k) in keys.iter().enumerate() {
+            let v = p.get(&StoreKey::new(k).unwrap()).unwrap().unwrap();
+            assert_eq!(v.as_ref(), &vec![i as u8; 1000][..]);
+        }
+        assert_eq!(
+            c.gets.load(Ordering::SeqCst),
+            11,
+            "served from prefetched bytes"
+        );
+        assert_eq!(p.ready_bytes(), 0);
+        // Re-announcing consumed keys does not fetch them again.
+        p.prefetch(keys.clone());
+        assert_eq!(p.stats().prefetched, 10);
+        // A second get of a consumed key fetches directly.
+        p.get(&StoreKey::new(&keys[0]).unwrap()).unwrap().unwrap();
+        assert_eq!(c.gets.load(Ordering::SeqCst), 12);
+        assert_eq!(p.stats().hits, 10);
+        assert_eq!(p.stats().direct, 1);
+    }
+
+    #[test]
+    fn byte_bound_skips_and_absent_keys_are_none() {
+        let (_c, p) = setup(10, 2500);
+        let keys: Vec<String> = (0..10).map(|i| format!("red/c/0/0/{i}")).collect();
+        p.prefetch(keys.clone());
+        // The first fetch is estimated at 1 MiB, so it alone fills the bound.
+        assert!(p.stats().prefetched < 10);
+        assert!(p.stats().skipped > 0);
+        for (i, k) in keys.iter().enumerate() {
+            let v = p.get(&StoreKey::new(k).unwrap()).unwrap().unwrap();
+            assert_eq!(v[0], i as u8);
+        }
+        p.prefetch(vec!["red/c/9/9/9".into()]);
+        assert!(p
+            .get(&StoreKey::new("red/c/9/9/9").unwrap())
+            .unwrap()
+            .is_none());
+    }
+
+    #[test]
+    fn writes_invalidate_prefetched_entries() {
+        let (c, p) = setup(2, 64 << 20);
+        p.prefetch(vec!["red/c/0/0/0".into()]);
+        wait_ready(&p, 1000);
+        let k = StoreKey::new("red/c/0/0/0").unwrap();
+        p.set(&k, Bytes::from_static(b"new")).unwrap();
+        assert_eq!(p.get(&k).unwrap().unwrap().as_ref(), b"new");
+        let _ = c;
+    }
+}
