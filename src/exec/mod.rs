@@ -232,7 +232,8 @@ impl Session {
         Ok(Arc::new(Session {
             spill: spill::SpillArea::new(config.spill_dir.clone()),
             budget: Budget::new(limit),
-            cache: ChunkCache::new(limit / 4),
+            // Chained computations reuse decoded chunks; single passes gain nothing from a big cache.
+            cache: ChunkCache::new((limit / 8).min(64 << 20)),
             config,
             pool,
             stats: Stats::default(),

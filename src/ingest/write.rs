@@ -183,6 +183,11 @@ fn ingest_in_pool(
     opts: &IngestOptions,
     start: Instant,
 ) -> Result<IngestReport, IngestError> {
+    // GDAL's block cache defaults to 5% of RAM; every tile window is read once, so keep it
+    // small unless the user chose otherwise.
+    if std::env::var_os("GDAL_CACHEMAX").is_none() {
+        let _ = gdal::config::set_config_option("GDAL_CACHEMAX", "64");
+    }
     let srcs: Vec<TileSource> = match sources {
         Sources::Manifest(m) => read_manifest(m)?,
         Sources::Paths(p) => discover(p)?,

@@ -1,9 +1,11 @@
 //! A size-bounded on-disk cache of fetched chunk objects of a remote cube (`--cache-dir`).
 //!
-//! Layout: `CACHE/<fnv64 of endpoint|bucket/prefix>/<write id>/{data,absent}/<key>`. The write
-//! id is the cube's `chunkcube.write_id` group attribute (fresh at every commit of an ingest or
-//! calc output), or, for cubes written by other tools, the ETag / last-modified time of the root
-//! `zarr.json`; so a rewritten cube never meets the objects cached for its previous content.
+//! Layout: `CACHE/<fnv64 of endpoint|bucket/prefix>/<version>/{data,absent}/<key>`. The version
+//! is the cube's `chunkcube.write_id` group attribute (fresh at every commit of a calc output; a
+//! fingerprint of the inputs for an ingest) or, for cubes written by other tools, the ETag of
+//! the root `zarr.json`, together with the root `zarr.json`'s last-modified time (so even a
+//! re-commit under the same id gets a fresh version). A rewritten cube therefore never meets
+//! the objects cached for its previous content.
 //! Metadata (`zarr.json`) is never cached. Objects known to be absent (chunks never written,
 //! e.g. all-nodata) are remembered too, so a second run does no GET at all for them.
 //!

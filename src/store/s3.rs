@@ -409,10 +409,13 @@ pub(crate) fn open_layers(
         });
         match probe {
             Ok((meta, bytes)) => {
-                write_id =
-                    Some(write_id_of(&bytes).or(meta.e_tag).unwrap_or_else(|| {
-                        format!("mtime-{:?}-{}", meta.last_modified, meta.size)
-                    }));
+                // The write id (or the ETag for cubes of other writers) and the commit time:
+                // a re-commit with an unchanged id (a deterministic ingest fingerprint) still
+                // gets a fresh cache version.
+                let id = write_id_of(&bytes)
+                    .or(meta.e_tag)
+                    .unwrap_or_else(|| format!("size{}", meta.size));
+                write_id = Some(format!("{id}@{}", meta.last_modified.timestamp_millis()));
             }
             Err(e @ object_store::Error::NotFound { .. }) => {
                 if is_no_such_bucket(&e) {
