@@ -408,25 +408,14 @@ fn run_calc(a: CalcArgs) -> Result<()> {
         .iter()
         .map(|e| parse_assignment(e).map(|(n, ast)| (n, ast, e.clone())))
         .collect::<Result<_, _>>()?;
-    // Load only the bands the expressions name (unless --measurements says otherwise).
-    if q.measurements.is_none() {
-        let names: Vec<String> = cube
-            .band_names()
-            .into_iter()
-            .filter(|b| a.exprs.iter().any(|e| mentions(e, b)))
-            .collect();
-        q.measurements = Some(if names.is_empty() {
-            cube.band_names().into_iter().take(1).collect()
-        } else {
-            names
-        });
-    }
+    // Every band is available lazily; only those the expressions use are ever read.
     if q.chunks.is_none() {
         let first = q
             .measurements
             .as_ref()
             .and_then(|m| m.first())
             .cloned()
+            .or_else(|| cube.band_names().into_iter().next())
             .unwrap_or_default();
         let stored = cube.band(&first)?.chunk_shape();
         q.chunks = Some(ChunkSpec::Dims([

@@ -317,7 +317,24 @@ pub fn parse_assignment(src: &str) -> Result<(String, Ast), ParseError> {
         col: e.col + off,
         msg: e.msg,
     })?;
-    Ok((n.to_string(), ast))
+    Ok((n.to_string(), shift(ast, off)))
+}
+
+/// Move every recorded position by `off` columns (positions then refer to the whole assignment).
+fn shift(ast: Ast, off: usize) -> Ast {
+    match ast {
+        Ast::Num(v) => Ast::Num(v),
+        Ast::Name(n, p) => Ast::Name(n, p + off),
+        Ast::Unary(op, a) => Ast::Unary(op, Box::new(shift(*a, off))),
+        Ast::Binary(op, a, b) => {
+            Ast::Binary(op, Box::new(shift(*a, off)), Box::new(shift(*b, off)))
+        }
+        Ast::Call(f, args, p) => Ast::Call(
+            f,
+            args.into_iter().map(|a| shift(a, off)).collect(),
+            p + off,
+        ),
+    }
 }
 
 /// Build the lazy array of `ast` over the named arrays `env` (bands and earlier results).

@@ -396,7 +396,7 @@ pub(crate) fn open_layers(
             return Err(if is_no_such_bucket(&e) {
                 no_bucket(url, bucket, host)
             } else {
-                fail("", &e)
+                fail("(bucket listing)", &e)
             });
         }
     } else {
