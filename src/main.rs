@@ -603,7 +603,32 @@ fn run_ingest(a: IngestArgs) -> Result<()> {
 
 fn main() {
     chunkcube::exec::install_interrupt_cleanup();
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(
+                e.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) {
+                e.exit();
+            }
+            // One line, like every other error: clap's message without the usage block.
+            let text = e.render().to_string();
+            let line = text
+                .lines()
+                .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect::<Vec<_>>()
+                .join(" ");
+            let line = line.strip_prefix("error: ").unwrap_or(&line).to_string();
+            eprintln!("error: {line} (see --help)");
+            std::process::exit(1);
+        }
+    };
     let r = match cli.cmd {
         Cmd::Ingest(a) => run_ingest(a),
         Cmd::Info(a) => run_info(a),

@@ -14,7 +14,10 @@ pub struct BandReader {
     store: Store,
     array: Array<dyn ReadableWritableListableStorageTraits>,
     shard_cache: Option<ArrayShardedReadableExtCache>,
+    uid: usize,
 }
+
+static NEXT_UID: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
 
 impl std::fmt::Debug for BandReader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -34,6 +37,7 @@ impl BandReader {
             store: store.clone(),
             array,
             shard_cache,
+            uid: NEXT_UID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         }))
     }
 
@@ -65,9 +69,10 @@ impl BandReader {
     pub fn store(&self) -> &Store {
         &self.store
     }
-    /// A process-unique identity of this band (cache keys).
+    /// A process-unique identity of this band reader (cache keys); never reused, unlike an
+    /// address, so a cache can never confuse two cubes.
     pub fn uid(&self) -> usize {
-        self as *const BandReader as usize
+        self.uid
     }
 
     /// The store key holding a decode chunk (the shard key when sharded).

@@ -491,6 +491,15 @@ impl DataArray {
             dtype,
         ));
         out.chunks[axis] = 1;
+        // A reduced spatial axis becomes one pixel spanning the whole extent.
+        let g = &mut out.geobox;
+        if axis == 1 {
+            g.transform[5] *= g.height as f64;
+            g.height = 1;
+        } else if axis == 2 {
+            g.transform[1] *= g.width as f64;
+            g.width = 1;
+        }
         out
     }
     /// Mean over a dimension.

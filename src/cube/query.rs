@@ -26,6 +26,8 @@ pub struct Query {
     pub time: Option<(i64, i64)>,
     /// Query chunks (lazy); `None` = eager.
     pub chunks: Option<ChunkSpec>,
+    /// A problem found while building the query, reported when it runs.
+    pub invalid: Option<String>,
 }
 
 impl Query {
@@ -51,8 +53,13 @@ impl Query {
     }
     /// Select index ranges (`dim` in time, y, x).
     pub fn isel(mut self, dim: &str, r: Range<u64>) -> Query {
-        if let Some(i) = crate::store::DIMS.iter().position(|d| *d == dim) {
-            self.isel[i] = Some(r);
+        match crate::store::DIMS.iter().position(|d| *d == dim) {
+            Some(i) => self.isel[i] = Some(r),
+            None => {
+                self.invalid = Some(format!(
+                    "isel: unknown dimension '{dim}' (dimensions are time, y, x)"
+                ))
+            }
         }
         self
     }
@@ -87,6 +94,9 @@ fn intersect(a: Range<u64>, b: Range<u64>) -> Range<u64> {
 
 /// The window `[time, y, x]` a query selects.
 pub fn resolve_window(cube: &Cube, q: &Query) -> Result<[Range<u64>; 3], CubeError> {
+    if let Some(m) = &q.invalid {
+        return Err(sel_err("query", m.clone()));
+    }
     let meta = cube.meta();
     let g = &meta.geobox;
     let mut w = [0..meta.times.len() as u64, 0..g.height, 0..g.width];

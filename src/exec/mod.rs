@@ -419,15 +419,23 @@ impl Session {
         let pb = crate::progress::bar(regions.len() as u64, what, self.config.quiet);
         let start = Instant::now();
         let bytes0 = self.stats().bytes_read;
+        // Keep the first real error: tasks stopped by the cancellation report `Cancelled`.
+        let first_err: Mutex<Option<ExecError>> = Mutex::new(None);
         let r = self.pool.install(|| {
             regions.par_iter().try_for_each(|r| {
                 self.check_cancelled()?;
                 let i = started_tasks.fetch_add(1, Ordering::Relaxed);
                 prefetch_upto(i + window);
                 let _res = self.budget.reserve(need);
-                let out = f(r);
-                if out.is_err() {
+                let mut out = f(r);
+                if let Err(e) = out {
                     self.cancelled.store(true, Ordering::Relaxed);
+                    if !matches!(e, ExecError::Cancelled) {
+                        if let Ok(mut g) = first_err.lock() {
+                            g.get_or_insert(e);
+                        }
+                    }
+                    out = Err(ExecError::Cancelled);
                 }
                 self.stats.tasks.fetch_add(1, Ordering::Relaxed);
                 pb.inc(1);
@@ -448,7 +456,10 @@ impl Session {
         });
         pb.finish_and_clear();
         self.cancelled.store(false, Ordering::Relaxed);
-        r
+        match first_err.into_inner().ok().flatten() {
+            Some(e) => Err(e),
+            None => r,
+        }
     }
 
     /// Compute a node into memory, in `chunks`-sized parallel tasks.
@@ -586,18 +597,25 @@ fn to_dtype(a: ArrayD<f32>, d: DType) -> Values {
     }
 }
 
-/// Upper bound of the bytes a task computing `region` of `node` holds at once.
+/// The bytes a task computing `region` of `node` holds at its peak. Evaluation is depth-first:
+/// a binary op holds its left result while it computes the right one and then works in place,
+/// so the peak is `max(left, left_result + right)`, not the sum of every node.
 fn estimate(node: &Arc<Node>, region: &[Range<u64>; 3], stack_cap: u64) -> u64 {
     let px = |r: &[Range<u64>; 3]| r.iter().map(|r| r.end - r.start).product::<u64>();
     let out = px(region) * 4;
+    let est = |c: &Arc<Node>| estimate(c, &input_region(node, c, region), stack_cap);
     match &node.op {
         Op::Const(_) | Op::Invalid(_) => 4,
-        Op::Persisted { .. } => out * 2,
+        Op::Persisted { .. } => out,
         Op::Source { band, offset } => {
+            // The decoded stored chunks under the region, and the float32 result.
             let c = band.chunk_shape();
             let n = eval::chunk_pieces(band, *offset, region).len() as u64;
-            n * c.iter().product::<u64>() * band.dtype().size() as u64 + out * 2
+            n * c.iter().product::<u64>() * band.dtype().size() as u64 + out
         }
+        Op::Unary(_, a) | Op::Clip(a, _, _) | Op::Cast(_, a) => est(a),
+        Op::Binary(_, a, b) => est(a).max(out + est(b)),
+        Op::Where(c, a, b) => est(c).max(out + est(a)).max(2 * out + est(b)) + out,
         Op::Reduce {
             op, axis, input, ..
         } => {
@@ -609,21 +627,18 @@ fn estimate(node: &Arc<Node>, region: &[Range<u64>; 3], stack_cap: u64) -> u64 {
             });
             slab[*axis] = full[*axis].start..(full[*axis].start + step).min(full[*axis].end);
             let child = estimate(input, &slab, stack_cap);
-            // A median holds its stacks (or, when they exceed the cap, one spilled strip of
-            // them at a time); streaming reductions hold five accumulators per pixel.
-            let state = if op.needs_stack() {
-                (px(&full) * 4).min(stack_cap) + px(region) * 8
+            if op.needs_stack() {
+                let stack = px(&full) * 4;
+                if stack > stack_cap {
+                    // Rechunked through the spill store: one slab at a time, then one strip.
+                    child.max(out + stack_cap)
+                } else {
+                    child + stack + out
+                }
             } else {
-                px(region) * 40
-            };
-            child + state + out
-        }
-        _ => {
-            node.children()
-                .iter()
-                .map(|c| estimate(c, &input_region(node, c, region), stack_cap))
-                .sum::<u64>()
-                + out
+                // Streaming: sum, sum of squares (f64), count (u32), min, max (f32) per pixel.
+                child + px(region) * 28 + out
+            }
         }
     }
 }

@@ -54,7 +54,9 @@ impl Session {
                 )));
             }
             crate::ingest::scan::validate_band_name(n).map_err(ExecError::Invalid)?;
-            need += self.plan_memory(node, chunks)?;
+            // Plus the encode buffers of the output chunk (bytes and compressed).
+            need += self.plan_memory(node, chunks)?
+                + 2 * chunks.iter().product::<u64>() * node.dtype.size() as u64;
         }
         if need > self.config.memory_limit {
             return Err(ExecError::MemoryLimit {
@@ -91,10 +93,12 @@ impl Session {
                 let v = self.eval(node, r)?;
                 let full = pad(v, chunks, r);
                 let nd = result_nodata(node);
-                let res = crate::with_dtype!(node.dtype, T => {
+                let res = if node.dtype == crate::store::DType::F32 {
+                    arr.store_chunk(&idx, full)
+                } else { crate::with_dtype!(node.dtype, T => {
                     let typed: ArrayD<T> = full.mapv(|x| <T as crate::store::Element>::from_f64(if x.is_nan() { nd } else { x as f64 }));
                     arr.store_chunk(&idx, typed)
-                });
+                }) };
                 res.map_err(|e| ExecError::Write { key: format!("{name}/{}", arr.chunk_key(&idx)), msg: e.to_string() })?;
                 self.stats.chunks_written.fetch_add(1, Ordering::Relaxed);
             }

@@ -5,7 +5,7 @@ use super::scan::TileInfo;
 use super::IngestError;
 use crate::geo::{same_crs, GeoBox};
 use crate::store::DType;
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
 
 /// A tile placed on the mosaic grid.
@@ -137,7 +137,7 @@ pub fn plan_mosaic(tiles: &[TileInfo]) -> Result<MosaicPlan, IngestError> {
     for (name, ts) in by_band {
         let b0 = ts[0];
         let mut per_time: Vec<Vec<Placed>> = vec![Vec::new(); times.len()];
-        let mut extents = HashSet::new();
+        let mut extents: HashMap<(usize, u64, u64, u64, u64), &TileInfo> = HashMap::new();
         for t in &ts {
             if t.dtype != b0.dtype {
                 return Err(IngestError::Mismatch {
@@ -169,10 +169,12 @@ pub fn plan_mosaic(tiles: &[TileInfo]) -> Result<MosaicPlan, IngestError> {
             let col = ((t.transform[0] - minx) / dx).round() as u64;
             let row = ((t.transform[3] - maxy) / dy).round() as u64;
             let ti = times.binary_search(&t.source.time).unwrap_or(0);
-            if !extents.insert((ti, col, row, t.width, t.height)) {
+            if let Some(prev) = extents.insert((ti, col, row, t.width, t.height), t) {
                 return Err(IngestError::Duplicate(format!(
-                    "band '{name}' at {} has two tiles with the same extent: {} ({})",
+                    "band '{name}' at {} has two tiles with the same extent: {} ({}) and {} ({})",
                     crate::geo::days_to_iso(t.source.time),
+                    file(prev),
+                    prev.source.origin,
                     file(t),
                     t.source.origin
                 )));

@@ -46,10 +46,9 @@ pub struct TileInfo {
 
 /// Read a `path,band,time` manifest; relative paths are relative to the manifest's folder.
 pub fn read_manifest(manifest: &Path) -> Result<Vec<TileSource>, IngestError> {
-    let text = std::fs::read_to_string(manifest).map_err(|e| IngestError::Manifest {
+    let text = std::fs::read_to_string(manifest).map_err(|e| IngestError::Tile {
         file: manifest.display().to_string(),
-        row: 0,
-        msg: e.to_string(),
+        msg: format!("cannot read the manifest: {e}"),
     })?;
     let base = manifest.parent().unwrap_or(Path::new("."));
     let mut lines = text
@@ -232,8 +231,15 @@ pub fn scan_tile(src: &TileSource) -> Result<TileInfo, IngestError> {
         return Err(fail(format!("no such file (from {})", src.origin)));
     }
     capture_gdal_errors();
-    let ds = gdal::Dataset::open(&src.path)
-        .map_err(|e| fail(format!("not a raster GDAL can read: {e}")))?;
+    let ds = gdal::Dataset::open(&src.path).map_err(|e| {
+        let why = take_gdal_errors();
+        let why = if why.is_empty() {
+            e.to_string()
+        } else {
+            why.join("; ")
+        };
+        fail(format!("not a raster GDAL can read: {why}"))
+    })?;
     if ds.raster_count() < 1 {
         return Err(fail("has no raster bands".into()));
     }

@@ -100,16 +100,9 @@ fn chunk_shapes(
         plan.geobox.height,
         plan.geobox.width,
     ];
-    let chunks = match &opts.chunks {
-        ChunkSpec::Dims(d) => {
-            // A dimension left out of --chunks keeps the default (time=1, 1024 px).
-            let def = [1u64, 1024, 1024];
-            let mut c = [0u64; 3];
-            for i in 0..3 {
-                c[i] = d[i].unwrap_or(def[i]).min(shape[i].max(1));
-            }
-            c
-        }
+    // As dask_chunks: -1 or a dimension left out means the whole dimension.
+    let requested: [u64; 3] = match &opts.chunks {
+        ChunkSpec::Dims(d) => std::array::from_fn(|i| d[i].unwrap_or(shape[i]).max(1)),
         _ => {
             return Err(IngestError::BadOption {
                 flag: "--chunks".into(),
@@ -117,6 +110,7 @@ fn chunk_shapes(
             })
         }
     };
+    let chunks: [u64; 3] = std::array::from_fn(|i| requested[i].min(shape[i].max(1)));
     let limit = 1u64 << 31;
     if chunks.iter().product::<u64>() > limit {
         return Err(IngestError::BadOption {
@@ -129,18 +123,21 @@ fn chunk_shapes(
         Some(ChunkSpec::Dims(d)) => {
             let mut s = [0u64; 3];
             for i in 0..3 {
-                s[i] = d[i].unwrap_or(chunks[i]);
-                if s[i] % chunks[i] != 0 {
+                // Shards must hold whole requested chunks; both are then clipped to the array
+                // (a shard never needs to be larger than the chunks covering the array).
+                let req = d[i].unwrap_or(requested[i]);
+                if req % requested[i] != 0 {
                     return Err(IngestError::BadOption {
                         flag: "--shards".into(),
                         msg: format!(
                             "shard size {} along {} is not a multiple of the chunk size {}",
-                            s[i],
+                            req,
                             crate::store::DIMS[i],
-                            chunks[i]
+                            requested[i]
                         ),
                     });
                 }
+                s[i] = req.min(shape[i].max(1).div_ceil(chunks[i]) * chunks[i]);
             }
             if s.iter().product::<u64>() > limit {
                 return Err(IngestError::BadOption {
@@ -207,20 +204,25 @@ fn ingest_in_pool(
     let (chunks, shards) = chunk_shapes(&plan, opts)?;
 
     let fingerprint = fnv64(&format!(
-        "{:?}|{:?}|{:?}|{:?}|{}",
+        "{:?}|{:?}|{:?}|{:?}|{}|{}",
         plan,
         chunks,
         shards,
         opts.codecs,
+        opts.product,
         infos
             .iter()
-            .map(|t| format!(
-                "{}:{}",
-                t.source.path.display(),
-                std::fs::metadata(&t.source.path)
-                    .map(|m| m.len())
-                    .unwrap_or(0)
-            ))
+            .map(|t| {
+                // Size and modification time: a tile rewritten in place is a different input.
+                let m = std::fs::metadata(&t.source.path).ok();
+                let len = m.as_ref().map(|m| m.len()).unwrap_or(0);
+                let mtime = m
+                    .and_then(|m| m.modified().ok())
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map(|d| d.as_nanos())
+                    .unwrap_or(0);
+                format!("{}:{len}:{mtime}", t.source.path.display())
+            })
             .collect::<Vec<_>>()
             .join(",")
     ));

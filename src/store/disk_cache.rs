@@ -7,7 +7,9 @@
 //! re-commit under the same id gets a fresh version). A rewritten cube therefore never meets
 //! the objects cached for its previous content.
 //! Metadata (`zarr.json`) is never cached. Objects known to be absent (chunks never written,
-//! e.g. all-nodata) are remembered too, so a second run does no GET at all for them.
+//! e.g. all-nodata) are remembered too, so a second run does no GET at all for them. Byte ranges
+//! read from an object never fetched whole (a shard's index and inner chunks) are cached as files
+//! of their own under `ranges/<key>/`.
 //!
 //! Files are written to a temporary name and renamed, so a reader never sees a torn object.
 //! When the cache grows beyond its bound, the least recently used files (by modification time,
@@ -18,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
-use zarrs::storage::byte_range::ByteRangeIterator;
+use zarrs::storage::byte_range::{ByteRange, ByteRangeIterator};
 use zarrs::storage::{
     Bytes, ListableStorageTraits, MaybeBytesIterator, OffsetBytesIterator, ReadableStorageTraits,
     ReadableWritableListableStorage, StorageError, StoreKey, StoreKeys, StoreKeysPrefixes,
@@ -183,6 +185,15 @@ impl DiskCacheStore {
     }
 }
 
+/// The file name of a cached byte range.
+fn range_name(r: &ByteRange) -> String {
+    match r {
+        ByteRange::FromStart(o, Some(n)) => format!("r{o}-{n}"),
+        ByteRange::FromStart(o, None) => format!("r{o}-end"),
+        ByteRange::Suffix(n) => format!("s{n}"),
+    }
+}
+
 /// Refresh a file's modification time (its LRU age) if it is older than a minute.
 fn touch(path: &Path) {
     if let Ok(f) = std::fs::File::options().write(true).open(path) {
@@ -251,27 +262,63 @@ impl ReadableStorageTraits for DiskCacheStore {
         key: &StoreKey,
         byte_ranges: ByteRangeIterator<'a>,
     ) -> Result<MaybeBytesIterator<'a>, StorageError> {
-        // Byte ranges of a cached object are served from the file; others go to the store.
-        if let Some((data, _)) = self.paths(key.as_str()) {
-            if let Ok(b) = std::fs::read(&data) {
-                self.hits.fetch_add(1, Ordering::Relaxed);
-                let b = Bytes::from(b);
-                let size = b.len() as u64;
-                let mut parts = Vec::new();
-                for r in byte_ranges {
-                    let (start, end) = (r.start(size), r.end(size));
-                    if start > end || end > size {
-                        return Err(StorageError::Other(format!(
-                            "byte range {start}..{end} out of bounds of '{}' ({size} bytes)",
-                            key.as_str()
-                        )));
-                    }
-                    parts.push(Ok(b.slice(start as usize..end as usize)));
+        let Some((data, absent)) = self.paths(key.as_str()) else {
+            return self.inner.get_partial_many(key, byte_ranges);
+        };
+        let ranges: Vec<ByteRange> = byte_ranges.collect();
+        // Byte ranges of a whole cached object are served from its file.
+        if let Ok(b) = std::fs::read(&data) {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+            let b = Bytes::from(b);
+            let size = b.len() as u64;
+            let mut parts = Vec::new();
+            for r in ranges {
+                let (start, end) = (r.start(size), r.end(size));
+                if start > end || end > size {
+                    return Err(StorageError::Other(format!(
+                        "byte range {start}..{end} out of bounds of '{}' ({size} bytes)",
+                        key.as_str()
+                    )));
                 }
-                return Ok(Some(Box::new(parts.into_iter())));
+                parts.push(Ok(b.slice(start as usize..end as usize)));
+            }
+            return Ok(Some(Box::new(parts.into_iter())));
+        }
+        if absent.is_file() {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(None);
+        }
+        // Ranges read before (a shard's index and inner chunks) have files of their own.
+        let dir = self.dir.join("ranges").join(key.as_str());
+        let files: Vec<PathBuf> = ranges.iter().map(|r| dir.join(range_name(r))).collect();
+        let cached: Vec<Option<Vec<u8>>> = files.iter().map(|f| std::fs::read(f).ok()).collect();
+        if cached.iter().all(Option::is_some) {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+            let parts: Vec<Result<Bytes, StorageError>> = cached
+                .into_iter()
+                .map(|b| Ok(Bytes::from(b.unwrap_or_default())))
+                .collect();
+            return Ok(Some(Box::new(parts.into_iter())));
+        }
+        self.misses.fetch_add(1, Ordering::Relaxed);
+        let Some(it) = self
+            .inner
+            .get_partial_many(key, Box::new(ranges.clone().into_iter()))?
+        else {
+            if !self.bypass.load(Ordering::Relaxed) {
+                self.store_file(&absent, b"");
+            }
+            return Ok(None);
+        };
+        let parts: Vec<Result<Bytes, StorageError>> = it.collect();
+        if !self.bypass.load(Ordering::Relaxed) {
+            for (p, f) in parts.iter().zip(&files) {
+                if let Ok(b) = p {
+                    self.store_file(f, b);
+                }
             }
         }
-        self.inner.get_partial_many(key, byte_ranges)
+        Ok(Some(Box::new(parts.into_iter())))
     }
 
     fn size_key(&self, key: &StoreKey) -> Result<Option<u64>, StorageError> {
@@ -386,6 +433,31 @@ mod tests {
         assert!(files
             .iter()
             .all(|f| !f.2.to_string_lossy().ends_with(".part")));
+    }
+
+    #[test]
+    fn caches_byte_ranges_of_objects_read_in_parts() {
+        let tmp = tempfile::tempdir().unwrap();
+        let m = Arc::new(MemoryStore::new());
+        let key = k("red/c/0/0/0");
+        m.set(&key, Bytes::from((0..100u8).collect::<Vec<u8>>()))
+            .unwrap();
+        let read = |c: &DiskCacheStore| -> Vec<Vec<u8>> {
+            let r: Vec<ByteRange> = vec![ByteRange::Suffix(10), ByteRange::FromStart(5, Some(3))];
+            c.get_partial_many(&key, Box::new(r.into_iter()))
+                .unwrap()
+                .unwrap()
+                .map(|b| b.unwrap().to_vec())
+                .collect()
+        };
+        let c = DiskCacheStore::new(m.clone(), tmp.path(), "x", "w", 1 << 20).unwrap();
+        let first = read(&c);
+        assert_eq!(first, vec![(90..100u8).collect::<Vec<u8>>(), vec![5, 6, 7]]);
+        m.set(&key, Bytes::from(vec![0u8; 100])).unwrap();
+        let c = DiskCacheStore::new(m, tmp.path(), "x", "w", 1 << 20).unwrap();
+        assert_eq!(read(&c), first, "served from the cached ranges");
+        assert_eq!(c.stats().hits, 1);
+        assert_eq!(c.stats().misses, 0);
     }
 
     #[test]
