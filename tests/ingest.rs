@@ -33,29 +33,51 @@ fn check_all_pixels(cube: &Path) {
             let want = reference_mosaic::<u16>(&fixture_tiles(band, *year));
             let slice = got.index_axis(Axis(0), ti);
             let slice = slice.into_dimensionality::<ndarray::Ix2>().unwrap();
-            assert_matches_reference(&format!("{} {band} {year}", cube.display()), slice.view(), &want);
+            assert_matches_reference(
+                &format!("{} {band} {year}", cube.display()),
+                slice.view(),
+                &want,
+            );
             // Uncovered pixels (the corner the narrow tile leaves) are nodata 0.
             for ((r, c), cov) in want.covered.indexed_iter() {
                 if !cov {
-                    assert_eq!(slice[[r, c]], 0, "{band} {year} uncovered pixel (y={r}, x={c}) must be nodata 0");
+                    assert_eq!(
+                        slice[[r, c]],
+                        0,
+                        "{band} {year} uncovered pixel (y={r}, x={c}) must be nodata 0"
+                    );
                     uncovered_checked += 1;
                 }
             }
         }
     }
     // The fixture has a 30 x 100 px uncovered corner: make sure the test looked at it.
-    assert_eq!(uncovered_checked, 4 * 2 * 30 * 100, "uncovered pixels checked");
+    assert_eq!(
+        uncovered_checked,
+        4 * 2 * 30 * 100,
+        "uncovered pixels checked"
+    );
 
     let got = load_band::<f32>(cube, "smad");
     assert_eq!(got.shape(), &[2, H, W], "smad: shape");
     for (ti, year) in YEARS.iter().enumerate() {
         let want = reference_mosaic::<f32>(&fixture_tiles("smad", *year));
-        let slice = got.index_axis(Axis(0), ti).into_dimensionality::<ndarray::Ix2>().unwrap();
-        assert_matches_reference(&format!("{} smad {year}", cube.display()), slice.view(), &want);
+        let slice = got
+            .index_axis(Axis(0), ti)
+            .into_dimensionality::<ndarray::Ix2>()
+            .unwrap();
+        assert_matches_reference(
+            &format!("{} smad {year}", cube.display()),
+            slice.view(),
+            &want,
+        );
         // NaN stays NaN (holes and uncovered corner alike), and there are such pixels.
         let n_nan_ref = want.pixels.iter().filter(|p| p.is_none()).count();
         let n_nan = slice.iter().filter(|v| v.is_nan()).count();
-        assert!(n_nan_ref > 3000, "smad {year}: the fixture should have NaN holes besides the corner");
+        assert!(
+            n_nan_ref > 3000,
+            "smad {year}: the fixture should have NaN holes besides the corner"
+        );
         assert_eq!(n_nan, n_nan_ref, "smad {year}: NaN pixels");
     }
 }
@@ -91,9 +113,15 @@ fn pixels_match_gdal_edge_chunks() {
 fn pixels_match_gdal_sharded() {
     let t = tmp();
     let cube = t.path().join("cube");
-    ingest_fixtures_with(&cube, &["--chunks", "time=1,y=64,x=64", "--shards", "y=128,x=128"]);
+    ingest_fixtures_with(
+        &cube,
+        &["--chunks", "time=1,y=64,x=64", "--shards", "y=128,x=128"],
+    );
     let meta = std::fs::read_to_string(cube.join("red/zarr.json")).unwrap();
-    assert!(meta.contains("sharding_indexed"), "red/zarr.json has no sharding codec:\n{meta}");
+    assert!(
+        meta.contains("sharding_indexed"),
+        "red/zarr.json has no sharding codec:\n{meta}"
+    );
     check_all_pixels(&cube);
 }
 
@@ -101,10 +129,16 @@ fn pixels_match_gdal_sharded() {
 fn pixels_match_gdal_uncompressed() {
     let t = tmp();
     let cube = t.path().join("cube");
-    ingest_fixtures_with(&cube, &["--chunks", "time=1,y=64,x=64", "--compression", "none"]);
+    ingest_fixtures_with(
+        &cube,
+        &["--chunks", "time=1,y=64,x=64", "--compression", "none"],
+    );
     let meta = read_json(&cube.join("red/zarr.json"));
     let names = codec_names(&meta);
-    assert!(!names.contains(&"zstd".to_string()), "--compression none must not use zstd: {names:?}");
+    assert!(
+        !names.contains(&"zstd".to_string()),
+        "--compression none must not use zstd: {names:?}"
+    );
     check_all_pixels(&cube);
 }
 
@@ -113,7 +147,15 @@ fn pixels_match_gdal_from_folder_form() {
     // `chunkcube ingest --out CUBE FOLDER` reads band and year from the DE Africa names.
     let t = tmp();
     let cube = t.path().join("cube");
-    run_ok(&["ingest", "--out", s(&cube), "--quiet", "--chunks", "time=1,y=64,x=64", s(&fixtures_dir().join("tiles"))]);
+    run_ok(&[
+        "ingest",
+        "--out",
+        s(&cube),
+        "--quiet",
+        "--chunks",
+        "time=1,y=64,x=64",
+        s(&fixtures_dir().join("tiles")),
+    ]);
     check_all_pixels(&cube);
 }
 
@@ -139,8 +181,10 @@ fn codec_names(array_meta: &Value) -> Vec<String> {
 /// Read a 1-D coordinate array with zarrs directly (not chunkcube).
 fn read_coord<T: zarrs::array::ElementOwned>(cube: &Path, name: &str) -> Vec<T> {
     let store = Arc::new(zarrs::filesystem::FilesystemStore::new(cube).unwrap());
-    let a = zarrs::array::Array::open(store, &format!("/{name}")).unwrap_or_else(|e| panic!("open /{name}: {e}"));
-    a.retrieve_array_subset::<Vec<T>>(&a.subset_all()).unwrap_or_else(|e| panic!("read /{name}: {e}"))
+    let a = zarrs::array::Array::open(store, &format!("/{name}"))
+        .unwrap_or_else(|e| panic!("open /{name}: {e}"));
+    a.retrieve_array_subset::<Vec<T>>(&a.subset_all())
+        .unwrap_or_else(|e| panic!("read /{name}: {e}"))
 }
 
 fn all_fixture_tiles() -> Vec<PathBuf> {
@@ -159,11 +203,24 @@ fn metadata_matches_tiles() {
 
     let c = chunkcube::Cube::open(s(&cube)).expect("cube opens");
     let m = c.meta();
-    assert_eq!(m.geobox.transform, gt, "geobox transform = union of tile extents");
+    assert_eq!(
+        m.geobox.transform, gt,
+        "geobox transform = union of tile extents"
+    );
     assert_eq!((m.geobox.width, m.geobox.height), (W as u64, H as u64));
     assert_eq!(m.geobox.epsg, Some(6933));
-    assert_eq!(m.times, vec![17897, 18262], "2019-01-01 and 2020-01-01 in days since 1970-01-01");
-    assert_eq!(m.times, vec![chunkcube::geo::parse_time("2019").unwrap(), chunkcube::geo::parse_time("2020-01-01").unwrap()]);
+    assert_eq!(
+        m.times,
+        vec![17897, 18262],
+        "2019-01-01 and 2020-01-01 in days since 1970-01-01"
+    );
+    assert_eq!(
+        m.times,
+        vec![
+            chunkcube::geo::parse_time("2019").unwrap(),
+            chunkcube::geo::parse_time("2020-01-01").unwrap()
+        ]
+    );
     assert_eq!(m.product, "gm_s2_annual");
     let names: Vec<&str> = m.bands.iter().map(|b| b.name.as_str()).collect();
     assert_eq!(names, ["blue", "green", "nir", "red", "smad"]);
@@ -172,7 +229,11 @@ fn metadata_matches_tiles() {
         assert_eq!(b.chunk_shape, [1, 64, 64], "{} chunk shape", b.name);
         if b.name == "smad" {
             assert_eq!(b.dtype, chunkcube::DType::F32);
-            assert!(b.nodata.is_some_and(f64::is_nan), "smad nodata NaN, got {:?}", b.nodata);
+            assert!(
+                b.nodata.is_some_and(f64::is_nan),
+                "smad nodata NaN, got {:?}",
+                b.nodata
+            );
         } else {
             assert_eq!(b.dtype, chunkcube::DType::U16, "{}", b.name);
             assert_eq!(b.nodata, Some(0.0), "{} nodata", b.name);
@@ -184,12 +245,19 @@ fn metadata_matches_tiles() {
         let z = read_json(&cube.join(band).join("zarr.json"));
         assert_eq!(z["zarr_format"], 3, "{band}");
         assert_eq!(z["node_type"], "array", "{band}");
-        assert_eq!(z["dimension_names"], serde_json::json!(["time", "y", "x"]), "{band}");
+        assert_eq!(
+            z["dimension_names"],
+            serde_json::json!(["time", "y", "x"]),
+            "{band}"
+        );
         assert_eq!(z["shape"], serde_json::json!([2, H, W]), "{band}");
         assert_eq!(z["attributes"]["grid_mapping"], "spatial_ref", "{band}");
         let codecs = codec_names(&z);
         for want in ["bytes", "zstd", "crc32c"] {
-            assert!(codecs.iter().any(|c| c == want), "{band}: codecs {codecs:?} lack {want}");
+            assert!(
+                codecs.iter().any(|c| c == want),
+                "{band}: codecs {codecs:?} lack {want}"
+            );
         }
         if band == "smad" {
             assert_eq!(z["data_type"], "float32");
@@ -207,10 +275,16 @@ fn metadata_matches_tiles() {
     assert_eq!(xs.len(), W);
     assert_eq!(ys.len(), H);
     for (i, x) in xs.iter().enumerate() {
-        assert!((x - (gt[0] + (i as f64 + 0.5) * gt[1])).abs() < 1e-6, "x[{i}] = {x} is not a pixel centre");
+        assert!(
+            (x - (gt[0] + (i as f64 + 0.5) * gt[1])).abs() < 1e-6,
+            "x[{i}] = {x} is not a pixel centre"
+        );
     }
     for (j, y) in ys.iter().enumerate() {
-        assert!((y - (gt[3] + (j as f64 + 0.5) * gt[5])).abs() < 1e-6, "y[{j}] = {y} is not a pixel centre");
+        assert!(
+            (y - (gt[3] + (j as f64 + 0.5) * gt[5])).abs() < 1e-6,
+            "y[{j}] = {y} is not a pixel centre"
+        );
     }
     assert_eq!(xs[0], 2_316_005.0);
     assert_eq!(ys[0], -2_500_005.0);
@@ -220,8 +294,14 @@ fn metadata_matches_tiles() {
     assert_eq!(tz["attributes"]["units"], "days since 1970-01-01");
     assert_eq!(tz["attributes"]["calendar"], "proleptic_gregorian");
     assert_eq!(tz["dimension_names"], serde_json::json!(["time"]));
-    assert_eq!(read_json(&cube.join("x/zarr.json"))["dimension_names"], serde_json::json!(["x"]));
-    assert_eq!(read_json(&cube.join("y/zarr.json"))["dimension_names"], serde_json::json!(["y"]));
+    assert_eq!(
+        read_json(&cube.join("x/zarr.json"))["dimension_names"],
+        serde_json::json!(["x"])
+    );
+    assert_eq!(
+        read_json(&cube.join("y/zarr.json"))["dimension_names"],
+        serde_json::json!(["y"])
+    );
 
     // spatial_ref: WKT of EPSG:6933 and the GeoTransform string.
     let sr = read_json(&cube.join("spatial_ref/zarr.json"));
@@ -233,7 +313,9 @@ fn metadata_matches_tiles() {
         .collect();
     assert_eq!(gts, gt.to_vec(), "spatial_ref GeoTransform");
     for key in ["crs_wkt", "spatial_ref"] {
-        let wkt = sr["attributes"][key].as_str().unwrap_or_else(|| panic!("spatial_ref.{key}"));
+        let wkt = sr["attributes"][key]
+            .as_str()
+            .unwrap_or_else(|| panic!("spatial_ref.{key}"));
         let got = gdal::spatial_ref::SpatialRef::from_wkt(wkt).expect("valid WKT");
         let want = gdal::spatial_ref::SpatialRef::from_epsg(6933).unwrap();
         assert!(got == want, "spatial_ref.{key} is not EPSG:6933: {wkt}");
@@ -246,11 +328,15 @@ fn metadata_matches_tiles() {
 
     // info --json.
     let (out, _) = run_ok(&["info", s(&cube), "--json"]);
-    let info: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("info --json is not JSON ({e}):\n{out}"));
+    let info: Value = serde_json::from_str(&out)
+        .unwrap_or_else(|e| panic!("info --json is not JSON ({e}):\n{out}"));
     assert_eq!(info["shape"], serde_json::json!([2, H, W]));
     assert_eq!(info["dims"], serde_json::json!(["time", "y", "x"]));
     assert_eq!(info["crs"], "EPSG:6933");
-    assert_eq!(info["time"], serde_json::json!(["2019-01-01", "2020-01-01"]));
+    assert_eq!(
+        info["time"],
+        serde_json::json!(["2019-01-01", "2020-01-01"])
+    );
     let bands = info["bands"].as_array().expect("bands");
     let names: Vec<&str> = bands.iter().map(|b| b["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["blue", "green", "nir", "red", "smad"]);
@@ -261,13 +347,24 @@ fn metadata_matches_tiles() {
         assert_eq!(b["chunk_shape"], serde_json::json!([1, 64, 64]), "{name}");
         assert_eq!(b["shape"], serde_json::json!([2, H, W]), "{name}");
         let stored = b["stored_objects"].as_u64().unwrap();
-        assert_eq!(stored as usize, stored_chunks(&cube, name), "{name} stored objects vs files on disk");
-        assert!(stored > 0 && stored <= 32, "{name}: {stored} stored objects");
+        assert_eq!(
+            stored as usize,
+            stored_chunks(&cube, name),
+            "{name} stored objects vs files on disk"
+        );
+        assert!(
+            stored > 0 && stored <= 32,
+            "{name}: {stored} stored objects"
+        );
     }
     assert_eq!(info["chunks"], 5 * 32, "total chunks");
     let b = info["bounds"].as_array().unwrap();
     let b: Vec<f64> = b.iter().map(|v| v.as_f64().unwrap()).collect();
-    assert_eq!(b, vec![2_316_000.0, -2_502_000.0, 2_318_400.0, -2_500_000.0], "bounds");
+    assert_eq!(
+        b,
+        vec![2_316_000.0, -2_502_000.0, 2_318_400.0, -2_500_000.0],
+        "bounds"
+    );
 }
 
 #[test]
@@ -278,7 +375,11 @@ fn chunk_size_minus_one_means_whole_dimension() {
     let cube = t.path().join("cube");
     ingest_fixtures(&cube, "time=-1,y=64,x=-1");
     let c = chunkcube::Cube::open(s(&cube)).unwrap();
-    assert_eq!(c.meta().band("red").unwrap().chunk_shape, [2, 64, W as u64], "--chunks time=-1,y=64,x=-1");
+    assert_eq!(
+        c.meta().band("red").unwrap().chunk_shape,
+        [2, 64, W as u64],
+        "--chunks time=-1,y=64,x=-1"
+    );
     check_all_pixels(&cube);
 }
 
@@ -289,7 +390,11 @@ fn chunk_dimension_left_out_means_whole_dimension() {
     let cube = t.path().join("cube");
     ingest_fixtures(&cube, "y=64,x=64");
     let c = chunkcube::Cube::open(s(&cube)).unwrap();
-    assert_eq!(c.meta().band("red").unwrap().chunk_shape, [2, 64, 64], "--chunks y=64,x=64 (time left out)");
+    assert_eq!(
+        c.meta().band("red").unwrap().chunk_shape,
+        [2, 64, 64],
+        "--chunks y=64,x=64 (time left out)"
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -310,11 +415,26 @@ fn resumed_ingest_is_byte_identical_to_fresh() {
     let mut last = 0;
     for round in 1..=2 {
         let line = run_err(&stopped_args, &[]);
-        assert!(line.contains("10"), "round {round}: the error should say where it stopped: {line}");
-        assert!(!resumed.join("zarr.json").exists(), "round {round}: an interrupted ingest wrote the root zarr.json");
-        assert!(!cube_opens(&resumed), "round {round}: an interrupted ingest opens as a cube");
-        let n: usize = ["blue", "green", "nir", "red", "smad"].iter().map(|b| stored_chunks(&resumed, b)).sum();
-        assert!(n >= last + 10 && n < total, "round {round}: {n} chunks stored after stopping (before: {last})");
+        assert!(
+            line.contains("10"),
+            "round {round}: the error should say where it stopped: {line}"
+        );
+        assert!(
+            !resumed.join("zarr.json").exists(),
+            "round {round}: an interrupted ingest wrote the root zarr.json"
+        );
+        assert!(
+            !cube_opens(&resumed),
+            "round {round}: an interrupted ingest opens as a cube"
+        );
+        let n: usize = ["blue", "green", "nir", "red", "smad"]
+            .iter()
+            .map(|b| stored_chunks(&resumed, b))
+            .sum();
+        assert!(
+            n >= last + 10 && n < total,
+            "round {round}: {n} chunks stored after stopping (before: {last})"
+        );
         last = n;
     }
 
@@ -336,95 +456,199 @@ fn rerunning_a_complete_ingest_is_a_noop() {
     let mtimes = tree_mtimes(&cube);
     std::thread::sleep(std::time::Duration::from_millis(20));
     run_ok(&args);
-    assert!(tree_bytes(&cube) == before, "a no-op re-run changed the cube");
+    assert!(
+        tree_bytes(&cube) == before,
+        "a no-op re-run changed the cube"
+    );
     assert_eq!(tree_mtimes(&cube), mtimes, "a no-op re-run rewrote files");
     assert!(cube_opens(&cube));
 }
 
-/// Ingest the fixtures into a fresh cube, then ingest `other` (args after `ingest`, with
-/// `--out` the same cube): it must fail without --overwrite, leave the old cube untouched and
-/// opening, and succeed with --overwrite, giving the same bytes as a fresh ingest of `other`.
-fn check_refused_then_overwritten(other: &[&str], what: &str) {
+/// A small DE Africa style tile set under `dir`: columns `x0/` and `x1/` of 8 x 6 px tiles,
+/// 2 rows, bands red and nir, years 2019 and 2020 (fast stand-in for the fixtures where only
+/// the ingest bookkeeping matters).
+fn small_tile_set(dir: &Path) {
+    let spec = TifSpec::default();
+    for ix in 0..2 {
+        for iy in 0..2 {
+            for year in [2019, 2020] {
+                for band in ["red", "nir"] {
+                    let p = dir.join(format!("x{ix}")).join(deafrica_name(
+                        &format!("x{ix}y{iy}"),
+                        year,
+                        band,
+                    ));
+                    let k = (ix * 7 + iy * 3 + year as usize + band.len()) as u16;
+                    write_tif_with::<u16>(
+                        &p,
+                        &spec.shifted(8 * ix as i64, 6 * iy as i64),
+                        |x, y| 1 + k + (x * y) as u16,
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Ingest a small tile set into a fresh cube, then ingest `other(tiles_dir)` (arguments after
+/// `ingest --out CUBE --quiet`): it must fail without --overwrite, leave the old cube untouched
+/// and opening, and succeed with --overwrite, giving the same bytes as a fresh ingest of `other`.
+fn check_refused_then_overwritten(other: impl Fn(&Path) -> Vec<String>, what: &str) {
     let t = tmp();
+    let tiles = t.path().join("tiles");
+    small_tile_set(&tiles);
     let cube = t.path().join("cube");
-    ingest_fixtures(&cube, "time=1,y=64,x=64");
+    run_ok(&ingest_paths_args(
+        &cube,
+        &[&tiles],
+        &["--chunks", "time=1,y=4,x=4"],
+    ));
     let before = tree_bytes(&cube);
 
-    let mut args: Vec<String> = vec!["ingest".into(), "--out".into(), s(&cube).into(), "--quiet".into()];
-    args.extend(other.iter().map(|a| a.to_string()));
+    let mut args: Vec<String> = vec![
+        "ingest".into(),
+        "--out".into(),
+        s(&cube).into(),
+        "--quiet".into(),
+    ];
+    args.extend(other(&tiles));
     let line = run_err(&args, &["--overwrite"]);
-    assert!(line.contains(s(&cube)), "{what}: the error should name the output: {line}");
-    assert!(tree_bytes(&cube) == before, "{what}: a refused ingest changed the existing cube");
+    assert!(
+        line.contains(s(&cube)),
+        "{what}: the error should name the output: {line}"
+    );
+    assert!(
+        tree_bytes(&cube) == before,
+        "{what}: a refused ingest changed the existing cube"
+    );
     assert!(cube_opens(&cube), "{what}: the old cube no longer opens");
 
     args.push("--overwrite".into());
     run_ok(&args);
-    assert!(cube_opens(&cube), "{what}: the overwritten cube does not open");
+    assert!(
+        cube_opens(&cube),
+        "{what}: the overwritten cube does not open"
+    );
     // Same result as a fresh ingest of the new input elsewhere.
     let fresh = t.path().join("fresh");
-    let mut fargs: Vec<String> = vec!["ingest".into(), "--out".into(), s(&fresh).into(), "--quiet".into()];
-    fargs.extend(other.iter().map(|a| a.to_string()));
+    let mut fargs: Vec<String> = vec![
+        "ingest".into(),
+        "--out".into(),
+        s(&fresh).into(),
+        "--quiet".into(),
+    ];
+    fargs.extend(other(&tiles));
     run_ok(&fargs);
     assert_same_tree(&fresh, &cube);
 }
 
+fn strings(v: &[&str]) -> Vec<String> {
+    v.iter().map(|x| x.to_string()).collect()
+}
+
 #[test]
 fn different_chunks_need_overwrite() {
-    let m = fixtures_manifest();
-    check_refused_then_overwritten(&["--manifest", s(&m), "--chunks", "time=2,y=50,x=37"], "other chunks");
+    check_refused_then_overwritten(
+        |d| strings(&["--chunks", "time=2,y=5,x=3", s(d)]),
+        "other chunks",
+    );
 }
 
 #[test]
 fn different_compression_needs_overwrite() {
-    let m = fixtures_manifest();
-    check_refused_then_overwritten(&["--manifest", s(&m), "--chunks", "time=1,y=64,x=64", "--compression", "zstd:9"], "other compression");
+    check_refused_then_overwritten(
+        |d| {
+            strings(&[
+                "--chunks",
+                "time=1,y=4,x=4",
+                "--compression",
+                "zstd:9",
+                s(d),
+            ])
+        },
+        "other compression",
+    );
+}
+
+#[test]
+fn different_shards_need_overwrite() {
+    check_refused_then_overwritten(
+        |d| strings(&["--chunks", "time=1,y=4,x=4", "--shards", "y=8,x=8", s(d)]),
+        "other shards",
+    );
 }
 
 #[test]
 fn different_tiles_need_overwrite() {
-    // Only the x000 column of tiles, through the folder form.
-    let dir = fixtures_dir().join("tiles/x000");
-    check_refused_then_overwritten(&["--chunks", "time=1,y=64,x=64", s(&dir)], "other tiles");
+    // Only the x0 column of tiles.
+    check_refused_then_overwritten(
+        |d| strings(&["--chunks", "time=1,y=4,x=4", s(&d.join("x0"))]),
+        "other tiles",
+    );
 }
 
 #[test]
 fn different_product_needs_overwrite() {
     // The product name is stored in the cube: a different one is a different cube, not a no-op.
-    let m = fixtures_manifest();
-    check_refused_then_overwritten(&["--manifest", s(&m), "--chunks", "time=1,y=64,x=64", "--product", "other_product"], "other product");
+    check_refused_then_overwritten(
+        |d| {
+            strings(&[
+                "--chunks",
+                "time=1,y=4,x=4",
+                "--product",
+                "other_product",
+                s(d),
+            ])
+        },
+        "other product",
+    );
 }
 
 #[test]
 fn unfinished_ingest_of_other_options_needs_overwrite() {
     let t = tmp();
+    let tiles = t.path().join("tiles");
+    small_tile_set(&tiles);
     let cube = t.path().join("cube");
-    let mut stopped = ingest_fixtures_args(&cube, &["--chunks", "time=1,y=64,x=64"]);
+    let mut stopped = ingest_paths_args(&cube, &[&tiles], &["--chunks", "time=1,y=4,x=4"]);
     stopped.extend(["--stop-after-chunks".into(), "5".into()]);
     run_err(&stopped, &[]);
     let before = tree_bytes(&cube);
 
-    let other = ingest_fixtures_args(&cube, &["--chunks", "time=2,y=50,x=37"]);
+    let other = ingest_paths_args(&cube, &[&tiles], &["--chunks", "time=2,y=5,x=3"]);
     run_err(&other, &["--overwrite"]);
-    assert!(tree_bytes(&cube) == before, "a refused ingest changed the unfinished one");
+    assert!(
+        tree_bytes(&cube) == before,
+        "a refused ingest changed the unfinished one"
+    );
 
     let mut ow = other.clone();
     ow.push("--overwrite".into());
     run_ok(&ow);
-    // No leftovers of the unfinished ingest (its 64 px chunks).
+    // No leftovers of the unfinished ingest (its 4 px chunks).
     let fresh = t.path().join("fresh");
-    ingest_fixtures(&fresh, "time=2,y=50,x=37");
+    run_ok(&ingest_paths_args(
+        &fresh,
+        &[&tiles],
+        &["--chunks", "time=2,y=5,x=3"],
+    ));
     assert_same_tree(&fresh, &cube);
 }
 
 #[test]
 fn non_cube_output_needs_overwrite() {
     let t = tmp();
+    let tiles = t.path().join("tiles");
+    small_tile_set(&tiles);
     let out = t.path().join("out");
     std::fs::create_dir_all(&out).unwrap();
     std::fs::write(out.join("notes.txt"), "precious").unwrap();
-    let args = ingest_fixtures_args(&out, &["--chunks", "time=1,y=64,x=64"]);
+    let args = ingest_paths_args(&out, &[&tiles], &[]);
     run_err(&args, &["--overwrite"]);
-    assert_eq!(std::fs::read_to_string(out.join("notes.txt")).unwrap(), "precious");
+    assert_eq!(
+        std::fs::read_to_string(out.join("notes.txt")).unwrap(),
+        "precious"
+    );
     let mut ow = args.clone();
     ow.push("--overwrite".into());
     run_ok(&ow);
@@ -438,20 +662,40 @@ fn non_cube_output_needs_overwrite() {
 /// may open as a cube.
 fn bad(args: &[String], out: &Path, culprits: &[&str]) -> String {
     let line = run_err(args, culprits);
-    assert!(!cube_opens(out), "a failed ingest left a cube that opens at {}", out.display());
-    assert!(!out.join("zarr.json").exists(), "a failed ingest wrote {}/zarr.json", out.display());
+    assert!(
+        !cube_opens(out),
+        "a failed ingest left a cube that opens at {}",
+        out.display()
+    );
+    assert!(
+        !out.join("zarr.json").exists(),
+        "a failed ingest wrote {}/zarr.json",
+        out.display()
+    );
     line
 }
 
 fn ingest_paths_args(out: &Path, paths: &[&Path], extra: &[&str]) -> Vec<String> {
-    let mut a: Vec<String> = vec!["ingest".into(), "--out".into(), s(out).into(), "--quiet".into()];
+    let mut a: Vec<String> = vec![
+        "ingest".into(),
+        "--out".into(),
+        s(out).into(),
+        "--quiet".into(),
+    ];
     a.extend(extra.iter().map(|x| x.to_string()));
     a.extend(paths.iter().map(|p| s(p).to_string()));
     a
 }
 
 fn ingest_manifest_args(out: &Path, manifest: &Path, extra: &[&str]) -> Vec<String> {
-    let mut a: Vec<String> = vec!["ingest".into(), "--manifest".into(), s(manifest).into(), "--out".into(), s(out).into(), "--quiet".into()];
+    let mut a: Vec<String> = vec![
+        "ingest".into(),
+        "--manifest".into(),
+        s(manifest).into(),
+        "--out".into(),
+        s(out).into(),
+        "--quiet".into(),
+    ];
     a.extend(extra.iter().map(|x| x.to_string()));
     a
 }
@@ -467,9 +711,15 @@ fn check_mismatched_middle_tile(what: &str, make_b: impl Fn(&Path, &TifSpec)) {
     let c = dir.join(deafrica_name("c", 2019, "red"));
     write_tif_with::<u16>(&a, &spec, |x, y| (1 + x + y) as u16);
     make_b(&b, &spec.shifted(spec.width as i64, 0));
-    write_tif_with::<u16>(&c, &spec.shifted(2 * spec.width as i64, 0), |x, y| (1 + x + y) as u16);
+    write_tif_with::<u16>(&c, &spec.shifted(2 * spec.width as i64, 0), |x, y| {
+        (1 + x + y) as u16
+    });
     let out = t.path().join("cube");
-    bad(&ingest_paths_args(&out, &[&dir], &["--chunks", "time=1,y=4,x=4"]), &out, &[b.file_name().unwrap().to_str().unwrap(), what]);
+    bad(
+        &ingest_paths_args(&out, &[&dir], &["--chunks", "time=1,y=4,x=4"]),
+        &out,
+        &[b.file_name().unwrap().to_str().unwrap(), what],
+    );
 }
 
 #[test]
@@ -486,18 +736,38 @@ fn bad_truncated_tiff() {
     std::fs::write(&trunc, &bytes[..bytes.len() / 2]).unwrap();
     // Precondition: the header survives (GDAL opens it) but the pixels are gone.
     {
-        let ds = gdal::Dataset::open(&trunc).expect("the truncated tile's header should still open");
+        let ds =
+            gdal::Dataset::open(&trunc).expect("the truncated tile's header should still open");
         let (w, h) = ds.raster_size();
-        let r = ds.rasterband(1).unwrap().read_as::<u16>((0, 0), (w, h), (w, h), None);
-        assert!(r.is_err(), "precondition: reading the truncated tile with GDAL should fail");
+        let r = ds
+            .rasterband(1)
+            .unwrap()
+            .read_as::<u16>((0, 0), (w, h), (w, h), None);
+        assert!(
+            r.is_err(),
+            "precondition: reading the truncated tile with GDAL should fail"
+        );
     }
     let out = t.path().join("cube");
-    bad(&ingest_paths_args(&out, &[&dir], &["--chunks", "time=1,y=32,x=32"]), &out, &[trunc.file_name().unwrap().to_str().unwrap()]);
+    bad(
+        &ingest_paths_args(&out, &[&dir], &["--chunks", "time=1,y=32,x=32"]),
+        &out,
+        &[trunc.file_name().unwrap().to_str().unwrap()],
+    );
+    // The half-written store is refused by `info` too (one line, exit 1).
+    run_err(&["info", s(&out)], &["zarr.json"]);
     // Also through a manifest, with the truncated tile listed first.
     let manifest = t.path().join("tiles.csv");
-    write_manifest(&manifest, &[(s(&trunc), "red", "2019"), (s(&good), "red", "2019")]);
+    write_manifest(
+        &manifest,
+        &[(s(&trunc), "red", "2019"), (s(&good), "red", "2019")],
+    );
     let out2 = t.path().join("cube2");
-    bad(&ingest_manifest_args(&out2, &manifest, &[]), &out2, &[trunc.file_name().unwrap().to_str().unwrap()]);
+    bad(
+        &ingest_manifest_args(&out2, &manifest, &[]),
+        &out2,
+        &[trunc.file_name().unwrap().to_str().unwrap()],
+    );
 }
 
 #[test]
@@ -510,7 +780,11 @@ fn bad_not_a_raster() {
     let text = dir.join(deafrica_name("x009y009", 2019, "red"));
     std::fs::write(&text, "this is not a GeoTIFF\n").unwrap();
     let out = t.path().join("cube");
-    bad(&ingest_paths_args(&out, &[&dir], &[]), &out, &[text.file_name().unwrap().to_str().unwrap()]);
+    bad(
+        &ingest_paths_args(&out, &[&dir], &[]),
+        &out,
+        &[text.file_name().unwrap().to_str().unwrap()],
+    );
 }
 
 #[test]
@@ -571,10 +845,18 @@ fn different_dtypes_for_different_bands_are_fine() {
     let t = tmp();
     let dir = t.path().join("tiles");
     let spec = TifSpec::default();
-    write_tif_with::<u16>(&dir.join(deafrica_name("a", 2019, "red")), &spec, |x, y| (1 + x + y) as u16);
+    write_tif_with::<u16>(&dir.join(deafrica_name("a", 2019, "red")), &spec, |x, y| {
+        (1 + x + y) as u16
+    });
     let mut fs = spec.clone();
     fs.nodata = Some(f64::NAN);
-    write_tif_with::<f32>(&dir.join(deafrica_name("a", 2019, "smad")), &fs, |x, _| if x == 0 { f32::NAN } else { x as f32 * 0.5 });
+    write_tif_with::<f32>(&dir.join(deafrica_name("a", 2019, "smad")), &fs, |x, _| {
+        if x == 0 {
+            f32::NAN
+        } else {
+            x as f32 * 0.5
+        }
+    });
     let out = t.path().join("cube");
     run_ok(&ingest_paths_args(&out, &[&dir], &[]));
     let red = load_band::<u16>(&out, "red");
@@ -589,7 +871,11 @@ fn check_bad_manifest_row(bad_row: &str, culprits: &[&str]) {
     let t = tmp();
     let good = fixture_tiles("red", 2019)[0].clone();
     let manifest = t.path().join("tiles.csv");
-    std::fs::write(&manifest, format!("path,band,time\n{},red,2019\n{bad_row}\n", s(&good))).unwrap();
+    std::fs::write(
+        &manifest,
+        format!("path,band,time\n{},red,2019\n{bad_row}\n", s(&good)),
+    )
+    .unwrap();
     let out = t.path().join("cube");
     let mut c = vec!["tiles.csv", "row 3"];
     c.extend_from_slice(culprits);
@@ -614,9 +900,20 @@ fn bad_duplicate_same_file_twice() {
     let t = tmp();
     let tiles = fixture_tiles("red", 2019);
     let manifest = t.path().join("tiles.csv");
-    write_manifest(&manifest, &[(s(&tiles[0]), "red", "2019"), (s(&tiles[1]), "red", "2019"), (s(&tiles[0]), "red", "2019")]);
+    write_manifest(
+        &manifest,
+        &[
+            (s(&tiles[0]), "red", "2019"),
+            (s(&tiles[1]), "red", "2019"),
+            (s(&tiles[0]), "red", "2019"),
+        ],
+    );
     let out = t.path().join("cube");
-    bad(&ingest_manifest_args(&out, &manifest, &[]), &out, &["duplicate", tiles[0].file_name().unwrap().to_str().unwrap()]);
+    bad(
+        &ingest_manifest_args(&out, &manifest, &[]),
+        &out,
+        &["duplicate", tiles[0].file_name().unwrap().to_str().unwrap()],
+    );
 }
 
 #[test]
@@ -629,10 +926,15 @@ fn bad_duplicate_two_files_same_extent() {
     write_tif_with::<u16>(&a, &spec, |x, y| (1 + x + y) as u16);
     write_tif_with::<u16>(&b, &spec, |x, y| (2 + x + y) as u16);
     let out = t.path().join("cube");
-    let line = bad(&ingest_paths_args(&out, &[&dir], &[]), &out, &["duplicate"]);
-    assert!(
-        line.contains(a.file_name().unwrap().to_str().unwrap()) || line.contains(b.file_name().unwrap().to_str().unwrap()),
-        "the duplicate error should name a file: {line}"
+    // The line must name both clashing files, or the user cannot tell which one to drop.
+    bad(
+        &ingest_paths_args(&out, &[&dir], &[]),
+        &out,
+        &[
+            "duplicate",
+            a.file_name().unwrap().to_str().unwrap(),
+            b.file_name().unwrap().to_str().unwrap(),
+        ],
     );
 }
 
@@ -642,8 +944,12 @@ fn same_extent_different_times_is_fine() {
     let t = tmp();
     let dir = t.path().join("tiles");
     let spec = TifSpec::default();
-    write_tif_with::<u16>(&dir.join(deafrica_name("a", 2019, "red")), &spec, |x, y| (1 + x + y) as u16);
-    write_tif_with::<u16>(&dir.join(deafrica_name("a", 2020, "red")), &spec, |x, y| (2 + x + y) as u16);
+    write_tif_with::<u16>(&dir.join(deafrica_name("a", 2019, "red")), &spec, |x, y| {
+        (1 + x + y) as u16
+    });
+    write_tif_with::<u16>(&dir.join(deafrica_name("a", 2020, "red")), &spec, |x, y| {
+        (2 + x + y) as u16
+    });
     let out = t.path().join("cube");
     run_ok(&ingest_paths_args(&out, &[&dir], &[]));
     let red = load_band::<u16>(&out, "red");
@@ -655,11 +961,30 @@ fn same_extent_different_times_is_fine() {
 fn bad_chunk_specs() {
     let t = tmp();
     let out = t.path().join("cube");
-    for spec in ["x=0", "garbage", "band=3", "time=1,y=-5,x=64", "y=1.5", "x=64,x=32", "64MiB"] {
-        let line = bad(&ingest_fixtures_args(&out, &["--chunks", spec]), &out, &["--chunks"]);
-        assert!(line.contains(spec) || spec == "64MiB", "--chunks {spec}: the error should quote the spec: {line}");
+    for spec in [
+        "x=0",
+        "garbage",
+        "band=3",
+        "time=1,y=-5,x=64",
+        "y=1.5",
+        "x=64,x=32",
+        "64MiB",
+    ] {
+        let line = bad(
+            &ingest_fixtures_args(&out, &["--chunks", spec]),
+            &out,
+            &["--chunks"],
+        );
+        assert!(
+            line.contains(spec) || spec == "64MiB",
+            "--chunks {spec}: the error should quote the spec: {line}"
+        );
     }
-    let line = bad(&ingest_fixtures_args(&out, &["--chunks", "band=3"]), &out, &["band"]);
+    let line = bad(
+        &ingest_fixtures_args(&out, &["--chunks", "band=3"]),
+        &out,
+        &["band"],
+    );
     let _ = line;
 }
 
@@ -667,10 +992,29 @@ fn bad_chunk_specs() {
 fn bad_shards_compression_threads() {
     let t = tmp();
     let out = t.path().join("cube");
-    bad(&ingest_fixtures_args(&out, &["--chunks", "time=1,y=64,x=64", "--shards", "y=100,x=128"]), &out, &["--shards"]);
-    bad(&ingest_fixtures_args(&out, &["--shards", "y=0"]), &out, &["--shards"]);
-    bad(&ingest_fixtures_args(&out, &["--compression", "lz4"]), &out, &["--compression"]);
-    bad(&ingest_fixtures_args(&out, &["--threads", "0"]), &out, &["--threads"]);
+    bad(
+        &ingest_fixtures_args(
+            &out,
+            &["--chunks", "time=1,y=64,x=64", "--shards", "y=100,x=128"],
+        ),
+        &out,
+        &["--shards"],
+    );
+    bad(
+        &ingest_fixtures_args(&out, &["--shards", "y=0"]),
+        &out,
+        &["--shards"],
+    );
+    bad(
+        &ingest_fixtures_args(&out, &["--compression", "lz4"]),
+        &out,
+        &["--compression"],
+    );
+    bad(
+        &ingest_fixtures_args(&out, &["--threads", "0"]),
+        &out,
+        &["--threads"],
+    );
 }
 
 #[test]
@@ -686,7 +1030,11 @@ fn bad_no_tiles_found() {
     // A manifest with only the header.
     let manifest = t.path().join("header_only.csv");
     std::fs::write(&manifest, "path,band,time\n").unwrap();
-    bad(&ingest_manifest_args(&out, &manifest, &[]), &out, &["header_only.csv"]);
+    bad(
+        &ingest_manifest_args(&out, &manifest, &[]),
+        &out,
+        &["header_only.csv"],
+    );
 }
 
 #[test]
@@ -694,13 +1042,25 @@ fn bad_missing_inputs() {
     let t = tmp();
     let out = t.path().join("cube");
     let manifest = t.path().join("no_such_manifest.csv");
-    bad(&ingest_manifest_args(&out, &manifest, &[]), &out, &["no_such_manifest.csv"]);
+    bad(
+        &ingest_manifest_args(&out, &manifest, &[]),
+        &out,
+        &["no_such_manifest.csv"],
+    );
     let nothing = t.path().join("no_such_folder");
-    bad(&ingest_paths_args(&out, &[&nothing], &[]), &out, &["no_such_folder"]);
+    bad(
+        &ingest_paths_args(&out, &[&nothing], &[]),
+        &out,
+        &["no_such_folder"],
+    );
     // A manifest row naming a file that does not exist.
     let m2 = t.path().join("tiles.csv");
     write_manifest(&m2, &[("missing_tile.tif", "red", "2019")]);
-    bad(&ingest_manifest_args(&out, &m2, &[]), &out, &["missing_tile.tif"]);
+    bad(
+        &ingest_manifest_args(&out, &m2, &[]),
+        &out,
+        &["missing_tile.tif"],
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -717,17 +1077,37 @@ fn overlapping_tiles_first_valid_pixel_in_path_order_wins() {
     // decides.
     let t = tmp();
     let dir = t.path().join("tiles");
-    let spec = TifSpec { width: 10, height: 8, ..TifSpec::default() };
+    let spec = TifSpec {
+        width: 10,
+        height: 8,
+        ..TifSpec::default()
+    };
     let a = dir.join("a_red.tif");
     let b = dir.join("b_red.tif");
-    write_tif_with::<u16>(&a, &spec, |x, y| if (x == 8 && (2..5).contains(&y)) || (x == 9 && y == 6) { 0 } else { (100 + 10 * y + x) as u16 });
+    write_tif_with::<u16>(&a, &spec, |x, y| {
+        if (x == 8 && (2..5).contains(&y)) || (x == 9 && y == 6) {
+            0
+        } else {
+            (100 + 10 * y + x) as u16
+        }
+    });
     let bspec = spec.shifted(7, 2);
-    write_tif_with::<u16>(&b, &bspec, |x, y| if x == 2 && y == 4 { 0 } else { (200 + 10 * y + x) as u16 });
+    write_tif_with::<u16>(&b, &bspec, |x, y| {
+        if x == 2 && y == 4 {
+            0
+        } else {
+            (200 + 10 * y + x) as u16
+        }
+    });
     let manifest = t.path().join("tiles.csv");
     write_manifest(&manifest, &[(s(&b), "red", "2019"), (s(&a), "red", "2019")]);
     let out = t.path().join("cube");
     // Chunk edges cut through the overlap.
-    run_ok(&ingest_manifest_args(&out, &manifest, &["--chunks", "time=1,y=3,x=4"]));
+    run_ok(&ingest_manifest_args(
+        &out,
+        &manifest,
+        &["--chunks", "time=1,y=3,x=4"],
+    ));
 
     let got = load_band::<u16>(&out, "red");
     assert_eq!(got.shape(), &[1, 10, 17]);
@@ -735,7 +1115,11 @@ fn overlapping_tiles_first_valid_pixel_in_path_order_wins() {
     // Hand-computed expectations.
     assert_eq!(g[[3, 7]], 100 + 30 + 7, "overlap, A valid: A wins");
     assert_eq!(g[[7, 9]], 100 + 70 + 9, "overlap, A valid: A wins");
-    assert_eq!(g[[2, 8]], 200 + 0 + 1, "overlap, A hole: B fills it");
+    assert_eq!(
+        g[[2, 8]],
+        200 + 1,
+        "overlap, A hole: B fills it (B row 0, col 1)"
+    );
     assert_eq!(g[[4, 8]], 200 + 20 + 1, "overlap, A hole: B fills it");
     assert_eq!(g[[6, 9]], 0, "overlap, both holes: nodata");
     assert_eq!(g[[5, 12]], 200 + 30 + 5, "B only");
@@ -754,29 +1138,68 @@ fn overlapping_tiles_first_valid_pixel_in_path_order_wins() {
     std::fs::copy(&a, &a2).unwrap();
     std::fs::copy(&b, &b2).unwrap();
     let manifest2 = t.path().join("tiles2.csv");
-    write_manifest(&manifest2, &[(s(&a2), "red", "2019"), (s(&b2), "red", "2019")]);
+    write_manifest(
+        &manifest2,
+        &[(s(&a2), "red", "2019"), (s(&b2), "red", "2019")],
+    );
     let out2 = t.path().join("cube2");
-    run_ok(&ingest_manifest_args(&out2, &manifest2, &["--chunks", "time=1,y=3,x=4"]));
+    run_ok(&ingest_manifest_args(
+        &out2,
+        &manifest2,
+        &["--chunks", "time=1,y=3,x=4"],
+    ));
     let got2 = load_band::<u16>(&out2, "red");
     let g2 = got2.slice(sl![0, .., ..]);
-    assert_eq!(g2[[3, 7]], 200 + 10 + 0, "B's file now sorts first: B wins where valid");
+    assert_eq!(
+        g2[[3, 7]],
+        200 + 10,
+        "B's file now sorts first: B wins where valid"
+    );
     assert_eq!(g2[[6, 9]], 0, "both holes: nodata");
-    assert_matches_reference("overlap reversed", g2.view(), &reference_mosaic::<u16>(&[a2, b2]));
+    assert_matches_reference(
+        "overlap reversed",
+        g2.view(),
+        &reference_mosaic::<u16>(&[a2, b2]),
+    );
 }
 
 #[test]
 fn overlapping_float_tiles_fill_nan_holes() {
     let t = tmp();
     let dir = t.path().join("tiles");
-    let spec = TifSpec { width: 6, height: 5, nodata: Some(f64::NAN), ..TifSpec::default() };
+    let spec = TifSpec {
+        width: 6,
+        height: 5,
+        nodata: Some(f64::NAN),
+        ..TifSpec::default()
+    };
     let a = dir.join("a_smad.tif");
     let b = dir.join("b_smad.tif");
-    write_tif_with::<f32>(&a, &spec, |x, y| if x >= 4 && y == 1 { f32::NAN } else { 1.0 + x as f32 + 0.25 * y as f32 });
-    write_tif_with::<f32>(&b, &spec.shifted(3, 0), |x, y| if x == 2 && y == 1 { f32::NAN } else { 10.0 + x as f32 });
+    write_tif_with::<f32>(&a, &spec, |x, y| {
+        if x >= 4 && y == 1 {
+            f32::NAN
+        } else {
+            1.0 + x as f32 + 0.25 * y as f32
+        }
+    });
+    write_tif_with::<f32>(&b, &spec.shifted(3, 0), |x, y| {
+        if x == 2 && y == 1 {
+            f32::NAN
+        } else {
+            10.0 + x as f32
+        }
+    });
     let manifest = t.path().join("tiles.csv");
-    write_manifest(&manifest, &[(s(&a), "smad", "2019"), (s(&b), "smad", "2019")]);
+    write_manifest(
+        &manifest,
+        &[(s(&a), "smad", "2019"), (s(&b), "smad", "2019")],
+    );
     let out = t.path().join("cube");
-    run_ok(&ingest_manifest_args(&out, &manifest, &["--chunks", "time=1,y=2,x=4"]));
+    run_ok(&ingest_manifest_args(
+        &out,
+        &manifest,
+        &["--chunks", "time=1,y=2,x=4"],
+    ));
     let got = load_band::<f32>(&out, "smad");
     let g = got.slice(sl![0, .., ..]);
     assert_eq!(g[[0, 4]], 5.0, "A valid wins");
@@ -793,13 +1216,41 @@ fn one_and_two_threads_give_identical_cubes() {
     let t = tmp();
     let one = t.path().join("one");
     let two = t.path().join("two");
-    ingest_fixtures_with(&one, &["--chunks", "time=1,y=50,x=37", "--threads", "1"]);
-    ingest_fixtures_with(&two, &["--chunks", "time=1,y=50,x=37", "--threads", "2"]);
+    ingest_fixtures_with(&one, &["--chunks", "time=1,y=64,x=48", "--threads", "1"]);
+    ingest_fixtures_with(&two, &["--chunks", "time=1,y=64,x=48", "--threads", "2"]);
     assert_same_tree(&one, &two);
+    // Sharded, on a small tile set with many shards.
+    let tiles = t.path().join("tiles");
+    small_tile_set(&tiles);
     let one_s = t.path().join("one_s");
     let two_s = t.path().join("two_s");
-    ingest_fixtures_with(&one_s, &["--chunks", "time=1,y=32,x=32", "--shards", "y=64,x=96", "--threads", "1"]);
-    ingest_fixtures_with(&two_s, &["--chunks", "time=1,y=32,x=32", "--shards", "y=64,x=96", "--threads", "2"]);
+    run_ok(&ingest_paths_args(
+        &one_s,
+        &[&tiles],
+        &[
+            "--chunks",
+            "time=1,y=2,x=3",
+            "--shards",
+            "y=4,x=6",
+            "--threads",
+            "1",
+        ],
+    ));
+    run_ok(&ingest_paths_args(
+        &two_s,
+        &[&tiles],
+        &[
+            "--chunks",
+            "time=1,y=2,x=3",
+            "--shards",
+            "y=4,x=6",
+            "--threads",
+            "2",
+        ],
+    ));
+    assert!(std::fs::read_to_string(one_s.join("red/zarr.json"))
+        .unwrap()
+        .contains("sharding_indexed"));
     assert_same_tree(&one_s, &two_s);
 }
 
@@ -817,7 +1268,338 @@ fn library_ingest_matches_cli() {
         threads: Some(2),
         ..IngestOptions::default()
     };
-    let r = ingest(&Sources::Manifest(fixtures_manifest()), s(&lib), &opts).expect("library ingest");
+    let r =
+        ingest(&Sources::Manifest(fixtures_manifest()), s(&lib), &opts).expect("library ingest");
     assert_eq!(r.tiles, 40);
     assert_same_tree(&cli, &lib);
+}
+
+// ---------------------------------------------------------------------------
+// More bad inputs and edge cases
+
+#[test]
+fn bad_corrupt_tiff() {
+    // Bytes in the middle of the pixel data overwritten: DEFLATE decoding fails.
+    let t = tmp();
+    let dir = t.path().join("tiles");
+    std::fs::create_dir_all(&dir).unwrap();
+    let src = fixture_tiles("red", 2019)[1].clone();
+    let corrupt = dir.join(src.file_name().unwrap());
+    let mut bytes = std::fs::read(&src).unwrap();
+    let n = bytes.len();
+    bytes[n / 2..n / 2 + 2000].fill(0xFF);
+    std::fs::write(&corrupt, &bytes).unwrap();
+    {
+        let ds =
+            gdal::Dataset::open(&corrupt).expect("the corrupt tile's header should still open");
+        let (w, h) = ds.raster_size();
+        let r = ds
+            .rasterband(1)
+            .unwrap()
+            .read_as::<u16>((0, 0), (w, h), (w, h), None);
+        assert!(
+            r.is_err(),
+            "precondition: reading the corrupt tile with GDAL should fail"
+        );
+    }
+    let out = t.path().join("cube");
+    bad(
+        &ingest_paths_args(&out, &[&dir], &["--chunks", "time=1,y=32,x=32"]),
+        &out,
+        &[corrupt.file_name().unwrap().to_str().unwrap()],
+    );
+}
+
+#[test]
+fn bad_tile_without_georeferencing() {
+    let t = tmp();
+    let dir = t.path().join("tiles");
+    std::fs::create_dir_all(&dir).unwrap();
+    write_tif_with::<u16>(
+        &dir.join(deafrica_name("a", 2019, "red")),
+        &TifSpec::default(),
+        |x, _| x as u16 + 1,
+    );
+    let plain = dir.join(deafrica_name("b", 2019, "red"));
+    {
+        let driver = gdal::DriverManager::get_driver_by_name("GTiff").unwrap();
+        let ds = driver
+            .create_with_band_type::<u16, _>(&plain, 8, 6, 1)
+            .unwrap();
+        ds.close().unwrap();
+    }
+    let out = t.path().join("cube");
+    bad(
+        &ingest_paths_args(&out, &[&dir], &[]),
+        &out,
+        &[plain.file_name().unwrap().to_str().unwrap()],
+    );
+}
+
+#[test]
+fn bad_manifest_band_names() {
+    let good = fixture_tiles("red", 2019)[1].clone();
+    // Coordinate names and names that are not safe store keys.
+    check_bad_manifest_row(&format!("{},x,2019", s(&good)), &["'x'"]);
+    check_bad_manifest_row(&format!("{},spatial_ref,2019", s(&good)), &["spatial_ref"]);
+    check_bad_manifest_row(&format!("{},../red,2019", s(&good)), &["../red"]);
+}
+
+#[test]
+fn usage_errors_follow_the_error_contract() {
+    // DESIGN.md: "Exit status non-zero on any failure, with one clear line naming the ... flag";
+    // the CLI contract: exit 1, one stderr line starting with "error: ". Argument-parser errors
+    // are failures too.
+    let t = tmp();
+    let out = t.path().join("cube");
+    let tiles = fixtures_dir().join("tiles");
+    let m = fixtures_manifest();
+    run_err(
+        &["ingest", "--out", s(&out), "--threads", "abc", s(&tiles)],
+        &["--threads", "abc"],
+    );
+    run_err(
+        &["ingest", "--out", s(&out), "--manifest", s(&m), s(&tiles)],
+        &["--manifest"],
+    );
+    run_err(&["ingest", "--manifest", s(&m)], &["--out"]);
+    run_err(
+        &["ingest", "--out", s(&out), "--bogus", s(&tiles)],
+        &["--bogus"],
+    );
+    assert!(!cube_opens(&out));
+}
+
+#[test]
+fn failed_overwrite_keeps_the_old_cube_when_inputs_are_bad() {
+    // An input error found while scanning (before anything is written) must not destroy the
+    // cube that --overwrite would have replaced.
+    let t = tmp();
+    let good = t.path().join("good");
+    small_tile_set(&good);
+    let cube = t.path().join("cube");
+    run_ok(&ingest_paths_args(&cube, &[&good], &[]));
+    let before = tree_bytes(&cube);
+    let dir = t.path().join("tiles");
+    let spec = TifSpec::default();
+    write_tif_with::<u16>(&dir.join(deafrica_name("a", 2019, "red")), &spec, |x, _| {
+        x as u16 + 1
+    });
+    let mut other = spec.shifted(spec.width as i64, 0);
+    other.epsg = 32735;
+    write_tif_with::<u16>(
+        &dir.join(deafrica_name("b", 2019, "red")),
+        &other,
+        |x, _| x as u16 + 1,
+    );
+    run_err(
+        &ingest_paths_args(&cube, &[&dir], &["--overwrite"]),
+        &["crs"],
+    );
+    assert!(
+        tree_bytes(&cube) == before,
+        "a failed --overwrite ingest changed the old cube"
+    );
+    assert!(cube_opens(&cube));
+}
+
+#[test]
+fn resume_after_a_crash_mid_write() {
+    // A crash while writing leaves `<key>.tmp` files (atomic writes) and missing chunks; the
+    // re-run must clean them up and end byte-identical to a fresh ingest.
+    let t = tmp();
+    let fresh = t.path().join("fresh");
+    let crashed = t.path().join("crashed");
+    ingest_fixtures(&fresh, "time=1,y=64,x=64");
+    let mut stopped = ingest_fixtures_args(&crashed, &["--chunks", "time=1,y=64,x=64"]);
+    stopped.extend(["--stop-after-chunks".into(), "20".into()]);
+    run_err(&stopped, &[]);
+    // Simulate the crash: a torn temporary write of a chunk that is not yet stored.
+    let torn = crashed.join("red/c/1/3/3.tmp");
+    assert!(
+        !crashed.join("red/c/1/3/3").exists(),
+        "precondition: chunk red/c/1/3/3 not written yet"
+    );
+    std::fs::create_dir_all(torn.parent().unwrap()).unwrap();
+    std::fs::write(&torn, b"torn").unwrap();
+    run_ok(&ingest_fixtures_args(
+        &crashed,
+        &["--chunks", "time=1,y=64,x=64"],
+    ));
+    assert_same_tree(&fresh, &crashed);
+}
+
+#[test]
+fn shards_larger_than_the_mosaic() {
+    // DESIGN.md's own example `--shards y=4096,x=4096` (default 1024 px chunks) on a mosaic
+    // smaller than one chunk, and shards that are a multiple of the requested chunks.
+    let t = tmp();
+    let cube = t.path().join("cube");
+    ingest_fixtures_with(&cube, &["--shards", "y=4096,x=4096"]);
+    check_all_pixels(&cube);
+    let cube2 = t.path().join("cube2");
+    ingest_fixtures_with(
+        &cube2,
+        &["--chunks", "time=1,y=256,x=256", "--shards", "y=512,x=512"],
+    );
+    check_all_pixels(&cube2);
+}
+
+#[test]
+fn other_nodata_values_and_dtypes() {
+    // int16 with nodata -9999 and uint16 with nodata 65535 over two tiles with an uncovered
+    // corner; uint8 without any nodata.
+    let t = tmp();
+    let dir = t.path().join("tiles");
+    let spec = TifSpec {
+        width: 7,
+        height: 5,
+        ..TifSpec::default()
+    };
+    let mut i16s = spec.clone();
+    i16s.nodata = Some(-9999.0);
+    let mut u16s = spec.clone();
+    u16s.nodata = Some(65535.0);
+    let mut u8s = spec.clone();
+    u8s.nodata = None;
+    let paths = |band: &str| {
+        (
+            dir.join(deafrica_name("a", 2019, band)),
+            dir.join(deafrica_name("b", 2019, band)),
+        )
+    };
+    let (a, b) = paths("temp");
+    write_tif_with::<i16>(&a, &i16s, |x, y| {
+        if x == 1 && y == 1 {
+            -9999
+        } else {
+            x as i16 - 3 * y as i16
+        }
+    });
+    write_tif_with::<i16>(&b, &i16s.shifted(7, 3), |x, y| -(x as i16) - 10 * y as i16);
+    let (a, b) = paths("qa");
+    write_tif_with::<u16>(
+        &a,
+        &u16s,
+        |x, y| if x == 2 { 65535 } else { (x + y) as u16 },
+    );
+    write_tif_with::<u16>(&b, &u16s.shifted(7, 3), |x, y| (100 + x + y) as u16);
+    let (a, b) = paths("mask");
+    write_tif_with::<u8>(&a, &u8s, |x, y| (x * y) as u8);
+    write_tif_with::<u8>(&b, &u8s.shifted(7, 3), |x, y| (50 + x + y) as u8);
+    let out = t.path().join("cube");
+    run_ok(&ingest_paths_args(
+        &out,
+        &[&dir],
+        &["--chunks", "time=1,y=3,x=4"],
+    ));
+
+    let c = chunkcube::Cube::open(s(&out)).unwrap();
+    assert_eq!(c.meta().band("temp").unwrap().nodata, Some(-9999.0));
+    assert_eq!(c.meta().band("qa").unwrap().nodata, Some(65535.0));
+    assert_eq!(read_json(&out.join("temp/zarr.json"))["fill_value"], -9999);
+    assert_eq!(read_json(&out.join("qa/zarr.json"))["fill_value"], 65535);
+    assert_eq!(
+        read_json(&out.join("qa/zarr.json"))["attributes"]["_FillValue"],
+        65535
+    );
+
+    let (a, b) = paths("temp");
+    let got = load_band::<i16>(&out, "temp");
+    let want = reference_mosaic::<i16>(&[a, b]);
+    assert_eq!(got[[0, 0, 13]], -9999, "uncovered = nodata -9999");
+    assert_eq!(got[[0, 1, 1]], -9999, "hole = nodata -9999");
+    assert_matches_reference("int16", got.slice(sl![0, .., ..]), &want);
+    let (a, b) = paths("qa");
+    let got = load_band::<u16>(&out, "qa");
+    assert_eq!(got[[0, 7, 0]], 65535, "uncovered = nodata 65535");
+    assert_matches_reference(
+        "uint16 nodata 65535",
+        got.slice(sl![0, .., ..]),
+        &reference_mosaic::<u16>(&[a, b]),
+    );
+    let (a, b) = paths("mask");
+    let got = load_band::<u8>(&out, "mask");
+    let want = reference_mosaic::<u8>(&[a, b]);
+    // Without nodata every source pixel is valid, 0 included.
+    assert_eq!(got[[0, 0, 0]], 0);
+    assert_eq!(got[[0, 2, 3]], 6);
+    assert_eq!(got[[0, 3, 7]], 50);
+    for ((r, col), p) in want.pixels.indexed_iter() {
+        if want.covered[[r, col]] {
+            assert_eq!(Some(got[[0, r, col]]), *p, "uint8 (y={r}, x={col})");
+        }
+    }
+}
+
+/// A small uncompressed tile whose file size does not depend on its values.
+fn write_plain(path: &Path, base: u16) {
+    let spec = TifSpec {
+        width: 16,
+        height: 12,
+        compress: false,
+        ..TifSpec::default()
+    };
+    write_tif_with::<u16>(path, &spec, |x, y| base + (x + 16 * y) as u16);
+}
+
+#[test]
+fn modified_tile_is_not_taken_as_up_to_date() {
+    // Re-running after a source tile changed (same size: uncompressed) must not keep the stale
+    // cube: either it is refused as different input, or it is re-ingested with the new pixels.
+    let t = tmp();
+    let dir = t.path().join("tiles");
+    let tile = dir.join(deafrica_name("a", 2019, "red"));
+    write_plain(&tile, 1);
+    let out = t.path().join("cube");
+    let args = ingest_paths_args(&out, &[&dir], &["--chunks", "time=1,y=4,x=4"]);
+    run_ok(&args);
+    let size = std::fs::metadata(&tile).unwrap().len();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    write_plain(&tile, 1000);
+    assert_eq!(
+        std::fs::metadata(&tile).unwrap().len(),
+        size,
+        "precondition: same file size"
+    );
+    let (st, so, se) = run(&args);
+    if st.success() {
+        let got = load_band::<u16>(&out, "red");
+        assert_eq!(
+            got[[0, 0, 0]],
+            1000,
+            "the re-run succeeded but kept stale pixels\n{}",
+            describe(&args, &st, &so, &se)
+        );
+    }
+}
+
+#[test]
+fn modified_tile_is_not_mixed_into_a_resumed_ingest() {
+    let t = tmp();
+    let dir = t.path().join("tiles");
+    let tile = dir.join(deafrica_name("a", 2019, "red"));
+    write_plain(&tile, 1);
+    let out = t.path().join("cube");
+    let args = ingest_paths_args(
+        &out,
+        &[&dir],
+        &["--chunks", "time=1,y=4,x=4", "--threads", "1"],
+    );
+    let mut stopped = args.clone();
+    stopped.extend(["--stop-after-chunks".into(), "3".into()]);
+    run_err(&stopped, &[]);
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    write_plain(&tile, 1000);
+    let (st, so, se) = run(&args);
+    if st.success() {
+        let got = load_band::<u16>(&out, "red");
+        let stale = got.iter().filter(|v| **v < 1000).count();
+        assert_eq!(
+            stale,
+            0,
+            "the resumed cube mixes {stale} stale pixels from before the tile changed\n{}",
+            describe(&args, &st, &so, &se)
+        );
+    }
 }

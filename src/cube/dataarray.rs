@@ -345,12 +345,14 @@ impl DataArray {
                 ));
             }
         }
+        // Grids must agree along the spatial axes both operands still have.
+        let (ga, gb) = (&self.geobox, &other.geobox);
+        let same_x = !(a.present[2] && b.present[2])
+            || (ga.transform[0] == gb.transform[0] && ga.transform[1] == gb.transform[1]);
+        let same_y = !(a.present[1] && b.present[1])
+            || (ga.transform[3] == gb.transform[3] && ga.transform[5] == gb.transform[5]);
         let spatial = |n: &Node| n.present[1] || n.present[2];
-        if problem.is_none()
-            && spatial(a)
-            && spatial(b)
-            && (self.geobox.transform != other.geobox.transform
-                || self.geobox.wkt != other.geobox.wkt)
+        if problem.is_none() && spatial(a) && spatial(b) && (!same_x || !same_y || ga.wkt != gb.wkt)
         {
             problem = Some(format!(
                 "cannot combine '{}' and '{}': they lie on different grids",

@@ -325,12 +325,17 @@ impl Session {
         estimate(node, region, self.stack_cap())
     }
 
-    fn plan_memory(&self, node: &Arc<Node>, chunks: [u64; 3]) -> Result<u64, ExecError> {
+    /// The bytes one task of `node` in `chunks` needs (the first chunk is the largest).
+    fn task_need(&self, node: &Arc<Node>, chunks: [u64; 3]) -> Result<u64, ExecError> {
         if let Some(m) = node.first_error() {
             return Err(ExecError::Invalid(m));
         }
         let first: [Range<u64>; 3] = std::array::from_fn(|i| 0..chunks[i].min(node.shape[i]));
-        let need = estimate(node, &first, self.stack_cap());
+        Ok(estimate(node, &first, self.stack_cap()))
+    }
+
+    fn plan_memory(&self, node: &Arc<Node>, chunks: [u64; 3]) -> Result<u64, ExecError> {
+        let need = self.task_need(node, chunks)?;
         if need > self.config.memory_limit {
             return Err(ExecError::MemoryLimit {
                 limit: format_bytes(self.config.memory_limit),

@@ -55,7 +55,7 @@ impl Session {
             }
             crate::ingest::scan::validate_band_name(n).map_err(ExecError::Invalid)?;
             // Plus the encode buffers of the output chunk (bytes and compressed).
-            need += self.plan_memory(node, chunks)?
+            need += self.task_need(node, chunks)?
                 + 2 * chunks.iter().product::<u64>() * node.dtype.size() as u64;
         }
         if need > self.config.memory_limit {

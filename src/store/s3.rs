@@ -7,14 +7,15 @@
 //! Retries live in ONE place: [`retry_config`] and [`client_options`], handed to object_store's
 //! HTTP client, which retries 5xx, 429/503 throttling (`SlowDown`), timeouts, connection errors
 //! and bodies cut mid-stream (re-requesting the rest by range, checked by ETag), with exponential
-//! backoff and full jitter, bounded in count and time; other 4xx are not retried. No layer of
-//! ours retries again on top of it.
+//! backoff and jitter (each wait drawn at random between the initial backoff and twice the
+//! previous one), bounded in count and time; other 4xx are not retried. No layer of ours retries
+//! again on top of it.
 //!
 //! A remote cube's storage is layered, outermost first:
 //! `CountingStore` → [`PrefetchStore`] (concurrent fetches ahead of the workers, one global
-//! cap) → [`DiskCacheStore`] (`--cache-dir`, optional) → zarrs' async-to-sync adapter →
-//! `object_store` (`PrefixStore` over `AmazonS3`, or any store given to
-//! [`super::Store::from_object_store`]).
+//! cap) → [`DiskCacheStore`] (`--cache-dir`, optional) → [`ObjectStoreStorage`] (one GET per
+//! object, byte ranges without HEAD) → `object_store` (`PrefixStore` over `AmazonS3`, or any
+//! store given to [`super::Store::from_object_store`]).
 //!
 //! Messages never carry secrets: object_store's errors name the path and status, we never format
 //! the builder or credentials, and every message built here goes through [`redact`].
@@ -69,7 +70,7 @@ fn env_u64(var: &str) -> Option<u64> {
 }
 
 /// The retry policy of every S3 request: up to `CHUNKCUBE_S3_MAX_RETRIES` (default 6) retries,
-/// backoff from 100 ms doubling up to 5 s with full jitter, and no new retry once
+/// jittered backoff from 100 ms growing up to 5 s, and no new retry once
 /// `CHUNKCUBE_S3_RETRY_TIMEOUT_S` (default 15 s) have passed since the first attempt.
 pub fn retry_config() -> RetryConfig {
     RetryConfig {
@@ -438,7 +439,7 @@ pub(crate) fn open_layers(
             let c = DiskCacheStore::new(net, dir, identity, wid, bound).map_err(|e| {
                 StoreError::Io {
                     url: url.to_string(),
-                    key: String::new(),
+                    key: "(cache)".into(),
                     msg: format!("cannot use --cache-dir {}: {e}", dir.display()),
                 }
             })?;
@@ -446,12 +447,9 @@ pub(crate) fn open_layers(
             disk_cache = Some(c.clone());
             c
         }
-        (Some(dir), None) => {
-            // Writing a cube: nothing to reuse, and its objects are about to change.
-            let _ = dir;
-            net
-        }
-        (None, _) => net,
+        // No cache, or a cube opened for writing: nothing to reuse, its objects are about to
+        // change.
+        _ => net,
     };
     let prefetch = Arc::new(PrefetchStore::new(below_prefetch));
     Ok(Opened {

@@ -49,7 +49,10 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
 {
-    let o = Command::new(bin()).args(args).output().expect("cannot run the chunkcube binary");
+    let o = Command::new(bin())
+        .args(args)
+        .output()
+        .expect("cannot run the chunkcube binary");
     (
         o.status,
         String::from_utf8_lossy(&o.stdout).into_owned(),
@@ -58,8 +61,16 @@ where
 }
 
 /// Render a command and its result for assertion messages.
-pub fn describe<S: AsRef<OsStr>>(args: &[S], status: &ExitStatus, stdout: &str, stderr: &str) -> String {
-    let cmd: Vec<String> = args.iter().map(|a| a.as_ref().to_string_lossy().into_owned()).collect();
+pub fn describe<S: AsRef<OsStr>>(
+    args: &[S],
+    status: &ExitStatus,
+    stdout: &str,
+    stderr: &str,
+) -> String {
+    let cmd: Vec<String> = args
+        .iter()
+        .map(|a| a.as_ref().to_string_lossy().into_owned())
+        .collect();
     format!(
         "chunkcube {}\nstatus: {status}\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}",
         cmd.join(" ")
@@ -69,7 +80,11 @@ pub fn describe<S: AsRef<OsStr>>(args: &[S], status: &ExitStatus, stdout: &str, 
 /// Run and require success; returns (stdout, stderr).
 pub fn run_ok<S: AsRef<OsStr>>(args: &[S]) -> (String, String) {
     let (st, out, err) = run(args);
-    assert!(st.success(), "expected success\n{}", describe(args, &st, &out, &err));
+    assert!(
+        st.success(),
+        "expected success\n{}",
+        describe(args, &st, &out, &err)
+    );
     (out, err)
 }
 
@@ -83,10 +98,17 @@ pub fn run_err<S: AsRef<OsStr>>(args: &[S], culprits: &[&str]) -> String {
     let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
     assert_eq!(lines.len(), 1, "expected exactly one stderr line\n{ctx}");
     let line = lines[0];
-    assert!(line.starts_with("error: "), "the stderr line must start with 'error: '\n{ctx}");
+    eprintln!("[run_err] {line}");
+    assert!(
+        line.starts_with("error: "),
+        "the stderr line must start with 'error: '\n{ctx}"
+    );
     let lower = line.to_lowercase();
     for c in culprits {
-        assert!(lower.contains(&c.to_lowercase()), "the error line must name {c:?}\n{ctx}");
+        assert!(
+            lower.contains(&c.to_lowercase()),
+            "the error line must name {c:?}\n{ctx}"
+        );
     }
     line.to_string()
 }
@@ -132,12 +154,19 @@ pub fn cube_opens(path: &Path) -> bool {
 
 /// Load a whole band of a cube as `[time, y, x]` through chunkcube's public API.
 pub fn load_band<T: chunkcube::cube::ValuesOf>(cube: &Path, band: &str) -> ndarray::ArrayD<T> {
-    let c = chunkcube::Cube::open(s(cube)).unwrap_or_else(|e| panic!("open {}: {e}", cube.display()));
+    let c =
+        chunkcube::Cube::open(s(cube)).unwrap_or_else(|e| panic!("open {}: {e}", cube.display()));
     let ds = c
         .load(&chunkcube::Query::new().measurements(&[band]))
         .unwrap_or_else(|e| panic!("load {band} of {}: {e}", cube.display()));
-    let v = ds.get(band).unwrap_or_else(|| panic!("no band {band}")).values().expect("eager load has values");
-    v.as_array::<T>().unwrap_or_else(|| panic!("band {band} has dtype {}", v.dtype())).clone()
+    let v = ds
+        .get(band)
+        .unwrap_or_else(|| panic!("no band {band}"))
+        .values()
+        .expect("eager load has values");
+    v.as_array::<T>()
+        .unwrap_or_else(|| panic!("band {band} has dtype {}", v.dtype()))
+        .clone()
 }
 
 // ---------------------------------------------------------------------------
@@ -187,11 +216,19 @@ pub struct TileHeader {
 
 /// Read the header of a GeoTIFF with GDAL.
 pub fn tile_header(path: &Path) -> TileHeader {
-    let ds = gdal::Dataset::open(path).unwrap_or_else(|e| panic!("GDAL open {}: {e}", path.display()));
+    let ds =
+        gdal::Dataset::open(path).unwrap_or_else(|e| panic!("GDAL open {}: {e}", path.display()));
     let (width, height) = ds.raster_size();
-    let transform = ds.geo_transform().unwrap_or_else(|e| panic!("{}: geotransform: {e}", path.display()));
+    let transform = ds
+        .geo_transform()
+        .unwrap_or_else(|e| panic!("{}: geotransform: {e}", path.display()));
     let nodata = ds.rasterband(1).unwrap().no_data_value();
-    TileHeader { transform, width, height, nodata }
+    TileHeader {
+        transform,
+        width,
+        height,
+        nodata,
+    }
 }
 
 /// The union grid of some tiles: `(transform, width, height)`, computed from the tiles' own
@@ -199,10 +236,22 @@ pub fn tile_header(path: &Path) -> TileHeader {
 pub fn union_grid(paths: &[PathBuf]) -> ([f64; 6], usize, usize) {
     let hs: Vec<TileHeader> = paths.iter().map(|p| tile_header(p)).collect();
     let (dx, dy) = (hs[0].transform[1], hs[0].transform[5]);
-    let minx = hs.iter().map(|h| h.transform[0]).fold(f64::INFINITY, f64::min);
-    let maxy = hs.iter().map(|h| h.transform[3]).fold(f64::NEG_INFINITY, f64::max);
-    let maxx = hs.iter().map(|h| h.transform[0] + h.width as f64 * dx).fold(f64::NEG_INFINITY, f64::max);
-    let miny = hs.iter().map(|h| h.transform[3] + h.height as f64 * dy).fold(f64::INFINITY, f64::min);
+    let minx = hs
+        .iter()
+        .map(|h| h.transform[0])
+        .fold(f64::INFINITY, f64::min);
+    let maxy = hs
+        .iter()
+        .map(|h| h.transform[3])
+        .fold(f64::NEG_INFINITY, f64::max);
+    let maxx = hs
+        .iter()
+        .map(|h| h.transform[0] + h.width as f64 * dx)
+        .fold(f64::NEG_INFINITY, f64::max);
+    let miny = hs
+        .iter()
+        .map(|h| h.transform[3] + h.height as f64 * dy)
+        .fold(f64::INFINITY, f64::min);
     let w = ((maxx - minx) / dx).round() as usize;
     let h = ((miny - maxy) / dy).round() as usize;
     ([minx, dx, 0.0, maxy, 0.0, dy], w, h)
@@ -244,7 +293,8 @@ pub fn reference_mosaic<T: GdalType + Copy + Into<f64>>(paths: &[PathBuf]) -> Mo
     let mut covered = Array2::from_elem((h, w), false);
     let mut nodata0 = None;
     for (i, p) in paths.iter().enumerate() {
-        let ds = gdal::Dataset::open(p).unwrap_or_else(|e| panic!("GDAL open {}: {e}", p.display()));
+        let ds =
+            gdal::Dataset::open(p).unwrap_or_else(|e| panic!("GDAL open {}: {e}", p.display()));
         let gt = ds.geo_transform().unwrap();
         let band = ds.rasterband(1).unwrap();
         let nodata = band.no_data_value();
@@ -269,7 +319,12 @@ pub fn reference_mosaic<T: GdalType + Copy + Into<f64>>(paths: &[PathBuf]) -> Mo
             }
         }
     }
-    Mosaic { transform, pixels, covered, nodata: nodata0 }
+    Mosaic {
+        transform,
+        pixels,
+        covered,
+        nodata: nodata0,
+    }
 }
 
 /// Compare one `[y, x]` slice of a cube band with a reference mosaic: valid reference pixels
@@ -290,18 +345,25 @@ where
         if !ok {
             n_bad += 1;
             if bad.len() < 10 {
-                bad.push(format!("(y={r}, x={c}): cube {g:?}, reference {want_px:?} (covered: {})", want.covered[[r, c]]));
+                bad.push(format!(
+                    "(y={r}, x={c}): cube {g:?}, reference {want_px:?} (covered: {})",
+                    want.covered[[r, c]]
+                ));
             }
         }
     }
-    assert!(n_bad == 0, "{what}: {n_bad} pixels differ from the GDAL reference, e.g.\n{}", bad.join("\n"));
+    assert!(
+        n_bad == 0,
+        "{what}: {n_bad} pixels differ from the GDAL reference, e.g.\n{}",
+        bad.join("\n")
+    );
 }
 
 // ---------------------------------------------------------------------------
 // Writing small GeoTIFFs
 
 /// Georeferencing of a GeoTIFF written by [`write_tif`]. The default is the fixtures' grid:
-/// EPSG:6933, 10 m pixels, origin (2316000, -2500000), nodata 0.
+/// EPSG:6933, 10 m pixels, origin (2316000, -2500000), 8 x 6 px, nodata 0, DEFLATE.
 #[derive(Debug, Clone)]
 pub struct TifSpec {
     /// Upper-left corner (x0, y0).
@@ -316,6 +378,8 @@ pub struct TifSpec {
     pub epsg: u32,
     /// Nodata of band 1.
     pub nodata: Option<f64>,
+    /// DEFLATE compression (else uncompressed: the file size depends only on the shape).
+    pub compress: bool,
 }
 
 impl Default for TifSpec {
@@ -327,6 +391,7 @@ impl Default for TifSpec {
             height: 6,
             epsg: 6933,
             nodata: Some(0.0),
+            compress: true,
         }
     }
 }
@@ -343,27 +408,49 @@ impl TifSpec {
 
 /// Write a single-band GeoTIFF (row-major `values`, `width * height` of them).
 pub fn write_tif<T: GdalType + Copy>(path: &Path, spec: &TifSpec, values: &[T]) {
-    assert_eq!(values.len(), spec.width * spec.height, "write_tif {}: values vs size", path.display());
+    assert_eq!(
+        values.len(),
+        spec.width * spec.height,
+        "write_tif {}: values vs size",
+        path.display()
+    );
     if let Some(d) = path.parent() {
         std::fs::create_dir_all(d).unwrap();
     }
     let driver = DriverManager::get_driver_by_name("GTiff").unwrap();
-    let opts = RasterCreationOptions::from_iter(["COMPRESS=DEFLATE"]);
+    let opts = RasterCreationOptions::from_iter([if spec.compress {
+        "COMPRESS=DEFLATE"
+    } else {
+        "COMPRESS=NONE"
+    }]);
     let mut ds = driver
         .create_with_band_type_with_options::<T, _>(path, spec.width, spec.height, 1, &opts)
         .unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
-    ds.set_spatial_ref(&SpatialRef::from_epsg(spec.epsg).unwrap()).unwrap();
-    ds.set_geo_transform(&[spec.origin.0, spec.pixel.0, 0.0, spec.origin.1, 0.0, spec.pixel.1]).unwrap();
+    ds.set_spatial_ref(&SpatialRef::from_epsg(spec.epsg).unwrap())
+        .unwrap();
+    ds.set_geo_transform(&[
+        spec.origin.0,
+        spec.pixel.0,
+        0.0,
+        spec.origin.1,
+        0.0,
+        spec.pixel.1,
+    ])
+    .unwrap();
     let mut band = ds.rasterband(1).unwrap();
     band.set_no_data_value(spec.nodata).unwrap();
     let mut buf = Buffer::new((spec.width, spec.height), values.to_vec());
-    band.write((0, 0), (spec.width, spec.height), &mut buf).unwrap();
-    drop(band);
+    band.write((0, 0), (spec.width, spec.height), &mut buf)
+        .unwrap();
     ds.close().unwrap();
 }
 
 /// Write a tile filled with `f(col, row)`.
-pub fn write_tif_with<T: GdalType + Copy>(path: &Path, spec: &TifSpec, f: impl Fn(usize, usize) -> T) {
+pub fn write_tif_with<T: GdalType + Copy>(
+    path: &Path,
+    spec: &TifSpec,
+    f: impl Fn(usize, usize) -> T,
+) {
     let mut v = Vec::with_capacity(spec.width * spec.height);
     for r in 0..spec.height {
         for c in 0..spec.width {
@@ -400,7 +487,11 @@ pub fn tree_bytes(dir: &Path) -> BTreeMap<String, Vec<u8>> {
             if p.is_dir() {
                 stack.push(p);
             } else {
-                let rel = p.strip_prefix(dir).unwrap().to_string_lossy().replace('\\', "/");
+                let rel = p
+                    .strip_prefix(dir)
+                    .unwrap()
+                    .to_string_lossy()
+                    .replace('\\', "/");
                 out.insert(rel, std::fs::read(&p).unwrap());
             }
         }
@@ -425,7 +516,11 @@ pub fn assert_same_tree(a: &Path, b: &Path) {
     let tb = tree_bytes(b);
     let only_a: Vec<&String> = ta.keys().filter(|k| !tb.contains_key(*k)).collect();
     let only_b: Vec<&String> = tb.keys().filter(|k| !ta.contains_key(*k)).collect();
-    let differ: Vec<&String> = ta.iter().filter(|(k, v)| tb.get(*k).is_some_and(|w| w != *v)).map(|(k, _)| k).collect();
+    let differ: Vec<&String> = ta
+        .iter()
+        .filter(|(k, v)| tb.get(*k).is_some_and(|w| w != *v))
+        .map(|(k, _)| k)
+        .collect();
     assert!(
         only_a.is_empty() && only_b.is_empty() && differ.is_empty(),
         "{} and {} differ:\n only in the first: {only_a:?}\n only in the second: {only_b:?}\n different bytes: {differ:?}",
@@ -446,5 +541,8 @@ pub fn stored_chunks(cube: &Path, array: &str) -> usize {
     if !dir.exists() {
         return 0;
     }
-    tree_bytes(&dir).keys().filter(|k| !k.ends_with("zarr.json")).count()
+    tree_bytes(&dir)
+        .keys()
+        .filter(|k| !k.ends_with("zarr.json"))
+        .count()
 }
