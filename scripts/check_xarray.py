@@ -73,6 +73,12 @@ def main():
         c = ds[b].rio.crs
         check(c is not None and c.to_epsg() == args.expect_epsg, f"{b}: .rio.crs = {c}",
               f"expected EPSG:{args.expect_epsg} (grid_mapping={ds[b].encoding.get('grid_mapping')!r})")
+    # Informational: with xarray's default decode_coords=True only a `coordinates` attribute
+    # (not grid_mapping) makes spatial_ref a coordinate, so `ds[band].rio.crs` needs one.
+    plain = xr.open_zarr(cube, consolidated=False)
+    if plain[bands[0]].rio.crs is None:
+        print(f"note  default xr.open_zarr(cube): {bands[0]}.rio.crs is None (spatial_ref is a data variable; "
+              "a band attribute coordinates='spatial_ref' would make it a coordinate)")
     sref = ds["spatial_ref"]
     check(sref.ndim == 0 and np.issubdtype(sref.dtype, np.integer), f"spatial_ref: 0-d {sref.dtype}",
           f"shape {sref.shape}")

@@ -14,10 +14,17 @@ fn crate_dir() -> PathBuf {
 
 /// True when the Python side can run; otherwise skip (or fail when it is required).
 fn python_ready(test: &str) -> bool {
-    let probe = Command::new("python3").args(["-c", "import xarray, zarr, rioxarray"]).output();
+    let probe = Command::new("python3")
+        .args(["-c", "import xarray, zarr, rioxarray"])
+        .output();
     let why = match &probe {
         Ok(o) if o.status.success() => return true,
-        Ok(o) => String::from_utf8_lossy(&o.stderr).trim().lines().last().unwrap_or("").to_string(),
+        Ok(o) => String::from_utf8_lossy(&o.stderr)
+            .trim()
+            .lines()
+            .last()
+            .unwrap_or("")
+            .to_string(),
         Err(e) => format!("cannot run python3: {e}"),
     };
     if std::env::var("CHUNKCUBE_REQUIRE_PYTHON").as_deref() == Ok("1") {
@@ -49,7 +56,11 @@ fn ingest(cube: &Path, extra: &[&str]) {
         .args(extra)
         .output()
         .expect("run chunkcube");
-    assert!(o.status.success(), "chunkcube ingest {extra:?} failed\n{}", show(&o));
+    assert!(
+        o.status.success(),
+        "chunkcube ingest {extra:?} failed\n{}",
+        show(&o)
+    );
 }
 
 /// Run the Python checks on a cube, comparing its pixels with the fixture tiles too.
@@ -58,11 +69,22 @@ fn check_xarray(cube: &Path) {
     let o = Command::new("python3")
         .arg(dir.join("scripts/check_xarray.py"))
         .arg(cube)
-        .args(["--expect-epsg", "6933", "--expect-times", "2019-01-01,2020-01-01", "--manifest"])
+        .args([
+            "--expect-epsg",
+            "6933",
+            "--expect-times",
+            "2019-01-01,2020-01-01",
+            "--manifest",
+        ])
         .arg(dir.join("fixtures/manifest.csv"))
         .output()
         .expect("run python3 scripts/check_xarray.py");
-    assert!(o.status.success(), "scripts/check_xarray.py {} failed\n{}", cube.display(), show(&o));
+    assert!(
+        o.status.success(),
+        "scripts/check_xarray.py {} failed\n{}",
+        cube.display(),
+        show(&o)
+    );
     print!("{}", String::from_utf8_lossy(&o.stdout));
 }
 
@@ -84,9 +106,15 @@ fn zarr_python_reads_sharded_cube() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let cube = tmp.path().join("cube");
-    ingest(&cube, &["--chunks", "time=1,y=64,x=64", "--shards", "y=128,x=128"]);
+    ingest(
+        &cube,
+        &["--chunks", "time=1,y=64,x=64", "--shards", "y=128,x=128"],
+    );
     // The sharding codec must be in the store, or this test proves nothing about shards.
     let meta = std::fs::read_to_string(cube.join("red/zarr.json")).unwrap();
-    assert!(meta.contains("sharding_indexed"), "red/zarr.json has no sharding codec:\n{meta}");
+    assert!(
+        meta.contains("sharding_indexed"),
+        "red/zarr.json has no sharding codec:\n{meta}"
+    );
     check_xarray(&cube);
 }
