@@ -156,6 +156,26 @@ impl Values {
         on_values!(self, a => conv(a, nodata))
     }
 
+    /// A sub-window as f32 with missing values as NaN, without copying the window first.
+    pub fn window_to_f32_masked(&self, r: &[Range<u64>], nodata: Option<f64>) -> ArrayD<f32> {
+        fn conv<T: Element>(
+            a: &ArrayD<T>,
+            info: &[SliceInfoElem],
+            nodata: Option<f64>,
+        ) -> ArrayD<f32> {
+            let nd = nodata.filter(|v| !v.is_nan()).map(T::from_f64);
+            a.slice(info).mapv(|v| {
+                if v.is_missing(nd) {
+                    f32::NAN
+                } else {
+                    v.to_f32()
+                }
+            })
+        }
+        let info = slice_info(r);
+        on_values!(self, a => conv(a, info.as_slice(), nodata))
+    }
+
     /// The f32 array, if this holds float32.
     pub fn as_f32(&self) -> Option<&ArrayD<f32>> {
         match self {

@@ -91,10 +91,16 @@ impl Session {
             Op::Const(v) => ArrayD::from_elem(IxDyn(&[1, 1, 1]), *v as f32),
             Op::Source { band, offset } => {
                 let shape = lens(region);
+                let pieces = chunk_pieces(band, *offset, region);
+                if let [(idx, inner, _)] = pieces.as_slice() {
+                    // Inside one stored chunk: convert straight from it.
+                    let chunk = self.chunk(band, *idx)?;
+                    return Ok(chunk.window_to_f32_masked(inner, band.nodata()));
+                }
                 let mut out = ArrayD::<f32>::from_elem(IxDyn(&shape), f32::NAN);
-                for (idx, inner, dst) in chunk_pieces(band, *offset, region) {
+                for (idx, inner, dst) in pieces {
                     let chunk = self.chunk(band, idx)?;
-                    let part = chunk.window(&inner).to_f32_masked(band.nodata());
+                    let part = chunk.window_to_f32_masked(&inner, band.nodata());
                     out.slice_mut(sl(&dst).as_slice()).assign(&part);
                 }
                 out
