@@ -45,7 +45,8 @@ rm -rf "$OUT" && mkdir -p "$OUT"
 TSV="$OUT/results.tsv"
 : >"$TSV"
 
-# measure NAME OUTDIR CMD...: run CMD under /usr/bin/time -v, record wall s, max RSS, output size.
+# measure NAME OUTDIR CMD...: run CMD under /usr/bin/time -v; record wall s, CPU s (user+sys: less
+# sensitive than wall time to other load on the machine), max RSS, output size.
 measure() {
     local name=$1 outdir=$2; shift 2
     local log="$OUT/${name//[^a-zA-Z0-9]/_}.log"
@@ -55,12 +56,13 @@ measure() {
         echo "bench: $name failed (log above: $log)" >&2
         exit 1
     fi
-    local wall rss bytes=0
+    local wall cpu rss bytes=0
     # "Elapsed (wall clock) time (h:mm:ss or m:ss): 0:13.45" -> seconds
     wall=$(awk -F': ' '/Elapsed \(wall clock\)/ {n=split($2,p,":"); s=0; for(i=1;i<=n;i++) s=s*60+p[i]; print s}' "$log.time")
+    cpu=$(awk -F': ' '/(User|System) time \(seconds\)/ {s += $2} END {print s}' "$log.time")
     rss=$(awk -F': ' '/Maximum resident set size/ {print $2}' "$log.time")
     [ -n "$outdir" ] && bytes=$(du -sb "$outdir" | cut -f1)
-    printf '%s\t%s\t%s\t%s\t%s\n' "$name" "$wall" "$rss" "$bytes" "$*" >>"$TSV"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$wall" "$cpu" "$rss" "$bytes" "$*" >>"$TSV"
 }
 
 # GDAL: one VRT per band over its tiles, then gdal_translate it to a Zarr v2 store.
@@ -92,13 +94,14 @@ python3 - "$TSV" "$RESULTS" <<'EOF'
 import json, os, platform, subprocess, sys
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
 base = float(rows[0][1])
-res = [{"tool": n, "wall_s": float(w), "ratio_to_chunkcube": round(float(w) / base, 3),
+res = [{"tool": n, "wall_s": float(w), "ratio_to_chunkcube": round(float(w) / base, 3), "cpu_s": float(u),
         "peak_rss_mib": round(int(r) / 1024, 1), "output_mb": round(int(b) / 1e6, 1), "command": c}
-       for n, w, r, b, c in rows]
-print(f"\n{'tool':<22}{'wall s':>8}{'ratio':>8}{'peak RSS MiB':>14}{'out MB':>8}")
+       for n, w, u, r, b, c in rows]
+print(f"\n{'tool':<22}{'wall s':>8}{'ratio':>8}{'peak RSS MiB':>14}{'CPU s':>8}{'out MB':>8}")
 for r in res:
     out = f"{r['output_mb']:.0f}" if r["output_mb"] else "-"
-    print(f"{r['tool']:<22}{r['wall_s']:>8.2f}{r['ratio_to_chunkcube']:>8.2f}{r['peak_rss_mib']:>14.0f}{out:>8}")
+    print(f"{r['tool']:<22}{r['wall_s']:>8.2f}{r['ratio_to_chunkcube']:>8.2f}{r['peak_rss_mib']:>14.0f}"
+          f"{r['cpu_s']:>8.1f}{out:>8}")
 ver = lambda *cmd: subprocess.run(cmd, capture_output=True, text=True).stdout.strip()
 doc = {
     "benchmark": "ingest: 2x2 tiles 4096x4096, 4 uint16 bands, 1 year, DEFLATE 512 blocks -> 1024x1024 chunks zstd:3",

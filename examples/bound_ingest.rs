@@ -114,6 +114,10 @@ fn read_window(
 
 fn run(o: &Opts) -> Res<()> {
     let start = Instant::now();
+    // Each block is decoded once: a small GDAL block cache, as chunkcube ingest uses.
+    if std::env::var_os("GDAL_CACHEMAX").is_none() {
+        gdal::config::set_config_option("GDAL_CACHEMAX", "64").map_err(|e| e.to_string())?;
+    }
     let tiles = read_manifest(&o.manifest)?;
     // Every window of every tile: (tile, float?, x, y, w, h).
     let mut tasks = Vec::new();

@@ -137,6 +137,15 @@ fn fill_json(dtype: DType, nodata: Option<f64>) -> Value {
     }
 }
 
+/// Keep zarrs' own provenance attribute out of the arrays we write (it would show up in
+/// every xarray `.attrs`).
+fn quiet_zarrs_metadata() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        zarrs::config::global_config_mut().set_include_zarrs_metadata(false);
+    });
+}
+
 /// An array builder for a band with the cube's conventions.
 pub fn band_builder(
     dtype: DType,
@@ -147,6 +156,7 @@ pub fn band_builder(
     codecs: Codecs,
     extra_attrs: &Map<String, Value>,
 ) -> ArrayBuilder {
+    quiet_zarrs_metadata();
     let outer = shards.unwrap_or(chunks);
     let fill = fill_json(dtype, nodata);
     let nod = nodata.unwrap_or(if dtype.is_float() { f64::NAN } else { 0.0 });
@@ -173,12 +183,15 @@ pub fn band_builder(
         attrs.insert("_FillValue".into(), fill);
     }
     attrs.insert("grid_mapping".into(), json!("spatial_ref"));
+    // So that xarray keeps spatial_ref as a coordinate of each band (`ds.red.rio.crs`).
+    attrs.insert("coordinates".into(), json!("spatial_ref"));
     b.attributes(attrs);
     b
 }
 
 /// Write the coordinate arrays `x`, `y`, `time` and the CRS variable `spatial_ref`.
 pub fn write_coords(store: &Store, geobox: &GeoBox, times: &[i64]) -> Result<(), StoreError> {
+    quiet_zarrs_metadata();
     let st = store.storage();
     let err = |key: &str, e: String| meta_err(store, key, e);
     let write_1d_f64 = |name: &str, vals: Vec<f64>, attrs: Map<String, Value>| {
