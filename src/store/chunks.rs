@@ -174,7 +174,7 @@ mod tests {
     #[test]
     fn byte_targets_align_to_stored_chunks() {
         let c = ChunkSpec::Bytes(8 << 20).resolve([4, 8192, 8192], [1, 1024, 1024], 2);
-        assert_eq!(c, [1, 2048, 2048]);
+        assert_eq!(c, [1, 1024, 4096]); // x grows first, then y, then time
         for (i, v) in c.iter().enumerate() {
             assert_eq!(v % [1, 1024, 1024][i], 0);
         }

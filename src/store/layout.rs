@@ -176,6 +176,16 @@ pub fn band_builder(
     b.bytes_to_bytes_codecs(b2b);
     if shards.is_some() {
         b.subchunk_shape(chunks.to_vec());
+        // Inner chunks in C order, not in the order their parallel encodings finish, so a
+        // sharded cube is byte-identical however it was written (resumed ingests included).
+        b.codec_specific_options(
+            zarrs::array::CodecSpecificOptions::default().with_option(
+                zarrs::array::codec::array_to_bytes::sharding::ShardingCodecOptions::default()
+                    .with_subchunk_write_order(
+                        zarrs::array::codec::array_to_bytes::sharding::SubchunkWriteOrder::C,
+                    ),
+            ),
+        );
     }
     b.dimension_names(Some(["time", "y", "x"]));
     let mut attrs = extra_attrs.clone();

@@ -1,0 +1,133 @@
+//! Full-band read throughput from S3: chunkcube (fetch + decode through the executor, with its
+//! prefetching layer) vs a plain concurrent `object_store` GET loop over the same chunk objects
+//! (fetch only, same concurrency cap). Used by `bench/s3.sh`; configuration from the AWS_*
+//! environment, as for the CLI.
+//!
+//! ```text
+//! cargo run --release --example s3_throughput -- s3://bucket/cube --band red [--repeat 3]
+//! ```
+//! Prints one JSON object: per method the best wall time, MB/s of encoded bytes, and the ratio
+//! (opening the cube, a few small metadata GETs, is timed apart).
+
+use chunkcube::store::prefetch::concurrency;
+use chunkcube::store::s3::{object_store_for, runtime};
+use chunkcube::store::{ChunkSpec, Location};
+use chunkcube::{Cube, ExecConfig, Query};
+use futures::{StreamExt, TryStreamExt};
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt};
+use std::sync::Arc;
+use std::time::Instant;
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let url = args
+        .first()
+        .filter(|a| a.starts_with("s3://"))
+        .ok_or_else(|| {
+            anyhow::anyhow!("usage: s3_throughput s3://bucket/cube --band red [--repeat N]")
+        })?
+        .clone();
+    let opt = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    let band = opt("--band").unwrap_or_else(|| "red".into());
+    let repeat: usize = opt("--repeat").and_then(|v| v.parse().ok()).unwrap_or(3);
+    let Location::S3 { bucket, prefix } = Location::parse(&url)? else {
+        anyhow::bail!("an s3:// URL is needed");
+    };
+
+    // The chunk objects of the band, from one listing.
+    let store: Arc<dyn ObjectStore> = object_store_for(&url, &bucket)?;
+    let band_prefix = ObjectPath::from(format!("{prefix}/{band}/c"));
+    let keys: Vec<(ObjectPath, u64)> = runtime().block_on(
+        store
+            .list(Some(&band_prefix))
+            .map_ok(|m| (m.location, m.size))
+            .try_collect(),
+    )?;
+    let total: u64 = keys.iter().map(|k| k.1).sum();
+    anyhow::ensure!(!keys.is_empty(), "no chunk objects under {band_prefix}");
+
+    let cap = concurrency();
+    let plain = || -> anyhow::Result<f64> {
+        let t = Instant::now();
+        let n: u64 = runtime().block_on(
+            futures::stream::iter(keys.iter().map(|(p, _)| {
+                let store = store.clone();
+                async move {
+                    let b = store.get(p).await?.bytes().await?;
+                    Ok::<u64, object_store::Error>(b.len() as u64)
+                }
+            }))
+            .buffer_unordered(cap)
+            .try_fold(0u64, |a, n| async move { Ok(a + n) }),
+        )?;
+        anyhow::ensure!(n == total, "plain loop read {n} bytes, expected {total}");
+        Ok(t.elapsed().as_secs_f64())
+    };
+    // Opening (metadata and coordinates, a few small sequential GETs) is timed apart from
+    // reading the band; a fresh cube and session each time, so no decoded chunk is reused.
+    let cube = || -> anyhow::Result<(f64, f64, u64, u64)> {
+        let t = Instant::now();
+        let cube = Cube::open_with(&url, ExecConfig::default())?;
+        let open_s = t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        let c = cube.band(&band)?.chunk_shape();
+        let q = Query::new()
+            .measurements(&[band.as_str()])
+            .chunks(ChunkSpec::Dims([Some(c[0]), Some(c[1]), Some(c[2])]));
+        let ds = cube.load(&q)?;
+        let da = ds
+            .get(&band)
+            .ok_or_else(|| anyhow::anyhow!("no band {band}"))?;
+        let v = da.compute()?;
+        std::hint::black_box(&v);
+        let s = cube.session().stats();
+        Ok((
+            open_s,
+            t.elapsed().as_secs_f64(),
+            s.chunks_read,
+            s.bytes_read,
+        ))
+    };
+
+    // Warm-up (connections, server caches), then alternate the two.
+    plain()?;
+    cube()?;
+    let (mut best_plain, mut best_cube, mut best_open) = (f64::MAX, f64::MAX, f64::MAX);
+    let (mut chunks, mut bytes) = (0, 0);
+    for _ in 0..repeat {
+        best_plain = best_plain.min(plain()?);
+        let (o, t, c, b) = cube()?;
+        best_open = best_open.min(o);
+        best_cube = best_cube.min(t);
+        chunks = c;
+        bytes = b;
+    }
+    anyhow::ensure!(
+        chunks == keys.len() as u64 && bytes == total,
+        "chunkcube read {chunks} chunks / {bytes} bytes, expected {} / {total}",
+        keys.len()
+    );
+    let mb = total as f64 / 1e6;
+    println!(
+        "{}",
+        serde_json::json!({
+            "url": url,
+            "band": band,
+            "chunk_objects": keys.len(),
+            "encoded_mb": mb,
+            "concurrency": cap,
+            "repeat": repeat,
+            "plain_get_loop": { "best_s": best_plain, "mb_per_s": mb / best_plain },
+            "chunkcube_fetch_decode": { "best_s": best_cube, "mb_per_s": mb / best_cube },
+            "chunkcube_open_s": best_open,
+            "ratio": best_plain / best_cube,
+        })
+    );
+    Ok(())
+}
