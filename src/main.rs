@@ -429,6 +429,28 @@ fn run_calc(a: CalcArgs) -> Result<()> {
         .vars()
         .map(|d| (d.name().to_string(), d.clone()))
         .collect();
+    // Plan the whole run before computing anything: every result as it will be written.
+    {
+        let mut env0 = env.clone();
+        let mut finals = Vec::new();
+        for (name, ast, src) in &parsed {
+            let da = build(src, ast, &env0)?.rename(name);
+            env0.insert(name.clone(), da.clone());
+            finals.push(da);
+        }
+        if let Some((op, dim)) = a.reduce.as_deref().and_then(|r| r.split_once(':')) {
+            if let Some(op) = ReduceOp::parse(op) {
+                finals = finals.into_iter().map(|d| d.reduce(op, dim)).collect();
+            }
+        }
+        if let Some(d) = finals.last() {
+            if let Some(m) = d.node().first_error() {
+                bail!("{m}");
+            }
+            let nodes: Vec<_> = finals.iter().map(|d| d.node()).collect();
+            s.check_memory(&nodes, d.chunks3(), a.out.is_some())?;
+        }
+    }
     let mut results: Vec<(String, DataArray)> = Vec::new();
     for (i, (name, ast, src)) in parsed.iter().enumerate() {
         let mut da = build(src, ast, &env)?.rename(name);

@@ -48,6 +48,8 @@ impl Budget {
     /// granted alone (planning rejects such tasks before execution starts).
     pub fn reserve(&self, bytes: u64) -> Reservation<'_> {
         let mut u = self.used.lock().unwrap_or_else(|e| e.into_inner());
+        // The planner guarantees one task fits beside the full cache, so the first
+        // reservation never waits; the others wait for room.
         while *u > 0 && *u + bytes + self.external.load(Ordering::Relaxed) > self.limit {
             u = self.cv.wait(u).unwrap_or_else(|e| e.into_inner());
         }

@@ -268,7 +268,7 @@ impl Session {
 impl Session {
     /// The most bytes a task may hold as a time stack before it rechunks through the spill store.
     pub(crate) fn stack_cap(&self) -> u64 {
-        (self.config.memory_limit / 4).max(64 << 10)
+        stack_cap_for(self.config.memory_limit)
     }
 
     /// Median over time when the stacks do not fit: fetch and decode each time step once,
@@ -319,6 +319,11 @@ impl Session {
         }
         Ok(out)
     }
+}
+
+/// The time-stack bytes a task may hold under `limit` before rechunking through the spill store.
+pub(crate) fn stack_cap_for(limit: u64) -> u64 {
+    (limit / 4).max(64 << 10)
 }
 
 /// How many steps along `axis` a reduction evaluates at once: one stored chunk's worth.

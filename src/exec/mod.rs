@@ -233,7 +233,7 @@ impl Session {
             spill: spill::SpillArea::new(config.spill_dir.clone()),
             budget: Budget::new(limit),
             // Chained computations reuse decoded chunks; single passes gain nothing from a big cache.
-            cache: ChunkCache::new((limit / 8).min(64 << 20)),
+            cache: ChunkCache::new(cache_cap(limit)),
             config,
             pool,
             stats: Stats::default(),
@@ -308,7 +308,13 @@ impl Session {
         band: &Arc<BandReader>,
         idx: [u64; 3],
     ) -> Result<Arc<Values>, ExecError> {
-        let (v, loaded) = self.cache.get_or_load((band.uid(), idx), || {
+        let key = (band.uid(), idx);
+        // A task keeps the chunks it fetched until it ends, so an expression naming a band
+        // twice (nir - red) / (nir + red) never fetches a chunk twice, however small the cache.
+        if let Some(v) = TASK_CHUNKS.with(|m| m.borrow().get(&key).cloned()) {
+            return Ok(v);
+        }
+        let (v, loaded) = self.cache.get_or_load(key, || {
             self.note_store(band);
             band.read_chunk(idx)
                 .map_err(|e| ExecError::Cube(Box::new(e)))
@@ -317,7 +323,24 @@ impl Session {
             self.stats.chunks_read.fetch_add(1, Ordering::Relaxed);
             self.budget.set_external(self.cache.bytes());
         }
+        TASK_CHUNKS.with(|m| m.borrow_mut().insert(key, v.clone()));
         Ok(v)
+    }
+
+    /// The cache's byte cap (part of the memory limit).
+    pub fn cache_cap(&self) -> u64 {
+        cache_cap(self.config.memory_limit)
+    }
+
+    /// Check, before anything runs, that computing `nodes` in `chunks` (and writing them, if
+    /// `writing`) fits the memory limit; the error states the minimum that works.
+    pub fn check_memory(
+        &self,
+        nodes: &[&Arc<Node>],
+        chunks: [u64; 3],
+        writing: bool,
+    ) -> Result<(), ExecError> {
+        self.check_nodes(nodes, chunks, writing).map(|_| ())
     }
 
     /// The most bytes one task computing `region` of `node` holds.
@@ -325,24 +348,48 @@ impl Session {
         estimate(node, region, self.stack_cap())
     }
 
-    /// The bytes one task of `node` in `chunks` needs (the first chunk is the largest).
-    fn task_need(&self, node: &Arc<Node>, chunks: [u64; 3]) -> Result<u64, ExecError> {
-        if let Some(m) = node.first_error() {
-            return Err(ExecError::Invalid(m));
-        }
-        let first: [Range<u64>; 3] = std::array::from_fn(|i| 0..chunks[i].min(node.shape[i]));
-        Ok(estimate(node, &first, self.stack_cap()))
+    fn plan_memory(&self, node: &Arc<Node>, chunks: [u64; 3]) -> Result<u64, ExecError> {
+        self.check_nodes(&[node], chunks, false)
     }
 
-    fn plan_memory(&self, node: &Arc<Node>, chunks: [u64; 3]) -> Result<u64, ExecError> {
-        let need = self.task_need(node, chunks)?;
-        if need > self.config.memory_limit {
-            return Err(ExecError::MemoryLimit {
-                limit: format_bytes(self.config.memory_limit),
-                needed: format_bytes(need + need / 4),
-            });
+    /// The per-task need of `nodes` under this session's limit, or a [`ExecError::MemoryLimit`]
+    /// stating the smallest limit under which they run (found by bisection, since what a task
+    /// holds can depend on the limit: a median rechunks through the spill store when its
+    /// stacks exceed a share of it).
+    pub(crate) fn check_nodes(
+        &self,
+        nodes: &[&Arc<Node>],
+        chunks: [u64; 3],
+        writing: bool,
+    ) -> Result<u64, ExecError> {
+        let limit = self.config.memory_limit;
+        let fits = |l: u64| -> Result<bool, ExecError> {
+            Ok(need_at(nodes, chunks, writing, l)? + cache_cap(l) <= l)
+        };
+        let need = need_at(nodes, chunks, writing, limit)?;
+        if fits(limit)? {
+            return Ok(need);
         }
-        Ok(need)
+        let mut hi = limit.max(1 << 16);
+        while !fits(hi)? {
+            hi = hi.saturating_mul(2);
+            if hi >= 1 << 50 {
+                break;
+            }
+        }
+        let mut lo = limit;
+        while hi - lo > (hi / 1000).max(1) {
+            let mid = lo + (hi - lo) / 2;
+            if fits(mid)? {
+                hi = mid;
+            } else {
+                lo = mid;
+            }
+        }
+        Err(ExecError::MemoryLimit {
+            limit: format_bytes(limit),
+            needed: format_bytes(hi + hi / 100),
+        })
     }
 
     /// Output chunk regions of a node.
@@ -432,7 +479,9 @@ impl Session {
                 let i = started_tasks.fetch_add(1, Ordering::Relaxed);
                 prefetch_upto(i + window);
                 let _res = self.budget.reserve(need);
+                TASK_CHUNKS.with(|m| m.borrow_mut().clear());
                 let mut out = f(r);
+                TASK_CHUNKS.with(|m| m.borrow_mut().clear());
                 if let Err(e) = out {
                     self.cancelled.store(true, Ordering::Relaxed);
                     if !matches!(e, ExecError::Cancelled) {
@@ -579,6 +628,40 @@ impl Session {
             node.dtype,
         ))
     }
+}
+
+thread_local! {
+    /// The decoded chunks the current task holds (cleared at the start and end of each task).
+    static TASK_CHUNKS: std::cell::RefCell<HashMap<(usize, [u64; 3]), Arc<Values>>> = std::cell::RefCell::new(HashMap::new());
+}
+
+/// The decoded-chunk cache's share of a memory limit: an eighth, at most 64 MiB (single passes
+/// gain nothing from more; chained computations reuse what fits).
+fn cache_cap(limit: u64) -> u64 {
+    (limit / 8).min(64 << 20)
+}
+
+/// What one task of `nodes` (computed together per output chunk, and written if `writing`)
+/// holds at its peak under a memory limit of `limit`.
+fn need_at(
+    nodes: &[&Arc<Node>],
+    chunks: [u64; 3],
+    writing: bool,
+    limit: u64,
+) -> Result<u64, ExecError> {
+    let mut need = 0;
+    for node in nodes {
+        if let Some(m) = node.first_error() {
+            return Err(ExecError::Invalid(m));
+        }
+        let first: [Range<u64>; 3] = std::array::from_fn(|i| 0..chunks[i].min(node.shape[i]));
+        need += estimate(node, &first, eval::stack_cap_for(limit));
+        if writing {
+            // The encode buffers of the output chunk (bytes and compressed).
+            need += 2 * chunks.iter().product::<u64>() * node.dtype.size() as u64;
+        }
+    }
+    Ok(need)
 }
 
 /// Whether a graph reads from a remote store.

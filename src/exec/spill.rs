@@ -67,6 +67,10 @@ impl Drop for SpillArea {
     }
 }
 
+/// Held shared by every spill write and exclusively by the interrupt handler, so it deletes
+/// spill directories only when no write is in flight and none can start after.
+static SPILL_WRITES: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
 /// Spill directories alive in this process, removed by the interrupt handler.
 static LIVE: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
 
@@ -106,6 +110,7 @@ pub fn install_interrupt_cleanup() {
         std::thread::spawn(move || {
             let mut sig: libc::c_int = 0;
             if libc::sigwait(&set, &mut sig) == 0 {
+                let _no_more_writes = SPILL_WRITES.write();
                 remove_live_spill_dirs();
                 eprintln!("interrupted: spill directories removed; no output cube was committed");
                 libc::_exit(130);
@@ -213,6 +218,7 @@ impl Persisted {
             })
             .collect();
         padded.slice_mut(sl.as_slice()).assign(&a);
+        let _writing = SPILL_WRITES.read();
         let g = self.spill_array()?;
         let arr = g.as_ref().expect("created");
         arr.store_chunk(&idx, padded)
@@ -331,6 +337,7 @@ impl ScratchArray {
             start[2]..start[2] + a.shape()[2] as u64,
         ]);
         let v: Vec<f32> = a.iter().copied().collect();
+        let _writing = SPILL_WRITES.read();
         self.array
             .store_array_subset(&subset, v)
             .map_err(|e| ExecError::Spill {

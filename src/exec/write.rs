@@ -45,7 +45,6 @@ impl Session {
             .first()
             .ok_or_else(|| ExecError::Invalid("nothing to write".into()))?;
         let shape = first.1.shape;
-        let mut need = 0;
         for (n, node) in outputs {
             if node.shape != shape {
                 return Err(ExecError::Invalid(format!(
@@ -54,16 +53,9 @@ impl Session {
                 )));
             }
             crate::ingest::scan::validate_band_name(n).map_err(ExecError::Invalid)?;
-            // Plus the encode buffers of the output chunk (bytes and compressed).
-            need += self.task_need(node, chunks)?
-                + 2 * chunks.iter().product::<u64>() * node.dtype.size() as u64;
         }
-        if need > self.config.memory_limit {
-            return Err(ExecError::MemoryLimit {
-                limit: crate::cube::format_bytes(self.config.memory_limit),
-                needed: crate::cube::format_bytes(need + need / 4),
-            });
-        }
+        let nodes: Vec<&Arc<Node>> = outputs.iter().map(|(_, n)| n).collect();
+        let need = self.check_nodes(&nodes, chunks, true)?;
         let store = prepare_output(url, overwrite, &self.config.store)?;
         let mut arrays = Vec::new();
         for (name, node) in outputs {
@@ -86,7 +78,6 @@ impl Session {
                     })?;
             arrays.push(a);
         }
-        let nodes: Vec<&Arc<Node>> = outputs.iter().map(|(_, n)| n).collect();
         self.run_tasks(&nodes, shape, chunks, need, "computing chunks", |r| {
             let idx: [u64; 3] = std::array::from_fn(|i| r[i].start / chunks[i]);
             for ((name, node), arr) in outputs.iter().zip(&arrays) {
