@@ -12,6 +12,7 @@ pub struct Budget {
     cv: Condvar,
     peak: AtomicU64,
     external: AtomicU64,
+    held: AtomicU64,
 }
 
 /// A reservation; released on drop.
@@ -38,6 +39,7 @@ impl Budget {
             cv: Condvar::new(),
             peak: AtomicU64::new(0),
             external: AtomicU64::new(0),
+            held: AtomicU64::new(0),
         }
     }
     /// The limit.
@@ -50,7 +52,7 @@ impl Budget {
         let mut u = self.used.lock().unwrap_or_else(|e| e.into_inner());
         // The planner guarantees one task fits beside the full cache, so the first
         // reservation never waits; the others wait for room.
-        while *u > 0 && *u + bytes + self.external.load(Ordering::Relaxed) > self.limit {
+        while *u > 0 && *u + bytes + self.outside() > self.limit {
             u = self.cv.wait(u).unwrap_or_else(|e| e.into_inner());
         }
         *u += bytes;
@@ -66,8 +68,17 @@ impl Budget {
         let u = self.used.lock().map(|u| *u).unwrap_or(0);
         self.note_peak(u);
     }
+    /// Account bytes held past a task (persisted chunks kept in memory).
+    pub fn add_held(&self, bytes: u64) {
+        self.held.fetch_add(bytes, Ordering::Relaxed);
+        let u = self.used.lock().map(|u| *u).unwrap_or(0);
+        self.note_peak(u);
+    }
+    fn outside(&self) -> u64 {
+        self.external.load(Ordering::Relaxed) + self.held.load(Ordering::Relaxed)
+    }
     fn note_peak(&self, used: u64) {
-        let total = used + self.external.load(Ordering::Relaxed);
+        let total = used + self.outside();
         self.peak.fetch_max(total, Ordering::Relaxed);
     }
     /// High-water mark of reserved + external bytes.

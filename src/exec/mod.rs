@@ -364,7 +364,9 @@ impl Session {
     ) -> Result<u64, ExecError> {
         let limit = self.config.memory_limit;
         let fits = |l: u64| -> Result<bool, ExecError> {
-            Ok(need_at(nodes, chunks, writing, l)? + cache_cap(l) <= l)
+            // Room for one task beside the decoded-chunk cache and persisted chunks kept in
+            // memory (each at most cache_cap).
+            Ok(need_at(nodes, chunks, writing, l)? + 2 * cache_cap(l) <= l)
         };
         let need = need_at(nodes, chunks, writing, limit)?;
         if fits(limit)? {
@@ -604,15 +606,24 @@ impl Session {
             return Ok(node.clone());
         }
         let need = self.plan_memory(node, chunks)?;
+        // Keep in memory only what leaves room for the cache and for later tasks (half of the
+        // rest); spill everything else.
+        let room = self
+            .config
+            .memory_limit
+            .saturating_sub(self.cache_cap() + need * self.threads() as u64);
         let p = Arc::new(Persisted::new(
             &self.spill,
             node.shape,
             chunks,
-            self.config.memory_limit / 4,
+            (room / 2).min(self.cache_cap()),
         )?);
         self.run_tasks(&[node], node.shape, chunks, need, "persisting", |r| {
             let a = self.eval(node, r)?;
+            let bytes = (a.len() * 4) as u64;
             let spilled = p.put(r, a)?;
+            // What stays in memory is held by the session, inside the budget's accounting.
+            self.budget.add_held(bytes - spilled);
             self.stats
                 .spilled_bytes
                 .fetch_add(spilled, Ordering::Relaxed);
