@@ -448,7 +448,13 @@ fn run_calc(a: CalcArgs) -> Result<()> {
                 bail!("{m}");
             }
             let nodes: Vec<_> = finals.iter().map(|d| d.node()).collect();
-            s.check_memory(&nodes, d.chunks3(), a.out.is_some())?;
+            // A result used by a later expression is persisted: plan room for it.
+            let persisting = parsed.iter().enumerate().any(|(i, (name, _, _))| {
+                parsed[i + 1..]
+                    .iter()
+                    .any(|(_, _, e)| mentions(e.split_once('=').map(|x| x.1).unwrap_or(""), name))
+            });
+            s.check_memory(&nodes, d.chunks3(), a.out.is_some(), persisting)?;
         }
     }
     let mut results: Vec<(String, DataArray)> = Vec::new();
@@ -624,6 +630,13 @@ fn run_ingest(a: IngestArgs) -> Result<()> {
 }
 
 fn main() {
+    // Large buffers (decoded and encoded chunks) go straight to mmap and back to the OS when
+    // freed, so the process's RSS follows the memory budget instead of glibc's heap high-water.
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only tunes the allocator; called before any other thread starts.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+    }
     chunkcube::exec::install_interrupt_cleanup();
     let cli = match Cli::try_parse() {
         Ok(c) => c,

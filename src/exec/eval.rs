@@ -304,16 +304,22 @@ impl Session {
             let y1 = (y0 + strip).min(h);
             let block = scratch.get(&[0..n, y0..y1, 0..w])?;
             let mut buf = Vec::with_capacity(n as usize);
-            for y in y0..y1 {
-                for x in 0..w {
-                    buf.clear();
-                    buf.extend(
-                        (0..n as usize)
-                            .map(|t| block[[t, (y - y0) as usize, x as usize]])
-                            .filter(|v| !v.is_nan()),
-                    );
-                    out[[0, y as usize, x as usize]] = nan_median(&mut buf);
-                }
+            let plane = ((y1 - y0) * w) as usize;
+            let flat = block
+                .as_slice()
+                .ok_or_else(|| ExecError::Invalid("spilled block is not contiguous".into()))?;
+            let dst = out
+                .as_slice_mut()
+                .ok_or_else(|| ExecError::Invalid("output is not contiguous".into()))?;
+            let base = (y0 * w) as usize;
+            for p in 0..plane {
+                buf.clear();
+                buf.extend(
+                    (0..n as usize)
+                        .map(|t| flat[t * plane + p])
+                        .filter(|v| !v.is_nan()),
+                );
+                dst[base + p] = nan_median(&mut buf);
             }
             y0 = y1;
         }
@@ -323,7 +329,7 @@ impl Session {
 
 /// The time-stack bytes a task may hold under `limit` before rechunking through the spill store.
 pub(crate) fn stack_cap_for(limit: u64) -> u64 {
-    (limit / 4).max(64 << 10)
+    (limit / 8).max(64 << 10)
 }
 
 /// How many steps along `axis` a reduction evaluates at once: one stored chunk's worth.

@@ -339,8 +339,10 @@ impl Session {
         nodes: &[&Arc<Node>],
         chunks: [u64; 3],
         writing: bool,
+        persisting: bool,
     ) -> Result<(), ExecError> {
-        self.check_nodes(nodes, chunks, writing).map(|_| ())
+        self.check_nodes_with(nodes, chunks, writing, persisting)
+            .map(|_| ())
     }
 
     /// The most bytes one task computing `region` of `node` holds.
@@ -362,11 +364,23 @@ impl Session {
         chunks: [u64; 3],
         writing: bool,
     ) -> Result<u64, ExecError> {
+        let persisting = nodes.iter().any(|n| has_persisted(n));
+        self.check_nodes_with(nodes, chunks, writing, persisting)
+    }
+
+    fn check_nodes_with(
+        &self,
+        nodes: &[&Arc<Node>],
+        chunks: [u64; 3],
+        writing: bool,
+        persisting: bool,
+    ) -> Result<u64, ExecError> {
         let limit = self.config.memory_limit;
+        // Room for one task beside the decoded-chunk cache and, when persisted results are
+        // involved, the persisted chunks kept in memory (each at most cache_cap).
+        let slots = if persisting { 2 } else { 1 };
         let fits = |l: u64| -> Result<bool, ExecError> {
-            // Room for one task beside the decoded-chunk cache and persisted chunks kept in
-            // memory (each at most cache_cap).
-            Ok(need_at(nodes, chunks, writing, l)? + 2 * cache_cap(l) <= l)
+            Ok(need_at(nodes, chunks, writing, l)? + slots * cache_cap(l) <= l)
         };
         let need = need_at(nodes, chunks, writing, limit)?;
         if fits(limit)? {
@@ -668,11 +682,16 @@ fn need_at(
         let first: [Range<u64>; 3] = std::array::from_fn(|i| 0..chunks[i].min(node.shape[i]));
         need += estimate(node, &first, eval::stack_cap_for(limit));
         if writing {
-            // The encode buffers of the output chunk (bytes and compressed).
-            need += 2 * chunks.iter().product::<u64>() * node.dtype.size() as u64;
+            // The compressed output chunk (the result array itself becomes the encoder input).
+            need += chunks.iter().product::<u64>() * node.dtype.size() as u64;
         }
     }
     Ok(need)
+}
+
+/// Whether a graph reads persisted results.
+fn has_persisted(n: &Arc<Node>) -> bool {
+    matches!(n.op, Op::Persisted { .. }) || n.children().into_iter().any(has_persisted)
 }
 
 /// Whether a graph reads from a remote store.

@@ -316,13 +316,13 @@ impl SpillArea {
         };
         std::fs::create_dir_all(&dir).map_err(|e| err(e.to_string()))?;
         let store = Arc::new(FilesystemStore::new(&dir).map_err(|e| err(e.to_string()))?);
-        let mut b = ArrayBuilder::new(
+        let b = ArrayBuilder::new(
             shape.to_vec(),
             chunks.to_vec(),
             zarrs::array::data_type::float32(),
             f32::NAN,
         );
-        b.bytes_to_bytes_codecs(vec![Arc::new(ZstdCodec::new(1, false))]);
+        // Uncompressed: spill data is read back once, soon, usually from the page cache.
         let array = b.build(store, "/a").map_err(|e| err(e.to_string()))?;
         Ok(ScratchArray { array, dir })
     }
