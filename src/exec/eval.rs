@@ -207,8 +207,21 @@ impl Session {
                 let mut r = full.clone();
                 r[axis] = s..e;
                 let slab = self.eval(input, &r)?;
-                for (i, lane) in slab.lanes(Axis(axis)).into_iter().enumerate() {
-                    stack[i].extend(lane.iter().copied().filter(|v| !v.is_nan()));
+                match (axis, slab.as_slice()) {
+                    (0, Some(flat)) if flat.len() % px == 0 => {
+                        for plane in flat.chunks_exact(px) {
+                            for (st, &v) in stack.iter_mut().zip(plane) {
+                                if !v.is_nan() {
+                                    st.push(v);
+                                }
+                            }
+                        }
+                    }
+                    _ => {
+                        for (i, lane) in slab.lanes(Axis(axis)).into_iter().enumerate() {
+                            stack[i].extend(lane.iter().copied().filter(|v| !v.is_nan()));
+                        }
+                    }
                 }
                 s = e;
             }
@@ -227,17 +240,31 @@ impl Session {
             let mut r = full.clone();
             r[axis] = s..e;
             let slab = self.eval(input, &r)?;
-            for (i, lane) in slab.lanes(Axis(axis)).into_iter().enumerate() {
-                for &v in lane.iter() {
-                    if v.is_nan() {
-                        continue;
-                    }
+            let mut add = |i: usize, v: f32| {
+                if !v.is_nan() {
                     cnt[i] += 1;
                     let d = v as f64;
                     sum[i] += d;
                     sq[i] += d * d;
                     mn[i] = mn[i].min(v);
                     mx[i] = mx[i].max(v);
+                }
+            };
+            match (axis, slab.as_slice()) {
+                // Over time with a contiguous slab: one flat pass per time step.
+                (0, Some(flat)) if flat.len() % px == 0 => {
+                    for plane in flat.chunks_exact(px) {
+                        for (i, &v) in plane.iter().enumerate() {
+                            add(i, v);
+                        }
+                    }
+                }
+                _ => {
+                    for (i, lane) in slab.lanes(Axis(axis)).into_iter().enumerate() {
+                        for &v in lane.iter() {
+                            add(i, v);
+                        }
+                    }
                 }
             }
             s = e;
