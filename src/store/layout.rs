@@ -614,8 +614,10 @@ pub fn read_cube_meta(store: &Store) -> Result<CubeMeta, StoreError> {
             ]
         }
     };
-    let epsg = if wkt.is_empty() {
-        None
+    // The EPSG code chunkcube records at write time spares a PROJ database lookup per open.
+    let recorded = sattr.get("epsg").and_then(Value::as_u64).map(|e| e as u32);
+    let epsg = if recorded.is_some() || wkt.is_empty() {
+        recorded
     } else {
         crate::geo::crs_info(&wkt).ok().and_then(|(_, e)| e)
     };
