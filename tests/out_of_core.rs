@@ -34,6 +34,12 @@ const CHUNKS_PER_BAND: u64 = (T * 2 * 2) as u64;
 const CHUNKS_BOTH: u64 = 2 * CHUNKS_PER_BAND;
 const NDVI: &str = "ndvi=(nir-red)/(nir+red)";
 
+/// A band's pixel value at (t, y, x).
+type PixelFn = dyn Fn(usize, usize, usize) -> u16;
+
+/// (name, CLI args, output band, reference values, tolerance).
+type Case<'a> = (&'a str, Vec<&'a str>, &'a str, Vec<f32>, f32);
+
 fn splitmix(mut z: u64) -> u64 {
     z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -165,13 +171,7 @@ fn clean_stale(prefix: &str) {
 
 /// Write the tiles and a manifest for `bands` (name, generator) under `dir`; returns the
 /// manifest path.
-fn write_tiles(
-    dir: &Path,
-    t_n: usize,
-    h: usize,
-    w: usize,
-    bands: &[(&str, &dyn Fn(usize, usize, usize) -> u16)],
-) -> PathBuf {
+fn write_tiles(dir: &Path, t_n: usize, h: usize, w: usize, bands: &[(&str, &PixelFn)]) -> PathBuf {
     let spec = TifSpec {
         width: w,
         height: h,
@@ -310,9 +310,7 @@ fn stated_minimum(msg: &str) -> u64 {
         .find("use at least ")
         .unwrap_or_else(|| panic!("the error states no minimum: {msg}"));
     let rest = &msg[i + "use at least ".len()..];
-    let end = rest
-        .find(|c: char| c == '(' || c == ';' || c == ',')
-        .unwrap_or(rest.len());
+    let end = rest.find(['(', ';', ',']).unwrap_or(rest.len());
     parse_size(&rest[..end])
 }
 
@@ -1231,7 +1229,7 @@ fn big_cube() -> &'static Path {
         let _ = std::fs::remove_dir_all(&dir);
         let nir = |t: usize, y: usize, x: usize| {
             let h = splitmix(((t * 512 + y) * 512 + x) as u64 ^ 0xb16);
-            if h % 10 == 0 {
+            if h.is_multiple_of(10) {
                 0
             } else {
                 1 + ((h >> 8) % 10_000) as u16
@@ -1370,9 +1368,7 @@ fn spill_dir_is_removed_after_interruption() {
 fn stated_text(line: &str) -> String {
     let i = line.find("use at least ").expect("a stated minimum");
     let rest = &line[i + "use at least ".len()..];
-    let end = rest
-        .find(|c: char| c == '(' || c == ';' || c == ',')
-        .unwrap_or(rest.len());
+    let end = rest.find(['(', ';', ',']).unwrap_or(rest.len());
     rest[..end].trim().to_string()
 }
 
@@ -1380,7 +1376,7 @@ fn stated_text(line: &str) -> String {
 fn limit_below_one_task_is_refused_with_a_minimum_that_works() {
     let mut c = Checks::default();
     let r = reference();
-    let cases: Vec<(&str, Vec<&str>, &str, Vec<f32>, f32)> = vec![
+    let cases: Vec<Case> = vec![
         ("ndvi", vec!["--expr", NDVI], "ndvi", flat(&r.ndvi), 0.0),
         (
             "median",
@@ -1467,8 +1463,7 @@ fn compute_into_memory_refuses_results_larger_than_the_limit() {
     let (red, nir) = bands(&cube, STORED);
     let e = ndvi_of(&red, &nir)
         .compute()
-        .err()
-        .expect("a 3 MiB result under 1 MiB must be refused");
+        .expect_err("a 3 MiB result under 1 MiB must be refused");
     let msg = e.to_string();
     assert!(
         msg.contains("--memory-limit") && msg.contains("to_zarr"),

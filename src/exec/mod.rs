@@ -655,9 +655,12 @@ impl Session {
     }
 }
 
+/// Decoded chunks by (band uid, chunk index).
+type TaskChunks = HashMap<(usize, [u64; 3]), Arc<Values>>;
+
 thread_local! {
     /// The decoded chunks the current task holds (cleared at the start and end of each task).
-    static TASK_CHUNKS: std::cell::RefCell<HashMap<(usize, [u64; 3]), Arc<Values>>> = std::cell::RefCell::new(HashMap::new());
+    static TASK_CHUNKS: std::cell::RefCell<TaskChunks> = std::cell::RefCell::new(HashMap::new());
 }
 
 /// The decoded-chunk cache's share of a memory limit: an eighth, at most 64 MiB (single passes
