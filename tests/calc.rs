@@ -6,13 +6,17 @@
 //!
 //! The fixtures cube (stored chunks `time=1,y=64,x=64`) is ingested once per test binary.
 
+mod common;
 use chunkcube::graph::{BinaryOp, ReduceOp};
 use chunkcube::{ChunkSpec, Cube, DType, DataArray, ExecConfig, Query, Values};
+use common::output::{
+    copy_dir, run_one_error as run_err, run_output as run, run_output_ok as run_ok, show,
+};
 use ndarray::{Array3, Ix3};
 use std::collections::{BTreeSet, HashMap};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::sync::OnceLock;
 
 // ---------------------------------------------------------------------------------------------
@@ -36,54 +40,6 @@ const ALL_REDUCTIONS: [ReduceOp; 7] = [
 
 fn crate_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn show(o: &Output) -> String {
-    format!(
-        "status: {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn run(args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .output()
-        .expect("run chunkcube")
-}
-
-fn run_ok(args: &[&str]) -> Output {
-    let o = run(args);
-    assert!(
-        o.status.success(),
-        "chunkcube {args:?} failed\n{}",
-        show(&o)
-    );
-    o
-}
-
-/// A failing CLI run: exit status 1 and exactly one `error: ...` line on stderr (returned).
-fn run_err(args: &[&str]) -> String {
-    let o = run(args);
-    assert_eq!(
-        o.status.code(),
-        Some(1),
-        "chunkcube {args:?} should exit 1\n{}",
-        show(&o)
-    );
-    let err = String::from_utf8_lossy(&o.stderr).to_string();
-    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert_eq!(
-        lines.len(),
-        1,
-        "expected one error line for {args:?}\n{}",
-        show(&o)
-    );
-    assert!(lines[0].starts_with("error: "), "{}", show(&o));
-    assert!(!err.contains("panicked"), "{}", show(&o));
-    lines[0].to_string()
 }
 
 /// The fixtures cube, ingested once per test process under the target's tmp dir.
@@ -140,19 +96,6 @@ fn fresh_with(threads: usize) -> Cube {
 
 fn fresh() -> Cube {
     fresh_with(2)
-}
-
-fn copy_dir(src: &Path, dst: &Path) {
-    std::fs::create_dir_all(dst).unwrap();
-    for e in std::fs::read_dir(src).unwrap().flatten() {
-        let p = e.path();
-        let q = dst.join(e.file_name());
-        if p.is_dir() {
-            copy_dir(&p, &q);
-        } else {
-            std::fs::copy(&p, &q).unwrap();
-        }
-    }
 }
 
 /// Every band of the fixture tiles on the union grid, `[t, y, x]`, as f32 with nodata → NaN

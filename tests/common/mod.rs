@@ -10,6 +10,8 @@
 //! Not every test file uses every helper.
 #![allow(dead_code)]
 
+pub mod output;
+
 use gdal::raster::{Buffer, GdalType, RasterCreationOptions};
 use gdal::spatial_ref::SpatialRef;
 use gdal::DriverManager;
