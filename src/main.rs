@@ -360,7 +360,6 @@ fn run_load(a: LoadArgs) -> Result<()> {
     let s = session(&a.exec)?;
     let cube = Cube::open_in(&a.cube, s.clone())?;
     let mut q = build_query(&a.sel)?;
-    let lazy_requested = q.chunks.is_some();
     if q.chunks.is_none() {
         // Stay lazy until the action decides what to read.
         q.chunks = Some(ChunkSpec::Auto);
@@ -389,7 +388,6 @@ fn run_load(a: LoadArgs) -> Result<()> {
             print_values(da.name(), da, &v);
         }
     } else if let Some(out) = &a.out {
-        let _ = lazy_requested;
         ds.to_zarr(out, a.exec.overwrite)?;
         eprintln!("wrote {} band(s) to {out}", ds.names().len());
     } else {

@@ -18,7 +18,7 @@ pub use spill::{install_interrupt_cleanup, remove_live_spill_dirs, Persisted};
 use crate::cube::{format_bytes, BandReader, CubeError, Values};
 use crate::graph::{input_region, source_chunks, Node, Op};
 use crate::store::{grid_shape, DType, StoreError};
-use ndarray::{ArrayD, IxDyn};
+use ndarray::ArrayD;
 use rayon::prelude::*;
 use std::collections::HashMap;
 use std::ops::Range;
@@ -762,9 +762,4 @@ fn estimate(node: &Arc<Node>, region: &[Range<u64>; 3], stack_cap: u64) -> u64 {
             }
         }
     }
-}
-
-/// A zero-size array (for tests of shapes).
-pub fn empty_f32() -> ArrayD<f32> {
-    ArrayD::zeros(IxDyn(&[0]))
 }

@@ -127,7 +127,6 @@ pub struct Persisted {
     mem_bytes: AtomicU64,
     mem_cap: u64,
     spill: Mutex<Option<Array<FilesystemStore>>>,
-    spill_path: Option<PathBuf>,
     spill_area_dir: Result<PathBuf, String>,
     id: u64,
 }
@@ -153,7 +152,6 @@ impl Persisted {
             mem_bytes: AtomicU64::new(0),
             mem_cap,
             spill: Mutex::new(None),
-            spill_path: None,
             spill_area_dir: area.dir().map_err(|e| e.to_string()),
             id,
         })
@@ -189,7 +187,6 @@ impl Persisted {
                 .map_err(|e| err(e.to_string()))?;
             *g = Some(a);
         }
-        let _ = &self.spill_path;
         Ok(g)
     }
 

@@ -47,28 +47,23 @@ pub fn to_dot(node: &Arc<Node>, chunks: [u64; 3], name: &str) -> String {
     } else {
         let _ = writeln!(s, "  label=\"{} output chunks: summarised per layer\";", n);
         for l in layers(node, chunks) {
-            let extra = match &l.stored_chunks {
-                Some((band, c)) => {
-                    let _ = writeln!(
-                        s,
-                        "  store_{} [shape=box, label=\"{} stored chunks of '{}'\"];",
-                        l.id,
-                        c,
-                        esc(band)
-                    );
-                    let _ = writeln!(s, "  store_{} -> n{};", l.id, l.id);
-                    String::new()
-                }
-                None => String::new(),
-            };
+            if let Some((band, c)) = &l.stored_chunks {
+                let _ = writeln!(
+                    s,
+                    "  store_{} [shape=box, label=\"{} stored chunks of '{}'\"];",
+                    l.id,
+                    c,
+                    esc(band)
+                );
+                let _ = writeln!(s, "  store_{} -> n{};", l.id, l.id);
+            }
             let _ = writeln!(
                 s,
-                "  n{} [shape=ellipse, label=\"{}\\n{} tasks, {}{}\"];",
+                "  n{} [shape=ellipse, label=\"{}\\n{} tasks, {}\"];",
                 l.id,
                 esc(&l.label),
                 l.tasks,
                 crate::cube::format_bytes(l.bytes),
-                extra
             );
             for i in &l.inputs {
                 let _ = writeln!(s, "  n{i} -> n{};", l.id);
@@ -96,7 +91,7 @@ fn task(
     }
     drawn.insert(id.clone(), ());
     match &node.op {
-        Op::Source { band, .. } => {
+        Op::Source { .. } => {
             let _ = writeln!(
                 s,
                 "  {id} [shape=circle, label=\"{}\"];",
@@ -110,7 +105,6 @@ fn task(
                     let _ = writeln!(s, "  {sid} [shape=box, label=\"{}\"];", esc(&key));
                 }
                 let _ = writeln!(s, "  {sid} -> {id};");
-                let _ = band;
             }
         }
         Op::Const(_) => {}

@@ -268,18 +268,17 @@ fn ingest_in_pool(
     // What an earlier run already finished.
     let existing: HashSet<String> = store.list_sizes("")?.into_iter().map(|(k, _)| k).collect();
     let mut tasks = Vec::new();
-    for (bi, b) in plan.bands.iter().enumerate() {
+    for (bi, arr) in arrays.iter().enumerate() {
         for t in 0..grid[0] {
             for y in 0..grid[1] {
                 for x in 0..grid[2] {
                     let idx = [t, y, x];
-                    let key = arrays[bi].chunk_key(&idx).to_string();
+                    let key = arr.chunk_key(&idx).to_string();
                     if existing.contains(&key) {
                         report.chunks_skipped += 1;
                     } else {
                         tasks.push((bi, idx));
                     }
-                    let _ = b;
                 }
             }
         }
