@@ -4,7 +4,8 @@
 # Data (generated, never committed): a 2x2 grid of 4096x4096 tiles, bands red and nir, 6 years
 # -> an 8192x8192x6 cube of uint16 (1.6 GB of pixels), ingested twice: 1024x1024 chunks (NDVI,
 # mean) and 2048x2048 chunks (median over time under a 48 MiB limit).
-#   bash bench/calc.sh            # prints a table and writes bench-data/calc-results.json
+#   bash bench/calc.sh            # prints a table and writes bench-data/calc-results.jsonl
+#   SKIP_DISTRIBUTED=1 bash bench/calc.sh   # without the (slow) dask distributed runs
 set -euo pipefail
 cd "$(dirname "$0")/.."
 B=./target/release/chunkcube
@@ -48,8 +49,14 @@ run "chunkcube ndvi --memory-limit 4GiB" $B calc $D/cube1024 --expr 'ndvi=(nir-r
 run "chunkcube median:time --memory-limit 48MiB" $B calc $D/cube2048 --expr 'm=nir' --reduce median:time --out $D/out-med48 --overwrite --quiet --memory-limit 48MiB --stats $D/med48-stats.json
 run "chunkcube median:time --memory-limit 4GiB" $B calc $D/cube2048 --expr 'm=nir' --reduce median:time --out $D/out-med4g --overwrite --quiet --memory-limit 4GiB
 run "dask threads median(time)" python3 bench/calc_dask.py $D/cube2048 $D/out-med-dask median
-run "dask distributed (memory_limit 48MiB) median" python3 bench/calc_dask.py $D/cube2048 $D/out-med-dist median --distributed 48MiB
-run "dask distributed (memory_limit 64MiB) ndvi" python3 bench/calc_dask.py $D/cube1024 $D/out-ndvi-dist ndvi --distributed 64MiB
+# dask distributed under these limits may never finish (its workers pause, spill and restart):
+# bounded by DIST_TIMEOUT seconds (default 900; a timed-out run shows FAILED); SKIP_DISTRIBUTED=1
+# leaves them out.
+if [ "${SKIP_DISTRIBUTED:-0}" != 1 ]; then
+    T=${DIST_TIMEOUT:-900}
+    run "dask distributed (memory_limit 48MiB) median" timeout $T python3 bench/calc_dask.py $D/cube2048 $D/out-med-dist median --distributed 48MiB
+    run "dask distributed (memory_limit 64MiB) ndvi" timeout $T python3 bench/calc_dask.py $D/cube1024 $D/out-ndvi-dist ndvi --distributed 64MiB
+fi
 echo
 echo "median spill stats: $(tr -d '\n ' < $D/med48-stats.json)"
 echo

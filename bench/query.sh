@@ -7,8 +7,9 @@
 #   2. whole-process time of the same read: `chunkcube load ... --print` vs a Python script
 #      doing it with xarray (imports included);
 #   3. full-band read throughput (MB/s of decoded pixels).
-#   4. (what-if, not a target) chunkcube and zarrs with glibc malloc told to keep freed memory
-#      (GLIBC_TUNABLES), to show how much of a read is page faults on fresh buffers.
+#   4. (not a target) the same reads with glibc's allocator left at its defaults (--no-tune)
+#      vs tuned as the command line tunes it (chunkcube::exec::tune_allocator), to show how
+#      much of a read is page faults on fresh buffers.
 #
 # Data (generated if missing, never committed): a 2x2 grid of 4096x4096 tiles, bands red and
 # nir, one year -> an 8192x8192 uint16 cube in 1024x1024 zstd-3 + crc32c chunks.
@@ -93,16 +94,15 @@ python3 bench/query_py.py proc "$PROC_REPS" -- python3 bench/query_xr_cli.py $CU
     > $tmp/proc_py1.json
 python3 bench/query_py.py proc "$PROC_REPS" -- $B --version > $tmp/proc_version.json
 echo
-echo "== 4. what-if: glibc malloc keeping freed memory (GLIBC_TUNABLES) =="
-TUNED=glibc.malloc.trim_threshold=1073741824:glibc.malloc.mmap_threshold=1073741824:glibc.malloc.top_pad=67108864
+echo "== 4. allocator: glibc defaults (--no-tune) vs tuned as the CLI tunes it =="
 # Three alternating rounds of plain and tuned, so load changes hit both alike.
 for round in 1 2 3; do
     for m in chunkcube_window zarrs_chunk_decode; do
-        $W $CUBE $WIN --profile $m --loops 1 2>/dev/null >> $tmp/plain_$m.jsonl
-        GLIBC_TUNABLES=$TUNED $W $CUBE $WIN --profile $m --loops 1 2>/dev/null >> $tmp/tuned_$m.jsonl
+        $W $CUBE $WIN --profile $m --loops 1 --no-tune 2>/dev/null >> $tmp/plain_$m.jsonl
+        $W $CUBE $WIN --profile $m --loops 1 2>/dev/null >> $tmp/tuned_$m.jsonl
     done
-    $W $CUBE $WIN --profile chunkcube_full --loops 3 2>/dev/null >> $tmp/plain_chunkcube_full.jsonl
-    GLIBC_TUNABLES=$TUNED $W $CUBE $WIN --profile chunkcube_full --loops 3 2>/dev/null >> $tmp/tuned_chunkcube_full.jsonl
+    $W $CUBE $WIN --profile chunkcube_full --loops 3 --no-tune 2>/dev/null >> $tmp/plain_chunkcube_full.jsonl
+    $W $CUBE $WIN --profile chunkcube_full --loops 3 2>/dev/null >> $tmp/tuned_chunkcube_full.jsonl
 done
 echo "(done)"
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -167,12 +167,12 @@ def rounds(n):  # median over rounds of each round's median
     return {"median_s": statistics.median(x["median_s"] for x in rs),
             "cpu_median_s": statistics.median(x["cpu_median_s"] for x in rs), "rounds": rs}
 whatif = {}
-print(f"{'4. what-if: malloc keeps memory':<32} {'plain ms':>10} {'tuned ms':>9} {'':>9} {'tuned/plain':>11}")
+print(f"{'4. allocator defaults vs tuned':<32} {'plain ms':>10} {'tuned ms':>9} {'':>9} {'tuned/plain':>11}")
 for m in ["chunkcube_window", "zarrs_chunk_decode", "chunkcube_full"]:
     a, b = rounds(f"plain_{m}"), rounds(f"tuned_{m}")
     whatif[m] = {"plain": a, "tuned": b}
     print(f"  {m:<30} {a['median_s']*1e3:10.3f} {b['median_s']*1e3:9.3f} {'':>9} {b['median_s']/a['median_s']:10.2f}x")
-print("  (tuned: GLIBC_TUNABLES trim_threshold/mmap_threshold 1 GiB, top_pad 64 MiB; 3 alternating rounds)")
+print("  (plain: glibc defaults; tuned: chunkcube::exec::tune_allocator, as the CLI; 3 alternating rounds)")
 
 def target(ratio, op, bound):
     return {"ratio": ratio, "target": f"{op} {bound}", "met": ratio <= bound if op == "<=" else ratio >= bound}

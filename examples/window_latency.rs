@@ -6,7 +6,7 @@
 //! cargo run --release --example window_latency -- CUBE WINDOWS.txt [--straddle WINDOWS2.txt]
 //!                                                 [--band red] [--size 100]
 //!                                                 [--warmup 3] [--full-reps 3]
-//!                                                 [--profile METHOD [--loops 20]]
+//!                                                 [--profile METHOD [--loops 20]] [--no-tune]
 //! ```
 //! `WINDOWS.txt` holds one window origin `t y x` per line; each window is `size` x `size`
 //! pixels and lies inside one stored chunk. The chunk cache is cleared before every rep, so
@@ -123,7 +123,7 @@ fn read_windows(path: &str) -> Result<Vec<[u64; 3]>, Box<dyn Error>> {
 
 fn main() -> Result<(), Box<dyn Error>> {
     let args: Vec<String> = std::env::args().collect();
-    let usage = "usage: window_latency CUBE WINDOWS.txt [--straddle WINDOWS2.txt] [--band red] [--size 100] [--warmup 3] [--full-reps 3] [--profile METHOD [--loops N]]";
+    let usage = "usage: window_latency CUBE WINDOWS.txt [--straddle WINDOWS2.txt] [--band red] [--size 100] [--warmup 3] [--full-reps 3] [--profile METHOD [--loops N]] [--no-tune]";
     let cube_path = args.get(1).ok_or(usage)?.clone();
     let windows_file = args.get(2).ok_or(usage)?.clone();
     let band = arg(&args, "--band").unwrap_or_else(|| "red".into());
@@ -132,6 +132,10 @@ fn main() -> Result<(), Box<dyn Error>> {
     let full_reps: usize = arg(&args, "--full-reps").map_or(Ok(3), |s| s.parse())?;
 
     let windows = read_windows(&windows_file)?;
+    // As the command line does (every method in this process alike), unless asked not to.
+    if !args.iter().any(|a| a == "--no-tune") {
+        chunkcube::exec::tune_allocator(chunkcube::exec::ExecConfig::default().memory_limit);
+    }
 
     // chunkcube: open once (metadata), lazy band in the stored chunking.
     // The first open in a process pays for PROJ/GDAL set-up; a second open shows the steady cost.

@@ -233,6 +233,7 @@ fn session(e: &ExecArgs) -> Result<Arc<Session>> {
         }
         c.threads = t;
     }
+    chunkcube::exec::tune_allocator(c.memory_limit);
     c.quiet = e.quiet;
     c.spill_dir = e.spill_dir.clone();
     c.store.cache_dir = e.cache_dir.clone();

@@ -56,10 +56,13 @@ impl ChunkCache {
     }
 
     /// Get a chunk, loading it with `load` if absent (once, however many tasks ask at once).
-    /// Returns the values and whether this call loaded them.
+    /// A loaded chunk is kept only if `keep` (a scan that never comes back to a chunk would
+    /// only push out chunks that may be reused). Returns the values and whether this call
+    /// loaded them.
     pub fn get_or_load<E>(
         &self,
         key: Key,
+        keep: bool,
         load: impl FnOnce() -> Result<Values, E>,
     ) -> Result<(Arc<Values>, bool), E> {
         {
@@ -89,7 +92,7 @@ impl ChunkCache {
             Ok(v) => {
                 let v = Arc::new(v);
                 let n = v.nbytes() as u64;
-                if n <= self.cap {
+                if keep && n <= self.cap {
                     g.map.insert(key, Slot::Ready(v.clone(), n));
                     g.bytes += n;
                     g.tick += 1;

@@ -1,8 +1,9 @@
-//! Evaluation of one region of a graph: the body of every chunk task. Elementwise chains are
-//! fused per task (no whole-array intermediates); reductions stream over their axis.
+//! Evaluation of one region of a graph: the body of every chunk task. An elementwise chain is
+//! one task per output chunk (intermediates live only inside the task, one chunk each, depth
+//! first); reductions stream over their axis, letting go of each slab once past it.
 
 use super::{ExecError, Session};
-use crate::cube::{BandReader, Values};
+use crate::cube::BandReader;
 use crate::graph::{input_region, BinaryOp, Node, Op, ReduceOp, UnaryOp};
 use crate::store::DType;
 use ndarray::{ArrayD, Axis, IxDyn, SliceInfoElem, Zip};
@@ -63,22 +64,6 @@ pub(crate) fn chunk_pieces(
 }
 
 impl Session {
-    /// Read a region of a band in its own dtype.
-    pub(crate) fn read_typed(
-        &self,
-        band: &Arc<BandReader>,
-        offset: [u64; 3],
-        region: &[Range<u64>; 3],
-    ) -> Result<Values, ExecError> {
-        let shape = lens(region);
-        let mut out = Values::filled(band.dtype(), &shape, band.nodata().unwrap_or(0.0));
-        for (idx, inner, dst) in chunk_pieces(band, offset, region) {
-            let chunk = self.chunk(band, idx)?;
-            out.assign(&dst, &chunk.window(&inner));
-        }
-        Ok(out)
-    }
-
     /// Evaluate `region` of `node` as f32 (3-D, length 1 along absent dimensions).
     pub(crate) fn eval(
         &self,
@@ -199,8 +184,10 @@ impl Session {
             if stack_bytes > self.stack_cap() && axis == 0 && out_shape[1] > 1 {
                 return self.median_spilled(input, &full, &out_shape, step);
             }
-            // Gather each pixel's values along the axis, then take the nan-median.
-            let mut stack: Vec<Vec<f32>> = vec![Vec::with_capacity(n as usize); px];
+            // Gather the stack plane by plane ([n][px], one memcpy per time step), letting go
+            // of each slab's chunks once past it, then take each pixel's nan-median.
+            let mut stack = vec![f32::NAN; n as usize * px];
+            let mut t = 0usize;
             let mut s = full[axis].start;
             while s < full[axis].end {
                 let e = (s + step).min(full[axis].end);
@@ -209,31 +196,41 @@ impl Session {
                 let slab = self.eval(input, &r)?;
                 match (axis, slab.as_slice()) {
                     (0, Some(flat)) if flat.len() % px == 0 => {
-                        for plane in flat.chunks_exact(px) {
-                            for (st, &v) in stack.iter_mut().zip(plane) {
-                                if !v.is_nan() {
-                                    st.push(v);
-                                }
-                            }
-                        }
+                        stack[t * px..t * px + flat.len()].copy_from_slice(flat);
                     }
                     _ => {
                         for (i, lane) in slab.lanes(Axis(axis)).into_iter().enumerate() {
-                            stack[i].extend(lane.iter().copied().filter(|v| !v.is_nan()));
+                            for (k, &v) in lane.iter().enumerate() {
+                                stack[(t + k) * px + i] = v;
+                            }
                         }
                     }
                 }
+                t += (e - s) as usize;
+                let mut next = full.clone();
+                next[axis] = e..(e + step).min(full[axis].end);
+                self.release_slab(input, (e < full[axis].end).then_some(&next));
                 s = e;
             }
-            let vals: Vec<f32> = stack.into_iter().map(|mut v| nan_median(&mut v)).collect();
+            let mut vals = vec![f32::NAN; px];
+            median_planes(&stack, n as usize, &mut vals);
             return ArrayD::from_shape_vec(IxDyn(&out_shape), vals)
                 .map_err(|e| ExecError::Invalid(e.to_string()));
         }
-        let mut sum = vec![0f64; px];
-        let mut sq = vec![0f64; px];
+        // Only the state the reduction needs (the planner counts the same bytes).
+        let wants = |ops: &[ReduceOp]| ops.contains(&op);
         let mut cnt = vec![0u32; px];
-        let mut mn = vec![f32::INFINITY; px];
-        let mut mx = vec![f32::NEG_INFINITY; px];
+        let mut sum = vec![
+            0f64;
+            if wants(&[ReduceOp::Mean, ReduceOp::Sum, ReduceOp::Std]) {
+                px
+            } else {
+                0
+            }
+        ];
+        let mut sq = vec![0f64; if wants(&[ReduceOp::Std]) { px } else { 0 }];
+        let mut mn = vec![f32::INFINITY; if wants(&[ReduceOp::Min]) { px } else { 0 }];
+        let mut mx = vec![f32::NEG_INFINITY; if wants(&[ReduceOp::Max]) { px } else { 0 }];
         let mut s = full[axis].start;
         while s < full[axis].end {
             let e = (s + step).min(full[axis].end);
@@ -241,13 +238,19 @@ impl Session {
             r[axis] = s..e;
             let slab = self.eval(input, &r)?;
             let mut add = |i: usize, v: f32| {
-                if !v.is_nan() {
-                    cnt[i] += 1;
-                    let d = v as f64;
-                    sum[i] += d;
-                    sq[i] += d * d;
-                    mn[i] = mn[i].min(v);
-                    mx[i] = mx[i].max(v);
+                if v.is_nan() {
+                    return;
+                }
+                cnt[i] += 1;
+                match op {
+                    ReduceOp::Mean | ReduceOp::Sum => sum[i] += v as f64,
+                    ReduceOp::Std => {
+                        sum[i] += v as f64;
+                        sq[i] += v as f64 * v as f64;
+                    }
+                    ReduceOp::Min => mn[i] = mn[i].min(v),
+                    ReduceOp::Max => mx[i] = mx[i].max(v),
+                    ReduceOp::Count | ReduceOp::Median => {}
                 }
             };
             match (axis, slab.as_slice()) {
@@ -267,6 +270,9 @@ impl Session {
                     }
                 }
             }
+            let mut next = full.clone();
+            next[axis] = e..(e + step).min(full[axis].end);
+            self.release_slab(input, (e < full[axis].end).then_some(&next));
             s = e;
         }
         let vals: Vec<f32> = (0..px)
@@ -298,9 +304,11 @@ impl Session {
         stack_cap_for(self.config.memory_limit)
     }
 
-    /// Median over time when the stacks do not fit: fetch and decode each time step once,
-    /// split it into row strips spilled to a scratch store, then read the strips back one at a
-    /// time with their whole time stack (a bounded-memory rechunk (1, Y, X) → (T, y, X)).
+    /// Median over time when the stacks do not fit: a bounded-memory rechunk (1, Y, X) →
+    /// (T, y, X) through a scratch store. Every time step's stored chunks are fetched and
+    /// decoded once and spilled as row strips; then each strip is read back with its whole
+    /// time stack. A task this large usually runs alone under its limit, so both phases are
+    /// shared among one helper per core (each holding one strip, as the planner counted).
     fn median_spilled(
         &self,
         input: &Arc<Node>,
@@ -310,47 +318,132 @@ impl Session {
     ) -> Result<ArrayD<f32>, ExecError> {
         let n = full[0].end - full[0].start;
         let (h, w) = (out_shape[1] as u64, out_shape[2] as u64);
-        let strip = (self.stack_cap() / (n * w * 4)).clamp(1, h);
-        let scratch = self.spill.scratch([n, h, w], [1, strip, w])?;
-        let mut s = full[0].start;
-        while s < full[0].end {
-            let e = (s + step).min(full[0].end);
-            let mut r = full.clone();
-            r[0] = s..e;
-            let slab = self.eval(input, &r)?;
-            let spilled = scratch.put([s - full[0].start, 0, 0], &slab)?;
-            self.stats
-                .spilled_bytes
-                .fetch_add(spilled, std::sync::atomic::Ordering::Relaxed);
-            s = e;
-        }
-        let mut out = ArrayD::<f32>::from_elem(IxDyn(out_shape), f32::NAN);
-        let mut y0 = 0;
-        while y0 < h {
-            self.check_cancelled()?;
-            let y1 = (y0 + strip).min(h);
-            let block = scratch.get(&[0..n, y0..y1, 0..w])?;
-            let mut buf = Vec::with_capacity(n as usize);
-            let plane = ((y1 - y0) * w) as usize;
-            let flat = block
-                .as_slice()
-                .ok_or_else(|| ExecError::Invalid("spilled block is not contiguous".into()))?;
-            let dst = out
-                .as_slice_mut()
-                .ok_or_else(|| ExecError::Invalid("output is not contiguous".into()))?;
-            let base = (y0 * w) as usize;
-            for p in 0..plane {
-                buf.clear();
-                buf.extend(
-                    (0..n as usize)
-                        .map(|t| flat[t * plane + p])
-                        .filter(|v| !v.is_nan()),
-                );
-                dst[base + p] = nan_median(&mut buf);
+        let plan = super::spill_plan(input, full, step, h * w * 4, self.caps());
+        let (rows, file_rows) = (plan.rows, plan.file_rows);
+        let files = h.div_ceil(file_rows);
+        let scratch = self.spill.scratch([n, h, w], [1, file_rows, w])?;
+        // Helpers fetch in their own task memo, so only when nothing else in the task reads
+        // these sources (else it would fetch them again).
+        let helpers = if self.releases_slabs() {
+            plan.helpers as usize
+        } else {
+            1
+        };
+        let slabs: Vec<Range<u64>> = (0..n.div_ceil(step))
+            .map(|k| full[0].start + k * step..(full[0].start + (k + 1) * step).min(full[0].end))
+            .collect();
+        let next_slab = std::sync::atomic::AtomicUsize::new(0);
+        let spill_slabs = || -> Result<(), ExecError> {
+            loop {
+                let k = next_slab.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(slab) = slabs.get(k) else {
+                    return Ok(());
+                };
+                for si in 0..files {
+                    self.check_cancelled()?;
+                    let mut r = full.clone();
+                    r[0] = slab.clone();
+                    r[1] = full[1].start + si * file_rows
+                        ..(full[1].start + (si + 1) * file_rows).min(full[1].end);
+                    let a = self.eval(input, &r)?;
+                    let plane = (r[1].end - r[1].start) as usize * w as usize;
+                    let flat = a.into_raw_vec_and_offset().0;
+                    if flat.len() == plane {
+                        let spilled =
+                            scratch.put_chunk([slab.start - full[0].start, si, 0], flat)?;
+                        self.stats
+                            .spilled_bytes
+                            .fetch_add(spilled, std::sync::atomic::Ordering::Relaxed);
+                        continue;
+                    }
+                    for (t, part) in flat.chunks_exact(plane).enumerate() {
+                        let mut chunk = Vec::with_capacity((file_rows * w) as usize);
+                        chunk.extend_from_slice(part);
+                        let spilled = scratch
+                            .put_chunk([slab.start - full[0].start + t as u64, si, 0], chunk)?;
+                        self.stats
+                            .spilled_bytes
+                            .fetch_add(spilled, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+                if helpers > 1 {
+                    self.release_slab(input, None);
+                } else {
+                    self.release_slab(
+                        input,
+                        slabs
+                            .get(k + 1)
+                            .map(|s| {
+                                let mut r = full.clone();
+                                r[0] = s.clone();
+                                r
+                            })
+                            .as_ref(),
+                    );
+                }
             }
-            y0 = y1;
+        };
+        run_helpers(helpers, &spill_slabs)?;
+        let mut out = vec![f32::NAN; (h * w) as usize];
+        let work = std::sync::Mutex::new(out.chunks_mut((rows * w) as usize).enumerate());
+        let medians = || -> Result<(), ExecError> {
+            loop {
+                let next = work.lock().map_err(|_| ExecError::Cancelled)?.next();
+                let Some((si, dst)) = next else {
+                    return Ok(());
+                };
+                self.check_cancelled()?;
+                let y0 = si as u64 * rows;
+                let y1 = (y0 + rows).min(h);
+                let block = scratch.get(&[0..n, y0..y1, 0..w])?;
+                let flat = block
+                    .as_slice()
+                    .ok_or_else(|| ExecError::Invalid("spilled block is not contiguous".into()))?;
+                median_planes(flat, n as usize, dst);
+            }
+        };
+        // Taking medians fetches nothing: every core helps (each strip is a share of the stack).
+        run_helpers(self.threads().max(1), &medians)?;
+        ArrayD::from_shape_vec(IxDyn(out_shape), out).map_err(|e| ExecError::Invalid(e.to_string()))
+    }
+}
+
+/// Run `f` on the calling thread and `helpers - 1` scoped threads; the first real error wins.
+fn run_helpers(
+    helpers: usize,
+    f: &(dyn Fn() -> Result<(), ExecError> + Sync),
+) -> Result<(), ExecError> {
+    if helpers <= 1 {
+        return f();
+    }
+    let results: Vec<Result<(), ExecError>> = std::thread::scope(|sc| {
+        let others: Vec<_> = (1..helpers).map(|_| sc.spawn(f)).collect();
+        let mut r = vec![f()];
+        for h in others {
+            r.push(h.join().unwrap_or(Err(ExecError::Cancelled)));
         }
-        Ok(out)
+        r
+    });
+    let mut first = Ok(());
+    for r in results {
+        match r {
+            Err(ExecError::Cancelled) if first.is_ok() => first = Err(ExecError::Cancelled),
+            Err(e) if !matches!(e, ExecError::Cancelled) => return Err(e),
+            _ => {}
+        }
+    }
+    first
+}
+
+/// Nan-median of every pixel of `n` planes laid out one after another (`flat` is
+/// `n * dst.len()` values).
+fn median_planes(flat: &[f32], n: usize, dst: &mut [f32]) {
+    let plane = dst.len();
+    let mut buf = Vec::with_capacity(n);
+    for (p, d) in dst.iter_mut().enumerate() {
+        buf.clear();
+        buf.extend((0..n).map(|t| flat[t * plane + p]).filter(|v| !v.is_nan()));
+        *d = nan_median(&mut buf);
     }
 }
 

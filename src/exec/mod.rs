@@ -86,6 +86,26 @@ pub struct ExecConfig {
     pub store: crate::store::StoreOptions,
 }
 
+/// Tune glibc's allocator for chunk work under `limit` (the command line does this; a program
+/// using the library may call it once at start). Buffers above a sixteenth of the limit (4 to
+/// 32 MiB) go to mmap and back to the OS when freed, so under a tight limit RSS follows the
+/// budget rather than the heap's high-water; under a roomy one chunk-sized buffers are recycled
+/// from the heap instead of being page-faulted in afresh by every task (a quarter of the time
+/// of a large NDVI).
+pub fn tune_allocator(limit: u64) {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only tunes the allocator (glibc serialises it against allocations).
+    unsafe {
+        let t = (limit / 16).clamp(4 << 20, 32 << 20);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, t as libc::c_int);
+        // Setting the threshold also freezes glibc's trim threshold at 128 KiB: keep that
+        // much free heap before giving it back, or every task faults its pages in again.
+        libc::mallopt(libc::M_TRIM_THRESHOLD, (2 * t) as libc::c_int);
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    let _ = limit;
+}
+
 /// Total physical memory, from /proc/meminfo (fallback 4 GiB).
 pub fn total_memory() -> u64 {
     std::fs::read_to_string("/proc/meminfo")
@@ -214,6 +234,11 @@ pub struct Session {
     stats: Stats,
     started: Instant,
     cancelled: AtomicBool,
+    /// Whether decoded chunks of the current run are worth keeping in the cache.
+    admit: AtomicBool,
+    /// Whether a reduction of the current run may let go of each slab's chunks once past it
+    /// (its sources are read by nothing else in the task).
+    release_slabs: AtomicBool,
     stores: Mutex<Vec<crate::store::Store>>,
     spill: spill::SpillArea,
 }
@@ -239,6 +264,8 @@ impl Session {
             stats: Stats::default(),
             started: Instant::now(),
             cancelled: AtomicBool::new(false),
+            admit: AtomicBool::new(true),
+            release_slabs: AtomicBool::new(false),
             stores: Mutex::new(Vec::new()),
         }))
     }
@@ -314,7 +341,8 @@ impl Session {
         if let Some(v) = TASK_CHUNKS.with(|m| m.borrow().get(&key).cloned()) {
             return Ok(v);
         }
-        let (v, loaded) = self.cache.get_or_load(key, || {
+        let keep = self.admit.load(Ordering::Relaxed);
+        let (v, loaded) = self.cache.get_or_load(key, keep, || {
             self.note_store(band);
             band.read_chunk(idx)
                 .map_err(|e| ExecError::Cube(Box::new(e)))
@@ -347,7 +375,15 @@ impl Session {
 
     /// The most bytes one task computing `region` of `node` holds.
     pub fn task_bytes(&self, node: &Arc<Node>, region: &[Range<u64>; 3]) -> u64 {
-        estimate(node, region, self.stack_cap())
+        estimate(node, region, self.caps())
+    }
+
+    /// What the planner needs to know of this session to size a task.
+    pub(crate) fn caps(&self) -> Caps {
+        Caps {
+            stack: self.stack_cap(),
+            threads: self.threads() as u64,
+        }
     }
 
     fn plan_memory(&self, node: &Arc<Node>, chunks: [u64; 3]) -> Result<u64, ExecError> {
@@ -379,10 +415,11 @@ impl Session {
         // Room for one task beside the decoded-chunk cache and, when persisted results are
         // involved, the persisted chunks kept in memory (each at most cache_cap).
         let slots = if persisting { 2 } else { 1 };
+        let threads = self.threads() as u64;
         let fits = |l: u64| -> Result<bool, ExecError> {
-            Ok(need_at(nodes, chunks, writing, l)? + slots * cache_cap(l) <= l)
+            Ok(need_at(nodes, chunks, writing, l, threads)? + slots * cache_cap(l) <= l)
         };
-        let need = need_at(nodes, chunks, writing, limit)?;
+        let need = need_at(nodes, chunks, writing, limit, threads)?;
         if fits(limit)? {
             return Ok(need);
         }
@@ -483,6 +520,11 @@ impl Session {
             }
         };
         prefetch_upto(window);
+        let keep = self.worth_caching(nodes, &regions);
+        let admit_before = self.admit.swap(keep, Ordering::Relaxed);
+        let release_before = self
+            .release_slabs
+            .swap(sole_reduction(nodes), Ordering::Relaxed);
         let started_tasks = AtomicU64::new(0);
         let pb = crate::progress::bar(regions.len() as u64, what, self.config.quiet);
         let start = Instant::now();
@@ -525,11 +567,65 @@ impl Session {
             })
         });
         pb.finish_and_clear();
+        self.admit.store(admit_before, Ordering::Relaxed);
+        self.release_slabs.store(release_before, Ordering::Relaxed);
         self.cancelled.store(false, Ordering::Relaxed);
         match first_err.into_inner().ok().flatten() {
             Some(e) => Err(e),
             None => r,
         }
+    }
+
+    /// After a reduction's slab: keep in this thread's task memo only the chunks the `next`
+    /// slab of `input` needs, so a walk along time holds one slab, not the whole stack. Only
+    /// when the reduction is the sole reader of its sources (else a later part of the task
+    /// would fetch them again).
+    pub(crate) fn release_slab(&self, input: &Arc<Node>, next: Option<&[Range<u64>; 3]>) {
+        if !self.release_slabs.load(Ordering::Relaxed) {
+            return;
+        }
+        let keep: std::collections::HashSet<(usize, [u64; 3])> = next
+            .map(|r| {
+                source_chunks(input, r)
+                    .into_iter()
+                    .map(|(b, i)| (b.uid(), i))
+                    .collect()
+            })
+            .unwrap_or_default();
+        TASK_CHUNKS.with(|m| m.borrow_mut().retain(|k, _| keep.contains(k)));
+    }
+
+    /// Whether slabs may be released (see [`Session::release_slab`]).
+    pub(crate) fn releases_slabs(&self) -> bool {
+        self.release_slabs.load(Ordering::Relaxed)
+    }
+
+    /// Whether caching the decoded chunks of a run over `regions` can pay off: some stored
+    /// chunk is read by several tasks, or all of them fit in the cache (so that a following
+    /// computation over the same selection finds them). A larger scan that reads each chunk
+    /// once would only evict what may be reused, and hold memory for nothing.
+    fn worth_caching(&self, nodes: &[&Arc<Node>], regions: &[[Range<u64>; 3]]) -> bool {
+        // Counting is linear in the tasks; past this many, keep the default.
+        if regions.len() > 100_000 {
+            return true;
+        }
+        let mut seen = std::collections::HashSet::new();
+        let (mut reads, mut bytes) = (0usize, 0u64);
+        for r in regions {
+            let mut task = std::collections::HashSet::new();
+            for n in nodes {
+                for (band, idx) in source_chunks(n, r) {
+                    if task.insert((band.uid(), idx)) {
+                        reads += 1;
+                        if seen.insert((band.uid(), idx)) {
+                            bytes += band.chunk_shape().iter().product::<u64>()
+                                * band.dtype().size() as u64;
+                        }
+                    }
+                }
+            }
+        }
+        reads > seen.len() || bytes <= self.cache_cap()
     }
 
     /// Compute a node into memory, in `chunks`-sized parallel tasks.
@@ -555,11 +651,24 @@ impl Session {
         };
         let out = Mutex::new(Values::filled(node.dtype, &dims, fill));
         self.run_tasks(&[node], shape, chunks, need, "computing", |r| {
-            let v = match &typed_source {
-                Some((band, offset)) => self.read_typed(band, *offset, r)?,
-                None => to_dtype(self.eval(node, r)?, node.dtype),
-            };
-            out.lock().map_err(|_| ExecError::Cancelled)?.assign(r, &v);
+            match &typed_source {
+                // Each stored chunk's window goes straight into the result: no task buffer.
+                Some((band, offset)) => {
+                    for (idx, inner, dst) in eval::chunk_pieces(band, *offset, r) {
+                        let chunk = self.chunk(band, idx)?;
+                        let to: [Range<u64>; 3] = std::array::from_fn(|i| {
+                            r[i].start + dst[i].start..r[i].start + dst[i].end
+                        });
+                        out.lock()
+                            .map_err(|_| ExecError::Cancelled)?
+                            .assign_window(&to, &chunk, &inner);
+                    }
+                }
+                None => {
+                    let v = to_dtype(self.eval(node, r)?, node.dtype);
+                    out.lock().map_err(|_| ExecError::Cancelled)?.assign(r, &v);
+                }
+            }
             Ok(())
         })?;
         out.into_inner().map_err(|_| ExecError::Cancelled)
@@ -588,7 +697,7 @@ impl Session {
         let stored = needed.len() as u64;
         let output_chunks: u64 = grid_shape(node.shape, chunks).iter().product();
         let first: [Range<u64>; 3] = std::array::from_fn(|i| 0..chunks[i].min(node.shape[i]));
-        let task_bytes = estimate(node, &first, self.stack_cap());
+        let task_bytes = estimate(node, &first, self.caps());
         let threads = self.threads();
         let conc = (threads as u64).min(output_chunks).max(1);
         let result = if matches!(node.op, Op::Source { .. }) || output_chunks > 0 {
@@ -655,6 +764,63 @@ impl Session {
     }
 }
 
+/// How a median over time too large for memory rechunks through the spill store.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SpillPlan {
+    /// Rows of a strip whose time stacks one helper holds while taking medians.
+    pub rows: u64,
+    /// Rows of a scratch file (whole strips; fewer, larger files).
+    pub file_rows: u64,
+    /// Threads sharing the work of the task.
+    pub helpers: u64,
+    /// The task's peak bytes.
+    pub need: u64,
+}
+
+/// Plan the spilled median of `input` over `full` (time along axis 0, `step` steps a slab,
+/// `out` bytes of result). Spilling holds, per helper, one file strip of one slab with the
+/// stored chunks under it; taking medians holds the result and `caps.stack` of strips. Phase
+/// one runs on every core only when that does not raise the task's peak.
+pub(crate) fn spill_plan(
+    input: &Arc<Node>,
+    full: &[Range<u64>; 3],
+    step: u64,
+    out: u64,
+    caps: Caps,
+) -> SpillPlan {
+    let n = full[0].end - full[0].start;
+    let h = full[1].end - full[1].start;
+    let w = (full[2].end - full[2].start).max(1);
+    let threads = caps.threads.max(1);
+    let rows = (caps.stack / (threads * n.max(1) * w * 4)).clamp(1, h.max(1));
+    // About 2 MiB a file, within one helper's share of the stack.
+    let file_bytes = (2u64 << 20).min(caps.stack / threads);
+    let file_rows = (rows * (file_bytes / (rows * w * 4)).max(1)).min(h.max(1));
+    let mut strip = full.clone();
+    strip[0] = full[0].start..(full[0].start + step).min(full[0].end);
+    strip[1] = full[1].start..full[1].start + file_rows;
+    let px: u64 = strip.iter().map(|r| r.end - r.start).product();
+    // A slab of several steps is split per step into a copy; one step is spilled as is.
+    let one = estimate(input, &strip, caps) + if step > 1 { px / step.max(1) * 4 } else { 0 };
+    let medians = out + caps.stack;
+    let helpers = if threads * one <= medians { threads } else { 1 };
+    SpillPlan {
+        rows,
+        file_rows,
+        helpers,
+        need: (helpers * one).max(medians),
+    }
+}
+
+/// What sizing a task depends on besides the graph.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Caps {
+    /// The time-stack bytes a task may hold before rechunking through the spill store.
+    pub stack: u64,
+    /// Worker threads (a spilled rechunk uses as many helpers).
+    pub threads: u64,
+}
+
 /// Decoded chunks by (band uid, chunk index).
 type TaskChunks = HashMap<(usize, [u64; 3]), Arc<Values>>;
 
@@ -676,6 +842,7 @@ fn need_at(
     chunks: [u64; 3],
     writing: bool,
     limit: u64,
+    threads: u64,
 ) -> Result<u64, ExecError> {
     let mut need = 0;
     for node in nodes {
@@ -683,13 +850,41 @@ fn need_at(
             return Err(ExecError::Invalid(m));
         }
         let first: [Range<u64>; 3] = std::array::from_fn(|i| 0..chunks[i].min(node.shape[i]));
-        need += estimate(node, &first, eval::stack_cap_for(limit));
+        let caps = Caps {
+            stack: eval::stack_cap_for(limit),
+            threads,
+        };
+        need += estimate(node, &first, caps);
         if writing {
             // The compressed output chunk (the result array itself becomes the encoder input).
             need += chunks.iter().product::<u64>() * node.dtype.size() as u64;
         }
     }
     Ok(need)
+}
+
+/// Whether every source the task reads lies under one single reduction (so nothing but that
+/// reduction ever asks for its chunks).
+fn sole_reduction(nodes: &[&Arc<Node>]) -> bool {
+    // (reductions, sources outside any reduction)
+    fn walk(n: &Arc<Node>, under: bool) -> (usize, usize) {
+        match &n.op {
+            Op::Source { .. } => (0, usize::from(!under)),
+            Op::Reduce { input, .. } => {
+                let (r, s) = walk(input, true);
+                (r + 1, s)
+            }
+            _ => n.children().into_iter().fold((0, 0), |(r, s), c| {
+                let (r2, s2) = walk(c, under);
+                (r + r2, s + s2)
+            }),
+        }
+    }
+    let (r, s) = nodes.iter().fold((0, 0), |(r, s), n| {
+        let (r2, s2) = walk(n, false);
+        (r + r2, s + s2)
+    });
+    r == 1 && s == 0
 }
 
 /// Whether a graph reads persisted results.
@@ -721,10 +916,10 @@ fn to_dtype(a: ArrayD<f32>, d: DType) -> Values {
 /// The bytes a task computing `region` of `node` holds at its peak. Evaluation is depth-first:
 /// a binary op holds its left result while it computes the right one and then works in place,
 /// so the peak is `max(left, left_result + right)`, not the sum of every node.
-fn estimate(node: &Arc<Node>, region: &[Range<u64>; 3], stack_cap: u64) -> u64 {
+fn estimate(node: &Arc<Node>, region: &[Range<u64>; 3], caps: Caps) -> u64 {
     let px = |r: &[Range<u64>; 3]| r.iter().map(|r| r.end - r.start).product::<u64>();
     let out = px(region) * 4;
-    let est = |c: &Arc<Node>| estimate(c, &input_region(node, c, region), stack_cap);
+    let est = |c: &Arc<Node>| estimate(c, &input_region(node, c, region), caps);
     match &node.op {
         Op::Const(_) | Op::Invalid(_) => 4,
         Op::Persisted { .. } => out,
@@ -747,18 +942,18 @@ fn estimate(node: &Arc<Node>, region: &[Range<u64>; 3], stack_cap: u64) -> u64 {
                 _ => 1,
             });
             slab[*axis] = full[*axis].start..(full[*axis].start + step).min(full[*axis].end);
-            let child = estimate(input, &slab, stack_cap);
+            let child = estimate(input, &slab, caps);
             if op.needs_stack() {
                 let stack = px(&full) * 4;
-                if stack > stack_cap {
-                    // Rechunked through the spill store: one slab at a time, then one strip.
-                    child.max(out + stack_cap)
+                if stack > caps.stack && *axis == 0 && full[1].end - full[1].start > 1 {
+                    spill_plan(input, &full, step, out, caps).need
                 } else {
                     child + stack + out
                 }
             } else {
-                // Streaming: sum, sum of squares (f64), count (u32), min, max (f32) per pixel.
-                child + px(region) * 28 + out
+                // Streaming: a count (u32) per pixel, and a sum (f64), sum and sum of squares,
+                // min or max, as the reduction needs.
+                child + px(region) * op.state_bytes() + out
             }
         }
     }

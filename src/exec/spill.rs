@@ -3,6 +3,7 @@
 //! after errors; the temporary directory is deleted on drop).
 
 use super::{ExecError, Session};
+use crate::store::ScratchStore;
 use ndarray::{ArrayD, IxDyn, SliceInfoElem};
 use std::collections::HashMap;
 use std::ops::Range;
@@ -11,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use zarrs::array::codec::ZstdCodec;
 use zarrs::array::{Array, ArrayBuilder};
-use zarrs::filesystem::FilesystemStore;
+use zarrs::metadata::ChunkKeySeparator;
 
 /// The session's scratch area, created on first use.
 pub struct SpillArea {
@@ -126,7 +127,7 @@ pub struct Persisted {
     mem: Mutex<HashMap<[u64; 3], Arc<ArrayD<f32>>>>,
     mem_bytes: AtomicU64,
     mem_cap: u64,
-    spill: Mutex<Option<Array<FilesystemStore>>>,
+    spill: Mutex<Option<Array<ScratchStore>>>,
     spill_area_dir: Result<PathBuf, String>,
     id: u64,
 }
@@ -163,7 +164,7 @@ impl Persisted {
 
     fn spill_array(
         &self,
-    ) -> Result<std::sync::MutexGuard<'_, Option<Array<FilesystemStore>>>, ExecError> {
+    ) -> Result<std::sync::MutexGuard<'_, Option<Array<ScratchStore>>>, ExecError> {
         let mut g = self.spill.lock().map_err(|_| ExecError::Cancelled)?;
         if g.is_none() {
             let dir = self.spill_area_dir.clone().map_err(|m| ExecError::Spill {
@@ -174,7 +175,7 @@ impl Persisted {
                 dir: dir.display().to_string(),
                 msg: m,
             };
-            let store = Arc::new(FilesystemStore::new(&dir).map_err(|e| err(e.to_string()))?);
+            let store = Arc::new(ScratchStore::new(&dir).map_err(|e| err(e.to_string()))?);
             let mut b = ArrayBuilder::new(
                 self.shape.to_vec(),
                 self.chunks.to_vec(),
@@ -182,6 +183,8 @@ impl Persisted {
                 f32::NAN,
             );
             b.bytes_to_bytes_codecs(vec![Arc::new(ZstdCodec::new(1, false))]);
+            // Flat chunk files: no directory per chunk row to create and remove.
+            b.chunk_key_encoding_default_separator(ChunkKeySeparator::Dot);
             let a = b
                 .build(store, &format!("/p{}", self.id))
                 .map_err(|e| err(e.to_string()))?;
@@ -293,7 +296,7 @@ impl Persisted {
 /// A scratch array in the spill area for one rechunking (e.g. the time stacks of a median),
 /// removed when dropped.
 pub(crate) struct ScratchArray {
-    array: Array<FilesystemStore>,
+    array: Array<ScratchStore>,
     dir: PathBuf,
 }
 
@@ -312,13 +315,14 @@ impl SpillArea {
             msg: m,
         };
         std::fs::create_dir_all(&dir).map_err(|e| err(e.to_string()))?;
-        let store = Arc::new(FilesystemStore::new(&dir).map_err(|e| err(e.to_string()))?);
-        let b = ArrayBuilder::new(
+        let store = Arc::new(ScratchStore::new(&dir).map_err(|e| err(e.to_string()))?);
+        let mut b = ArrayBuilder::new(
             shape.to_vec(),
             chunks.to_vec(),
             zarrs::array::data_type::float32(),
             f32::NAN,
         );
+        b.chunk_key_encoding_default_separator(ChunkKeySeparator::Dot);
         // Uncompressed: spill data is read back once, soon, usually from the page cache.
         let array = b.build(store, "/a").map_err(|e| err(e.to_string()))?;
         Ok(ScratchArray { array, dir })
@@ -326,22 +330,26 @@ impl SpillArea {
 }
 
 impl ScratchArray {
-    /// Store a chunk-aligned block; returns the bytes written (decoded size).
-    pub(crate) fn put(&self, start: [u64; 3], a: &ArrayD<f32>) -> Result<u64, ExecError> {
-        let subset = zarrs::array::ArraySubset::new_with_ranges(&[
-            start[0]..start[0] + a.shape()[0] as u64,
-            start[1]..start[1] + a.shape()[1] as u64,
-            start[2]..start[2] + a.shape()[2] as u64,
-        ]);
-        let v: Vec<f32> = a.iter().copied().collect();
+    /// Store the chunk at `idx` from its values in C order (an edge chunk is padded with
+    /// NaN to the full chunk shape). Returns the bytes written (decoded size).
+    pub(crate) fn put_chunk(&self, idx: [u64; 3], mut v: Vec<f32>) -> Result<u64, ExecError> {
+        let shape = self.array.chunk_shape(&idx).map_err(|e| ExecError::Spill {
+            dir: self.dir.display().to_string(),
+            msg: e.to_string(),
+        })?;
+        let shape: Vec<usize> = shape.iter().map(|v| v.get() as usize).collect();
+        v.resize(shape.iter().product(), f32::NAN);
+        let n = (v.len() * 4) as u64;
+        let a = ArrayD::from_shape_vec(IxDyn(&shape), v)
+            .map_err(|e| ExecError::Invalid(e.to_string()))?;
         let _writing = SPILL_WRITES.read();
         self.array
-            .store_array_subset(&subset, v)
+            .store_chunk(&idx, a)
             .map_err(|e| ExecError::Spill {
                 dir: self.dir.display().to_string(),
                 msg: e.to_string(),
             })?;
-        Ok((a.len() * 4) as u64)
+        Ok(n)
     }
 
     /// Read a block back.

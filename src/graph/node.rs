@@ -138,6 +138,16 @@ impl ReduceOp {
     pub fn needs_stack(self) -> bool {
         matches!(self, ReduceOp::Median)
     }
+    /// Bytes of per-pixel state a streaming reduction keeps: a u32 count, plus an f64 sum
+    /// (mean, sum), a sum and a sum of squares (std), or an f32 extreme (min, max).
+    pub fn state_bytes(self) -> u64 {
+        4 + match self {
+            ReduceOp::Mean | ReduceOp::Sum => 8,
+            ReduceOp::Std => 16,
+            ReduceOp::Min | ReduceOp::Max => 4,
+            ReduceOp::Count | ReduceOp::Median => 0,
+        }
+    }
 }
 
 /// What a node computes.

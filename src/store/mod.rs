@@ -15,10 +15,12 @@ mod dtype;
 pub mod layout;
 pub mod prefetch;
 pub mod s3;
+mod scratch;
 
 pub use chunks::{grid_shape, parse_bytes, ChunkSpec, ChunkSpecError, DIMS};
 pub use counting::{is_data_chunk, CountingStore, IoCounters, IoSnapshot};
 pub use dtype::{DType, Element};
+pub use scratch::ScratchStore;
 
 use std::path::PathBuf;
 use std::sync::Arc;
