@@ -2,10 +2,16 @@
 
 use super::{CubeError, Values};
 use crate::store::layout::BandMeta;
+use crate::store::shard::ShardLayout;
 use crate::store::{DType, Store};
 use crate::with_dtype;
+use std::ops::Range;
 use std::sync::Arc;
-use zarrs::array::{Array, ArrayShardedReadableExt, ArrayShardedReadableExtCache};
+use zarrs::array::{
+    Array, ArrayBytes, ArrayShardedReadableExt, ArrayShardedReadableExtCache,
+    ArrayToBytesCodecTraits, CodecOptions, FromArrayBytes,
+};
+use zarrs::storage::byte_range::ByteRange;
 use zarrs::storage::ReadableWritableListableStorageTraits;
 
 /// One band of an open cube: its metadata and the zarrs array over the cube's store.
@@ -13,8 +19,22 @@ pub struct BandReader {
     meta: BandMeta,
     store: Store,
     array: Array<dyn ReadableWritableListableStorageTraits>,
+    /// Sharded bands: where inner chunks lie in their shards (indexes read once per shard).
+    shards: Option<ShardLayout>,
+    /// Sharded bands with codecs around the sharding codec: read through zarrs.
     shard_cache: Option<ArrayShardedReadableExtCache>,
     uid: usize,
+}
+
+/// Where the encoded bytes of one inner chunk of a sharded band lie.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChunkBytes {
+    /// The decode chunk's grid index.
+    pub idx: [u64; 3],
+    /// The shard object holding it.
+    pub key: String,
+    /// Its bytes in the shard object.
+    pub range: Range<u64>,
 }
 
 static NEXT_UID: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
@@ -29,13 +49,27 @@ impl BandReader {
     /// Open band `meta` of `store` (metadata only).
     pub fn open(store: &Store, meta: BandMeta) -> Result<Arc<BandReader>, CubeError> {
         let array = crate::store::layout::open_band_array(store, &meta.name)?;
-        let shard_cache = meta
-            .inner_chunk_shape
-            .map(|_| ArrayShardedReadableExtCache::new(&array));
+        let shards = match meta.inner_chunk_shape {
+            None => None,
+            Some(_) => {
+                ShardLayout::from_metadata(array.metadata(), meta.chunk_shape).map_err(|msg| {
+                    CubeError::Store(crate::store::StoreError::Metadata {
+                        url: store.url().to_string(),
+                        key: format!("{}/zarr.json", meta.name),
+                        msg,
+                    })
+                })?
+            }
+        };
+        let shard_cache = match (&meta.inner_chunk_shape, &shards) {
+            (Some(_), None) => Some(ArrayShardedReadableExtCache::new(&array)),
+            _ => None,
+        };
         Ok(Arc::new(BandReader {
             meta,
             store: store.clone(),
             array,
+            shards,
             shard_cache,
             uid: NEXT_UID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         }))
@@ -92,22 +126,155 @@ impl BandReader {
     }
 
     /// Fetch and decode one decode chunk (full chunk shape, fill beyond the array edge).
+    /// Inner chunks of shards are fetched as their byte range of the shard (served from
+    /// prefetched bytes when announced, see [`BandReader::prefetch`]).
     pub fn read_chunk(&self, idx: [u64; 3]) -> Result<Values, CubeError> {
         let err = |e: zarrs::array::ArrayError| CubeError::Chunk {
             band: self.meta.name.clone(),
             key: self.chunk_key(idx),
             msg: e.to_string(),
         };
+        let Some(layout) = &self.shards else {
+            return with_dtype!(self.meta.dtype, T => {
+                let a: ndarray::ArrayD<T> = match &self.shard_cache {
+                    None => self.array.retrieve_chunk(&idx).map_err(err)?,
+                    Some(cache) => self
+                        .array
+                        .retrieve_subchunk_opt(cache, &idx, &CodecOptions::default())
+                        .map_err(err)?,
+                };
+                Ok(Values::from(a))
+            });
+        };
+        let bytes = self.read_inner_chunk(layout, idx)?;
+        let shape = layout.inner_shape();
         with_dtype!(self.meta.dtype, T => {
-            let a: ndarray::ArrayD<T> = match &self.shard_cache {
-                None => self.array.retrieve_chunk(&idx).map_err(err)?,
-                Some(cache) => self
-                    .array
-                    .retrieve_subchunk_opt(cache, &idx, &zarrs::array::CodecOptions::default())
-                    .map_err(err)?,
-            };
+            let a = ndarray::ArrayD::<T>::from_array_bytes(bytes, &shape, self.array.data_type())
+                .map_err(err)?;
             Ok(Values::from(a))
         })
+    }
+
+    /// The decoded bytes of inner chunk `idx` of a sharded band.
+    fn read_inner_chunk(
+        &self,
+        layout: &ShardLayout,
+        idx: [u64; 3],
+    ) -> Result<ArrayBytes<'static>, CubeError> {
+        let key = self.chunk_key(idx);
+        let fail = |msg: String| CubeError::Chunk {
+            band: self.meta.name.clone(),
+            key: key.clone(),
+            msg,
+        };
+        let (shard, slot) = layout.locate(idx);
+        let index = layout.index(&self.store, &key, shard)?;
+        let shape = layout.inner_shape();
+        let n = shape.iter().product::<u64>();
+        let fill = || {
+            ArrayBytes::new_fill_value(self.array.data_type(), n, self.array.fill_value())
+                .map_err(|e| fail(e.to_string()))
+        };
+        let Some(range) = layout.entry_range(&index, slot, &key).map_err(fail)? else {
+            return fill();
+        };
+        let what = format!("bytes {}..{}", range.start, range.end);
+        let k = zarrs::storage::StoreKey::new(key.as_str()).map_err(|e| fail(e.to_string()))?;
+        let want = ByteRange::FromStart(range.start, Some(range.end - range.start));
+        let storage = self.store.storage();
+        let got = storage
+            .get_partial_many(&k, Box::new(std::iter::once(want)))
+            .map_err(|e| fail(format!("{what}: {e}")))?
+            .and_then(|mut parts| parts.next())
+            .ok_or_else(|| {
+                fail(format!(
+                    "{what}: the shard disappeared after its index was read"
+                ))
+            })?
+            .map_err(|e| fail(format!("{what}: {e}")))?;
+        if got.len() as u64 != range.end - range.start {
+            return Err(fail(format!("{what}: short read of {} bytes", got.len())));
+        }
+        let shape_nz: Vec<std::num::NonZeroU64> = shape
+            .iter()
+            .map(|&d| std::num::NonZeroU64::new(d).expect("positive chunk shape"))
+            .collect();
+        layout
+            .inner_codecs()
+            .decode(
+                std::borrow::Cow::Borrowed(&got[..]),
+                &shape_nz,
+                self.array.data_type(),
+                self.array.fill_value(),
+                &CodecOptions::default(),
+            )
+            .map(ArrayBytes::into_owned)
+            .map_err(|e| fail(format!("{what}: {e}")))
+    }
+
+    /// For a sharded band: where the encoded bytes of decode chunks `idxs` lie (shard key and
+    /// byte range), in the order given; inner chunks never written (all fill) and chunks of
+    /// absent shards have none. Reads each shard's index the first time it is needed (one
+    /// ranged GET, then kept). Empty for a band that is not sharded.
+    pub fn chunk_byte_ranges(&self, idxs: &[[u64; 3]]) -> Result<Vec<ChunkBytes>, CubeError> {
+        let Some(layout) = &self.shards else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::with_capacity(idxs.len());
+        for &idx in idxs {
+            let key = self.chunk_key(idx);
+            let (shard, slot) = layout.locate(idx);
+            let index = layout.index(&self.store, &key, shard)?;
+            let range = layout
+                .entry_range(&index, slot, &key)
+                .map_err(|msg| CubeError::Chunk {
+                    band: self.meta.name.clone(),
+                    key: key.clone(),
+                    msg,
+                })?;
+            if let Some(range) = range {
+                out.push(ChunkBytes { idx, key, range });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Announce decode chunks about to be read, so a remote store fetches them concurrently
+    /// ahead of the workers: whole chunk objects, or for a sharded band the byte ranges of the
+    /// inner chunks, nearby ranges of one shard coalesced into one ranged GET. Returns at once:
+    /// shard indexes not read yet are read on the I/O runtime's blocking pool, one task per
+    /// shard. A failure there is left for the read of the chunk to report. Local stores ignore
+    /// announcements.
+    pub fn prefetch(self: &Arc<Self>, idxs: Vec<[u64; 3]>) {
+        if !self.store.is_remote() || idxs.is_empty() {
+            return;
+        }
+        let Some(layout) = &self.shards else {
+            self.store
+                .prefetch(idxs.iter().map(|&i| self.chunk_key(i)).collect());
+            return;
+        };
+        // In order of first use, so the shards the next tasks need are fetched first.
+        let mut by_shard: Vec<([u64; 3], Vec<[u64; 3]>)> = Vec::new();
+        for idx in idxs {
+            let shard = layout.locate(idx).0;
+            match by_shard.iter_mut().rev().find(|(s, _)| *s == shard) {
+                Some((_, v)) => v.push(idx),
+                None => by_shard.push((shard, vec![idx])),
+            }
+        }
+        for (_, idxs) in by_shard {
+            let band = self.clone();
+            crate::store::s3::runtime().spawn_blocking(move || {
+                if let Ok(found) = band.chunk_byte_ranges(&idxs) {
+                    if let Some(first) = found.first() {
+                        let key = first.key.clone();
+                        let ranges = found.into_iter().map(|c| c.range).collect();
+                        band.store.prefetch_ranges(vec![(key, ranges)]);
+                    }
+                }
+            });
+        }
     }
 
     /// Encoded size of the object holding a chunk (from the store listing), if stored.

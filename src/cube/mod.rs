@@ -8,7 +8,7 @@ mod query;
 mod summary;
 mod values;
 
-pub use band::BandReader;
+pub use band::{BandReader, ChunkBytes};
 pub use dataarray::{DataArray, Dataset};
 pub use query::Query;
 pub use summary::{format_bytes, ChunkSummary};

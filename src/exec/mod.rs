@@ -499,23 +499,20 @@ impl Session {
                 {
                     return;
                 }
-                let mut by_store: Vec<(crate::store::Store, Vec<String>)> = Vec::new();
+                // Per band: a sharded band announces byte ranges of its shards.
+                let mut by_band: Vec<(Arc<crate::cube::BandReader>, Vec<[u64; 3]>)> = Vec::new();
                 for r in &regions[cur as usize..end as usize] {
                     for n in nodes {
                         for (band, idx) in source_chunks(n, r) {
-                            let key = band.chunk_key(idx);
-                            match by_store
-                                .iter_mut()
-                                .find(|(s, _)| s.url() == band.store().url())
-                            {
-                                Some((_, v)) => v.push(key),
-                                None => by_store.push((band.store().clone(), vec![key])),
+                            match by_band.iter_mut().find(|(b, _)| b.uid() == band.uid()) {
+                                Some((_, v)) => v.push(idx),
+                                None => by_band.push((band, vec![idx])),
                             }
                         }
                     }
                 }
-                for (s, keys) in by_store {
-                    s.prefetch(keys);
+                for (band, idxs) in by_band {
+                    band.prefetch(idxs);
                 }
             }
         };

@@ -16,6 +16,7 @@ pub mod layout;
 pub mod prefetch;
 pub mod s3;
 mod scratch;
+pub mod shard;
 
 pub use chunks::{grid_shape, parse_bytes, ChunkSpec, ChunkSpecError, DIMS};
 pub use counting::{is_data_chunk, CountingStore, IoCounters, IoSnapshot};
@@ -241,6 +242,15 @@ impl Store {
     pub fn prefetch(&self, keys: Vec<String>) {
         if let Some(r) = &self.remote {
             r.prefetch.prefetch(keys);
+        }
+    }
+
+    /// Announce byte ranges of objects about to be read (the inner chunks of shards), as
+    /// (key, ranges): a remote store fetches nearby ranges of one object with one ranged GET,
+    /// concurrently (see [`prefetch`]). Local stores ignore it.
+    pub fn prefetch_ranges(&self, requests: Vec<(String, Vec<std::ops::Range<u64>>)>) {
+        if let Some(r) = &self.remote {
+            r.prefetch.prefetch_ranges(requests);
         }
     }
 

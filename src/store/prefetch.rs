@@ -11,15 +11,22 @@
 //!   ever blocks on the key it needs. An error of a prefetch surfaces at the `get` of that key,
 //!   naming the key.
 //! - Keys already consumed recently are not prefetched again (the executor's decoded-chunk
-//!   cache normally serves them), nor are shards of sharded arrays (their reads are byte ranges
-//!   of the shard, `get_partial_many`, which pass through).
+//!   cache normally serves them), nor are whole shards of sharded arrays: their reads are
+//!   byte ranges of the shard.
+//! - [`PrefetchStore::prefetch_ranges`] announces byte ranges of objects instead (the inner
+//!   chunks of a shard, located through its index): ranges of one object less than
+//!   [`COALESCE_GAP`] apart are fetched by ONE ranged GET of at most [`COALESCE_MAX`] bytes
+//!   (larger single ranges alone), those GETs run concurrently under the same cap and byte bound,
+//!   and `get_partial_many` serves each announced range once from the fetched bytes, waiting for
+//!   an in-flight one; ranges never announced are fetched directly, under the cap.
 //! - Writes through the layer drop any prefetched or in-flight entry of the keys they touch.
 
 use super::s3::runtime;
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::ops::Range;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
-use zarrs::storage::byte_range::ByteRangeIterator;
+use zarrs::storage::byte_range::{ByteRange, ByteRangeIterator};
 use zarrs::storage::{
     Bytes, ListableStorageTraits, MaybeBytesIterator, OffsetBytesIterator, ReadableStorageTraits,
     ReadableWritableListableStorage, StorageError, StoreKey, StoreKeys, StoreKeysPrefixes,
@@ -34,6 +41,41 @@ const RECENT_KEYS: usize = 8192;
 
 /// Prefetched entries unconsumed for this long are dropped when room is needed.
 const STALE_AFTER: Duration = Duration::from_secs(30);
+
+/// Announced ranges of one object closer than this are fetched by one request: reading the
+/// bytes between them costs less than another round trip at S3 latency and bandwidth.
+pub const COALESCE_GAP: u64 = 256 << 10;
+
+/// A coalesced request spans at most this many bytes (a single larger range is fetched alone),
+/// so the ranges of a large shard still spread over several concurrent requests.
+pub const COALESCE_MAX: u64 = 8 << 20;
+
+/// Group byte ranges of one object into requests: sorted by start, a range joins the current
+/// group when the gap to it is below [`COALESCE_GAP`] and the group's span stays within
+/// [`COALESCE_MAX`]. Empty ranges are left out; each group is in ascending order.
+pub fn coalesce(ranges: &[Range<u64>]) -> Vec<Vec<Range<u64>>> {
+    let mut sorted: Vec<Range<u64>> = ranges.iter().filter(|r| r.end > r.start).cloned().collect();
+    sorted.sort_by_key(|r| (r.start, r.end));
+    let mut groups: Vec<Vec<Range<u64>>> = Vec::new();
+    let mut span = 0..0;
+    for r in sorted {
+        let joins = match groups.last() {
+            Some(_) => {
+                r.start < span.end + COALESCE_GAP
+                    && r.end.max(span.end) - span.start <= COALESCE_MAX
+            }
+            None => false,
+        };
+        if joins {
+            span.end = span.end.max(r.end);
+            groups.last_mut().expect("a group").push(r);
+        } else {
+            span = r.clone();
+            groups.push(vec![r]);
+        }
+    }
+    groups
+}
 
 /// The process-wide cap of S3 requests in flight (prefetches and direct reads alike).
 pub fn concurrency() -> usize {
@@ -66,6 +108,29 @@ fn permits() -> &'static Arc<tokio::sync::Semaphore> {
 
 type Fetched = Result<Option<Bytes>, String>;
 
+/// What an entry holds: a whole object, or one byte range of it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Slot {
+    key: String,
+    range: Option<(u64, u64)>,
+}
+
+impl Slot {
+    fn whole(key: &str) -> Slot {
+        Slot {
+            key: key.to_string(),
+            range: None,
+        }
+    }
+
+    fn range(key: &str, r: &Range<u64>) -> Slot {
+        Slot {
+            key: key.to_string(),
+            range: Some((r.start, r.end)),
+        }
+    }
+}
+
 enum Entry {
     /// A fetch is running; `id` tells it apart from a later fetch of the same key.
     InFlight { id: u64 },
@@ -75,23 +140,26 @@ enum Entry {
 
 #[derive(Default)]
 struct State {
-    entries: HashMap<String, Entry>,
+    entries: HashMap<Slot, Entry>,
     /// Bytes of `Ready` entries.
     ready_bytes: u64,
+    /// Whole-object fetches running.
     in_flight: usize,
+    /// Bytes of ranged fetches running (known exactly, unlike whole objects).
+    in_flight_range_bytes: u64,
     /// Running mean of fetched object sizes (estimates what in-flight fetches will hold).
     mean_size: u64,
     next_id: u64,
-    recent: VecDeque<String>,
-    recent_set: HashSet<String>,
+    recent: VecDeque<Slot>,
+    recent_set: HashSet<Slot>,
     /// Array path → whether its chunks are shards (not prefetched).
     sharded: HashMap<String, bool>,
 }
 
 impl State {
-    fn remember(&mut self, key: &str) {
-        if self.recent_set.insert(key.to_string()) {
-            self.recent.push_back(key.to_string());
+    fn remember(&mut self, slot: &Slot) {
+        if self.recent_set.insert(slot.clone()) {
+            self.recent.push_back(slot.clone());
             if self.recent.len() > RECENT_KEYS {
                 if let Some(old) = self.recent.pop_front() {
                     self.recent_set.remove(&old);
@@ -100,11 +168,11 @@ impl State {
         }
     }
 
-    fn take_ready(&mut self, key: &str) -> Option<Fetched> {
-        if !matches!(self.entries.get(key), Some(Entry::Ready { .. })) {
+    fn take_ready(&mut self, slot: &Slot) -> Option<Fetched> {
+        if !matches!(self.entries.get(slot), Some(Entry::Ready { .. })) {
             return None;
         }
-        match self.entries.remove(key) {
+        match self.entries.remove(slot) {
             Some(Entry::Ready { value, .. }) => {
                 self.ready_bytes -= value_len(&value);
                 Some(value)
@@ -113,21 +181,26 @@ impl State {
         }
     }
 
-    fn drop_entry(&mut self, key: &str) {
-        if let Some(Entry::Ready { value, .. }) = self.entries.remove(key) {
+    fn drop_entry(&mut self, slot: &Slot) {
+        if let Some(Entry::Ready { value, .. }) = self.entries.remove(slot) {
             self.ready_bytes -= value_len(&value);
         }
     }
 
     /// Bytes held or about to be held by prefetches.
     fn pending_bytes(&self) -> u64 {
-        self.ready_bytes + self.in_flight as u64 * self.mean_size
+        self.ready_bytes + self.in_flight as u64 * self.mean_size + self.in_flight_range_bytes
+    }
+
+    /// Whether a slot is announced, being fetched, or was consumed recently.
+    fn known(&self, slot: &Slot) -> bool {
+        self.entries.contains_key(slot) || self.recent_set.contains(slot)
     }
 
     /// Drop ready entries nobody consumed for a long time (a cancelled run, a duplicate).
     fn drop_stale(&mut self) {
         let now = Instant::now();
-        let stale: Vec<String> = self
+        let stale: Vec<Slot> = self
             .entries
             .iter()
             .filter(|(_, e)| matches!(e, Entry::Ready { at, .. } if now.duration_since(*at) > STALE_AFTER))
@@ -157,6 +230,16 @@ pub struct PrefetchStats {
     pub direct: u64,
     /// Announced keys skipped because of the byte bound.
     pub skipped: u64,
+    /// Ranged requests started by `prefetch_ranges` (each covers one or more ranges).
+    pub range_requests: u64,
+    /// Ranges those requests covered.
+    pub ranges_prefetched: u64,
+    /// Ranges served from prefetched bytes by `get_partial_many`.
+    pub range_hits: u64,
+    /// Ranges `get_partial_many` fetched directly (never announced, or skipped).
+    pub range_direct: u64,
+    /// Announced ranges skipped because of the byte bound.
+    pub ranges_skipped: u64,
 }
 
 struct Shared {
@@ -230,10 +313,8 @@ impl PrefetchStore {
             }
             let mut seen = HashSet::new();
             for key in keys {
-                if !seen.insert(key.clone())
-                    || st.entries.contains_key(&key)
-                    || st.recent_set.contains(&key)
-                {
+                let slot = Slot::whole(&key);
+                if !seen.insert(key.clone()) || st.known(&slot) {
                     continue;
                 }
                 let Some(array) = array_of(&key) else {
@@ -251,7 +332,7 @@ impl PrefetchStore {
                         s
                     }
                 };
-                if sharded || st.entries.contains_key(&key) {
+                if sharded || st.entries.contains_key(&slot) {
                     continue;
                 }
                 if st.pending_bytes() >= sh.max_bytes {
@@ -261,7 +342,7 @@ impl PrefetchStore {
                 let id = st.next_id;
                 st.next_id += 1;
                 st.in_flight += 1;
-                st.entries.insert(key.clone(), Entry::InFlight { id });
+                st.entries.insert(slot, Entry::InFlight { id });
                 todo.push((key, id));
             }
         }
@@ -280,19 +361,98 @@ impl PrefetchStore {
                 drop(permit);
                 let mut st = sh.lock();
                 st.in_flight -= 1;
-                if matches!(st.entries.get(&key), Some(Entry::InFlight { id: i }) if *i == id) {
+                let slot = Slot::whole(&key);
+                if matches!(st.entries.get(&slot), Some(Entry::InFlight { id: i }) if *i == id) {
                     let n = value_len(&value);
                     if n > 0 {
                         st.mean_size = (st.mean_size * 7 + n) / 8;
                     }
                     st.ready_bytes += n;
                     st.entries.insert(
-                        key,
+                        slot,
                         Entry::Ready {
                             value,
                             at: Instant::now(),
                         },
                     );
+                }
+                drop(st);
+                sh.changed.notify_all();
+            });
+        }
+    }
+
+    /// Start fetching byte ranges of objects (for example the inner chunks of shards), given
+    /// as (key relative to the cube root, ranges). Ranges of one key are coalesced
+    /// ([`coalesce`]) into few ranged requests that run concurrently under the global cap;
+    /// ranges announced before, being fetched, or consumed recently are left out, and groups
+    /// beyond the byte bound are skipped (read directly when needed). Returns at once.
+    pub fn prefetch_ranges(&self, requests: Vec<(String, Vec<Range<u64>>)>) {
+        let sh = &self.shared;
+        let mut todo = Vec::new();
+        {
+            let mut st = sh.lock();
+            if st.pending_bytes() >= sh.max_bytes {
+                st.drop_stale();
+            }
+            for (key, ranges) in requests {
+                let fresh: Vec<Range<u64>> = ranges
+                    .into_iter()
+                    .filter(|r| !st.known(&Slot::range(&key, r)))
+                    .collect();
+                for group in coalesce(&fresh) {
+                    if st.pending_bytes() >= sh.max_bytes {
+                        sh.bump(|s| s.ranges_skipped += group.len() as u64);
+                        continue;
+                    }
+                    let end = group.iter().map(|r| r.end).max().unwrap_or(0);
+                    let span = end - group[0].start;
+                    let id = st.next_id;
+                    st.next_id += 1;
+                    st.in_flight_range_bytes += span;
+                    for r in &group {
+                        st.entries
+                            .insert(Slot::range(&key, r), Entry::InFlight { id });
+                    }
+                    todo.push((key.clone(), group, span, id));
+                }
+            }
+        }
+        for (key, group, span, id) in todo {
+            sh.bump(|s| {
+                s.range_requests += 1;
+                s.ranges_prefetched += group.len() as u64;
+            });
+            let sh = self.shared.clone();
+            runtime().spawn(async move {
+                let permit = permits().clone().acquire_owned().await;
+                let inner = sh.inner.clone();
+                let (k, g) = (key.clone(), group.clone());
+                let values: Vec<Fetched> =
+                    match tokio::task::spawn_blocking(move || fetch_ranges(&inner, &k, &g)).await {
+                        Ok(v) => v,
+                        Err(e) => {
+                            let msg =
+                                format!("GET '{key}' (byte ranges): the fetch task failed: {e}");
+                            vec![Err(msg); group.len()]
+                        }
+                    };
+                drop(permit);
+                let mut st = sh.lock();
+                st.in_flight_range_bytes -= span;
+                for (r, value) in group.iter().zip(values) {
+                    let slot = Slot::range(&key, r);
+                    if matches!(st.entries.get(&slot), Some(Entry::InFlight { id: i }) if *i == id)
+                    {
+                        st.ready_bytes += value_len(&value);
+                        st.entries.insert(
+                            slot,
+                            Entry::Ready {
+                                value,
+                                at: Instant::now(),
+                            },
+                        );
+                    }
                 }
                 drop(st);
                 sh.changed.notify_all();
@@ -314,18 +474,26 @@ impl PrefetchStore {
 
     fn invalidate_key(&self, key: &str) {
         let mut st = self.shared.lock();
-        st.drop_entry(key);
-        st.recent_set.remove(key);
+        let slots: Vec<Slot> = st
+            .entries
+            .keys()
+            .filter(|s| s.key == key)
+            .cloned()
+            .collect();
+        for s in slots {
+            st.drop_entry(&s);
+        }
+        st.recent_set.retain(|s| s.key != key);
         drop(st);
         self.shared.changed.notify_all();
     }
 
     fn invalidate_prefix(&self, prefix: &str) {
         let mut st = self.shared.lock();
-        let keys: Vec<String> = st
+        let keys: Vec<Slot> = st
             .entries
             .keys()
-            .filter(|k| k.starts_with(prefix))
+            .filter(|s| s.key.starts_with(prefix))
             .cloned()
             .collect();
         for k in keys {
@@ -353,21 +521,65 @@ fn fetch(inner: &ReadableWritableListableStorage, key: &str) -> Fetched {
     inner.get(&k).map_err(|e| format!("GET '{key}': {e}"))
 }
 
+/// Byte ranges of one object through the inner storage: one value per range (`Ok(None)` for
+/// all when the object is absent), errors naming the key and the ranges. The object-store
+/// storage below sends one group as ONE request (object_store's `get_ranges` merges ranges up
+/// to 1 MiB apart, more than [`COALESCE_GAP`]); passing the ranges rather than their span lets
+/// the disk cache keep each inner chunk on its own, whatever groups a later run forms.
+fn fetch_ranges(
+    inner: &ReadableWritableListableStorage,
+    key: &str,
+    ranges: &[Range<u64>],
+) -> Vec<Fetched> {
+    let what = || match (ranges.first(), ranges.last()) {
+        (Some(a), Some(b)) => format!("GET '{key}' bytes {}..{}", a.start, b.end),
+        _ => format!("GET '{key}'"),
+    };
+    let all = |v: Fetched| vec![v; ranges.len()];
+    let k = match StoreKey::new(key) {
+        Ok(k) => k,
+        Err(e) => return all(Err(format!("{}: {e}", what()))),
+    };
+    let byte_ranges = ranges
+        .iter()
+        .map(|r| ByteRange::FromStart(r.start, Some(r.end - r.start)));
+    match inner.get_partial_many(&k, Box::new(byte_ranges)) {
+        Ok(None) => all(Ok(None)),
+        Ok(Some(parts)) => {
+            let mut out: Vec<Fetched> = parts
+                .map(|p| p.map(Some).map_err(|e| format!("{}: {e}", what())))
+                .collect();
+            if out.len() != ranges.len() {
+                let msg = format!(
+                    "{}: {} parts for {} ranges",
+                    what(),
+                    out.len(),
+                    ranges.len()
+                );
+                out = all(Err(msg));
+            }
+            out
+        }
+        Err(e) => all(Err(format!("{}: {e}", what()))),
+    }
+}
+
 impl ReadableStorageTraits for PrefetchStore {
     fn get(&self, key: &StoreKey) -> Result<Option<Bytes>, StorageError> {
         let sh = &self.shared;
         let k = key.as_str();
+        let slot = Slot::whole(k);
         let mut st = sh.lock();
         let found = loop {
-            match st.entries.get(k) {
-                Some(Entry::Ready { .. }) => break st.take_ready(k),
+            match st.entries.get(&slot) {
+                Some(Entry::Ready { .. }) => break st.take_ready(&slot),
                 Some(Entry::InFlight { .. }) => {
                     st = sh.changed.wait(st).unwrap_or_else(|p| p.into_inner());
                 }
                 None => break None,
             }
         };
-        st.remember(k);
+        st.remember(&slot);
         drop(st);
         if let Some(v) = found {
             sh.bump(|s| s.hits += 1);
@@ -383,7 +595,65 @@ impl ReadableStorageTraits for PrefetchStore {
         key: &StoreKey,
         byte_ranges: ByteRangeIterator<'a>,
     ) -> Result<MaybeBytesIterator<'a>, StorageError> {
-        self.shared.inner.get_partial_many(key, byte_ranges)
+        let sh = &self.shared;
+        let k = key.as_str();
+        let ranges: Vec<ByteRange> = byte_ranges.collect();
+        // Only bounded ranges can have been announced.
+        let slots: Vec<Option<Slot>> = ranges
+            .iter()
+            .map(|r| match r {
+                ByteRange::FromStart(o, Some(n)) if *n > 0 => Some(Slot::range(k, &(*o..o + n))),
+                _ => None,
+            })
+            .collect();
+        let mut found: Vec<Option<Fetched>> = vec![None; ranges.len()];
+        {
+            let mut st = sh.lock();
+            while slots
+                .iter()
+                .flatten()
+                .any(|s| matches!(st.entries.get(s), Some(Entry::InFlight { .. })))
+            {
+                st = sh.changed.wait(st).unwrap_or_else(|p| p.into_inner());
+            }
+            for (f, s) in found.iter_mut().zip(&slots) {
+                if let Some(s) = s {
+                    *f = st.take_ready(s);
+                    st.remember(s);
+                }
+            }
+        }
+        let hits = found.iter().filter(|f| f.is_some()).count() as u64;
+        let missing: Vec<usize> = (0..ranges.len()).filter(|&i| found[i].is_none()).collect();
+        sh.bump(|s| {
+            s.range_hits += hits;
+            s.range_direct += missing.len() as u64;
+        });
+        if !missing.is_empty() {
+            let _permit = runtime().block_on(permits().clone().acquire_owned());
+            let want = missing.iter().map(|&i| ranges[i]).collect::<Vec<_>>();
+            let Some(parts) = sh.inner.get_partial_many(key, Box::new(want.into_iter()))? else {
+                return Ok(None);
+            };
+            for (&i, p) in missing.iter().zip(parts) {
+                found[i] = Some(p.map(Some).map_err(|e| e.to_string()));
+            }
+        }
+        let mut out = Vec::with_capacity(ranges.len());
+        for f in found {
+            match f {
+                Some(Ok(Some(b))) => out.push(Ok(b)),
+                // The object does not exist.
+                Some(Ok(None)) => return Ok(None),
+                Some(Err(msg)) => return Err(StorageError::Other(msg)),
+                None => {
+                    return Err(StorageError::Other(format!(
+                        "GET '{k}': fewer byte ranges returned than asked for"
+                    )))
+                }
+            }
+        }
+        Ok(Some(Box::new(out.into_iter())))
     }
 
     fn size_key(&self, key: &StoreKey) -> Result<Option<u64>, StorageError> {
@@ -446,10 +716,11 @@ mod tests {
     use std::sync::atomic::{AtomicU64, Ordering};
     use zarrs::storage::store::MemoryStore;
 
-    /// A memory store that counts gets.
+    /// A memory store that counts gets and partial gets.
     struct Counted {
         inner: MemoryStore,
         gets: AtomicU64,
+        partials: AtomicU64,
     }
     impl ReadableStorageTraits for Counted {
         fn get(&self, key: &StoreKey) -> Result<Option<Bytes>, StorageError> {
@@ -461,6 +732,7 @@ mod tests {
             key: &StoreKey,
             r: ByteRangeIterator<'a>,
         ) -> Result<MaybeBytesIterator<'a>, StorageError> {
+            self.partials.fetch_add(1, Ordering::SeqCst);
             self.inner.get_partial_many(key, r)
         }
         fn size_key(&self, key: &StoreKey) -> Result<Option<u64>, StorageError> {
@@ -510,6 +782,7 @@ mod tests {
         let c = Arc::new(Counted {
             inner: MemoryStore::new(),
             gets: AtomicU64::new(0),
+            partials: AtomicU64::new(0),
         });
         let k = |s: &str| StoreKey::new(s).unwrap();
         c.set(&k("red/zarr.json"), Bytes::from_static(b"{\"codecs\":[]}"))
@@ -590,6 +863,98 @@ mod tests {
         let k = StoreKey::new("red/c/0/0/0").unwrap();
         p.set(&k, Bytes::from_static(b"new")).unwrap();
         assert_eq!(p.get(&k).unwrap().unwrap().as_ref(), b"new");
+        let _ = c;
+    }
+
+    #[test]
+    fn coalesce_merges_near_ranges_up_to_the_cap() {
+        let far = 30 + COALESCE_GAP;
+        let g = coalesce(&[10..20, 0..10, 25..30, far..far + 10, 100..100]);
+        assert_eq!(g, vec![vec![0..10, 10..20, 25..30], vec![far..far + 10]]);
+        let m = COALESCE_MAX;
+        assert_eq!(coalesce(&[0..m - 10, m - 5..m]).len(), 1);
+        assert_eq!(coalesce(&[0..m - 10, m - 5..m + 1]).len(), 2);
+        let whole = 0..2 * m;
+        assert_eq!(coalesce(std::slice::from_ref(&whole)), vec![vec![whole]]);
+    }
+
+    #[test]
+    fn announced_ranges_are_fetched_together_and_served_once() {
+        let (c, p) = setup(0, 64 << 20);
+        let key = StoreKey::new("red/c/0/0/0").unwrap();
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+        c.set(&key, Bytes::from(data.clone())).unwrap();
+        let far = 400 + COALESCE_GAP;
+        p.prefetch_ranges(vec![(
+            "red/c/0/0/0".into(),
+            vec![0..100, 100..250, 300..400, far..far + 1],
+        )]);
+        let range = |o: u64, n: u64| -> Vec<u8> {
+            let r = ByteRange::FromStart(o, Some(n));
+            let mut it = p
+                .get_partial_many(&key, Box::new(std::iter::once(r)))
+                .unwrap()
+                .unwrap();
+            it.next().unwrap().unwrap().to_vec()
+        };
+        // The far range lies beyond the object: its group fails alone, at its own read.
+        wait_ready(&p, 350);
+        assert_eq!(
+            c.partials.load(Ordering::SeqCst),
+            2,
+            "two groups, two requests"
+        );
+        assert_eq!(range(100, 150), data[100..250]);
+        assert_eq!(p.ready_bytes(), 200);
+        assert_eq!(range(0, 100), data[..100]);
+        assert_eq!(range(300, 100), data[300..400]);
+        assert_eq!(
+            c.partials.load(Ordering::SeqCst),
+            2,
+            "served from prefetched bytes"
+        );
+        assert_eq!(p.ready_bytes(), 0);
+        let e = p
+            .get_partial_many(
+                &key,
+                Box::new(std::iter::once(ByteRange::FromStart(far, Some(1)))),
+            )
+            .err()
+            .expect("out of bounds")
+            .to_string();
+        assert!(e.contains("red/c/0/0/0"), "{e}");
+        // Consumed: announcing again fetches nothing; reading again fetches directly.
+        p.prefetch_ranges(vec![(
+            "red/c/0/0/0".into(),
+            std::iter::once(0..100).collect(),
+        )]);
+        assert_eq!(p.stats().range_requests, 2);
+        assert_eq!(range(0, 100), data[..100]);
+        assert_eq!(c.partials.load(Ordering::SeqCst), 3);
+        let s = p.stats();
+        // Hits include the failed range: its error was the prefetched entry.
+        assert_eq!((s.range_hits, s.range_direct), (4, 1), "{s:?}");
+    }
+
+    #[test]
+    fn writes_drop_prefetched_ranges() {
+        let (c, p) = setup(1, 64 << 20);
+        p.prefetch_ranges(vec![(
+            "red/c/0/0/0".into(),
+            std::iter::once(0..10).collect(),
+        )]);
+        wait_ready(&p, 10);
+        let k = StoreKey::new("red/c/0/0/0").unwrap();
+        p.set(&k, Bytes::from(vec![7u8; 1000])).unwrap();
+        assert_eq!(p.ready_bytes(), 0);
+        let mut it = p
+            .get_partial_many(
+                &k,
+                Box::new(std::iter::once(ByteRange::FromStart(0, Some(10)))),
+            )
+            .unwrap()
+            .unwrap();
+        assert_eq!(it.next().unwrap().unwrap().as_ref(), &[7u8; 10]);
         let _ = c;
     }
 }
