@@ -26,8 +26,9 @@ use object_store::aws::AmazonS3Builder;
 use object_store::path::Path as ObjectPath;
 use object_store::prefix::PrefixStore;
 use object_store::{
-    CopyOptions, GetOptions, GetResult, GetResultPayload, ListResult, MultipartUpload, ObjectMeta,
-    ObjectStore, ObjectStoreExt, PutMultipartOptions, PutOptions, PutPayload, PutResult,
+    CopyOptions, GetOptions, GetRange, GetResult, GetResultPayload, ListResult, MultipartUpload,
+    ObjectMeta, ObjectStore, ObjectStoreExt, PutMultipartOptions, PutOptions, PutPayload,
+    PutResult,
 };
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -353,6 +354,8 @@ struct Logged {
     /// The status sent (0 for a stall, the upstream status for a cut body).
     status: u16,
     ranged: bool,
+    /// The `Range` header's value (`bytes=A-B`, `bytes=-N`).
+    range: Option<String>,
     fault: bool,
 }
 
@@ -458,6 +461,7 @@ fn serve(mut client: TcpStream, upstream: &str, st: &ProxyState) -> std::io::Res
     let path = target.split('?').next().unwrap_or("").to_string();
     let mut content_length = 0usize;
     let mut ranged = false;
+    let mut range = None;
     let mut headers = Vec::new();
     for l in lines {
         if l.is_empty() {
@@ -469,6 +473,7 @@ fn serve(mut client: TcpStream, upstream: &str, st: &ProxyState) -> std::io::Res
         }
         if lower.starts_with("range:") {
             ranged = true;
+            range = Some(l["range:".len()..].trim().to_string());
         }
         if lower.starts_with("connection:") || lower.starts_with("keep-alive:") {
             continue;
@@ -504,6 +509,7 @@ fn serve(mut client: TcpStream, upstream: &str, st: &ProxyState) -> std::io::Res
             path: path.clone(),
             status,
             ranged,
+            range: range.clone(),
             fault,
         });
     };
@@ -603,6 +609,8 @@ enum WFault {
 struct FaultStore {
     inner: Arc<dyn ObjectStore>,
     gets: Mutex<HashMap<String, u32>>,
+    /// Every GET in order: path and the range asked for (`None`: the whole object).
+    log: Mutex<Vec<(String, Option<GetRange>)>>,
     faults: Mutex<HashMap<String, WFault>>,
 }
 
@@ -617,8 +625,13 @@ impl FaultStore {
         FaultStore {
             inner,
             gets: Mutex::new(HashMap::new()),
+            log: Mutex::new(Vec::new()),
             faults: Mutex::new(HashMap::new()),
         }
+    }
+    /// The GETs logged since the last call (path, range), clearing the log.
+    fn take_log(&self) -> Vec<(String, Option<GetRange>)> {
+        std::mem::take(&mut *self.log.lock().unwrap())
     }
     fn gets(&self, path: &str) -> u32 {
         self.gets.lock().unwrap().get(path).copied().unwrap_or(0)
@@ -643,6 +656,10 @@ impl FaultStore {
     ) -> object_store::Result<GetResult> {
         let key = location.to_string();
         *self.gets.lock().unwrap().entry(key.clone()).or_default() += 1;
+        self.log
+            .lock()
+            .unwrap()
+            .push((key.clone(), options.range.clone()));
         let fault = self.faults.lock().unwrap().get(&key).copied();
         let generic = |msg: &str| object_store::Error::Generic {
             store: "S3",
@@ -1024,8 +1041,171 @@ fn cache_dir_second_run_fetches_no_chunk_and_never_serves_stale_objects() {
     assert_eq!(p_red, direct);
 }
 
+// ---------------------------------------------------------------------------
+// Sharded cubes: byte ranges of shards, coalesced
+
+/// The sharded layout the tests ingest: inner chunks of 32×32 in shards of 128×128 (one time
+/// step each), so 4×4 inner chunks per shard, indexed in C order.
+const INNER: u64 = 32;
+const PER_SHARD: u64 = 4;
+const SHARD_ARGS: [&str; 4] = ["--chunks", "time=1,y=32,x=32", "--shards", "y=128,x=128"];
+/// The prefetch layer's coalescing thresholds, restated: gaps below 256 KiB are read through,
+/// a merged request spans at most 8 MiB.
+const GAP: u64 = 256 << 10;
+
+/// CRC-32C (Castagnoli), bitwise: checks the shard indexes read below independently of zarrs.
+fn crc32c(data: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in data {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0x82F6_3B78
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+/// A shard object as the test sees it with plain requests: its size and, per inner chunk in C
+/// order, its byte range (`None`: never written).
+struct ShardObject {
+    size: u64,
+    entries: Vec<Option<std::ops::Range<u64>>>,
+}
+
+/// Read a shard's index with one HEAD and one plain ranged GET of its last 16·n + 4 bytes
+/// (n inner chunks: offset and nbytes as u64 little-endian, then the crc32c of those bytes).
+fn read_shard(store: &Arc<dyn ObjectStore>, path: &str) -> ShardObject {
+    let n = (PER_SHARD * PER_SHARD) as usize;
+    let p = ObjectPath::from(path);
+    block_on(async {
+        let size = store.head(&p).await.unwrap().size;
+        let len = 16 * n as u64 + 4;
+        let b = store.get_range(&p, size - len..size).await.unwrap();
+        let (words, crc) = b.split_at(16 * n);
+        assert_eq!(
+            u32::from_le_bytes(crc.try_into().unwrap()),
+            crc32c(words),
+            "index checksum of {path}"
+        );
+        let u = |i: usize| u64::from_le_bytes(words[8 * i..8 * i + 8].try_into().unwrap());
+        let entries = (0..n)
+            .map(|i| match (u(2 * i), u(2 * i + 1)) {
+                (u64::MAX, u64::MAX) => None,
+                (o, l) => {
+                    assert!(o + l <= size - len, "entry {i} of {path} inside the data");
+                    Some(o..o + l)
+                }
+            })
+            .collect();
+        ShardObject { size, entries }
+    })
+}
+
+/// Decode chunk `[t, y, x]` of the sharded layout: its shard key (relative to the cube) and
+/// its place in the shard's index.
+fn shard_slot(band: &str, idx: [u64; 3]) -> (String, usize) {
+    let [t, y, x] = idx;
+    let key = format!("{band}/c/{t}/{}/{}", y / PER_SHARD, x / PER_SHARD);
+    (key, ((y % PER_SHARD) * PER_SHARD + x % PER_SHARD) as usize)
+}
+
+/// "bytes=A-B" → A..B+1, "bytes=-N" → None (a suffix: an index read).
+fn parse_range_header(v: &str) -> Option<std::ops::Range<u64>> {
+    let r = v.strip_prefix("bytes=").expect("a byte range");
+    let (a, b) = r.split_once('-').expect("A-B");
+    if a.is_empty() {
+        return None;
+    }
+    Some(a.parse().unwrap()..b.parse::<u64>().unwrap() + 1)
+}
+
+/// Check the data GETs of a read of `needed` inner chunks (shard key → their byte ranges):
+/// every needed range is fetched by exactly one GET; a GET starts and ends on needed bytes of
+/// one shard, spans less than the whole shard object, and the bytes it reads between needed
+/// ranges are gaps below [`GAP`]. Returns (data bytes fetched, needed bytes, gap bytes).
+fn check_data_gets(
+    gets: &[(String, std::ops::Range<u64>)],
+    needed: &BTreeMap<String, Vec<std::ops::Range<u64>>>,
+    shards: &BTreeMap<String, ShardObject>,
+) -> (u64, u64, u64) {
+    let mut covered: HashMap<(String, u64), u32> = HashMap::new();
+    let (mut fetched, mut gaps) = (0, 0);
+    for (key, g) in gets {
+        let want = needed
+            .get(key)
+            .unwrap_or_else(|| panic!("GET of {key}, which holds no needed chunk"));
+        let mut inside: Vec<&std::ops::Range<u64>> = want
+            .iter()
+            .filter(|r| r.start >= g.start && r.end <= g.end)
+            .collect();
+        inside.sort_by_key(|r| r.start);
+        assert!(!inside.is_empty(), "GET {key} {g:?} holds no needed chunk");
+        assert_eq!(
+            inside[0].start, g.start,
+            "GET {key} {g:?} starts on needed bytes"
+        );
+        assert_eq!(
+            inside[inside.len() - 1].end,
+            g.end,
+            "GET {key} {g:?} ends on needed bytes"
+        );
+        for w in inside.windows(2) {
+            let gap = w[1].start.saturating_sub(w[0].end);
+            assert!(
+                gap < GAP,
+                "GET {key} {g:?} reads through a gap of {gap} bytes"
+            );
+            gaps += gap;
+        }
+        assert!(
+            g.end - g.start < shards[key].size,
+            "GET {key} {g:?} is not the whole shard ({} bytes)",
+            shards[key].size
+        );
+        for r in inside {
+            *covered.entry((key.clone(), r.start)).or_default() += 1;
+        }
+        fetched += g.end - g.start;
+    }
+    let mut total = 0;
+    for (key, want) in needed {
+        for r in want {
+            let n = covered.get(&(key.clone(), r.start)).copied().unwrap_or(0);
+            assert_eq!(n, 1, "inner chunk {key} {r:?} fetched {n} times");
+            total += r.end - r.start;
+        }
+    }
+    (fetched, total, gaps)
+}
+
+/// The needed inner chunks of `band` for decode chunks `idxs`, by shard key, from the indexes
+/// read with plain requests (chunks never written need no bytes).
+fn needed_ranges(
+    raw: &Arc<dyn ObjectStore>,
+    prefix: &str,
+    band: &str,
+    idxs: &[[u64; 3]],
+    shards: &mut BTreeMap<String, ShardObject>,
+) -> BTreeMap<String, Vec<std::ops::Range<u64>>> {
+    let mut needed: BTreeMap<String, Vec<std::ops::Range<u64>>> = BTreeMap::new();
+    for &idx in idxs {
+        let (key, slot) = shard_slot(band, idx);
+        let shard = shards
+            .entry(key.clone())
+            .or_insert_with(|| read_shard(raw, &format!("{prefix}/{key}")));
+        if let Some(r) = shard.entries[slot].clone() {
+            needed.entry(key).or_default().push(r);
+        }
+    }
+    needed
+}
+
 #[test]
-fn sharded_cubes_read_byte_ranges_and_cache_them() {
+fn sharded_cubes_read_coalesced_byte_ranges_and_cache_them() {
     let ep = require_s3!();
     let bucket = make_bucket(&ep, "shards");
     let url = format!("s3://{bucket}/sh");
@@ -1034,11 +1214,7 @@ fn sharded_cubes_read_byte_ranges_and_cache_them() {
     let local_s = local.to_str().unwrap().to_string();
     let direct = Env::new(&ep);
     for out in [&url, &local_s] {
-        let a = ingest_args(
-            out,
-            &["--chunks", "time=1,y=32,x=32", "--shards", "y=128,x=128"],
-        );
-        direct.ok(&strs(&a));
+        direct.ok(&strs(&ingest_args(out, &SHARD_ARGS)));
     }
     // The same objects (not byte for byte: zarrs places the inner chunks of a shard in the
     // order their parallel encodings finish, locally too); the pixels are compared below.
@@ -1074,21 +1250,248 @@ fn sharded_cubes_read_byte_ranges_and_cache_them() {
     let want = direct.ok(&strs(&args(&local_s))).replace(&local_s, "CUBE");
     assert_eq!(env.ok(&strs(&args(&url))).replace(&url, "CUBE"), want);
     assert_eq!(stats(&st)["chunks_read"], 70);
+
+    // What the window needs, from the chunk grid and the shard indexes read independently.
+    let idxs: Vec<[u64; 3]> = (0..2)
+        .flat_map(|t| (10 / INNER..150_u64.div_ceil(INNER)).map(move |y| (t, y)))
+        .flat_map(|(t, y)| (20 / INNER..200_u64.div_ceil(INNER)).map(move |x| [t, y, x]))
+        .collect();
+    assert_eq!(idxs.len(), 70);
+    let raw = bucket_store(&ep, &bucket);
+    let mut shards = BTreeMap::new();
+    let needed = needed_ranges(&raw, "sh", "red", &idxs, &mut shards);
+    assert_eq!(shards.len(), 8, "2 × 2 shards at 2 times");
+
     let log = proxy.log();
     let red: Vec<&Logged> = log.iter().filter(|l| l.path.contains("/red/c/")).collect();
     assert!(
-        red.iter().all(|l| l.method == "GET" && l.ranged),
+        red.iter()
+            .all(|l| l.method == "GET" && l.ranged && l.status == 206),
         "byte ranges only, no HEAD: {red:?}"
     );
+    let prefix = format!("/{bucket}/sh/");
+    let mut index_gets: BTreeMap<String, u32> = BTreeMap::new();
+    let mut data_gets = Vec::new();
+    for l in &red {
+        let key = l.path[prefix.len()..].to_string();
+        match parse_range_header(l.range.as_deref().unwrap()) {
+            None => *index_gets.entry(key).or_default() += 1,
+            Some(r) => data_gets.push((key, r)),
+        }
+    }
     assert_eq!(
-        red.len(),
-        70 + 8,
-        "one ranged GET per inner chunk plus one index per shard"
+        index_gets,
+        shards.keys().map(|k| (k.clone(), 1)).collect(),
+        "each shard's index read once"
     );
+    let (fetched, total, gaps) = check_data_gets(&data_gets, &needed, &shards);
+    eprintln!(
+        "sharded window: {} data GETs for 70 inner chunks in 8 shards; {fetched} bytes fetched, \
+         {total} needed, {gaps} of gaps",
+        data_gets.len()
+    );
+    assert!(fetched <= total + gaps);
+    // Coalesced: far fewer requests than inner chunks (one per shard and announcement).
+    assert!(
+        data_gets.len() <= 70 / 4,
+        "{} data GETs for 70 inner chunks",
+        data_gets.len()
+    );
+
     // Again with the same cache: no GET of a chunk object.
     proxy.clear();
     assert_eq!(env.ok(&strs(&args(&url))).replace(&url, "CUBE"), want);
     assert_eq!(proxy.chunk_gets(), BTreeMap::new());
+}
+
+#[test]
+fn sharded_prefetch_fetches_nearby_inner_chunks_of_a_shard_with_one_ranged_get() {
+    let ep = require_s3!();
+    let bucket = make_bucket(&ep, "coalesce");
+    let url = format!("s3://{bucket}/sh");
+    let tmp = tempfile::tempdir().unwrap();
+    let local = tmp.path().join("sh");
+    let env = Env::new(&ep);
+    for out in [url.as_str(), local.to_str().unwrap()] {
+        env.ok(&strs(&ingest_args(out, &SHARD_ARGS)));
+    }
+    let raw = bucket_store(&ep, &bucket);
+    let fs = Arc::new(FaultStore::new(Arc::new(PrefixStore::new(
+        raw.clone(),
+        "sh",
+    ))));
+    let store =
+        Store::from_object_store(&url, fs.clone(), false, &StoreOptions::default()).unwrap();
+    let meta = read_cube_meta(&store).unwrap();
+    let red = BandReader::open(&store, meta.band("red").unwrap().clone()).unwrap();
+    let local_store = Store::open(local.to_str().unwrap(), false).unwrap();
+    let local_red = BandReader::open(
+        &local_store,
+        read_cube_meta(&local_store)
+            .unwrap()
+            .band("red")
+            .unwrap()
+            .clone(),
+    )
+    .unwrap();
+    let prefetch = store.remote().unwrap().prefetch.clone();
+    let mut shards = BTreeMap::new();
+
+    // Announce, wait until the announced bytes are in, read, and return the GETs of chunk
+    // objects: (key, Some(range)) for data, (key, None) for index reads.
+    let run = |idxs: &[[u64; 3]], needed: &BTreeMap<String, Vec<std::ops::Range<u64>>>| {
+        let needed_bytes: u64 = needed.values().flatten().map(|r| r.end - r.start).sum();
+        let n_ranges = needed.values().map(Vec::len).sum::<usize>() as u64;
+        fs.take_log();
+        let before = prefetch.stats();
+        red.prefetch(idxs.to_vec());
+        let t0 = Instant::now();
+        while prefetch.ready_bytes() < needed_bytes {
+            assert!(
+                t0.elapsed() < Duration::from_secs(30),
+                "prefetch did not complete"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        for &idx in idxs {
+            assert_eq!(
+                red.read_chunk(idx).unwrap(),
+                local_red.read_chunk(idx).unwrap(),
+                "chunk {idx:?} equals the local cube's"
+            );
+        }
+        assert_eq!(
+            prefetch.ready_bytes(),
+            0,
+            "prefetched bytes dropped once served"
+        );
+        let mut data = Vec::new();
+        let mut index = Vec::new();
+        for (path, r) in fs.take_log() {
+            if !path.contains("/c/") {
+                continue;
+            }
+            match r {
+                Some(GetRange::Bounded(r)) => data.push((path, r)),
+                Some(GetRange::Suffix(_)) => index.push(path),
+                other => panic!("GET {path} with {other:?}: not a byte range of a shard"),
+            }
+        }
+        let after = prefetch.stats();
+        assert_eq!(
+            (
+                after.range_hits - before.range_hits,
+                after.range_direct - before.range_direct
+            ),
+            (n_ranges, index.len() as u64),
+            "every read served from prefetched bytes, only index reads direct: {after:?}"
+        );
+        (data, index)
+    };
+
+    // 1. One row of shard (0, 0) at t=0: 4 inner chunks, adjacent in the shard (checked on
+    //    its index) → exactly one ranged GET of exactly their bytes, plus the index read.
+    let row: Vec<[u64; 3]> = (0..4).map(|x| [0, 0, x]).collect();
+    let needed = needed_ranges(&raw, "sh", "red", &row, &mut shards);
+    let ranges = &needed["red/c/0/0/0"];
+    assert_eq!(
+        ranges.len(),
+        4,
+        "the fixture's first row of chunks holds data"
+    );
+    assert!(
+        ranges.windows(2).all(|w| w[0].end == w[1].start),
+        "contiguous in the shard: {ranges:?}"
+    );
+    let span = ranges[0].start..ranges[3].end;
+    let (data, index) = run(&row, &needed);
+    assert_eq!(
+        data,
+        vec![("red/c/0/0/0".to_string(), span.clone())],
+        "coalesced into one GET"
+    );
+    assert_eq!(index, vec!["red/c/0/0/0".to_string()]);
+    assert!(span.end - span.start < shards["red/c/0/0/0"].size);
+
+    // 2. A 2 × 2 block in the middle of shard (0, 1) at t=1: two runs of 2 chunks with 2 chunks
+    //    between them (bytes well below the gap threshold) → one GET reading through the gap,
+    //    never the whole shard; its bytes are the needed ones plus the gap.
+    let block: Vec<[u64; 3]> = vec![[1, 1, 5], [1, 1, 6], [1, 2, 5], [1, 2, 6]];
+    let needed = needed_ranges(&raw, "sh", "red", &block, &mut shards);
+    let need: u64 = needed.values().flatten().map(|r| r.end - r.start).sum();
+    let (data, index) = run(&block, &needed);
+    assert_eq!(data.len(), 1, "one GET for 4 chunks of one shard: {data:?}");
+    assert_eq!(index, vec!["red/c/1/0/1".to_string()]);
+    let (fetched, total, gaps) = check_data_gets(&data, &needed, &shards);
+    assert_eq!(total, need);
+    assert!(gaps > 0, "the block is not contiguous in the shard");
+    assert_eq!(fetched, total + gaps);
+
+    // 3. Chunks of 4 shards at once, one of them with its index read already: one GET per
+    //    shard, and only the 3 new indexes read.
+    let spread: Vec<[u64; 3]> = vec![
+        [0, 1, 0],
+        [0, 0, 4],
+        [0, 0, 5],
+        [0, 4, 0],
+        [0, 5, 1],
+        [0, 4, 4],
+        [0, 4, 5],
+        [0, 5, 4],
+        [0, 5, 5],
+    ];
+    let needed = needed_ranges(&raw, "sh", "red", &spread, &mut shards);
+    let (data, index) = run(&spread, &needed);
+    let mut per_shard: BTreeMap<&str, u32> = BTreeMap::new();
+    for (k, _) in &data {
+        *per_shard.entry(k.as_str()).or_default() += 1;
+    }
+    assert_eq!(
+        per_shard.values().copied().collect::<Vec<_>>(),
+        vec![1; 4],
+        "{data:?}"
+    );
+    assert_eq!(index.len(), 3, "new shards' indexes only: {index:?}");
+    let (fetched, total, gaps) = check_data_gets(&data, &needed, &shards);
+    assert!(fetched <= total + gaps);
+
+    // 4. Unannounced reads still work: one ranged GET of the chunk's bytes each.
+    fs.take_log();
+    assert_eq!(
+        red.read_chunk([1, 3, 3]).unwrap(),
+        local_red.read_chunk([1, 3, 3]).unwrap()
+    );
+    let log: Vec<_> = fs
+        .take_log()
+        .into_iter()
+        .filter(|(p, _)| p.contains("/c/"))
+        .collect();
+    assert!(log.len() <= 2, "{log:?}");
+    assert!(log
+        .iter()
+        .all(|(_, r)| matches!(r, Some(GetRange::Bounded(_)) | Some(GetRange::Suffix(_)))));
+
+    // 5. A flipped bit inside an inner chunk is an error naming the shard, never wrong pixels.
+    let key = "red/c/1/1/1";
+    let shard = read_shard(&raw, &format!("sh/{key}"));
+    let (slot, r) = shard
+        .entries
+        .iter()
+        .enumerate()
+        .find_map(|(i, e)| e.clone().map(|r| (i, r)))
+        .unwrap();
+    let p = ObjectPath::from(format!("sh/{key}"));
+    let mut bytes = block_on(async { raw.get(&p).await.unwrap().bytes().await.unwrap() }).to_vec();
+    bytes[((r.start + r.end) / 2) as usize] ^= 0x10;
+    block_on(raw.put(&p, bytes.into())).unwrap();
+    let idx = [1, 4 + slot as u64 / PER_SHARD, 4 + slot as u64 % PER_SHARD];
+    red.prefetch(vec![idx]);
+    let e = red
+        .read_chunk(idx)
+        .expect_err("a corrupt inner chunk")
+        .to_string();
+    eprintln!("[corrupt inner chunk] {e}");
+    assert!(e.contains(key), "{e}");
 }
 
 // ---------------------------------------------------------------------------
