@@ -10,7 +10,9 @@
 #      concurrent object_store GET loop over the same chunk objects (fetch only, same cap of
 #      requests in flight); best of N each, alternated. Target: chunkcube >= 80% of the loop.
 #      Also timed: the CLI `chunkcube load s3://... --measurements red --out DIR` (adds encoding
-#      and writing a local cube).
+#      and writing a local cube). The same band of a sharded copy (s3://bench/tiles-sharded: 2048x2048
+#      shards of 512x512 inner chunks) through the CLI too: its inner chunks are fetched as byte
+#      ranges of the shards, nearby ranges coalesced, so it needs far fewer GETs than chunks.
 #   2. --cache-dir: a chained computation run twice with the same cache directory, and a
 #      different expression over the same bands after it; GETs of chunk objects counted from
 #      the server's request log. Target: zero chunk GETs after the first run.
@@ -57,6 +59,9 @@ EOF
 CUBE=s3://bench/tiles
 echo "bench: moto at $AWS_ENDPOINT_URL (pid $moto_pid); ingesting $DATA to $CUBE (512x512 chunks)"
 $BIN ingest --manifest "$DATA/manifest.csv" --out "$CUBE" --chunks time=1,y=512,x=512 --quiet >/dev/null
+SHARDED=s3://bench/tiles-sharded
+$BIN ingest --manifest "$DATA/manifest.csv" --out "$SHARDED" --chunks time=1,y=512,x=512 \
+    --shards y=2048,x=2048 --quiet >/dev/null
 
 LOAD_BEFORE=$(cut -d' ' -f1 /proc/loadavg)
 awk -v l="$LOAD_BEFORE" 'BEGIN {exit !(l > 0.5)}' \
@@ -70,6 +75,8 @@ echo "$TP" >"$OUT/throughput.json"
 
 # chunk_gets: GETs of band chunk objects in the server log since line $1.
 chunk_gets() { tail -n +"$(($1 + 1))" "$LOG" | grep -a -cE '"GET /bench/tiles/(red|nir)/c/' || true; }
+# shard_gets: GETs of the sharded copy's band objects (data ranges and index reads alike).
+shard_gets() { tail -n +"$(($1 + 1))" "$LOG" | grep -a -cE '"GET /bench/tiles-sharded/(red|nir)/c/' || true; }
 lines() { wc -l <"$LOG"; }
 # timed NAME CMD...: wall seconds of CMD into $T.
 timed() { local s; s=$(date +%s.%N); "$@"; T=$(awk -v a="$s" -v b="$(date +%s.%N)" 'BEGIN {printf "%.3f", b - a}'); }
@@ -77,6 +84,9 @@ timed() { local s; s=$(date +%s.%N); "$@"; T=$(awk -v a="$s" -v b="$(date +%s.%N
 LOAD_CMD="$BIN load $CUBE --measurements red --out $OUT/red-local --quiet --stats $OUT/load-stats.json"
 echo "bench: $LOAD_CMD"
 l0=$(lines); timed $LOAD_CMD; T_LOAD=$T; G_LOAD=$(chunk_gets "$l0")
+SHARD_CMD="$BIN load $SHARDED --measurements red --out $OUT/red-sharded --quiet --stats $OUT/load-sharded-stats.json"
+echo "bench: $SHARD_CMD"
+l0=$(lines); timed $SHARD_CMD; T_SHARD=$T; G_SHARD=$(shard_gets "$l0")
 
 # 2. --cache-dir.
 CACHE="$OUT/cache"
@@ -90,7 +100,7 @@ NOCACHE="$BIN calc $CUBE --expr ndvi=(nir-red)/(nir+red) --out $OUT/ndvi --overw
 l0=$(lines); timed $NOCACHE --stats "$OUT/calc0.json"; T_C0=$T; G_C0=$(chunk_gets "$l0")
 CACHE_MB=$(du -sm "$CACHE" | cut -f1)
 
-export TP T_LOAD G_LOAD T_C0 G_C0 T_C1 G_C1 T_C2 G_C2 T_C3 G_C3 CACHE_MB LOAD_BEFORE OUT RESULTS
+export TP T_LOAD G_LOAD T_SHARD G_SHARD SHARD_CMD T_C0 G_C0 T_C1 G_C1 T_C2 G_C2 T_C3 G_C3 CACHE_MB LOAD_BEFORE OUT RESULTS
 export THROUGHPUT_CMD LOAD_CMD CALC1 CALC2
 python3 - <<'EOF'
 import json, os
@@ -106,6 +116,9 @@ rows = [
     ("chunkcube Cube::open (metadata, coordinates)", tp["chunkcube_open_s"], 0, "once per cube, not in the row above"),
     ("chunkcube load --out (fetch+decode+encode+write)", float(e["T_LOAD"]), int(e["G_LOAD"]),
      f"{100 * tp['plain_get_loop']['best_s'] / float(e['T_LOAD']):.0f}% of the loop"),
+    ("  the same, sharded copy (2048^2 shards)", float(e["T_SHARD"]), int(e["G_SHARD"]),
+     f"{100 * tp['plain_get_loop']['best_s'] / float(e['T_SHARD']):.0f}% of the loop; "
+     f"GETs incl. 1 index read per shard, vs {tp['chunk_objects']} inner chunks"),
 ]
 print()
 print(f"S3 read throughput: red band, {tp['chunk_objects']} chunk objects, {mb:.1f} MB encoded, "
@@ -129,11 +142,13 @@ print(f"cache size {e['CACHE_MB']} MB; target: 0 chunk GETs after the first run 
       f"{'met' if int(e['G_C2']) == 0 and int(e['G_C3']) == 0 else 'NOT met'}")
 print()
 print("commands:")
-for k in ["THROUGHPUT_CMD", "LOAD_CMD", "CALC1", "CALC2"]:
+for k in ["THROUGHPUT_CMD", "LOAD_CMD", "SHARD_CMD", "CALC1", "CALC2"]:
     print("  " + e[k])
 res = {
     "throughput": tp,
     "load_out": {"wall_s": float(e["T_LOAD"]), "chunk_gets": int(e["G_LOAD"]), "stats": load},
+    "load_out_sharded": {"wall_s": float(e["T_SHARD"]), "gets": int(e["G_SHARD"]),
+                         "stats": rd("load-sharded-stats")},
     "cache": {n: {"wall_s": float(e[t]), "chunk_gets": int(e[g]), "stats": rd(st)} for n, t, g, st in runs},
     "cache_mb": int(e["CACHE_MB"]),
     "load_before": float(e["LOAD_BEFORE"]),
