@@ -18,6 +18,9 @@ use zarrs::storage::WritableStorageTraits;
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     let cube = args.get(1).ok_or("usage: bound_calc CUBE [TIME_STEPS]")?;
+    // The allocator as chunkcube's command line tunes it, so the bound pays no page faults
+    // that chunkcube does not.
+    chunkcube::exec::tune_allocator(chunkcube::exec::ExecConfig::default().memory_limit);
     let store = Arc::new(FilesystemStore::new(cube)?);
     let red = Array::open(store.clone(), "/red")?;
     let nir = Array::open(store, "/nir")?;

@@ -34,7 +34,8 @@
 //! let (red, nir) = (ds.get("red").unwrap(), ds.get("nir").unwrap());
 //! println!("{}", red.summary()); // the chunk table: bytes, shape, chunks, tasks
 //!
-//! // Chain: NDVI without wrap-around (integers are promoted to float32, nodata becomes NaN).
+//! // Chain: NDVI without wrap-around (integers are promoted to float32, nodata becomes NaN;
+//! // `astype(DType::F64)` on an operand computes everything after it in float64).
 //! let ndvi = &(nir - red) / &(nir + red);
 //! let graph_dot = ndvi.visualize(); // the task graph, Graphviz DOT
 //! assert!(graph_dot.starts_with("digraph"));
@@ -44,6 +45,10 @@
 //! let values = window.compute()?;
 //! assert_eq!(values.shape(), vec![1, 10, 10]);
 //! assert_eq!(cube.session().stats().chunks_read, 2);
+//!
+//! // Reduce over time (nan-aware), streamed chunk by chunk inside the memory limit.
+//! let mean = ndvi.reduce(chunkcube::graph::ReduceOp::Mean, "time").compute()?;
+//! assert_eq!(mean.shape()[0], 1);
 //! # Ok(())
 //! # }
 //! ```

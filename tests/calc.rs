@@ -1740,3 +1740,100 @@ fn cli_calc_selection_explain_and_stats() {
     assert_close(&got, &want, 1e-5, "ndvi - ndvi.mean(y)");
     let _ = DAY_2019;
 }
+
+/// Read a result variable whole as float64, checking that it was written as float64.
+fn read_back_f64(out: &Path, name: &str) -> ndarray::ArrayD<f64> {
+    let c = Cube::open(out.to_str().unwrap()).unwrap();
+    assert_eq!(
+        c.band(name).unwrap().dtype(),
+        DType::F64,
+        "{name} is float64"
+    );
+    common::load_band::<f64>(out, name)
+}
+
+#[test]
+fn float64_on_request_keeps_precision_that_float32_loses() {
+    // nir * 100003 - nir * 100002 is nir exactly in float64 (products below 2^53); in float32
+    // the products (up to 1e9) round to multiples of 64, so the difference is off for most
+    // pixels. The float32 run shows that this check can fail.
+    let tmp = tempfile::tempdir().unwrap();
+    let nir = band("nir");
+    let run_expr = |name: &str, exprs: &[&str], extra: &[&str]| -> PathBuf {
+        let out = tmp.path().join(name);
+        let mut args = vec!["calc", cube_str()];
+        for e in exprs {
+            args.extend(["--expr", e]);
+        }
+        args.extend(extra);
+        args.extend(["--out", out.to_str().unwrap(), "--quiet"]);
+        run_ok(&args);
+        out
+    };
+    let out64 = run_expr("f64", &["d=float64(nir)*100003 - float64(nir)*100002"], &[]);
+    let got = read_back_f64(&out64, "d");
+    let mut valid = 0;
+    for ((t, y, x), &want) in nir.indexed_iter() {
+        let g = got[[t, y, x]];
+        if want.is_nan() {
+            assert!(g.is_nan(), "nodata stays NaN at {t},{y},{x}: {g}");
+        } else {
+            valid += 1;
+            assert_eq!(g, want as f64, "float64 result at {t},{y},{x}");
+        }
+    }
+    assert!(valid > 1000, "{valid} valid pixels");
+
+    let out32 = run_expr("f32", &["d=nir*100003 - nir*100002"], &[]);
+    let (_, got32) = read_back(&out32, "d");
+    let off = nir
+        .iter()
+        .zip(got32.iter())
+        .filter(|(w, g)| !w.is_nan() && *w != *g)
+        .count();
+    assert!(
+        off * 2 > valid,
+        "float32 loses precision on {off} of {valid} pixels (the float64 check is not vacuous)"
+    );
+
+    // Persisted float64 intermediates (a later --expr reuses an earlier name) and a float64
+    // reduction: the median over time of d is the median of nir, exactly.
+    let out_med = run_expr(
+        "f64med",
+        &["a=float64(nir)*100003", "d=a - float64(nir)*100002"],
+        &["--reduce", "median:time"],
+    );
+    let got = read_back_f64(&out_med, "d");
+    for ((y, x), _) in nir.index_axis(ndarray::Axis(0), 0).indexed_iter() {
+        let mut v: Vec<f64> = (0..nir.shape()[0])
+            .map(|t| nir[[t, y, x]])
+            .filter(|v| !v.is_nan())
+            .map(f64::from)
+            .collect();
+        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        let want = match v.len() {
+            0 => f64::NAN,
+            n if n % 2 == 1 => v[n / 2],
+            n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+        };
+        let g = got[[0, y, x]];
+        assert!(
+            (g.is_nan() && want.is_nan()) || g == want,
+            "median of d at {y},{x}: {g}, want {want}"
+        );
+    }
+
+    // The library: astype(F64) computes in float64 and returns float64 values.
+    let ds = lazy(&fresh(), &["nir"], "time=1,y=64,x=64");
+    let n = ds.get("nir").unwrap().astype(DType::F64);
+    let d = &(&n * 100003.0) - &(&n * 100002.0);
+    let v = d.compute().unwrap();
+    let a = v.as_array::<f64>().expect("float64 values");
+    for ((t, y, x), &want) in nir.indexed_iter() {
+        let g = a[[t, y, x]];
+        assert!(
+            (g.is_nan() && want.is_nan()) || g == want as f64,
+            "library float64 at {t},{y},{x}: {g} vs {want}"
+        );
+    }
+}

@@ -320,7 +320,7 @@ impl DataArray {
         let n = &self.node;
         let dtype = match op {
             UnaryOp::Neg | UnaryOp::Abs if n.dtype.is_float() => n.dtype,
-            _ => DType::F32,
+            _ => float_of(&[n]),
         };
         self.with_node(Node::new(
             Op::Unary(op, n.clone()),
@@ -377,7 +377,7 @@ impl DataArray {
             other.clone()
         };
         out.values = None;
-        out.node = Node::new(op_, shape, present, DType::F32);
+        out.node = Node::new(op_, shape, present, float_of(&[a, b]));
         if !present[0] {
             out.time_label = out.time_label.or(self.time_label).or(other.time_label);
             out.times.clear();
@@ -433,7 +433,7 @@ impl DataArray {
             Op::Clip(n.clone(), lo, hi),
             n.shape,
             n.present,
-            DType::F32,
+            float_of(&[n]),
         ))
     }
     /// `self` where `cond` is true, else `other` (xarray's `where`).
@@ -448,7 +448,7 @@ impl DataArray {
             Op::Where(cond.node.clone(), self.node.clone(), other.node.clone()),
             shape_src.node.shape,
             shape_src.node.present,
-            DType::F32,
+            float_of(&[&self.node, &other.node]),
         );
         let mut out = shape_src;
         out.node = n;
@@ -480,7 +480,7 @@ impl DataArray {
         shape[axis] = 1;
         let mut present = n.present;
         present[axis] = false;
-        let dtype = DType::F32;
+        let dtype = float_of(&[n]);
         let mut out = self.with_node(Node::new(
             Op::Reduce {
                 op,
@@ -736,5 +736,16 @@ impl std::fmt::Display for Dataset {
                 .map(|e| format!("EPSG:{e}"))
                 .unwrap_or_default()
         )
+    }
+}
+
+/// The float type of a result: float64 when an operand is float64 (asked for with
+/// `astype(float64)`), else float32: integers are promoted before arithmetic, so `nir - red`
+/// on uint16 never wraps around.
+fn float_of(operands: &[&Arc<Node>]) -> DType {
+    if operands.iter().any(|n| n.dtype == DType::F64) {
+        DType::F64
+    } else {
+        DType::F32
     }
 }

@@ -60,10 +60,15 @@ from_arr!(f64, F64);
 pub trait ValuesOf: Element {
     /// The inner array if the variant matches.
     fn get(v: &Values) -> Option<&ArrayD<Self>>;
+    /// Wrap an array of this element type.
+    fn wrap(a: ArrayD<Self>) -> Values;
 }
 macro_rules! values_of {
     ($t:ty, $v:ident) => {
         impl ValuesOf for $t {
+            fn wrap(a: ArrayD<$t>) -> Values {
+                Values::$v(a)
+            }
             fn get(v: &Values) -> Option<&ArrayD<$t>> {
                 match v {
                     Values::$v(a) => Some(a),
@@ -173,21 +178,21 @@ impl Values {
         on_values!(self, a => conv(a, nodata))
     }
 
-    /// A sub-window as f32 with missing values as NaN, without copying the window first.
-    pub fn window_to_f32_masked(&self, r: &[Range<u64>], nodata: Option<f64>) -> ArrayD<f32> {
-        fn conv<T: Element>(
+    /// A sub-window as float (`F`) with missing values as NaN, without copying the window
+    /// first.
+    pub fn window_to_real<F: crate::store::Real>(
+        &self,
+        r: &[Range<u64>],
+        nodata: Option<f64>,
+    ) -> ArrayD<F> {
+        fn conv<T: Element, F: crate::store::Real>(
             a: &ArrayD<T>,
             info: &[SliceInfoElem],
             nodata: Option<f64>,
-        ) -> ArrayD<f32> {
+        ) -> ArrayD<F> {
             let nd = nodata.filter(|v| !v.is_nan()).map(T::from_f64);
-            a.slice(info).mapv(|v| {
-                if v.is_missing(nd) {
-                    f32::NAN
-                } else {
-                    v.to_f32()
-                }
-            })
+            a.slice(info)
+                .mapv(|v| if v.is_missing(nd) { F::nan() } else { F::of(v) })
         }
         let info = slice_info(r);
         on_values!(self, a => conv(a, info.as_slice(), nodata))

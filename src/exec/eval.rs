@@ -4,9 +4,10 @@
 
 use super::{ExecError, Session};
 use crate::cube::BandReader;
+use crate::cube::ValuesOf;
 use crate::graph::{input_region, BinaryOp, Node, Op, ReduceOp, UnaryOp};
-use crate::store::DType;
-use ndarray::{ArrayD, Axis, IxDyn, SliceInfoElem, Zip};
+use crate::store::{DType, Element, Real};
+use ndarray::{ArrayD, Axis, IxDyn, Zip};
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -16,16 +17,6 @@ fn lens(r: &[Range<u64>; 3]) -> [usize; 3] {
         (r[1].end - r[1].start) as usize,
         (r[2].end - r[2].start) as usize,
     ]
-}
-
-fn sl(r: &[Range<u64>]) -> Vec<SliceInfoElem> {
-    r.iter()
-        .map(|r| SliceInfoElem::Slice {
-            start: r.start as isize,
-            end: Some(r.end as isize),
-            step: 1,
-        })
-        .collect()
 }
 
 /// A stored chunk index, the window inside that chunk, and the window inside the region.
@@ -63,54 +54,64 @@ pub(crate) fn chunk_pieces(
     out
 }
 
+/// The float types a graph is evaluated in (f32, or f64 when the graph asks for it).
+pub(crate) trait Float: Real + ValuesOf {}
+impl<F: Real + ValuesOf> Float for F {}
+
+/// `v` as f64 (named apart from `num_traits::ToPrimitive::to_f64`, which returns an Option).
+#[inline]
+fn wide<F: Real>(v: F) -> f64 {
+    <F as Element>::to_f64(v)
+}
+
 impl Session {
-    /// Evaluate `region` of `node` as f32 (3-D, length 1 along absent dimensions).
-    pub(crate) fn eval(
+    /// Evaluate `region` of `node` in `F` (3-D, length 1 along absent dimensions).
+    pub(crate) fn eval<F: Float>(
         &self,
         node: &Arc<Node>,
         region: &[Range<u64>; 3],
-    ) -> Result<ArrayD<f32>, ExecError> {
+    ) -> Result<ArrayD<F>, ExecError> {
         self.check_cancelled()?;
         Ok(match &node.op {
             Op::Invalid(m) => return Err(ExecError::Invalid(m.clone())),
-            Op::Const(v) => ArrayD::from_elem(IxDyn(&[1, 1, 1]), *v as f32),
+            Op::Const(v) => ArrayD::from_elem(IxDyn(&[1, 1, 1]), F::of_f64(*v)),
             Op::Source { band, offset } => {
                 let shape = lens(region);
                 let pieces = chunk_pieces(band, *offset, region);
                 if let [(idx, inner, _)] = pieces.as_slice() {
                     // Inside one stored chunk: convert straight from it.
                     let chunk = self.chunk(band, *idx)?;
-                    return Ok(chunk.window_to_f32_masked(inner, band.nodata()));
+                    return Ok(chunk.window_to_real::<F>(inner, band.nodata()));
                 }
-                let mut out = ArrayD::<f32>::from_elem(IxDyn(&shape), f32::NAN);
+                let mut out = ArrayD::<F>::from_elem(IxDyn(&shape), F::nan());
                 for (idx, inner, dst) in pieces {
                     let chunk = self.chunk(band, idx)?;
-                    let part = chunk.window_to_f32_masked(&inner, band.nodata());
-                    out.slice_mut(sl(&dst).as_slice()).assign(&part);
+                    let part = chunk.window_to_real::<F>(&inner, band.nodata());
+                    out.slice_mut(super::slice3(&dst)).assign(&part);
                 }
                 out
             }
-            Op::Persisted { data, offset } => data.read(
+            Op::Persisted { data, offset } => data.read::<F>(
                 self,
                 &std::array::from_fn(|i| region[i].start + offset[i]..region[i].end + offset[i]),
             )?,
             Op::Unary(op, a) => {
-                let mut x = self.eval(a, &input_region(node, a, region))?;
-                let f: fn(f32) -> f32 = match op {
+                let mut x = self.eval::<F>(a, &input_region(node, a, region))?;
+                let f: fn(F) -> F = match op {
                     UnaryOp::Neg => |v| -v,
-                    UnaryOp::Abs => f32::abs,
-                    UnaryOp::Sqrt => f32::sqrt,
-                    UnaryOp::Log => f32::ln,
-                    UnaryOp::Exp => f32::exp,
-                    UnaryOp::IsNull => |v| if v.is_nan() { 1.0 } else { 0.0 },
-                    UnaryOp::NotNull => |v| if v.is_nan() { 0.0 } else { 1.0 },
+                    UnaryOp::Abs => F::abs,
+                    UnaryOp::Sqrt => F::sqrt,
+                    UnaryOp::Log => F::ln,
+                    UnaryOp::Exp => F::exp,
+                    UnaryOp::IsNull => |v| if v.is_nan() { F::one() } else { F::zero() },
+                    UnaryOp::NotNull => |v| if v.is_nan() { F::zero() } else { F::one() },
                     UnaryOp::Not => |v| {
                         if v.is_nan() {
                             v
-                        } else if v == 0.0 {
-                            1.0
+                        } else if v == F::zero() {
+                            F::one()
                         } else {
-                            0.0
+                            F::zero()
                         }
                     },
                 };
@@ -118,18 +119,18 @@ impl Session {
                 x
             }
             Op::Clip(a, lo, hi) => {
-                let (lo, hi) = (*lo as f32, *hi as f32);
-                let mut x = self.eval(a, &input_region(node, a, region))?;
+                let (lo, hi) = (F::of_f64(*lo), F::of_f64(*hi));
+                let mut x = self.eval::<F>(a, &input_region(node, a, region))?;
                 x.mapv_inplace(|v| if v.is_nan() { v } else { v.max(lo).min(hi) });
                 x
             }
             Op::Cast(d, a) => {
-                let mut x = self.eval(a, &input_region(node, a, region))?;
+                let mut x = self.eval::<F>(a, &input_region(node, a, region))?;
                 if !d.is_float() {
-                    let (lo, hi) = int_range(*d);
+                    let (lo, hi) = int_range::<F>(*d);
                     x.mapv_inplace(|v| {
                         if v.is_nan() {
-                            0.0
+                            F::zero()
                         } else {
                             v.round().max(lo).min(hi)
                         }
@@ -138,21 +139,21 @@ impl Session {
                 x
             }
             Op::Binary(op, a, b) => {
-                let x = self.eval(a, &input_region(node, a, region))?;
-                let y = self.eval(b, &input_region(node, b, region))?;
+                let x = self.eval::<F>(a, &input_region(node, a, region))?;
+                let y = self.eval::<F>(b, &input_region(node, b, region))?;
                 binary(*op, x, y, lens(region))
             }
             Op::Where(c, a, b) => {
                 let shape = lens(region);
-                let c = self.eval(c, &input_region(node, c, region))?;
-                let a = self.eval(a, &input_region(node, a, region))?;
-                let b = self.eval(b, &input_region(node, b, region))?;
+                let c = self.eval::<F>(c, &input_region(node, c, region))?;
+                let a = self.eval::<F>(a, &input_region(node, a, region))?;
+                let b = self.eval::<F>(b, &input_region(node, b, region))?;
                 let sh = IxDyn(&shape);
                 let (c, a, b) = (bcast(&c, &sh)?, bcast(&a, &sh)?, bcast(&b, &sh)?);
                 Zip::from(&c).and(&a).and(&b).map_collect(|&c, &a, &b| {
                     if c.is_nan() {
-                        f32::NAN
-                    } else if c != 0.0 {
+                        F::nan()
+                    } else if c != F::zero() {
                         a
                     } else {
                         b
@@ -165,14 +166,14 @@ impl Session {
         })
     }
 
-    fn reduce(
+    fn reduce<F: Float>(
         &self,
         node: &Arc<Node>,
         op: ReduceOp,
         axis: usize,
         input: &Arc<Node>,
         region: &[Range<u64>; 3],
-    ) -> Result<ArrayD<f32>, ExecError> {
+    ) -> Result<ArrayD<F>, ExecError> {
         let full = input_region(node, input, region);
         let n = full[axis].end - full[axis].start;
         let mut out_shape = lens(region);
@@ -180,20 +181,20 @@ impl Session {
         let px: usize = out_shape.iter().product();
         let step = reduce_step(input, axis);
         if op.needs_stack() {
-            let stack_bytes = n * px as u64 * 4;
+            let stack_bytes = n * px as u64 * std::mem::size_of::<F>() as u64;
             if stack_bytes > self.stack_cap() && axis == 0 && out_shape[1] > 1 {
-                return self.median_spilled(input, &full, &out_shape, step);
+                return self.median_spilled::<F>(input, &full, &out_shape, step);
             }
             // Gather the stack plane by plane ([n][px], one memcpy per time step), letting go
             // of each slab's chunks once past it, then take each pixel's nan-median.
-            let mut stack = vec![f32::NAN; n as usize * px];
+            let mut stack = vec![F::nan(); n as usize * px];
             let mut t = 0usize;
             let mut s = full[axis].start;
             while s < full[axis].end {
                 let e = (s + step).min(full[axis].end);
                 let mut r = full.clone();
                 r[axis] = s..e;
-                let slab = self.eval(input, &r)?;
+                let slab = self.eval::<F>(input, &r)?;
                 match (axis, slab.as_slice()) {
                     (0, Some(flat)) if flat.len() % px == 0 => {
                         stack[t * px..t * px + flat.len()].copy_from_slice(flat);
@@ -212,7 +213,7 @@ impl Session {
                 self.release_slab(input, (e < full[axis].end).then_some(&next));
                 s = e;
             }
-            let mut vals = vec![f32::NAN; px];
+            let mut vals = vec![F::nan(); px];
             median_planes(&stack, n as usize, &mut vals);
             return ArrayD::from_shape_vec(IxDyn(&out_shape), vals)
                 .map_err(|e| ExecError::Invalid(e.to_string()));
@@ -229,24 +230,24 @@ impl Session {
             }
         ];
         let mut sq = vec![0f64; if wants(&[ReduceOp::Std]) { px } else { 0 }];
-        let mut mn = vec![f32::INFINITY; if wants(&[ReduceOp::Min]) { px } else { 0 }];
-        let mut mx = vec![f32::NEG_INFINITY; if wants(&[ReduceOp::Max]) { px } else { 0 }];
+        let mut mn = vec![F::infinity(); if wants(&[ReduceOp::Min]) { px } else { 0 }];
+        let mut mx = vec![F::neg_infinity(); if wants(&[ReduceOp::Max]) { px } else { 0 }];
         let mut s = full[axis].start;
         while s < full[axis].end {
             let e = (s + step).min(full[axis].end);
             let mut r = full.clone();
             r[axis] = s..e;
-            let slab = self.eval(input, &r)?;
-            let mut add = |i: usize, v: f32| {
+            let slab = self.eval::<F>(input, &r)?;
+            let mut add = |i: usize, v: F| {
                 if v.is_nan() {
                     return;
                 }
                 cnt[i] += 1;
                 match op {
-                    ReduceOp::Mean | ReduceOp::Sum => sum[i] += v as f64,
+                    ReduceOp::Mean | ReduceOp::Sum => sum[i] += wide(v),
                     ReduceOp::Std => {
-                        sum[i] += v as f64;
-                        sq[i] += v as f64 * v as f64;
+                        sum[i] += wide(v);
+                        sq[i] += wide(v) * wide(v);
                     }
                     ReduceOp::Min => mn[i] = mn[i].min(v),
                     ReduceOp::Max => mx[i] = mx[i].max(v),
@@ -275,21 +276,21 @@ impl Session {
             self.release_slab(input, (e < full[axis].end).then_some(&next));
             s = e;
         }
-        let vals: Vec<f32> = (0..px)
+        let vals: Vec<F> = (0..px)
             .map(|i| {
                 let c = cnt[i];
                 match op {
-                    ReduceOp::Count => c as f32,
-                    ReduceOp::Sum => sum[i] as f32,
-                    _ if c == 0 => f32::NAN,
-                    ReduceOp::Mean => (sum[i] / c as f64) as f32,
+                    ReduceOp::Count => F::of_f64(c as f64),
+                    ReduceOp::Sum => F::of_f64(sum[i]),
+                    _ if c == 0 => F::nan(),
+                    ReduceOp::Mean => F::of_f64(sum[i] / c as f64),
                     ReduceOp::Min => mn[i],
                     ReduceOp::Max => mx[i],
                     ReduceOp::Std => {
                         let m = sum[i] / c as f64;
-                        ((sq[i] / c as f64 - m * m).max(0.0)).sqrt() as f32
+                        F::of_f64((sq[i] / c as f64 - m * m).max(0.0).sqrt())
                     }
-                    ReduceOp::Median => f32::NAN,
+                    ReduceOp::Median => F::nan(),
                 }
             })
             .collect();
@@ -309,19 +310,25 @@ impl Session {
     /// decoded once and spilled as row strips; then each strip is read back with its whole
     /// time stack. A task this large usually runs alone under its limit, so both phases are
     /// shared among one helper per core (each holding one strip, as the planner counted).
-    fn median_spilled(
+    fn median_spilled<F: Float>(
         &self,
         input: &Arc<Node>,
         full: &[Range<u64>; 3],
         out_shape: &[usize; 3],
         step: u64,
-    ) -> Result<ArrayD<f32>, ExecError> {
+    ) -> Result<ArrayD<F>, ExecError> {
         let n = full[0].end - full[0].start;
         let (h, w) = (out_shape[1] as u64, out_shape[2] as u64);
-        let plan = super::spill_plan(input, full, step, h * w * 4, self.caps());
+        let plan = super::spill_plan(
+            input,
+            full,
+            step,
+            h * w * F::DTYPE.size() as u64,
+            self.caps(F::DTYPE.size() as u64),
+        );
         let (rows, file_rows) = (plan.rows, plan.file_rows);
         let files = h.div_ceil(file_rows);
-        let scratch = self.spill.scratch([n, h, w], [1, file_rows, w])?;
+        let scratch = self.spill.scratch::<F>([n, h, w], [1, file_rows, w])?;
         // Helpers fetch in their own task memo, so only when nothing else in the task reads
         // these sources (else it would fetch them again).
         let helpers = if self.releases_slabs() {
@@ -345,7 +352,7 @@ impl Session {
                     r[0] = slab.clone();
                     r[1] = full[1].start + si * file_rows
                         ..(full[1].start + (si + 1) * file_rows).min(full[1].end);
-                    let a = self.eval(input, &r)?;
+                    let a = self.eval::<F>(input, &r)?;
                     let plane = (r[1].end - r[1].start) as usize * w as usize;
                     let flat = a.into_raw_vec_and_offset().0;
                     if flat.len() == plane {
@@ -384,7 +391,7 @@ impl Session {
             }
         };
         run_helpers(helpers, &spill_slabs)?;
-        let mut out = vec![f32::NAN; (h * w) as usize];
+        let mut out = vec![F::nan(); (h * w) as usize];
         let work = std::sync::Mutex::new(out.chunks_mut((rows * w) as usize).enumerate());
         let medians = || -> Result<(), ExecError> {
             loop {
@@ -395,7 +402,7 @@ impl Session {
                 self.check_cancelled()?;
                 let y0 = si as u64 * rows;
                 let y1 = (y0 + rows).min(h);
-                let block = scratch.get(&[0..n, y0..y1, 0..w])?;
+                let block = scratch.get::<F>(&[0..n, y0..y1, 0..w])?;
                 let flat = block
                     .as_slice()
                     .ok_or_else(|| ExecError::Invalid("spilled block is not contiguous".into()))?;
@@ -437,7 +444,7 @@ fn run_helpers(
 
 /// Nan-median of every pixel of `n` planes laid out one after another (`flat` is
 /// `n * dst.len()` values).
-fn median_planes(flat: &[f32], n: usize, dst: &mut [f32]) {
+fn median_planes<F: Real>(flat: &[F], n: usize, dst: &mut [F]) {
     let plane = dst.len();
     let mut buf = Vec::with_capacity(n);
     for (p, d) in dst.iter_mut().enumerate() {
@@ -463,61 +470,63 @@ fn reduce_step(input: &Arc<Node>, axis: usize) -> u64 {
     stored(input, axis).unwrap_or(256).clamp(1, 1024)
 }
 
-fn nan_median(v: &mut [f32]) -> f32 {
+fn nan_median<F: Real>(v: &mut [F]) -> F {
     if v.is_empty() {
-        return f32::NAN;
+        return F::nan();
     }
     let n = v.len();
-    v.sort_unstable_by(|a, b| a.total_cmp(b));
+    // NaNs were left out, so the order is total.
+    v.sort_unstable_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
     if n % 2 == 1 {
         v[n / 2]
     } else {
-        ((v[n / 2 - 1] as f64 + v[n / 2] as f64) / 2.0) as f32
+        F::of_f64((wide(v[n / 2 - 1]) + wide(v[n / 2])) / 2.0)
     }
 }
 
-fn int_range(d: DType) -> (f32, f32) {
-    match d {
+fn int_range<F: Real>(d: DType) -> (F, F) {
+    let (lo, hi) = match d {
         DType::U8 => (0.0, 255.0),
         DType::U16 => (0.0, 65535.0),
         DType::I16 => (-32768.0, 32767.0),
-        DType::U32 => (0.0, u32::MAX as f32),
-        DType::I32 => (i32::MIN as f32, i32::MAX as f32),
-        _ => (f32::MIN, f32::MAX),
-    }
+        DType::U32 => (0.0, u32::MAX as f64),
+        DType::I32 => (i32::MIN as f64, i32::MAX as f64),
+        _ => return (F::min_value(), F::max_value()),
+    };
+    (F::of_f64(lo), F::of_f64(hi))
 }
 
-fn bcast<'a>(a: &'a ArrayD<f32>, sh: &IxDyn) -> Result<ndarray::ArrayViewD<'a, f32>, ExecError> {
+fn bcast<'a, F>(a: &'a ArrayD<F>, sh: &IxDyn) -> Result<ndarray::ArrayViewD<'a, F>, ExecError> {
     a.broadcast(sh.clone())
         .ok_or_else(|| ExecError::Invalid(format!("cannot broadcast {:?} to {:?}", a.shape(), sh)))
 }
 
-fn binary(op: BinaryOp, x: ArrayD<f32>, y: ArrayD<f32>, shape: [usize; 3]) -> ArrayD<f32> {
-    let f: fn(f32, f32) -> f32 = match op {
+fn binary<F: Real>(op: BinaryOp, x: ArrayD<F>, y: ArrayD<F>, shape: [usize; 3]) -> ArrayD<F> {
+    let f: fn(F, F) -> F = match op {
         BinaryOp::Add => |a, b| a + b,
         BinaryOp::Sub => |a, b| a - b,
         BinaryOp::Mul => |a, b| a * b,
         BinaryOp::Div => |a, b| a / b,
-        BinaryOp::Pow => f32::powf,
+        BinaryOp::Pow => F::powf,
         BinaryOp::Lt => |a, b| cmp(a, b, a < b),
         BinaryOp::Le => |a, b| cmp(a, b, a <= b),
         BinaryOp::Gt => |a, b| cmp(a, b, a > b),
         BinaryOp::Ge => |a, b| cmp(a, b, a >= b),
         BinaryOp::Eq => |a, b| cmp(a, b, a == b),
         BinaryOp::Ne => |a, b| cmp(a, b, a != b),
-        BinaryOp::And => |a, b| cmp(a, b, a != 0.0 && b != 0.0),
-        BinaryOp::Or => |a, b| cmp(a, b, a != 0.0 || b != 0.0),
+        BinaryOp::And => |a, b| cmp(a, b, a != F::zero() && b != F::zero()),
+        BinaryOp::Or => |a, b| cmp(a, b, a != F::zero() || b != F::zero()),
         BinaryOp::FillNa => |a, b| if a.is_nan() { b } else { a },
         BinaryOp::Min => |a, b| {
             if a.is_nan() || b.is_nan() {
-                f32::NAN
+                F::nan()
             } else {
                 a.min(b)
             }
         },
         BinaryOp::Max => |a, b| {
             if a.is_nan() || b.is_nan() {
-                f32::NAN
+                F::nan()
             } else {
                 a.max(b)
             }
@@ -543,17 +552,17 @@ fn binary(op: BinaryOp, x: ArrayD<f32>, y: ArrayD<f32>, shape: [usize; 3]) -> Ar
     }
     match (x.broadcast(sh.clone()), y.broadcast(sh.clone())) {
         (Some(a), Some(b)) => Zip::from(&a).and(&b).map_collect(|&a, &b| f(a, b)),
-        _ => ArrayD::from_elem(sh, f32::NAN),
+        _ => ArrayD::from_elem(sh, F::nan()),
     }
 }
 
 #[inline]
-fn cmp(a: f32, b: f32, r: bool) -> f32 {
+fn cmp<F: Real>(a: F, b: F, r: bool) -> F {
     if a.is_nan() || b.is_nan() {
-        f32::NAN
+        F::nan()
     } else if r {
-        1.0
+        F::one()
     } else {
-        0.0
+        F::zero()
     }
 }

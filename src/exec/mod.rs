@@ -87,7 +87,7 @@ pub struct ExecConfig {
 }
 
 /// Tune glibc's allocator for chunk work under `limit` (the command line does this; a program
-/// using the library may call it once at start). Buffers above a sixteenth of the limit (4 to
+/// using the library may call it once at start). Buffers above an eighth of the limit (4 to
 /// 32 MiB) go to mmap and back to the OS when freed, so under a tight limit RSS follows the
 /// budget rather than the heap's high-water; under a roomy one chunk-sized buffers are recycled
 /// from the heap instead of being page-faulted in afresh by every task (a quarter of the time
@@ -96,7 +96,7 @@ pub fn tune_allocator(limit: u64) {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only tunes the allocator (glibc serialises it against allocations).
     unsafe {
-        let t = (limit / 16).clamp(4 << 20, 32 << 20);
+        let t = (limit / 8).clamp(4 << 20, 32 << 20);
         libc::mallopt(libc::M_MMAP_THRESHOLD, t as libc::c_int);
         // Setting the threshold also freezes glibc's trim threshold at 128 KiB: keep that
         // much free heap before giving it back, or every task faults its pages in again.
@@ -329,6 +329,22 @@ impl Session {
         }
     }
 
+    /// A decoded stored chunk through the cache, outside any task memo (for work that uses
+    /// each chunk once).
+    fn fetch_chunk(&self, band: &Arc<BandReader>, idx: [u64; 3]) -> Result<Arc<Values>, ExecError> {
+        let keep = self.admit.load(Ordering::Relaxed);
+        let (v, loaded) = self.cache.get_or_load((band.uid(), idx), keep, || {
+            self.note_store(band);
+            band.read_chunk(idx)
+                .map_err(|e| ExecError::Cube(Box::new(e)))
+        })?;
+        if loaded {
+            self.stats.chunks_read.fetch_add(1, Ordering::Relaxed);
+            self.budget.set_external(self.cache.bytes());
+        }
+        Ok(v)
+    }
+
     /// A decoded stored chunk, through the cache.
     pub(crate) fn chunk(
         &self,
@@ -341,16 +357,7 @@ impl Session {
         if let Some(v) = TASK_CHUNKS.with(|m| m.borrow().get(&key).cloned()) {
             return Ok(v);
         }
-        let keep = self.admit.load(Ordering::Relaxed);
-        let (v, loaded) = self.cache.get_or_load(key, keep, || {
-            self.note_store(band);
-            band.read_chunk(idx)
-                .map_err(|e| ExecError::Cube(Box::new(e)))
-        })?;
-        if loaded {
-            self.stats.chunks_read.fetch_add(1, Ordering::Relaxed);
-            self.budget.set_external(self.cache.bytes());
-        }
+        let v = self.fetch_chunk(band, idx)?;
         TASK_CHUNKS.with(|m| m.borrow_mut().insert(key, v.clone()));
         Ok(v)
     }
@@ -375,14 +382,15 @@ impl Session {
 
     /// The most bytes one task computing `region` of `node` holds.
     pub fn task_bytes(&self, node: &Arc<Node>, region: &[Range<u64>; 3]) -> u64 {
-        estimate(node, region, self.caps())
+        estimate(node, region, self.caps(value_width(&[node])))
     }
 
     /// What the planner needs to know of this session to size a task.
-    pub(crate) fn caps(&self) -> Caps {
+    pub(crate) fn caps(&self, width: u64) -> Caps {
         Caps {
             stack: self.stack_cap(),
             threads: self.threads() as u64,
+            width,
         }
     }
 
@@ -638,37 +646,66 @@ impl Session {
             });
         }
         let _hold = self.budget.reserve(result_bytes);
-        let typed_source = match &node.op {
-            Op::Source { band, offset } => Some((band.clone(), *offset)),
-            _ => None,
-        };
-        let fill = match &typed_source {
-            Some((b, _)) => b.nodata().unwrap_or(0.0),
-            None => f64::NAN,
-        };
-        let out = Mutex::new(Values::filled(node.dtype, &dims, fill));
+        if let Op::Source { band, offset } = &node.op {
+            let fill = band.nodata().unwrap_or(0.0);
+            return crate::with_dtype!(node.dtype, T => self
+                .compute_source::<T>(node, band, *offset, chunks, need, fill)
+                .map(Values::from));
+        }
+        let out = Mutex::new(Values::filled(node.dtype, &dims, f64::NAN));
+        let wide = computes_f64(&[node]);
         self.run_tasks(&[node], shape, chunks, need, "computing", |r| {
-            match &typed_source {
-                // Each stored chunk's window goes straight into the result: no task buffer.
-                Some((band, offset)) => {
-                    for (idx, inner, dst) in eval::chunk_pieces(band, *offset, r) {
-                        let chunk = self.chunk(band, idx)?;
-                        let to: [Range<u64>; 3] = std::array::from_fn(|i| {
-                            r[i].start + dst[i].start..r[i].start + dst[i].end
-                        });
-                        out.lock()
-                            .map_err(|_| ExecError::Cancelled)?
-                            .assign_window(&to, &chunk, &inner);
-                    }
-                }
-                None => {
-                    let v = to_dtype(self.eval(node, r)?, node.dtype);
-                    out.lock().map_err(|_| ExecError::Cancelled)?.assign(r, &v);
-                }
-            }
+            let v = if wide {
+                to_dtype(self.eval::<f64>(node, r)?, node.dtype)
+            } else {
+                to_dtype(self.eval::<f32>(node, r)?, node.dtype)
+            };
+            out.lock().map_err(|_| ExecError::Cancelled)?.assign(r, &v);
             Ok(())
         })?;
         out.into_inner().map_err(|_| ExecError::Cancelled)
+    }
+
+    /// Read a window of a band in its own dtype: every stored chunk under a task is decoded
+    /// in parallel and copied straight into the result, each task into its own region.
+    fn compute_source<T: crate::cube::ValuesOf>(
+        &self,
+        node: &Arc<Node>,
+        band: &Arc<BandReader>,
+        offset: [u64; 3],
+        chunks: [u64; 3],
+        need: u64,
+        fill: f64,
+    ) -> Result<ArrayD<T>, ExecError> {
+        let dims: Vec<usize> = node.shape.iter().map(|v| *v as usize).collect();
+        let mut out = ArrayD::<T>::from_elem(ndarray::IxDyn(&dims), T::from_f64(fill));
+        let writer = RegionWriter::new(&mut out);
+        self.run_tasks(&[node], node.shape, chunks, need, "computing", |r| {
+            let copy = |(idx, inner, dst): eval::ChunkPiece| -> Result<(), ExecError> {
+                let chunk = self.fetch_chunk(band, idx)?;
+                let src = chunk.as_array::<T>().ok_or_else(|| {
+                    ExecError::Invalid(format!(
+                        "chunk {idx:?} of {} is not {:?}",
+                        band.name(),
+                        T::DTYPE
+                    ))
+                })?;
+                let to: [Range<u64>; 3] =
+                    std::array::from_fn(|i| r[i].start + dst[i].start..r[i].start + dst[i].end);
+                // SAFETY: tasks' regions tile the result without overlap, and the pieces of
+                // one task are disjoint windows of its region.
+                let mut view = unsafe { writer.region(&to) };
+                view.assign(&src.slice(slice3(&inner)));
+                Ok(())
+            };
+            let pieces = eval::chunk_pieces(band, offset, r);
+            if pieces.len() > 1 {
+                pieces.into_par_iter().try_for_each(copy)
+            } else {
+                pieces.into_iter().try_for_each(copy)
+            }
+        })?;
+        Ok(out)
     }
 
     /// Explain what computing `node` in `chunks` will fetch and hold (fetches nothing).
@@ -694,7 +731,7 @@ impl Session {
         let stored = needed.len() as u64;
         let output_chunks: u64 = grid_shape(node.shape, chunks).iter().product();
         let first: [Range<u64>; 3] = std::array::from_fn(|i| 0..chunks[i].min(node.shape[i]));
-        let task_bytes = estimate(node, &first, self.caps());
+        let task_bytes = estimate(node, &first, self.caps(value_width(&[node])));
         let threads = self.threads();
         let conc = (threads as u64).min(output_chunks).max(1);
         let result = if matches!(node.op, Op::Source { .. }) || output_chunks > 0 {
@@ -732,21 +769,31 @@ impl Session {
             .config
             .memory_limit
             .saturating_sub(self.cache_cap() + need * self.threads() as u64);
+        let wide = computes_f64(&[node]);
         let p = Arc::new(Persisted::new(
             &self.spill,
             node.shape,
             chunks,
+            if wide { DType::F64 } else { DType::F32 },
             (room / 2).min(self.cache_cap()),
         )?);
-        self.run_tasks(&[node], node.shape, chunks, need, "persisting", |r| {
-            let a = self.eval(node, r)?;
-            let bytes = (a.len() * 4) as u64;
-            let spilled = p.put(r, a)?;
-            // What stays in memory is held by the session, inside the budget's accounting.
+        // What stays in memory is held by the session, inside the budget's accounting.
+        let keep = |bytes: u64, spilled: u64| {
             self.budget.add_held(bytes - spilled);
             self.stats
                 .spilled_bytes
                 .fetch_add(spilled, Ordering::Relaxed);
+        };
+        self.run_tasks(&[node], node.shape, chunks, need, "persisting", |r| {
+            if wide {
+                let a = self.eval::<f64>(node, r)?;
+                let bytes = (a.len() * 8) as u64;
+                keep(bytes, p.put(r, a)?);
+            } else {
+                let a = self.eval::<f32>(node, r)?;
+                let bytes = (a.len() * 4) as u64;
+                keep(bytes, p.put(r, a)?);
+            }
             Ok(())
         })?;
         Ok(Node::new(
@@ -789,16 +836,21 @@ pub(crate) fn spill_plan(
     let h = full[1].end - full[1].start;
     let w = (full[2].end - full[2].start).max(1);
     let threads = caps.threads.max(1);
-    let rows = (caps.stack / (threads * n.max(1) * w * 4)).clamp(1, h.max(1));
+    let rows = (caps.stack / (threads * n.max(1) * w * caps.width)).clamp(1, h.max(1));
     // About 2 MiB a file, within one helper's share of the stack.
     let file_bytes = (2u64 << 20).min(caps.stack / threads);
-    let file_rows = (rows * (file_bytes / (rows * w * 4)).max(1)).min(h.max(1));
+    let file_rows = (rows * (file_bytes / (rows * w * caps.width)).max(1)).min(h.max(1));
     let mut strip = full.clone();
     strip[0] = full[0].start..(full[0].start + step).min(full[0].end);
     strip[1] = full[1].start..full[1].start + file_rows;
     let px: u64 = strip.iter().map(|r| r.end - r.start).product();
     // A slab of several steps is split per step into a copy; one step is spilled as is.
-    let one = estimate(input, &strip, caps) + if step > 1 { px / step.max(1) * 4 } else { 0 };
+    let one = estimate(input, &strip, caps)
+        + if step > 1 {
+            px / step.max(1) * caps.width
+        } else {
+            0
+        };
     let medians = out + caps.stack;
     let helpers = if threads * one <= medians { threads } else { 1 };
     SpillPlan {
@@ -809,6 +861,54 @@ pub(crate) fn spill_plan(
     }
 }
 
+/// A 3-D result that parallel tasks fill without a lock, each through a view of its own
+/// region (regions never overlap; the caller promises that when it asks for a view).
+struct RegionWriter<'a, T> {
+    ptr: *mut T,
+    shape: [usize; 3],
+    // The array stays mutably borrowed while the writer lives.
+    _array: std::marker::PhantomData<&'a mut ArrayD<T>>,
+}
+
+// SAFETY: the writer only hands out views of disjoint regions (see `region`), so sharing it
+// between threads is sharing disjoint `&mut` slices of one array.
+unsafe impl<T: Send> Sync for RegionWriter<'_, T> {}
+unsafe impl<T: Send> Send for RegionWriter<'_, T> {}
+
+impl<'a, T> RegionWriter<'a, T> {
+    /// Write into `a` (3-D, standard layout).
+    fn new(a: &'a mut ArrayD<T>) -> RegionWriter<'a, T> {
+        let sh = a.shape();
+        debug_assert!(sh.len() == 3 && a.is_standard_layout());
+        RegionWriter {
+            shape: [sh[0], sh[1], sh[2]],
+            ptr: a.as_mut_ptr(),
+            _array: std::marker::PhantomData,
+        }
+    }
+
+    /// A mutable view of region `r`.
+    ///
+    /// # Safety
+    /// No two views alive at the same time may overlap.
+    unsafe fn region(&self, r: &[Range<u64>; 3]) -> ndarray::ArrayViewMut3<'_, T> {
+        // SAFETY: `ptr` and `shape` describe the live, standard-layout array borrowed in `new`;
+        // the caller guarantees the region is not aliased.
+        unsafe {
+            let raw = ndarray::RawArrayViewMut::from_shape_ptr(self.shape, self.ptr);
+            raw.slice_move(slice3(r)).deref_into_view_mut()
+        }
+    }
+}
+
+/// An ndarray slice of a 3-D window.
+fn slice3(
+    r: &[Range<u64>; 3],
+) -> ndarray::SliceInfo<[ndarray::SliceInfoElem; 3], ndarray::Ix3, ndarray::Ix3> {
+    let u = |i: usize| r[i].start as usize..r[i].end as usize;
+    ndarray::s![u(0), u(1), u(2)]
+}
+
 /// What sizing a task depends on besides the graph.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Caps {
@@ -816,6 +916,8 @@ pub(crate) struct Caps {
     pub stack: u64,
     /// Worker threads (a spilled rechunk uses as many helpers).
     pub threads: u64,
+    /// Bytes of one value in flight: 4 (float32), or 8 when the graph computes in float64.
+    pub width: u64,
 }
 
 /// Decoded chunks by (band uid, chunk index).
@@ -850,6 +952,7 @@ fn need_at(
         let caps = Caps {
             stack: eval::stack_cap_for(limit),
             threads,
+            width: value_width(&[node]),
         };
         need += estimate(node, &first, caps);
         if writing {
@@ -884,6 +987,24 @@ fn sole_reduction(nodes: &[&Arc<Node>]) -> bool {
     r == 1 && s == 0
 }
 
+/// Whether a graph computes in float64: some node of it asks for float64 (a cast, a float64
+/// band). Everything else computes in float32.
+pub(crate) fn computes_f64(nodes: &[&Arc<Node>]) -> bool {
+    fn any(n: &Arc<Node>) -> bool {
+        n.dtype == DType::F64 || n.children().into_iter().any(any)
+    }
+    nodes.iter().any(|n| any(n))
+}
+
+/// Bytes of one value in flight for `nodes`.
+fn value_width(nodes: &[&Arc<Node>]) -> u64 {
+    if computes_f64(nodes) {
+        8
+    } else {
+        4
+    }
+}
+
 /// Whether a graph reads persisted results.
 fn has_persisted(n: &Arc<Node>) -> bool {
     matches!(n.op, Op::Persisted { .. }) || n.children().into_iter().any(has_persisted)
@@ -897,17 +1018,12 @@ fn has_remote_source(n: &Arc<Node>) -> bool {
     }
 }
 
-/// Convert f32 results to the node's dtype.
-fn to_dtype(a: ArrayD<f32>, d: DType) -> Values {
-    match d {
-        DType::F32 => Values::F32(a),
-        DType::F64 => Values::F64(a.mapv(f64::from)),
-        DType::U8 => Values::U8(a.mapv(|v| v as u8)),
-        DType::U16 => Values::U16(a.mapv(|v| v as u16)),
-        DType::I16 => Values::I16(a.mapv(|v| v as i16)),
-        DType::U32 => Values::U32(a.mapv(|v| v as u32)),
-        DType::I32 => Values::I32(a.mapv(|v| v as i32)),
+/// Convert results computed in `F` to the node's dtype (casts already rounded and saturated).
+fn to_dtype<F: eval::Float>(a: ArrayD<F>, d: DType) -> Values {
+    if d == F::DTYPE {
+        return F::wrap(a);
     }
+    crate::with_dtype!(d, T => Values::from(a.mapv(|v| <T as crate::store::Element>::from_f64(<F as crate::store::Element>::to_f64(v)))))
 }
 
 /// The bytes a task computing `region` of `node` holds at its peak. Evaluation is depth-first:
@@ -915,7 +1031,7 @@ fn to_dtype(a: ArrayD<f32>, d: DType) -> Values {
 /// so the peak is `max(left, left_result + right)`, not the sum of every node.
 fn estimate(node: &Arc<Node>, region: &[Range<u64>; 3], caps: Caps) -> u64 {
     let px = |r: &[Range<u64>; 3]| r.iter().map(|r| r.end - r.start).product::<u64>();
-    let out = px(region) * 4;
+    let out = px(region) * caps.width;
     let est = |c: &Arc<Node>| estimate(c, &input_region(node, c, region), caps);
     match &node.op {
         Op::Const(_) | Op::Invalid(_) => 4,
@@ -941,7 +1057,7 @@ fn estimate(node: &Arc<Node>, region: &[Range<u64>; 3], caps: Caps) -> u64 {
             slab[*axis] = full[*axis].start..(full[*axis].start + step).min(full[*axis].end);
             let child = estimate(input, &slab, caps);
             if op.needs_stack() {
-                let stack = px(&full) * 4;
+                let stack = px(&full) * caps.width;
                 if stack > caps.stack && *axis == 0 && full[1].end - full[1].start > 1 {
                     spill_plan(input, &full, step, out, caps).need
                 } else {

@@ -2,7 +2,10 @@
 //! scratch Zarr store in a temporary directory that is removed when the session ends (also
 //! after errors; the temporary directory is deleted on drop).
 
+use super::eval::Float;
 use super::{ExecError, Session};
+use crate::cube::Values;
+use crate::store::DType;
 use crate::store::ScratchStore;
 use ndarray::{ArrayD, IxDyn, SliceInfoElem};
 use std::collections::HashMap;
@@ -124,7 +127,9 @@ pub fn install_interrupt_cleanup() {
 pub struct Persisted {
     shape: [u64; 3],
     chunks: [u64; 3],
-    mem: Mutex<HashMap<[u64; 3], Arc<ArrayD<f32>>>>,
+    /// The element type kept (float32, or float64 for a graph computed in float64).
+    dtype: DType,
+    mem: Mutex<HashMap<[u64; 3], Arc<Values>>>,
     mem_bytes: AtomicU64,
     mem_cap: u64,
     spill: Mutex<Option<Array<ScratchStore>>>,
@@ -143,12 +148,14 @@ impl Persisted {
         area: &SpillArea,
         shape: [u64; 3],
         chunks: [u64; 3],
+        dtype: DType,
         mem_cap: u64,
     ) -> Result<Persisted, ExecError> {
         let id = area.next.fetch_add(1, Ordering::Relaxed);
         Ok(Persisted {
             shape,
             chunks,
+            dtype,
             mem: Mutex::new(HashMap::new()),
             mem_bytes: AtomicU64::new(0),
             mem_cap,
@@ -176,12 +183,21 @@ impl Persisted {
                 msg: m,
             };
             let store = Arc::new(ScratchStore::new(&dir).map_err(|e| err(e.to_string()))?);
-            let mut b = ArrayBuilder::new(
-                self.shape.to_vec(),
-                self.chunks.to_vec(),
-                zarrs::array::data_type::float32(),
-                f32::NAN,
-            );
+            let mut b = if self.dtype == DType::F64 {
+                ArrayBuilder::new(
+                    self.shape.to_vec(),
+                    self.chunks.to_vec(),
+                    zarrs::array::data_type::float64(),
+                    f64::NAN,
+                )
+            } else {
+                ArrayBuilder::new(
+                    self.shape.to_vec(),
+                    self.chunks.to_vec(),
+                    zarrs::array::data_type::float32(),
+                    f32::NAN,
+                )
+            };
             b.bytes_to_bytes_codecs(vec![Arc::new(ZstdCodec::new(1, false))]);
             // Flat chunk files: no directory per chunk row to create and remove.
             b.chunk_key_encoding_default_separator(ChunkKeySeparator::Dot);
@@ -194,20 +210,32 @@ impl Persisted {
     }
 
     /// Store one whole chunk (region aligned to the chunk grid). Returns bytes spilled.
-    pub(crate) fn put(&self, r: &[Range<u64>; 3], a: ArrayD<f32>) -> Result<u64, ExecError> {
+    /// `F` must be this array's element type.
+    pub(crate) fn put<F: Float>(
+        &self,
+        r: &[Range<u64>; 3],
+        a: ArrayD<F>,
+    ) -> Result<u64, ExecError> {
+        if F::DTYPE != self.dtype {
+            return Err(ExecError::Invalid(format!(
+                "persisting {:?} values into a {:?} array",
+                F::DTYPE,
+                self.dtype
+            )));
+        }
         let idx = self.idx(r);
-        let n = (a.len() * 4) as u64;
+        let n = (a.len() * std::mem::size_of::<F>()) as u64;
         if self.mem_bytes.fetch_add(n, Ordering::Relaxed) + n <= self.mem_cap {
             self.mem
                 .lock()
                 .map_err(|_| ExecError::Cancelled)?
-                .insert(idx, Arc::new(a));
+                .insert(idx, Arc::new(F::wrap(a)));
             return Ok(0);
         }
         self.mem_bytes.fetch_sub(n, Ordering::Relaxed);
         // Pad edge chunks to the full chunk shape, as Zarr stores them.
         let full: Vec<usize> = self.chunks.iter().map(|c| *c as usize).collect();
-        let mut padded = ArrayD::<f32>::from_elem(IxDyn(&full), f32::NAN);
+        let mut padded = ArrayD::<F>::from_elem(IxDyn(&full), F::nan());
         let sl: Vec<SliceInfoElem> = a
             .shape()
             .iter()
@@ -230,14 +258,14 @@ impl Persisted {
     }
 
     /// Read a region (any alignment).
-    pub(crate) fn read(
+    pub(crate) fn read<F: Float>(
         &self,
         session: &Session,
         r: &[Range<u64>; 3],
-    ) -> Result<ArrayD<f32>, ExecError> {
+    ) -> Result<ArrayD<F>, ExecError> {
         session.check_cancelled()?;
         let shape: Vec<usize> = r.iter().map(|r| (r.end - r.start) as usize).collect();
-        let mut out = ArrayD::<f32>::from_elem(IxDyn(&shape), f32::NAN);
+        let mut out = ArrayD::<F>::from_elem(IxDyn(&shape), F::nan());
         let c = self.chunks;
         let cr: [Range<u64>; 3] =
             std::array::from_fn(|i| r[i].start / c[i]..(r[i].end - 1) / c[i] + 1);
@@ -245,31 +273,31 @@ impl Persisted {
             for y in cr[1].clone() {
                 for x in cr[2].clone() {
                     let idx = [t, y, x];
-                    let chunk: Arc<ArrayD<f32>> =
-                        match self.mem.lock().map_err(|_| ExecError::Cancelled)?.get(&idx) {
-                            Some(a) => a.clone(),
-                            None => {
-                                let g = self.spill_array()?;
-                                let a: ArrayD<f32> =
-                                    g.as_ref().expect("created").retrieve_chunk(&idx).map_err(
-                                        |e| ExecError::Spill {
-                                            dir: "(spill)".into(),
-                                            msg: e.to_string(),
-                                        },
-                                    )?;
-                                Arc::new(a)
-                            }
-                        };
-                    let src: Vec<SliceInfoElem> = (0..3)
+                    let chunk: Arc<Values> = match self
+                        .mem
+                        .lock()
+                        .map_err(|_| ExecError::Cancelled)?
+                        .get(&idx)
+                    {
+                        Some(a) => a.clone(),
+                        None => {
+                            let g = self.spill_array()?;
+                            let arr = g.as_ref().expect("created");
+                            let err = |e: zarrs::array::ArrayError| ExecError::Spill {
+                                dir: "(spill)".into(),
+                                msg: e.to_string(),
+                            };
+                            Arc::new(if self.dtype == DType::F64 {
+                                Values::from(arr.retrieve_chunk::<ArrayD<f64>>(&idx).map_err(err)?)
+                            } else {
+                                Values::from(arr.retrieve_chunk::<ArrayD<f32>>(&idx).map_err(err)?)
+                            })
+                        }
+                    };
+                    let src: Vec<Range<u64>> = (0..3)
                         .map(|i| {
                             let c0 = idx[i] * c[i];
-                            let s = r[i].start.max(c0) - c0;
-                            let e = r[i].end.min(c0 + c[i]) - c0;
-                            SliceInfoElem::Slice {
-                                start: s as isize,
-                                end: Some(e as isize),
-                                step: 1,
-                            }
+                            r[i].start.max(c0) - c0..r[i].end.min(c0 + c[i]) - c0
                         })
                         .collect();
                     let dst: Vec<SliceInfoElem> = (0..3)
@@ -284,8 +312,9 @@ impl Persisted {
                             }
                         })
                         .collect();
+                    // Stored values are already NaN where missing.
                     out.slice_mut(dst.as_slice())
-                        .assign(&chunk.slice(src.as_slice()));
+                        .assign(&chunk.window_to_real::<F>(&src, None));
                 }
             }
         }
@@ -302,7 +331,7 @@ pub(crate) struct ScratchArray {
 
 impl SpillArea {
     /// A new scratch float32 array of `shape` in `chunks`.
-    pub(crate) fn scratch(
+    pub(crate) fn scratch<F: Float>(
         &self,
         shape: [u64; 3],
         chunks: [u64; 3],
@@ -316,12 +345,21 @@ impl SpillArea {
         };
         std::fs::create_dir_all(&dir).map_err(|e| err(e.to_string()))?;
         let store = Arc::new(ScratchStore::new(&dir).map_err(|e| err(e.to_string()))?);
-        let mut b = ArrayBuilder::new(
-            shape.to_vec(),
-            chunks.to_vec(),
-            zarrs::array::data_type::float32(),
-            f32::NAN,
-        );
+        let mut b = if F::DTYPE == DType::F64 {
+            ArrayBuilder::new(
+                shape.to_vec(),
+                chunks.to_vec(),
+                zarrs::array::data_type::float64(),
+                f64::NAN,
+            )
+        } else {
+            ArrayBuilder::new(
+                shape.to_vec(),
+                chunks.to_vec(),
+                zarrs::array::data_type::float32(),
+                f32::NAN,
+            )
+        };
         b.chunk_key_encoding_default_separator(ChunkKeySeparator::Dot);
         // Uncompressed: spill data is read back once, soon, usually from the page cache.
         let array = b.build(store, "/a").map_err(|e| err(e.to_string()))?;
@@ -332,14 +370,18 @@ impl SpillArea {
 impl ScratchArray {
     /// Store the chunk at `idx` from its values in C order (an edge chunk is padded with
     /// NaN to the full chunk shape). Returns the bytes written (decoded size).
-    pub(crate) fn put_chunk(&self, idx: [u64; 3], mut v: Vec<f32>) -> Result<u64, ExecError> {
+    pub(crate) fn put_chunk<F: Float>(
+        &self,
+        idx: [u64; 3],
+        mut v: Vec<F>,
+    ) -> Result<u64, ExecError> {
         let shape = self.array.chunk_shape(&idx).map_err(|e| ExecError::Spill {
             dir: self.dir.display().to_string(),
             msg: e.to_string(),
         })?;
         let shape: Vec<usize> = shape.iter().map(|v| v.get() as usize).collect();
-        v.resize(shape.iter().product(), f32::NAN);
-        let n = (v.len() * 4) as u64;
+        v.resize(shape.iter().product(), F::nan());
+        let n = (v.len() * std::mem::size_of::<F>()) as u64;
         let a = ArrayD::from_shape_vec(IxDyn(&shape), v)
             .map_err(|e| ExecError::Invalid(e.to_string()))?;
         let _writing = SPILL_WRITES.read();
@@ -353,10 +395,10 @@ impl ScratchArray {
     }
 
     /// Read a block back.
-    pub(crate) fn get(&self, r: &[Range<u64>; 3]) -> Result<ArrayD<f32>, ExecError> {
+    pub(crate) fn get<F: Float>(&self, r: &[Range<u64>; 3]) -> Result<ArrayD<F>, ExecError> {
         let subset = zarrs::array::ArraySubset::new_with_ranges(r);
         self.array
-            .retrieve_array_subset::<ArrayD<f32>>(&subset)
+            .retrieve_array_subset::<ArrayD<F>>(&subset)
             .map_err(|e| ExecError::Spill {
                 dir: self.dir.display().to_string(),
                 msg: e.to_string(),

@@ -1,9 +1,11 @@
 //! Writing results as a new cube, chunk by chunk, committed last (as ingest does).
 
+use super::eval::Float;
 use super::{ExecError, Session};
 use crate::geo::GeoBox;
 use crate::graph::Node;
 use crate::store::layout::{self, Codecs};
+use crate::store::Element;
 use crate::store::Store;
 use ndarray::{ArrayD, IxDyn, SliceInfoElem};
 use std::ops::Range;
@@ -81,16 +83,15 @@ impl Session {
         self.run_tasks(&nodes, shape, chunks, need, "computing chunks", |r| {
             let idx: [u64; 3] = std::array::from_fn(|i| r[i].start / chunks[i]);
             for ((name, node), arr) in outputs.iter().zip(&arrays) {
-                let v = self.eval(node, r)?;
-                let full = pad(v, chunks, r);
-                let nd = result_nodata(node);
-                let res = if node.dtype == crate::store::DType::F32 {
-                    arr.store_chunk(&idx, full)
-                } else { crate::with_dtype!(node.dtype, T => {
-                    let typed: ArrayD<T> = full.mapv(|x| <T as crate::store::Element>::from_f64(if x.is_nan() { nd } else { x as f64 }));
-                    arr.store_chunk(&idx, typed)
-                }) };
-                res.map_err(|e| ExecError::Write { key: format!("{name}/{}", arr.chunk_key(&idx)), msg: e.to_string() })?;
+                let res = if super::computes_f64(&[node]) {
+                    store_result(arr, idx, node, pad(self.eval::<f64>(node, r)?, chunks, r))
+                } else {
+                    store_result(arr, idx, node, pad(self.eval::<f32>(node, r)?, chunks, r))
+                };
+                res.map_err(|e| ExecError::Write {
+                    key: format!("{name}/{}", arr.chunk_key(&idx)),
+                    msg: e.to_string(),
+                })?;
                 self.stats.chunks_written.fetch_add(1, Ordering::Relaxed);
             }
             Ok(())
@@ -118,13 +119,39 @@ fn result_nodata(node: &Node) -> f64 {
     }
 }
 
+/// Store one output chunk computed in `F` as the node's dtype (missing values become the
+/// result's nodata).
+fn store_result<F: Float, S>(
+    arr: &zarrs::array::Array<S>,
+    idx: [u64; 3],
+    node: &Node,
+    full: ArrayD<F>,
+) -> Result<(), zarrs::array::ArrayError>
+where
+    S: ?Sized
+        + zarrs::storage::WritableStorageTraits
+        + zarrs::storage::ReadableStorageTraits
+        + 'static,
+{
+    if node.dtype == F::DTYPE {
+        return arr.store_chunk(&idx, full);
+    }
+    let nd = result_nodata(node);
+    crate::with_dtype!(node.dtype, T => {
+        let typed: ArrayD<T> = full.mapv(|x| {
+            <T as Element>::from_f64(if x.is_nan() { nd } else { <F as Element>::to_f64(x) })
+        });
+        arr.store_chunk(&idx, typed)
+    })
+}
+
 /// Pad an edge chunk to the full chunk shape with NaN.
-fn pad(a: ArrayD<f32>, chunks: [u64; 3], r: &[Range<u64>; 3]) -> ArrayD<f32> {
+fn pad<F: Float>(a: ArrayD<F>, chunks: [u64; 3], r: &[Range<u64>; 3]) -> ArrayD<F> {
     let full: Vec<usize> = chunks.iter().map(|c| *c as usize).collect();
     if a.shape() == full.as_slice() {
         return a;
     }
-    let mut p = ArrayD::<f32>::from_elem(IxDyn(&full), f32::NAN);
+    let mut p = ArrayD::<F>::from_elem(IxDyn(&full), F::nan());
     let sl: Vec<SliceInfoElem> = (0..3)
         .map(|i| SliceInfoElem::Slice {
             start: 0,

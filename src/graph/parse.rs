@@ -9,7 +9,8 @@
 //! atom  := NUMBER | NAME | NAME '(' expr (',' expr)* ')' | '(' expr ')'
 //! ```
 //! Functions: where(c,a,b) sqrt abs log exp clip(x,lo,hi) isnull notnull fillna(x,v)
-//! minimum(a,b) maximum(a,b) float32(x) and reductions mean/median/min/max/sum/count/std(x, DIM).
+//! minimum(a,b) maximum(a,b) float32(x) float64(x) (what is computed from it is computed in
+//! double precision) and reductions mean/median/min/max/sum/count/std(x, DIM).
 
 use super::{BinaryOp, ReduceOp, UnaryOp};
 use crate::cube::DataArray;
@@ -442,6 +443,11 @@ pub fn build(
                 "float32" => {
                     want(1)?;
                     build(src, &args[0], env)?.astype(crate::store::DType::F32)
+                }
+                // Everything computed from it is computed in double precision.
+                "float64" => {
+                    want(1)?;
+                    build(src, &args[0], env)?.astype(crate::store::DType::F64)
                 }
                 r => match ReduceOp::parse(r) {
                     Some(op) => {

@@ -137,6 +137,8 @@ pub trait Element:
     const DTYPE: DType;
     /// Convert to f32 for arithmetic.
     fn to_f32(self) -> f32;
+    /// Convert to f64 for arithmetic in double precision.
+    fn to_f64(self) -> f64;
     /// Convert a nodata value given as f64 (GDAL's representation).
     fn from_f64(v: f64) -> Self;
     /// Whether this value is a "missing" value: equal to `nodata`, or NaN.
@@ -150,6 +152,10 @@ macro_rules! int_element {
             #[inline]
             fn to_f32(self) -> f32 {
                 self as f32
+            }
+            #[inline]
+            fn to_f64(self) -> f64 {
+                self as f64
             }
             fn from_f64(v: f64) -> Self {
                 v as $t
@@ -175,6 +181,10 @@ macro_rules! float_element {
             fn to_f32(self) -> f32 {
                 self as f32
             }
+            #[inline]
+            fn to_f64(self) -> f64 {
+                self as f64
+            }
             fn from_f64(v: f64) -> Self {
                 v as $t
             }
@@ -187,3 +197,34 @@ macro_rules! float_element {
 }
 float_element!(f32, DType::F32);
 float_element!(f64, DType::F64);
+
+/// The floating-point types computations run in: float32 by default, float64 when a graph
+/// asks for it (`astype(float64)`, `float64(x)` in an expression).
+pub trait Real: Element + num_traits::Float + Default + std::fmt::Debug {
+    /// Convert a stored value.
+    fn of<T: Element>(v: T) -> Self;
+    /// Convert an f64 (constants, accumulators).
+    fn of_f64(v: f64) -> Self;
+}
+
+impl Real for f32 {
+    #[inline]
+    fn of<T: Element>(v: T) -> f32 {
+        v.to_f32()
+    }
+    #[inline]
+    fn of_f64(v: f64) -> f32 {
+        v as f32
+    }
+}
+
+impl Real for f64 {
+    #[inline]
+    fn of<T: Element>(v: T) -> f64 {
+        v.to_f64()
+    }
+    #[inline]
+    fn of_f64(v: f64) -> f64 {
+        v
+    }
+}

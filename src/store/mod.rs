@@ -20,7 +20,7 @@ pub mod shard;
 
 pub use chunks::{grid_shape, parse_bytes, ChunkSpec, ChunkSpecError, DIMS};
 pub use counting::{is_data_chunk, CountingStore, IoCounters, IoSnapshot};
-pub use dtype::{DType, Element};
+pub use dtype::{DType, Element, Real};
 pub use scratch::ScratchStore;
 
 use std::path::PathBuf;
