@@ -97,15 +97,19 @@ impl Session {
             )?,
             Op::Unary(op, a) => {
                 let mut x = self.eval::<F>(a, &input_region(node, a, region))?;
-                let f: fn(F) -> F = match op {
-                    UnaryOp::Neg => |v| -v,
-                    UnaryOp::Abs => F::abs,
-                    UnaryOp::Sqrt => F::sqrt,
-                    UnaryOp::Log => F::ln,
-                    UnaryOp::Exp => F::exp,
-                    UnaryOp::IsNull => |v| if v.is_nan() { F::one() } else { F::zero() },
-                    UnaryOp::NotNull => |v| if v.is_nan() { F::zero() } else { F::one() },
-                    UnaryOp::Not => |v| {
+                match op {
+                    UnaryOp::Neg => x.mapv_inplace(|v| -v),
+                    UnaryOp::Abs => x.mapv_inplace(F::abs),
+                    UnaryOp::Sqrt => x.mapv_inplace(F::sqrt),
+                    UnaryOp::Log => x.mapv_inplace(F::ln),
+                    UnaryOp::Exp => x.mapv_inplace(F::exp),
+                    UnaryOp::IsNull => {
+                        x.mapv_inplace(|v| if v.is_nan() { F::one() } else { F::zero() })
+                    }
+                    UnaryOp::NotNull => {
+                        x.mapv_inplace(|v| if v.is_nan() { F::zero() } else { F::one() })
+                    }
+                    UnaryOp::Not => x.mapv_inplace(|v| {
                         if v.is_nan() {
                             v
                         } else if v == F::zero() {
@@ -113,9 +117,8 @@ impl Session {
                         } else {
                             F::zero()
                         }
-                    },
-                };
-                x.mapv_inplace(f);
+                    }),
+                }
                 x
             }
             Op::Clip(a, lo, hi) => {
@@ -502,42 +505,64 @@ fn bcast<'a, F>(a: &'a ArrayD<F>, sh: &IxDyn) -> Result<ndarray::ArrayViewD<'a, 
 }
 
 fn binary<F: Real>(op: BinaryOp, x: ArrayD<F>, y: ArrayD<F>, shape: [usize; 3]) -> ArrayD<F> {
-    let f: fn(F, F) -> F = match op {
-        BinaryOp::Add => |a, b| a + b,
-        BinaryOp::Sub => |a, b| a - b,
-        BinaryOp::Mul => |a, b| a * b,
-        BinaryOp::Div => |a, b| a / b,
-        BinaryOp::Pow => F::powf,
-        BinaryOp::Lt => |a, b| cmp(a, b, a < b),
-        BinaryOp::Le => |a, b| cmp(a, b, a <= b),
-        BinaryOp::Gt => |a, b| cmp(a, b, a > b),
-        BinaryOp::Ge => |a, b| cmp(a, b, a >= b),
-        BinaryOp::Eq => |a, b| cmp(a, b, a == b),
-        BinaryOp::Ne => |a, b| cmp(a, b, a != b),
-        BinaryOp::And => |a, b| cmp(a, b, a != F::zero() && b != F::zero()),
-        BinaryOp::Or => |a, b| cmp(a, b, a != F::zero() || b != F::zero()),
-        BinaryOp::FillNa => |a, b| if a.is_nan() { b } else { a },
-        BinaryOp::Min => |a, b| {
+    // One monomorphic loop per operation (a closure, not a fn pointer), so it inlines and
+    // vectorises.
+    match op {
+        BinaryOp::Add => zip_apply(x, y, shape, |a, b| a + b),
+        BinaryOp::Sub => zip_apply(x, y, shape, |a, b| a - b),
+        BinaryOp::Mul => zip_apply(x, y, shape, |a, b| a * b),
+        BinaryOp::Div => zip_apply(x, y, shape, |a, b| a / b),
+        BinaryOp::Pow => zip_apply(x, y, shape, F::powf),
+        BinaryOp::Lt => zip_apply(x, y, shape, |a, b| cmp(a, b, a < b)),
+        BinaryOp::Le => zip_apply(x, y, shape, |a, b| cmp(a, b, a <= b)),
+        BinaryOp::Gt => zip_apply(x, y, shape, |a, b| cmp(a, b, a > b)),
+        BinaryOp::Ge => zip_apply(x, y, shape, |a, b| cmp(a, b, a >= b)),
+        BinaryOp::Eq => zip_apply(x, y, shape, |a, b| cmp(a, b, a == b)),
+        BinaryOp::Ne => zip_apply(x, y, shape, |a, b| cmp(a, b, a != b)),
+        BinaryOp::And => zip_apply(x, y, shape, |a, b| {
+            cmp(a, b, a != F::zero() && b != F::zero())
+        }),
+        BinaryOp::Or => zip_apply(x, y, shape, |a, b| {
+            cmp(a, b, a != F::zero() || b != F::zero())
+        }),
+        BinaryOp::FillNa => zip_apply(x, y, shape, |a, b| if a.is_nan() { b } else { a }),
+        BinaryOp::Min => zip_apply(x, y, shape, |a, b| {
             if a.is_nan() || b.is_nan() {
                 F::nan()
             } else {
                 a.min(b)
             }
-        },
-        BinaryOp::Max => |a, b| {
+        }),
+        BinaryOp::Max => zip_apply(x, y, shape, |a, b| {
             if a.is_nan() || b.is_nan() {
                 F::nan()
             } else {
                 a.max(b)
             }
-        },
-    };
+        }),
+    }
+}
+
+/// `f(x, y)` elementwise into `shape`, broadcasting, reusing an operand's buffer when it
+/// already has the output shape.
+#[inline]
+fn zip_apply<F: Real>(
+    x: ArrayD<F>,
+    y: ArrayD<F>,
+    shape: [usize; 3],
+    f: impl Fn(F, F) -> F,
+) -> ArrayD<F> {
     let sh = IxDyn(&shape);
-    // Reuse the left buffer when it already has the output shape (the common case).
     if x.shape() == shape {
         let mut x = x;
         if y.shape() == shape {
-            Zip::from(&mut x).and(&y).for_each(|a, &b| *a = f(*a, b));
+            if let (Some(xs), Some(ys)) = (x.as_slice_mut(), y.as_slice()) {
+                for (a, &b) in xs.iter_mut().zip(ys) {
+                    *a = f(*a, b);
+                }
+            } else {
+                Zip::from(&mut x).and(&y).for_each(|a, &b| *a = f(*a, b));
+            }
         } else if let Some(yb) = y.broadcast(sh.clone()) {
             Zip::from(&mut x).and(&yb).for_each(|a, &b| *a = f(*a, b));
         }

@@ -6,7 +6,7 @@ use super::eval::Float;
 use super::{ExecError, Session};
 use crate::cube::Values;
 use crate::store::DType;
-use crate::store::ScratchStore;
+use crate::store::LocalStore;
 use ndarray::{ArrayD, IxDyn, SliceInfoElem};
 use std::collections::HashMap;
 use std::ops::Range;
@@ -132,7 +132,7 @@ pub struct Persisted {
     mem: Mutex<HashMap<[u64; 3], Arc<Values>>>,
     mem_bytes: AtomicU64,
     mem_cap: u64,
-    spill: Mutex<Option<Array<ScratchStore>>>,
+    spill: Mutex<Option<Array<LocalStore>>>,
     spill_area_dir: Result<PathBuf, String>,
     id: u64,
 }
@@ -171,7 +171,7 @@ impl Persisted {
 
     fn spill_array(
         &self,
-    ) -> Result<std::sync::MutexGuard<'_, Option<Array<ScratchStore>>>, ExecError> {
+    ) -> Result<std::sync::MutexGuard<'_, Option<Array<LocalStore>>>, ExecError> {
         let mut g = self.spill.lock().map_err(|_| ExecError::Cancelled)?;
         if g.is_none() {
             let dir = self.spill_area_dir.clone().map_err(|m| ExecError::Spill {
@@ -182,7 +182,7 @@ impl Persisted {
                 dir: dir.display().to_string(),
                 msg: m,
             };
-            let store = Arc::new(ScratchStore::new(&dir).map_err(|e| err(e.to_string()))?);
+            let store = Arc::new(LocalStore::scratch(&dir).map_err(|e| err(e.to_string()))?);
             let mut b = if self.dtype == DType::F64 {
                 ArrayBuilder::new(
                     self.shape.to_vec(),
@@ -325,7 +325,7 @@ impl Persisted {
 /// A scratch array in the spill area for one rechunking (e.g. the time stacks of a median),
 /// removed when dropped.
 pub(crate) struct ScratchArray {
-    array: Array<ScratchStore>,
+    array: Array<LocalStore>,
     dir: PathBuf,
 }
 
@@ -344,7 +344,7 @@ impl SpillArea {
             msg: m,
         };
         std::fs::create_dir_all(&dir).map_err(|e| err(e.to_string()))?;
-        let store = Arc::new(ScratchStore::new(&dir).map_err(|e| err(e.to_string()))?);
+        let store = Arc::new(LocalStore::scratch(&dir).map_err(|e| err(e.to_string()))?);
         let mut b = if F::DTYPE == DType::F64 {
             ArrayBuilder::new(
                 shape.to_vec(),

@@ -19,7 +19,13 @@ pub fn prepare_output(
     overwrite: bool,
     opts: &crate::store::StoreOptions,
 ) -> Result<Store, ExecError> {
-    let store = Store::open_with(url, true, opts)?;
+    // A result interrupted is redone from scratch, so its chunks need not be synced one by one:
+    // the cube is synced once before it is committed.
+    let opts = crate::store::StoreOptions {
+        deferred_sync: true,
+        ..opts.clone()
+    };
+    let store = Store::open_with(url, true, &opts)?;
     let has_any = !store.list_sizes("")?.is_empty();
     if has_any {
         if !overwrite {

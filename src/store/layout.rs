@@ -322,7 +322,10 @@ pub fn write_group(
     let doc = json!({ "zarr_format": 3, "node_type": "group", "attributes": attrs });
     let text =
         serde_json::to_vec_pretty(&doc).map_err(|e| meta_err(store, "zarr.json", e.to_string()))?;
-    store.set("zarr.json", text.into())
+    // Everything the cube holds reaches the disk before it is declared complete.
+    store.sync()?;
+    store.set("zarr.json", text.into())?;
+    store.sync()
 }
 
 /// Remove the commit point first, so a cube being rewritten never looks complete.

@@ -13,19 +13,18 @@ mod counting;
 pub mod disk_cache;
 mod dtype;
 pub mod layout;
+mod local;
 pub mod prefetch;
 pub mod s3;
-mod scratch;
 pub mod shard;
 
 pub use chunks::{grid_shape, parse_bytes, ChunkSpec, ChunkSpecError, DIMS};
 pub use counting::{is_data_chunk, CountingStore, IoCounters, IoSnapshot};
 pub use dtype::{DType, Element, Real};
-pub use scratch::ScratchStore;
+pub use local::LocalStore;
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use zarrs::filesystem::FilesystemStore;
 use zarrs::storage::storage_adapter::atomic_write::AtomicWriteStorageAdapter;
 use zarrs::storage::{ReadableWritableListableStorage, StoreKey, StorePrefix};
 
@@ -139,6 +138,11 @@ pub struct StoreOptions {
     pub cache_dir: Option<PathBuf>,
     /// Size bound of the on-disk cache in bytes (default 10 GiB).
     pub cache_bytes: Option<u64>,
+    /// Local cubes: write chunks without syncing each to disk; the cube is synced once before
+    /// its commit point. For writes that are redone from scratch when interrupted (results of
+    /// `calc`); a resumable ingest syncs every chunk, since a resumed run trusts the chunks it
+    /// finds.
+    pub deferred_sync: bool,
 }
 
 /// An open store: the layered zarrs storage of one cube plus its I/O counters.
@@ -186,7 +190,12 @@ impl Store {
                 } else if !path.is_dir() {
                     return Err(StoreError::NotACube(url.to_string()));
                 }
-                let fs = FilesystemStore::new(path).map_err(|e| io("", e.to_string()))?;
+                let fs = if opts.deferred_sync {
+                    LocalStore::new(path)
+                } else {
+                    LocalStore::durable(path)
+                }
+                .map_err(|e| io("", e.to_string()))?;
                 Arc::new(AtomicWriteStorageAdapter::new(Arc::new(fs)))
             }
             Location::S3 { bucket, prefix } => {
@@ -294,6 +303,15 @@ impl Store {
     pub fn set(&self, key: &str, value: bytes::Bytes) -> Result<(), StoreError> {
         let k = self.key(key)?;
         self.storage.set(&k, value).map_err(|e| self.io_err(key, e))
+    }
+
+    /// Make everything written so far durable (local cubes: one filesystem sync; object
+    /// stores: a completed PUT already is). Called just before a cube's commit point.
+    pub fn sync(&self) -> Result<(), StoreError> {
+        match &self.location {
+            Location::Local(path) => local::sync_dir(path).map_err(|e| self.io_err("", e)),
+            Location::S3 { .. } => Ok(()),
+        }
     }
 
     /// Delete a value (absent is fine).
