@@ -23,7 +23,6 @@ use std::sync::OnceLock;
 // Fixtures: the cube, the CLI, and an independent GDAL reference mosaic
 // ---------------------------------------------------------------------------------------------
 
-const BIN: &str = env!("CARGO_BIN_EXE_chunkcube");
 const STORED: [u64; 3] = [1, 64, 64];
 const DAY_2019: i64 = 17897;
 const DAY_2020: i64 = 18262;
@@ -44,34 +43,7 @@ fn crate_dir() -> PathBuf {
 
 /// The fixtures cube, ingested once per test process under the target's tmp dir.
 fn cube_path() -> &'static Path {
-    static CUBE: OnceLock<PathBuf> = OnceLock::new();
-    CUBE.get_or_init(|| {
-        let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-        let prefix = "calc-test-cube-";
-        if let Ok(rd) = std::fs::read_dir(&base) {
-            for e in rd.flatten() {
-                let name = e.file_name().to_string_lossy().to_string();
-                if let Some(pid) = name.strip_prefix(prefix) {
-                    if !Path::new("/proc").join(pid).exists() {
-                        let _ = std::fs::remove_dir_all(e.path());
-                    }
-                }
-            }
-        }
-        let dir = base.join(format!("{prefix}{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let o = Command::new(BIN)
-            .arg("ingest")
-            .arg("--manifest")
-            .arg(crate_dir().join("fixtures/manifest.csv"))
-            .arg("--out")
-            .arg(&dir)
-            .args(["--chunks", "time=1,y=64,x=64", "--quiet"])
-            .output()
-            .expect("run chunkcube ingest");
-        assert!(o.status.success(), "chunkcube ingest failed\n{}", show(&o));
-        dir
-    })
+    common::fixture_cube_64("calc-test-cube-")
 }
 
 fn cube_str() -> &'static str {

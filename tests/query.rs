@@ -32,42 +32,9 @@ fn crate_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn ingest(out: &Path) {
-    let manifest = crate_dir().join("fixtures/manifest.csv");
-    let o = Command::new(BIN)
-        .arg("ingest")
-        .arg("--manifest")
-        .arg(&manifest)
-        .arg("--out")
-        .arg(out)
-        .args(["--chunks", "time=1,y=64,x=64", "--quiet"])
-        .output()
-        .expect("run chunkcube ingest");
-    assert!(o.status.success(), "chunkcube ingest failed\n{}", show(&o));
-}
-
 /// The fixtures cube, ingested once per test process under the target's tmp dir.
 fn cube_path() -> &'static Path {
-    static CUBE: OnceLock<PathBuf> = OnceLock::new();
-    CUBE.get_or_init(|| {
-        let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-        let prefix = "query-test-cube-";
-        // Remove cubes left by earlier runs whose process is gone.
-        if let Ok(rd) = std::fs::read_dir(&base) {
-            for e in rd.flatten() {
-                let name = e.file_name().to_string_lossy().to_string();
-                if let Some(pid) = name.strip_prefix(prefix) {
-                    if !Path::new("/proc").join(pid).exists() {
-                        let _ = std::fs::remove_dir_all(e.path());
-                    }
-                }
-            }
-        }
-        let dir = base.join(format!("{prefix}{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        ingest(&dir);
-        dir
-    })
+    common::fixture_cube_64("query-test-cube-")
 }
 
 fn cube_str() -> String {

@@ -135,6 +135,29 @@ pub fn ingest_fixtures_with(out: &Path, extra: &[&str]) {
     run_ok(&ingest_fixtures_args(out, extra));
 }
 
+/// The fixtures ingested with `--chunks time=1,y=64,x=64`, once per test binary, under the
+/// target's tmp dir as `PREFIX<pid>`; cubes of earlier runs whose process is gone are removed.
+pub fn fixture_cube_64(prefix: &str) -> &'static Path {
+    static CUBE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    CUBE.get_or_init(|| {
+        let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+        if let Ok(rd) = std::fs::read_dir(&base) {
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().to_string();
+                if let Some(pid) = name.strip_prefix(prefix) {
+                    if !Path::new("/proc").join(pid).exists() {
+                        let _ = std::fs::remove_dir_all(e.path());
+                    }
+                }
+            }
+        }
+        let dir = base.join(format!("{prefix}{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        ingest_fixtures(&dir, "time=1,y=64,x=64");
+        dir
+    })
+}
+
 /// The argument list of [`ingest_fixtures_with`] (to run it yourself).
 pub fn ingest_fixtures_args(out: &Path, extra: &[&str]) -> Vec<String> {
     let mut a: Vec<String> = vec![
