@@ -264,21 +264,11 @@ fn ndvi_of(ds: &chunkcube::Dataset) -> DataArray {
 }
 
 fn expected_keys(band: &str, w: &[Range<u64>; 3]) -> BTreeSet<String> {
-    let mut out = BTreeSet::new();
-    for t in w[0].start / STORED[0]..=(w[0].end - 1) / STORED[0] {
-        for y in w[1].start / STORED[1]..=(w[1].end - 1) / STORED[1] {
-            for x in w[2].start / STORED[2]..=(w[2].end - 1) / STORED[2] {
-                out.insert(format!("{band}/c/{t}/{y}/{x}"));
-            }
-        }
-    }
-    out
+    common::expected_keys(band, w, STORED)
 }
 
 fn expected_count(w: &[Range<u64>; 3]) -> u64 {
-    (0..3)
-        .map(|i| w[i].end.div_ceil(STORED[i]) - w[i].start / STORED[i])
-        .product()
+    common::expected_count(w, STORED)
 }
 
 fn read_stats(p: &Path) -> serde_json::Value {

@@ -94,10 +94,12 @@ fn read_mosaic() -> Mosaic {
         data: Vec<f64>,
     }
     let mut tiles = Vec::new();
+    let mut paths = Vec::new();
     for line in text.lines().skip(1).filter(|l| !l.trim().is_empty()) {
         let cols: Vec<&str> = line.split(',').collect();
         let (path, band, time) = (cols[0], cols[1], cols[2]);
         let year: i32 = time[..4].parse().unwrap();
+        paths.push(dir.join(path));
         let ds = gdal::Dataset::open(dir.join(path)).unwrap();
         let gt = ds.geo_transform().unwrap();
         let (w, h) = ds.raster_size();
@@ -120,23 +122,8 @@ fn read_mosaic() -> Mosaic {
             data,
         });
     }
-    let dx = tiles[0].gt[1];
-    let dy = tiles[0].gt[5];
-    let x0 = tiles.iter().map(|t| t.gt[0]).fold(f64::INFINITY, f64::min);
-    let y0 = tiles
-        .iter()
-        .map(|t| t.gt[3])
-        .fold(f64::NEG_INFINITY, f64::max);
-    let x1 = tiles
-        .iter()
-        .map(|t| t.gt[0] + t.w as f64 * dx)
-        .fold(f64::NEG_INFINITY, f64::max);
-    let y1 = tiles
-        .iter()
-        .map(|t| t.gt[3] + t.h as f64 * dy)
-        .fold(f64::INFINITY, f64::min);
-    let width = ((x1 - x0) / dx).round() as usize;
-    let height = ((y1 - y0) / dy).round() as usize;
+    let (gt, width, height) = common::union_grid(&paths);
+    let (x0, dx, y0, dy) = (gt[0], gt[1], gt[3], gt[5]);
     let mut years: Vec<i32> = tiles.iter().map(|t| t.year).collect();
     years.sort();
     years.dedup();
@@ -205,24 +192,12 @@ fn assert_window(v: &Values, band: &str, w: &[Range<u64>; 3], ctx: &str) {
     );
 }
 
-/// The stored chunk keys of `band` a window touches, by plain loops over the chunk grid.
 fn expected_keys(band: &str, w: &[Range<u64>; 3]) -> BTreeSet<String> {
-    let mut out = BTreeSet::new();
-    for t in w[0].start / STORED[0]..=(w[0].end - 1) / STORED[0] {
-        for y in w[1].start / STORED[1]..=(w[1].end - 1) / STORED[1] {
-            for x in w[2].start / STORED[2]..=(w[2].end - 1) / STORED[2] {
-                out.insert(format!("{band}/c/{t}/{y}/{x}"));
-            }
-        }
-    }
-    out
+    common::expected_keys(band, w, STORED)
 }
 
-/// The number of stored chunks a window touches: product over dims of ceil(end/c) - floor(start/c).
 fn expected_count(w: &[Range<u64>; 3]) -> u64 {
-    (0..3)
-        .map(|i| w[i].end.div_ceil(STORED[i]) - w[i].start / STORED[i])
-        .product()
+    common::expected_count(w, STORED)
 }
 
 /// Assert the store saw exactly the chunk fetches `want`, each key once.

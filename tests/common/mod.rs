@@ -282,6 +282,32 @@ pub fn union_grid(paths: &[PathBuf]) -> ([f64; 6], usize, usize) {
     ([minx, dx, 0.0, maxy, 0.0, dy], w, h)
 }
 
+/// The stored chunk keys of `band` a window touches, by plain loops over a chunk grid of
+/// `stored` chunks.
+pub fn expected_keys(
+    band: &str,
+    w: &[std::ops::Range<u64>; 3],
+    stored: [u64; 3],
+) -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::new();
+    for t in w[0].start / stored[0]..=(w[0].end - 1) / stored[0] {
+        for y in w[1].start / stored[1]..=(w[1].end - 1) / stored[1] {
+            for x in w[2].start / stored[2]..=(w[2].end - 1) / stored[2] {
+                out.insert(format!("{band}/c/{t}/{y}/{x}"));
+            }
+        }
+    }
+    out
+}
+
+/// The number of stored chunks a window touches, by arithmetic: the product over dimensions
+/// of ceil(end / c) - floor(start / c) (independent of [`expected_keys`]' loops).
+pub fn expected_count(w: &[std::ops::Range<u64>; 3], stored: [u64; 3]) -> u64 {
+    (0..3)
+        .map(|i| w[i].end.div_ceil(stored[i]) - w[i].start / stored[i])
+        .product()
+}
+
 /// Whether a value is valid under a nodata (NaN is never valid).
 pub fn is_valid(v: f64, nodata: Option<f64>) -> bool {
     !v.is_nan() && nodata.is_none_or(|nd| nd.is_nan() || v != nd)
