@@ -481,6 +481,33 @@ fn cli_minimum(extra: &[&str]) -> u64 {
     stated_minimum(lines[0])
 }
 
+/// `calc BASE... --memory-limit LIMIT --threads 2` spilling into `spill`, writing `out` and
+/// `stats`; panics unless it succeeds; returns the stats as [`stats_json`] does.
+fn calc_limited(
+    base: &[&str],
+    limit: u64,
+    spill: &Path,
+    out: &Path,
+    stats: &Path,
+) -> (u64, u64, u64, u64) {
+    let limit = limit.to_string();
+    let extra = [
+        "--memory-limit",
+        &limit,
+        "--threads",
+        "2",
+        "--spill-dir",
+        s(spill),
+        "--out",
+        s(out),
+        "--stats",
+        s(stats),
+    ];
+    let (st, _, _, d) = calc(&[base, &extra[..]].concat());
+    assert!(st.success(), "{d}");
+    stats_json(stats)
+}
+
 /// Read a `--stats` file.
 fn stats_json(p: &Path) -> (u64, u64, u64, u64) {
     let j = read_json(p);
@@ -804,26 +831,7 @@ fn median_of_ndvi_cli_spills_and_matches() {
         STACK_BYTES > limit,
         "stack {STACK_BYTES} B vs limit {limit} B"
     );
-    let (st, _, _, d) = calc(
-        &[
-            &base[..],
-            &[
-                "--memory-limit",
-                &limit.to_string(),
-                "--threads",
-                "2",
-                "--spill-dir",
-                s(&spill),
-                "--out",
-                s(&out),
-                "--stats",
-                s(&stats),
-            ],
-        ]
-        .concat(),
-    );
-    assert!(st.success(), "{d}");
-    let (read, spilled, peak, _) = stats_json(&stats);
+    let (read, spilled, peak, _) = calc_limited(&base, limit, &spill, &out, &stats);
     eprintln!("median cli: {}", read_json(&stats));
     let mut c = Checks::default();
     c.check(spilled >= STACK_BYTES, || {
@@ -996,26 +1004,7 @@ fn persisted_expr_reused_by_a_later_expr_cli() {
     let limit = min + min / 10;
     let ndvi_bytes = (T * PX * 4) as u64;
     assert!(ndvi_bytes > limit / 4);
-    let (st, _, _, d) = calc(
-        &[
-            &base[..],
-            &[
-                "--memory-limit",
-                &limit.to_string(),
-                "--threads",
-                "2",
-                "--spill-dir",
-                s(&spill),
-                "--out",
-                s(&out),
-                "--stats",
-                s(&stats),
-            ],
-        ]
-        .concat(),
-    );
-    assert!(st.success(), "{d}");
-    let (read, spilled, peak, _) = stats_json(&stats);
+    let (read, spilled, peak, _) = calc_limited(&base, limit, &spill, &out, &stats);
     eprintln!("persist cli: {}", read_json(&stats));
     let mut c = Checks::default();
     c.check(read == CHUNKS_BOTH, || {
