@@ -271,12 +271,6 @@ fn expected_count(w: &[Range<u64>; 3]) -> u64 {
     common::expected_count(w, STORED)
 }
 
-fn read_stats(p: &Path) -> serde_json::Value {
-    let text =
-        std::fs::read_to_string(p).unwrap_or_else(|e| panic!("--stats {}: {e}", p.display()));
-    serde_json::from_str(&text).unwrap()
-}
-
 fn open_fails(p: &Path, ctx: &str) {
     assert!(
         Cube::open(p.to_str().unwrap()).is_err(),
@@ -1024,7 +1018,7 @@ fn cli_calc_out_equals_the_library_result() {
         c.band("ndvi").unwrap().nodata().unwrap().is_nan(),
         "fill value NaN"
     );
-    let s = read_stats(&stats);
+    let s = common::read_stats(&stats);
     assert_eq!(s["chunks_read"], 64, "two bands x 32 stored chunks: {s}");
     assert_eq!(s["chunks_written"], 32, "{s}");
 
@@ -1650,7 +1644,7 @@ fn cli_calc_selection_explain_and_stats() {
         .unwrap();
     assert_eq!(n, keys, "{line}");
     assert_eq!(
-        read_stats(&stats)["chunks_read"],
+        common::read_stats(&stats)["chunks_read"],
         0,
         "--explain reads nothing"
     );
@@ -1674,7 +1668,7 @@ fn cli_calc_selection_explain_and_stats() {
         st,
     ]);
     assert_eq!(
-        read_stats(&stats)["chunks_read"],
+        common::read_stats(&stats)["chunks_read"],
         keys,
         "2 bands x the chunks the window touches"
     );

@@ -1319,24 +1319,6 @@ fn chunk_cache_entries_never_leak_between_cubes_in_one_session() {
 // The CLI: chunkcube load
 // ---------------------------------------------------------------------------------------------
 
-fn read_stats(p: &Path) -> serde_json::Value {
-    let text =
-        std::fs::read_to_string(p).unwrap_or_else(|e| panic!("--stats {}: {e}", p.display()));
-    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-    for k in [
-        "chunks_read",
-        "bytes_read",
-        "chunks_written",
-        "tasks",
-        "spilled_bytes",
-        "peak_tracked_bytes",
-        "elapsed_s",
-    ] {
-        assert!(v.get(k).is_some(), "--stats lacks '{k}': {text}");
-    }
-    v
-}
-
 #[test]
 fn cli_summary_prints_the_chunk_table_and_reads_nothing() {
     let tmp = tempfile::tempdir().unwrap();
@@ -1373,7 +1355,7 @@ fn cli_summary_prints_the_chunk_table_and_reads_nothing() {
         !text.contains("blue"),
         "only the measurements asked for:\n{text}"
     );
-    let s = read_stats(&stats);
+    let s = common::read_stats(&stats);
     assert_eq!(s["chunks_read"], 0, "{s}");
     assert_eq!(s["bytes_read"], 0, "{s}");
     // Without --chunks it stays lazy as well.
@@ -1387,7 +1369,7 @@ fn cli_summary_prints_the_chunk_table_and_reads_nothing() {
         stats.to_str().unwrap(),
     ]);
     assert!(String::from_utf8_lossy(&o.stdout).contains("(2, 10, 10)"));
-    assert_eq!(read_stats(&stats)["chunks_read"], 0);
+    assert_eq!(common::read_stats(&stats)["chunks_read"], 0);
 }
 
 #[test]
@@ -1479,7 +1461,7 @@ fn cli_explain_reads_nothing_and_counts_stored_chunks() {
             .unwrap();
         assert_eq!(n, expected_count(&w), "{name}: {line}");
         assert_eq!(
-            read_stats(&stats)["chunks_read"],
+            common::read_stats(&stats)["chunks_read"],
             0,
             "{name}: --explain reads no chunk"
         );
@@ -1516,7 +1498,7 @@ fn cli_out_writes_a_cube_with_the_same_crs_coords_and_values() {
         stats.to_str().unwrap(),
     ]);
     let w = [0..2, 90..130, 100..230];
-    let s = read_stats(&stats);
+    let s = common::read_stats(&stats);
     assert_eq!(
         s["chunks_read"].as_u64().unwrap(),
         2 * expected_count(&w),

@@ -586,6 +586,23 @@ pub fn read_json(path: &Path) -> serde_json::Value {
     serde_json::from_slice(&t).unwrap_or_else(|e| panic!("parse {}: {e}", path.display()))
 }
 
+/// A `--stats` file, checked to hold every field the command line promises.
+pub fn read_stats(path: &Path) -> serde_json::Value {
+    let v = read_json(path);
+    for k in [
+        "chunks_read",
+        "bytes_read",
+        "chunks_written",
+        "tasks",
+        "spilled_bytes",
+        "peak_tracked_bytes",
+        "elapsed_s",
+    ] {
+        assert!(v.get(k).is_some(), "--stats lacks '{k}': {v}");
+    }
+    v
+}
+
 /// Number of stored chunk objects of an array (every file under `<array>/` except zarr.json).
 pub fn stored_chunks(cube: &Path, array: &str) -> usize {
     let dir = cube.join(array);
