@@ -426,8 +426,17 @@ fn run_helpers(
     if helpers <= 1 {
         return f();
     }
+    // Helpers work under the policy of the task that started them.
+    let policy = super::TASK_POLICY.with(|p| p.get());
     let results: Vec<Result<(), ExecError>> = std::thread::scope(|sc| {
-        let others: Vec<_> = (1..helpers).map(|_| sc.spawn(f)).collect();
+        let others: Vec<_> = (1..helpers)
+            .map(|_| {
+                sc.spawn(move || {
+                    super::TASK_POLICY.with(|p| p.set(policy));
+                    f()
+                })
+            })
+            .collect();
         let mut r = vec![f()];
         for h in others {
             r.push(h.join().unwrap_or(Err(ExecError::Cancelled)));

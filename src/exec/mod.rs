@@ -234,11 +234,6 @@ pub struct Session {
     stats: Stats,
     started: Instant,
     cancelled: AtomicBool,
-    /// Whether decoded chunks of the current run are worth keeping in the cache.
-    admit: AtomicBool,
-    /// Whether a reduction of the current run may let go of each slab's chunks once past it
-    /// (its sources are read by nothing else in the task).
-    release_slabs: AtomicBool,
     stores: Mutex<Vec<crate::store::Store>>,
     spill: spill::SpillArea,
 }
@@ -264,8 +259,6 @@ impl Session {
             stats: Stats::default(),
             started: Instant::now(),
             cancelled: AtomicBool::new(false),
-            admit: AtomicBool::new(true),
-            release_slabs: AtomicBool::new(false),
             stores: Mutex::new(Vec::new()),
         }))
     }
@@ -329,10 +322,14 @@ impl Session {
         }
     }
 
-    /// A decoded stored chunk through the cache, outside any task memo (for work that uses
-    /// each chunk once).
-    fn fetch_chunk(&self, band: &Arc<BandReader>, idx: [u64; 3]) -> Result<Arc<Values>, ExecError> {
-        let keep = self.admit.load(Ordering::Relaxed);
+    /// A decoded stored chunk through the cache (kept there if `keep`), outside any task memo
+    /// (for work that uses each chunk once).
+    fn fetch_chunk(
+        &self,
+        band: &Arc<BandReader>,
+        idx: [u64; 3],
+        keep: bool,
+    ) -> Result<Arc<Values>, ExecError> {
         let (v, loaded) = self.cache.get_or_load((band.uid(), idx), keep, || {
             self.note_store(band);
             band.read_chunk(idx)
@@ -357,7 +354,7 @@ impl Session {
         if let Some(v) = TASK_CHUNKS.with(|m| m.borrow().get(&key).cloned()) {
             return Ok(v);
         }
-        let v = self.fetch_chunk(band, idx)?;
+        let v = self.fetch_chunk(band, idx, TASK_POLICY.with(|p| p.get().admit))?;
         TASK_CHUNKS.with(|m| m.borrow_mut().insert(key, v.clone()));
         Ok(v)
     }
@@ -525,11 +522,11 @@ impl Session {
             }
         };
         prefetch_upto(window);
-        let keep = self.worth_caching(nodes, &regions);
-        let admit_before = self.admit.swap(keep, Ordering::Relaxed);
-        let release_before = self
-            .release_slabs
-            .swap(sole_reduction(nodes), Ordering::Relaxed);
+        // Per run, so computations from several threads on one session never mix policies.
+        let policy = TaskPolicy {
+            admit: self.worth_caching(nodes, &regions),
+            release_slabs: sole_reduction(nodes),
+        };
         let started_tasks = AtomicU64::new(0);
         let pb = crate::progress::bar(regions.len() as u64, what, self.config.quiet);
         let start = Instant::now();
@@ -543,7 +540,9 @@ impl Session {
                 prefetch_upto(i + window);
                 let _res = self.budget.reserve(need);
                 TASK_CHUNKS.with(|m| m.borrow_mut().clear());
+                let before = TASK_POLICY.with(|p| p.replace(policy));
                 let mut out = f(r);
+                TASK_POLICY.with(|p| p.set(before));
                 TASK_CHUNKS.with(|m| m.borrow_mut().clear());
                 if let Err(e) = out {
                     self.cancelled.store(true, Ordering::Relaxed);
@@ -572,8 +571,6 @@ impl Session {
             })
         });
         pb.finish_and_clear();
-        self.admit.store(admit_before, Ordering::Relaxed);
-        self.release_slabs.store(release_before, Ordering::Relaxed);
         self.cancelled.store(false, Ordering::Relaxed);
         match first_err.into_inner().ok().flatten() {
             Some(e) => Err(e),
@@ -586,7 +583,7 @@ impl Session {
     /// when the reduction is the sole reader of its sources (else a later part of the task
     /// would fetch them again).
     pub(crate) fn release_slab(&self, input: &Arc<Node>, next: Option<&[Range<u64>; 3]>) {
-        if !self.release_slabs.load(Ordering::Relaxed) {
+        if !self.releases_slabs() {
             return;
         }
         let keep: std::collections::HashSet<(usize, [u64; 3])> = next
@@ -602,7 +599,7 @@ impl Session {
 
     /// Whether slabs may be released (see [`Session::release_slab`]).
     pub(crate) fn releases_slabs(&self) -> bool {
-        self.release_slabs.load(Ordering::Relaxed)
+        TASK_POLICY.with(|p| p.get().release_slabs)
     }
 
     /// Whether caching the decoded chunks of a run over `regions` can pay off: some stored
@@ -681,8 +678,10 @@ impl Session {
         let mut out = ArrayD::<T>::from_elem(ndarray::IxDyn(&dims), T::from_f64(fill));
         let writer = RegionWriter::new(&mut out);
         self.run_tasks(&[node], node.shape, chunks, need, "computing", |r| {
+            // Pieces may be decoded on other workers: they follow this task's policy.
+            let keep = TASK_POLICY.with(|p| p.get().admit);
             let copy = |(idx, inner, dst): eval::ChunkPiece| -> Result<(), ExecError> {
-                let chunk = self.fetch_chunk(band, idx)?;
+                let chunk = self.fetch_chunk(band, idx, keep)?;
                 let src = chunk.as_array::<T>().ok_or_else(|| {
                     ExecError::Invalid(format!(
                         "chunk {idx:?} of {} is not {:?}",
@@ -923,7 +922,20 @@ pub(crate) struct Caps {
 /// Decoded chunks by (band uid, chunk index).
 type TaskChunks = HashMap<(usize, [u64; 3]), Arc<Values>>;
 
+/// What the task running on this thread may do with the chunks it reads (set per run).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TaskPolicy {
+    /// Whether decoded chunks are worth keeping in the cache (see `worth_caching`).
+    pub admit: bool,
+    /// Whether a reduction may let go of each slab's chunks once past it (its sources are
+    /// read by nothing else in the task).
+    pub release_slabs: bool,
+}
+
 thread_local! {
+    /// The current task's policy; outside a run: cache everything, release nothing.
+    pub(crate) static TASK_POLICY: std::cell::Cell<TaskPolicy> =
+        const { std::cell::Cell::new(TaskPolicy { admit: true, release_slabs: false }) };
     /// The decoded chunks the current task holds (cleared at the start and end of each task).
     static TASK_CHUNKS: std::cell::RefCell<TaskChunks> = std::cell::RefCell::new(HashMap::new());
 }
