@@ -824,17 +824,26 @@ pub(crate) struct SpillPlan {
 /// `out` bytes of result). Spilling holds, per helper, one file strip of one slab with the
 /// stored chunks under it; taking medians holds the result and `caps.stack` of strips. Phase
 /// one runs on every core only when that does not raise the task's peak.
+///
+/// `streamed` plans a task that writes its chunk strip by strip on one thread (holding, besides
+/// one strip of stacks and of medians, these bytes for the chunk writer) instead of holding
+/// the result.
 pub(crate) fn spill_plan(
     input: &Arc<Node>,
     full: &[Range<u64>; 3],
     step: u64,
     out: u64,
     caps: Caps,
+    streamed: Option<u64>,
 ) -> SpillPlan {
     let n = full[0].end - full[0].start;
     let h = full[1].end - full[1].start;
     let w = (full[2].end - full[2].start).max(1);
-    let threads = caps.threads.max(1);
+    let threads = if streamed.is_some() {
+        1
+    } else {
+        caps.threads.max(1)
+    };
     let rows = (caps.stack / (threads * n.max(1) * w * caps.width)).clamp(1, h.max(1));
     // About 2 MiB a file, within one helper's share of the stack.
     let file_bytes = (2u64 << 20).min(caps.stack / threads);
@@ -850,7 +859,11 @@ pub(crate) fn spill_plan(
         } else {
             0
         };
-    let medians = out + caps.stack;
+    let medians = match streamed {
+        // One strip of stacks, its medians, and the chunk writer.
+        Some(writer) => n * rows * w * caps.width + rows * w * caps.width + writer,
+        None => out + caps.stack,
+    };
     let helpers = if threads * one <= medians { threads } else { 1 };
     SpillPlan {
         rows,
@@ -858,6 +871,41 @@ pub(crate) fn spill_plan(
         helpers,
         need: (helpers * one).max(medians),
     }
+}
+
+/// The plan of writing `region` of `node` strip by strip (see `Session::median_streamed`), if
+/// `node` is a median over time whose stacks spill. `held` is what the chunk writer holds
+/// besides its codec state (the encoded chunk, when the store is not local).
+pub(crate) fn streamed_plan(
+    node: &Arc<Node>,
+    region: &[Range<u64>; 3],
+    caps: Caps,
+    held: u64,
+) -> Option<SpillPlan> {
+    let Op::Reduce {
+        op, axis: 0, input, ..
+    } = &node.op
+    else {
+        return None;
+    };
+    let full = input_region(node, input, region);
+    let px = |r: &[Range<u64>; 3]| r.iter().map(|r| r.end - r.start).product::<u64>();
+    let spills = op.needs_stack()
+        && px(&full) * caps.width > caps.stack
+        && region[1].end - region[1].start > 1;
+    if !spills {
+        return None;
+    }
+    let out = px(region) * caps.width;
+    let writer = crate::store::encode::writer_bytes(px(region) * node.dtype.size() as u64) + held;
+    Some(spill_plan(
+        input,
+        &full,
+        eval::reduce_step(input, 0),
+        out,
+        caps,
+        Some(writer),
+    ))
 }
 
 /// A 3-D result that parallel tasks fill without a lock, each through a view of its own
@@ -1071,7 +1119,7 @@ fn estimate(node: &Arc<Node>, region: &[Range<u64>; 3], caps: Caps) -> u64 {
             if op.needs_stack() {
                 let stack = px(&full) * caps.width;
                 if stack > caps.stack && *axis == 0 && full[1].end - full[1].start > 1 {
-                    spill_plan(input, &full, step, out, caps).need
+                    spill_plan(input, &full, step, out, caps, None).need
                 } else {
                     child + stack + out
                 }

@@ -330,8 +330,8 @@ pub(crate) struct ScratchArray {
 }
 
 impl SpillArea {
-    /// A new scratch float32 array of `shape` in `chunks`.
-    pub(crate) fn scratch<F: Float>(
+    /// A new scratch array of `T` of `shape` in `chunks`.
+    pub(crate) fn scratch<T: crate::cube::ValuesOf>(
         &self,
         shape: [u64; 3],
         chunks: [u64; 3],
@@ -345,21 +345,13 @@ impl SpillArea {
         };
         std::fs::create_dir_all(&dir).map_err(|e| err(e.to_string()))?;
         let store = Arc::new(LocalStore::scratch(&dir).map_err(|e| err(e.to_string()))?);
-        let mut b = if F::DTYPE == DType::F64 {
-            ArrayBuilder::new(
-                shape.to_vec(),
-                chunks.to_vec(),
-                zarrs::array::data_type::float64(),
-                f64::NAN,
-            )
-        } else {
-            ArrayBuilder::new(
-                shape.to_vec(),
-                chunks.to_vec(),
-                zarrs::array::data_type::float32(),
-                f32::NAN,
-            )
-        };
+        // Every chunk is written whole, so the fill value is never read back.
+        let mut b = ArrayBuilder::new(
+            shape.to_vec(),
+            chunks.to_vec(),
+            T::DTYPE.to_zarrs(),
+            zarrs::array::FillValue::new(vec![0u8; std::mem::size_of::<T>()]),
+        );
         b.chunk_key_encoding_default_separator(ChunkKeySeparator::Dot);
         // Uncompressed: spill data is read back once, soon, usually from the page cache.
         let array = b.build(store, "/a").map_err(|e| err(e.to_string()))?;
@@ -369,19 +361,20 @@ impl SpillArea {
 
 impl ScratchArray {
     /// Store the chunk at `idx` from its values in C order (an edge chunk is padded with
-    /// NaN to the full chunk shape). Returns the bytes written (decoded size).
-    pub(crate) fn put_chunk<F: Float>(
+    /// `pad` to the full chunk shape). Returns the bytes written (decoded size).
+    pub(crate) fn put_chunk<T: crate::store::Element>(
         &self,
         idx: [u64; 3],
-        mut v: Vec<F>,
+        mut v: Vec<T>,
+        pad: T,
     ) -> Result<u64, ExecError> {
         let shape = self.array.chunk_shape(&idx).map_err(|e| ExecError::Spill {
             dir: self.dir.display().to_string(),
             msg: e.to_string(),
         })?;
         let shape: Vec<usize> = shape.iter().map(|v| v.get() as usize).collect();
-        v.resize(shape.iter().product(), F::nan());
-        let n = (v.len() * std::mem::size_of::<F>()) as u64;
+        v.resize(shape.iter().product(), pad);
+        let n = (v.len() * std::mem::size_of::<T>()) as u64;
         let a = ArrayD::from_shape_vec(IxDyn(&shape), v)
             .map_err(|e| ExecError::Invalid(e.to_string()))?;
         let _writing = SPILL_WRITES.read();
@@ -395,10 +388,13 @@ impl ScratchArray {
     }
 
     /// Read a block back.
-    pub(crate) fn get<F: Float>(&self, r: &[Range<u64>; 3]) -> Result<ArrayD<F>, ExecError> {
+    pub(crate) fn get<T: crate::store::Element>(
+        &self,
+        r: &[Range<u64>; 3],
+    ) -> Result<ArrayD<T>, ExecError> {
         let subset = zarrs::array::ArraySubset::new_with_ranges(r);
         self.array
-            .retrieve_array_subset::<ArrayD<F>>(&subset)
+            .retrieve_array_subset::<ArrayD<T>>(&subset)
             .map_err(|e| ExecError::Spill {
                 dir: self.dir.display().to_string(),
                 msg: e.to_string(),

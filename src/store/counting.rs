@@ -61,6 +61,14 @@ impl IoCounters {
         }
     }
 
+    /// Count a chunk value written past the storage layers (streamed into place).
+    pub(crate) fn record_put(&self, key: &str, bytes: u64) {
+        if is_data_chunk(key) {
+            self.chunk_puts.fetch_add(1, Ordering::Relaxed);
+            self.bytes_written.fetch_add(bytes, Ordering::Relaxed);
+        }
+    }
+
     fn record_get(&self, key: &StoreKey, bytes: u64) {
         if is_data_chunk(key.as_str()) {
             self.chunk_gets.fetch_add(1, Ordering::Relaxed);

@@ -12,6 +12,7 @@ mod chunks;
 mod counting;
 pub mod disk_cache;
 mod dtype;
+pub mod encode;
 pub mod layout;
 mod local;
 pub mod prefetch;
@@ -21,6 +22,7 @@ pub mod shard;
 pub use chunks::{grid_shape, parse_bytes, ChunkSpec, ChunkSpecError, DIMS};
 pub use counting::{is_data_chunk, CountingStore, IoCounters, IoSnapshot};
 pub use dtype::{DType, Element, Real};
+pub use encode::ChunkWriter;
 pub use local::LocalStore;
 
 use std::path::PathBuf;
@@ -154,6 +156,8 @@ pub struct Store {
     counters: Arc<IoCounters>,
     /// Remote cubes: the prefetch and disk-cache layers.
     remote: Option<s3::Remote>,
+    /// Local cubes written without a sync per chunk (see [`StoreOptions::deferred_sync`]).
+    pub(crate) deferred: bool,
 }
 
 impl std::fmt::Debug for Store {
@@ -204,7 +208,10 @@ impl Store {
                 o.storage
             }
         };
-        Ok(Store::assemble(url, location, base, remote))
+        let deferred = opts.deferred_sync && matches!(location, Location::Local(_));
+        let mut store = Store::assemble(url, location, base, remote);
+        store.deferred = deferred;
+        Ok(store)
     }
 
     /// A remote store over any `object_store` (tests wrap the S3 client with fault injection
@@ -243,6 +250,7 @@ impl Store {
             storage,
             counters,
             remote,
+            deferred: false,
         }
     }
 
