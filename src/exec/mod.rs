@@ -4,6 +4,13 @@
 //!
 //! Every task is a pure function of the stored chunks it reads and writes whole output
 //! chunks, so re-running a task (or running it on another machine) gives the same bytes.
+//!
+//! A median over time whose stacks exceed the budget rechunks through the spill store: each
+//! stored chunk is decoded once and spilled as row strips (in its stored type when that is a
+//! narrow integer), then strips are read back with their whole stacks. Written to a cube, such
+//! a task streams its output chunk strip by strip into the encoder
+//! ([`crate::store::ChunkWriter`]) when that lets two tasks share the budget; otherwise it
+//! holds its result and shares its phases among helper threads.
 
 mod budget;
 mod cache;
