@@ -1611,6 +1611,45 @@ fn a_corrupt_chunk_mid_computation_fails_naming_the_key_and_leaves_no_cube() {
 }
 
 #[test]
+fn a_failing_computation_does_not_cancel_another_on_the_same_session() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("cube");
+    copy_dir(cube_path(), &src);
+    let key = "nir/c/1/2/3";
+    let p = src.join(key);
+    let mut b = std::fs::read(&p).unwrap();
+    let i = b.len() / 2;
+    b[i] ^= 0xff;
+    std::fs::write(&p, b).unwrap();
+    let cube = Cube::open_with(src.to_str().unwrap(), cfg(2)).unwrap();
+    let want = window(ndvi_ref(), &[0..2, 0..100, 0..240]);
+    // Several rounds: the failing run stops its own tasks at its first error, while the
+    // other run (many small tasks on the same workers) is in full swing.
+    for round in 0..10 {
+        let good = ndvi_of(&lazy(&cube, &["red", "nir"], "time=1,y=8,x=8"))
+            .isel(&[("y", 0..100)])
+            .unwrap();
+        let bad = ndvi_of(&lazy(&cube, &["red", "nir"], "time=1,y=64,x=64"))
+            .isel(&[("time", 1..2), ("y", 128..192)])
+            .unwrap();
+        std::thread::scope(|sc| {
+            let before = cube.session().stats().tasks;
+            let other = sc.spawn(|| good.compute());
+            while cube.session().stats().tasks < before + 8 && !other.is_finished() {
+                std::thread::yield_now();
+            }
+            let e = bad.compute().expect_err("the corrupt chunk fails its run");
+            assert!(e.to_string().contains(key), "round {round}: {e}");
+            let v = other
+                .join()
+                .unwrap()
+                .unwrap_or_else(|e| panic!("round {round}: the other run was stopped: {e}"));
+            assert_close(&as3(&v), &want, 1e-6, "the other run's values");
+        });
+    }
+}
+
+#[test]
 fn cli_calc_selection_explain_and_stats() {
     let tmp = tempfile::tempdir().unwrap();
     let stats = tmp.path().join("s.json");

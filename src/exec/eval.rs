@@ -551,13 +551,16 @@ fn run_helpers(
     if helpers <= 1 {
         return f();
     }
-    // Helpers work under the policy of the task that started them.
+    // Helpers work under the policy, and stop with the run, of the task that started them.
     let policy = super::TASK_POLICY.with(|p| p.get());
+    let cancel = super::TASK_CANCEL.with(|c| c.borrow().clone());
     let results: Vec<Result<(), ExecError>> = std::thread::scope(|sc| {
         let others: Vec<_> = (1..helpers)
             .map(|_| {
+                let cancel = cancel.clone();
                 sc.spawn(move || {
                     super::TASK_POLICY.with(|p| p.set(policy));
+                    super::TASK_CANCEL.with(|c| *c.borrow_mut() = cancel);
                     f()
                 })
             })

@@ -243,7 +243,6 @@ pub struct Session {
     cache: ChunkCache,
     stats: Stats,
     started: Instant,
-    cancelled: AtomicBool,
     stores: Mutex<Vec<crate::store::Store>>,
     spill: spill::SpillArea,
 }
@@ -268,7 +267,6 @@ impl Session {
             pool,
             stats: Stats::default(),
             started: Instant::now(),
-            cancelled: AtomicBool::new(false),
             stores: Mutex::new(Vec::new()),
         }))
     }
@@ -314,8 +312,15 @@ impl Session {
         }
     }
 
+    /// Whether the run the current task belongs to was cancelled (by an error in another of
+    /// its tasks). Each run has its own flag, so computations running side by side on one
+    /// session never stop each other.
     fn check_cancelled(&self) -> Result<(), ExecError> {
-        if self.cancelled.load(Ordering::Relaxed) {
+        if TASK_CANCEL.with(|c| {
+            c.borrow()
+                .as_ref()
+                .is_some_and(|f| f.load(Ordering::Relaxed))
+        }) {
             Err(ExecError::Cancelled)
         } else {
             Ok(())
@@ -492,7 +497,7 @@ impl Session {
     where
         F: Fn(&[Range<u64>; 3]) -> Result<(), ExecError> + Sync,
     {
-        self.cancelled.store(false, Ordering::Relaxed);
+        let cancel = Arc::new(AtomicBool::new(false));
         let regions: Vec<[Range<u64>; 3]> = Session::regions(shape, chunks).collect();
         // Remote stores: announce the stored chunks of the next tasks so their fetches run
         // concurrently ahead of the workers (the store bounds what is in flight).
@@ -545,17 +550,21 @@ impl Session {
         let first_err: Mutex<Option<ExecError>> = Mutex::new(None);
         let r = self.pool.install(|| {
             regions.par_iter().try_for_each(|r| {
-                self.check_cancelled()?;
+                if cancel.load(Ordering::Relaxed) {
+                    return Err(ExecError::Cancelled);
+                }
                 let i = started_tasks.fetch_add(1, Ordering::Relaxed);
                 prefetch_upto(i + window);
                 let _res = self.budget.reserve(need);
                 TASK_CHUNKS.with(|m| m.borrow_mut().clear());
                 let before = TASK_POLICY.with(|p| p.replace(policy));
+                let run_before = TASK_CANCEL.with(|c| c.replace(Some(cancel.clone())));
                 let mut out = f(r);
+                TASK_CANCEL.with(|c| *c.borrow_mut() = run_before);
                 TASK_POLICY.with(|p| p.set(before));
                 TASK_CHUNKS.with(|m| m.borrow_mut().clear());
                 if let Err(e) = out {
-                    self.cancelled.store(true, Ordering::Relaxed);
+                    cancel.store(true, Ordering::Relaxed);
                     if !matches!(e, ExecError::Cancelled) {
                         if let Ok(mut g) = first_err.lock() {
                             g.get_or_insert(e);
@@ -581,7 +590,6 @@ impl Session {
             })
         });
         pb.finish_and_clear();
-        self.cancelled.store(false, Ordering::Relaxed);
         match first_err.into_inner().ok().flatten() {
             Some(e) => Err(e),
             None => r,
@@ -994,6 +1002,9 @@ thread_local! {
     /// The current task's policy; outside a run: cache everything, release nothing.
     pub(crate) static TASK_POLICY: std::cell::Cell<TaskPolicy> =
         const { std::cell::Cell::new(TaskPolicy { admit: true, release_slabs: false }) };
+    /// The cancellation flag of the run the current task belongs to (see `check_cancelled`).
+    pub(crate) static TASK_CANCEL: std::cell::RefCell<Option<Arc<AtomicBool>>> =
+        const { std::cell::RefCell::new(None) };
     /// The decoded chunks the current task holds (cleared at the start and end of each task).
     static TASK_CHUNKS: std::cell::RefCell<TaskChunks> = std::cell::RefCell::new(HashMap::new());
 }
