@@ -888,6 +888,89 @@ fn median_over_time_streamed_to_its_chunk_under_a_roomier_limit() {
     c.finish("median over time, streamed");
 }
 
+/// The generated cube again, in stored chunks of two time steps.
+fn cube_t2_path() -> &'static Path {
+    static CUBE: OnceLock<PathBuf> = OnceLock::new();
+    CUBE.get_or_init(|| {
+        let base = cube_path().parent().unwrap();
+        let cube = base.join("cube-t2");
+        let _ = std::fs::remove_dir_all(&cube);
+        ingest(
+            &base.join("src").join("manifest.csv"),
+            &cube,
+            "time=2,y=128,x=128",
+        );
+        cube
+    })
+}
+
+#[test]
+fn median_over_a_selection_across_time_chunks_reads_each_stored_chunk_once() {
+    // The selection starts at step 1 of chunks of two steps, so slabs of the time walk and
+    // stored chunks do not line up: still, no stored chunk may be fetched twice.
+    let nir_of = |cube: &Cube| {
+        let ds = cube
+            .load(
+                &Query::new()
+                    .measurements(&["nir"])
+                    .chunks(ChunkSpec::parse(PLANE).unwrap()),
+            )
+            .expect("lazy load");
+        ds["nir"].isel(&[("time", 1..T as u64)]).unwrap()
+    };
+    let min = {
+        let sp = scratch();
+        let cube = Cube::open_with(s(cube_t2_path()), cfg(16 << 10, sp.path())).unwrap();
+        minimum_of(
+            nir_of(&cube)
+                .median("time")
+                .to_zarr(s(&sp.path().join("x")), false),
+            "median under 16 KiB",
+        )
+    };
+    let want = median_ref(&reference().nir[1..]);
+    let mut c = Checks::default();
+    // The planner's minimum (the whole result held) and a roomier limit (streamed tasks).
+    for limit in [min + min / 10, 4 << 20] {
+        let (w, spill) = work();
+        let out = w.path().join("median.zarr");
+        {
+            let cube = Cube::open_with(s(cube_t2_path()), cfg(limit, &spill)).unwrap();
+            cube.store().counters().reset();
+            nir_of(&cube)
+                .median("time")
+                .rename("med")
+                .to_zarr(s(&out), false)
+                .expect("median to_zarr");
+            let st = cube.session().stats();
+            eprintln!("median over time chunks of 2, limit {limit}: {st:?}");
+            c.check(st.spilled_bytes > 0, || {
+                format!("limit {limit}: no spill: {st:?}")
+            });
+            let per = cube.store().counters().per_key();
+            let twice: Vec<_> = per.iter().filter(|(_, n)| **n != 1).collect();
+            c.check(twice.is_empty(), || {
+                format!("limit {limit}: stored chunks fetched more than once: {twice:?}")
+            });
+            // Steps 1..12 lie in all six stored time chunks, each over 2×2 spatial chunks.
+            c.check(per.len() == 24, || {
+                format!(
+                    "limit {limit}: {} distinct stored chunks fetched, want 24",
+                    per.len()
+                )
+            });
+        }
+        assert_empty(&spill, "after the median");
+        c.values(
+            &format!("median(nir[1..], time), limit {limit}"),
+            &read_out(&out, "med"),
+            &want,
+            0.0,
+        );
+    }
+    c.finish("median over a selection across time chunks");
+}
+
 #[test]
 fn median_of_ndvi_cli_spills_and_matches() {
     let (w, spill) = work();

@@ -483,9 +483,7 @@ impl Session {
         } else {
             1
         };
-        let slabs: Vec<Range<u64>> = (0..n.div_ceil(step))
-            .map(|k| full[0].start + k * step..(full[0].start + (k + 1) * step).min(full[0].end))
-            .collect();
+        let slabs = time_slabs(input, full, step);
         let next_slab = std::sync::atomic::AtomicUsize::new(0);
         let spilled = |bytes: u64| {
             self.stats
@@ -651,6 +649,33 @@ pub(crate) fn stack_cap_for(limit: u64) -> u64 {
     (limit / 8).max(64 << 10)
 }
 
+/// Slabs of at most `step` steps along time over `full`, cut at the stored time-chunk
+/// boundaries of the input's source (its offset applied), so each stored chunk falls in one
+/// slab and helpers that share the slabs never fetch a chunk twice.
+fn time_slabs(input: &Arc<Node>, full: &[Range<u64>; 3], step: u64) -> Vec<Range<u64>> {
+    fn offset(n: &Arc<Node>) -> Option<u64> {
+        match &n.op {
+            Op::Source { offset, .. } => Some(offset[0]),
+            _ => n.children().into_iter().find_map(offset),
+        }
+    }
+    slabs_at(offset(input).unwrap_or(0), full[0].clone(), step)
+}
+
+/// Cut `range` (steps of a node whose step `t` is stored step `t + off`) at multiples of `step`
+/// in stored steps.
+fn slabs_at(off: u64, range: Range<u64>, step: u64) -> Vec<Range<u64>> {
+    let step = step.max(1);
+    let mut out = Vec::new();
+    let mut s = range.start;
+    while s < range.end {
+        let e = (((s + off) / step + 1) * step - off).min(range.end);
+        out.push(s..e);
+        s = e;
+    }
+    out
+}
+
 /// How many steps along `axis` a reduction evaluates at once: one stored chunk's worth.
 pub(crate) fn reduce_step(input: &Arc<Node>, axis: usize) -> u64 {
     fn stored(n: &Arc<Node>, axis: usize) -> Option<u64> {
@@ -783,7 +808,28 @@ fn cmp<F: Real>(a: F, b: F, r: bool) -> F {
 
 #[cfg(test)]
 mod tests {
-    use super::median_planes;
+    use super::{median_planes, slabs_at};
+
+    #[test]
+    fn time_slabs_follow_the_stored_time_chunks() {
+        // Stored chunks of 2 steps; a selection from step 1 (offset 1) of 11 steps.
+        assert_eq!(
+            slabs_at(1, 0..11, 2),
+            vec![0..1, 1..3, 3..5, 5..7, 7..9, 9..11]
+        );
+        // Aligned: whole chunks, the last one cut by the range.
+        assert_eq!(slabs_at(0, 0..5, 2), vec![0..2, 2..4, 4..5]);
+        assert_eq!(slabs_at(4, 2..9, 3), vec![2..5, 5..8, 8..9]);
+        assert_eq!(slabs_at(7, 0..3, 1), vec![0..1, 1..2, 2..3]);
+        // Every slab lies inside one stored chunk.
+        for off in 0..5 {
+            for step in 1..5 {
+                for s in slabs_at(off, 0..13, step) {
+                    assert_eq!((s.start + off) / step, (s.end - 1 + off) / step, "{s:?}");
+                }
+            }
+        }
+    }
 
     /// Median of the non-NaN values by sorting a copy (the textbook definition).
     fn reference(vals: &[f32]) -> f32 {
