@@ -453,7 +453,17 @@ fn run_calc(a: CalcArgs) -> Result<()> {
                     .iter()
                     .any(|(_, _, e)| mentions(e.split_once('=').map(|x| x.1).unwrap_or(""), name))
             });
-            s.check_memory(&nodes, d.chunks3(), a.out.is_some(), persisting)?;
+            // Printed results are computed into memory one at a time.
+            let hold = if a.print && !a.explain {
+                nodes
+                    .iter()
+                    .map(|n| n.shape.iter().product::<u64>() * n.dtype.size() as u64)
+                    .max()
+                    .unwrap_or(0)
+            } else {
+                0
+            };
+            s.check_memory(&nodes, d.chunks3(), a.out.is_some(), persisting, hold)?;
         }
     }
     let mut results: Vec<(String, DataArray)> = Vec::new();

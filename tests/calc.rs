@@ -1301,58 +1301,45 @@ fn memory_limit_below_one_task_says_the_minimum_and_that_minimum_works() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
     let o = out.to_str().unwrap();
-    for extra in [
-        vec![],
-        vec!["--reduce", "median:time"],
-        vec!["--chunks", "time=1,y=200,x=240"],
+    // Written to a cube, or computed into memory and printed (the result counts too).
+    for (extra, print) in [
+        (vec![], false),
+        (vec!["--reduce", "median:time"], false),
+        (vec!["--chunks", "time=1,y=200,x=240"], false),
+        (vec!["--reduce", "median:time"], true),
+        (vec![], true),
     ] {
-        let mut args = vec![
-            "calc",
-            cube_str(),
-            "--expr",
-            NDVI,
-            "--memory-limit",
-            "1KiB",
-            "--out",
-            o,
-            "--quiet",
-        ];
+        let dest: Vec<&str> = if print {
+            vec!["--print"]
+        } else {
+            vec!["--out", o]
+        };
+        let mut args = vec!["calc", cube_str(), "--expr", NDVI, "--memory-limit", "1KiB"];
+        args.extend(dest.iter().copied());
+        args.push("--quiet");
         args.extend(extra.iter().copied());
         let line = run_err(&args);
         assert!(line.contains("--memory-limit"), "{line}");
         open_fails(&out, "memory limit");
-        // "use at least N kB": that minimum must be enough.
-        let min = line
+        // "use at least N kB ...": that minimum must be enough.
+        let rest = line
             .split("at least ")
             .nth(1)
             .unwrap_or_else(|| panic!("the error should say the minimum: {line}"));
-        let min: String = min
-            .split(['(', ';', ','])
-            .next()
-            .unwrap()
-            .trim()
-            .to_string();
+        let words: Vec<&str> = rest.split_whitespace().take(2).collect();
+        let min = words.join(" ");
         assert!(
             chunkcube::store::parse_bytes(&min).is_some(),
             "the minimum '{min}' is a size the CLI accepts: {line}"
         );
-        let mut args = vec![
-            "calc",
-            cube_str(),
-            "--expr",
-            NDVI,
-            "--memory-limit",
-            min.as_str(),
-            "--out",
-            o,
-            "--quiet",
-            "--overwrite",
-        ];
+        let mut args = vec!["calc", cube_str(), "--expr", NDVI, "--memory-limit", &min];
+        args.extend(dest.iter().copied());
+        args.extend(["--quiet", "--overwrite"]);
         args.extend(extra.iter().copied());
         let r = run(&args);
         assert!(
             r.status.success(),
-            "with the stated minimum --memory-limit {min} the run should succeed ({extra:?})\n{}",
+            "with the stated minimum --memory-limit {min} the run should succeed ({extra:?}, print {print})\n{}",
             show(&r)
         );
         let _ = std::fs::remove_dir_all(&out);

@@ -309,9 +309,10 @@ fn stated_minimum(msg: &str) -> u64 {
     let i = msg
         .find("use at least ")
         .unwrap_or_else(|| panic!("the error states no minimum: {msg}"));
-    let rest = &msg[i + "use at least ".len()..];
-    let end = rest.find(['(', ';', ',']).unwrap_or(rest.len());
-    parse_size(&rest[..end])
+    // "N unit", then maybe a hint ("to hold the result in memory; ...", "(or smaller ...").
+    let mut words = msg[i + "use at least ".len()..].split_whitespace();
+    let (n, unit) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+    parse_size(&format!("{n} {}", unit.trim_end_matches([',', ';'])))
 }
 
 /// The minimum from a library error that must be a memory-limit error.
@@ -810,6 +811,33 @@ fn median_over_time_rechunks_through_the_spill_store() {
         c.values("median(nir, time) in memory", &got, &want, 0.0);
     }
     assert_empty(&spill, "after the in-memory median");
+
+    // Computed into memory under its own minimum: the result is held whole and the spilled
+    // stacks are shared among helper threads (the path a cube write takes when streaming
+    // its chunk would not pay).
+    let min_c = {
+        let sp = scratch();
+        let cube = open(16 << 10, sp.path());
+        let (_, nir) = bands(&cube, PLANE);
+        minimum_of(nir.median("time").compute(), "median compute under 16 KiB")
+    };
+    let limit_c = min_c + min_c / 10;
+    {
+        let cube = open(limit_c, &spill);
+        let (_, nir) = bands(&cube, PLANE);
+        let v = nir.median("time").compute().expect("median computed");
+        let st = cube.session().stats();
+        c.check(st.spilled_bytes > 0, || {
+            format!("computing under {limit_c} B did not spill: {st:?}")
+        });
+        c.check(st.peak_tracked_bytes <= limit_c, || {
+            format!("peak {} > {limit_c}", st.peak_tracked_bytes)
+        });
+        check_each_read_once(&mut c, &cube, &["nir"], "median computed (library)");
+        let got: Vec<f32> = v.as_f32().expect("float32").iter().copied().collect();
+        c.values("median(nir, time) computed, spilled", &got, &want, 0.0);
+    }
+    assert_empty(&spill, "after the computed median");
     c.finish("median over time (library)");
 }
 

@@ -355,7 +355,7 @@ impl Session {
     /// time) as one chunk through `writer`, strip by strip, on this thread alone: neither the
     /// result nor its encoding is ever whole in memory, so several such tasks run side by side
     /// under a limit that fits one whole-result task (the planner counts the same bytes; see
-    /// `Session::streamed_need`).
+    /// `TaskPlan`).
     pub(crate) fn median_streamed<F: Float + bytemuck::Pod>(
         &self,
         node: &Arc<Node>,

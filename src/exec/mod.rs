@@ -9,8 +9,8 @@
 //! stored chunk is decoded once and spilled as row strips (in its stored type when that is a
 //! narrow integer), then strips are read back with their whole stacks. Written to a cube, such
 //! a task streams its output chunk strip by strip into the encoder
-//! ([`crate::store::ChunkWriter`]) when that lets two tasks share the budget; otherwise it
-//! holds its result and shares its phases among helper threads.
+//! ([`crate::store::ChunkWriter`]) when that is the only way to fit the limit or lets two
+//! tasks share it; otherwise it holds its result and shares its phases among helper threads.
 
 mod budget;
 mod cache;
@@ -380,15 +380,18 @@ impl Session {
     }
 
     /// Check, before anything runs, that computing `nodes` in `chunks` (and writing them, if
-    /// `writing`) fits the memory limit; the error states the minimum that works.
+    /// `writing`; or holding `hold` bytes beside the tasks, such as a result computed into
+    /// memory) fits the memory limit; the error states the minimum that works.
     pub fn check_memory(
         &self,
         nodes: &[&Arc<Node>],
         chunks: [u64; 3],
         writing: bool,
         persisting: bool,
+        hold: u64,
     ) -> Result<(), ExecError> {
-        self.check_nodes_with(nodes, chunks, writing, persisting)
+        // Written locally (an object store's planning is checked again when writing).
+        self.check_nodes_with(nodes, chunks, writing, persisting, false, hold)
             .map(|_| ())
     }
 
@@ -421,7 +424,21 @@ impl Session {
         writing: bool,
     ) -> Result<u64, ExecError> {
         let persisting = nodes.iter().any(|n| has_persisted(n));
-        self.check_nodes_with(nodes, chunks, writing, persisting)
+        self.check_nodes_with(nodes, chunks, writing, persisting, false, 0)
+            .map(|p| p.need)
+    }
+
+    /// How tasks writing `nodes` to a cube run: their per-task need, and whether a spilled
+    /// median streams its chunk (see [`TaskPlan`]); `remote`: the cube is in an object store
+    /// (an encoded chunk is held whole for its PUT).
+    pub(crate) fn plan_write(
+        &self,
+        nodes: &[&Arc<Node>],
+        chunks: [u64; 3],
+        remote: bool,
+    ) -> Result<TaskPlan, ExecError> {
+        let persisting = nodes.iter().any(|n| has_persisted(n));
+        self.check_nodes_with(nodes, chunks, true, persisting, remote, 0)
     }
 
     fn check_nodes_with(
@@ -430,21 +447,62 @@ impl Session {
         chunks: [u64; 3],
         writing: bool,
         persisting: bool,
-    ) -> Result<u64, ExecError> {
+        remote: bool,
+        hold: u64,
+    ) -> Result<TaskPlan, ExecError> {
         let limit = self.config.memory_limit;
         // Room for one task beside the decoded-chunk cache and, when persisted results are
         // involved, the persisted chunks kept in memory (each at most cache_cap).
         let slots = if persisting { 2 } else { 1 };
         let threads = self.threads() as u64;
-        let fits = |l: u64| -> Result<bool, ExecError> {
-            Ok(need_at(nodes, chunks, writing, l, threads)? + slots * cache_cap(l) <= l)
+        // What tasks may reserve: the limit less the cache and what is held beside the tasks
+        // (a result computed into memory).
+        let room = |l: u64| l.saturating_sub(slots * cache_cap(l) + hold);
+        let whole_fits = |l: u64| -> Result<bool, ExecError> {
+            Ok(need_at(nodes, chunks, writing, l, threads)? <= room(l))
+        };
+        // A single spilled median written to a cube may stream its chunk instead.
+        let streamed_at = |l: u64| -> Option<u64> {
+            let [node] = nodes else { return None };
+            if !writing {
+                return None;
+            }
+            let first: [Range<u64>; 3] = std::array::from_fn(|i| 0..chunks[i].min(node.shape[i]));
+            let caps = Caps {
+                stack: eval::stack_cap_for(l),
+                threads,
+                width: value_width(nodes),
+            };
+            let held = if remote {
+                chunks.iter().product::<u64>() * node.dtype.size() as u64
+            } else {
+                0
+            };
+            streamed_plan(node, &first, caps, held).map(|p| p.need)
         };
         let need = need_at(nodes, chunks, writing, limit, threads)?;
-        if fits(limit)? {
-            return Ok(need);
+        let fits = need <= room(limit);
+        if let Some(s) = streamed_at(limit) {
+            // Streaming when it is the only way to fit, or lets two tasks share the cores.
+            if s < need && s <= room(limit) && (!fits || (threads > 1 && 2 * s <= room(limit))) {
+                return Ok(TaskPlan {
+                    need: s,
+                    streamed: true,
+                });
+            }
         }
+        if fits {
+            return Ok(TaskPlan {
+                need,
+                streamed: false,
+            });
+        }
+        // The smallest limit under which either way fits.
+        let any_fits = |l: u64| -> Result<bool, ExecError> {
+            Ok(whole_fits(l)? || streamed_at(l).is_some_and(|s| s <= room(l)))
+        };
         let mut hi = limit.max(1 << 16);
-        while !fits(hi)? {
+        while !any_fits(hi)? {
             hi = hi.saturating_mul(2);
             if hi >= 1 << 50 {
                 break;
@@ -453,15 +511,20 @@ impl Session {
         let mut lo = limit;
         while hi - lo > (hi / 1000).max(1) {
             let mid = lo + (hi - lo) / 2;
-            if fits(mid)? {
+            if any_fits(mid)? {
                 hi = mid;
             } else {
                 lo = mid;
             }
         }
+        let min = format_bytes(hi + hi / 100);
         Err(ExecError::MemoryLimit {
             limit: format_bytes(limit),
-            needed: format_bytes(hi + hi / 100),
+            needed: if hold > 0 {
+                format!("{min} to hold the result in memory; write it to a cube with --out / to_zarr instead")
+            } else {
+                min
+            },
         })
     }
 
@@ -650,16 +713,14 @@ impl Session {
 
     /// Compute a node into memory, in `chunks`-sized parallel tasks.
     pub fn compute(&self, node: &Arc<Node>, chunks: [u64; 3]) -> Result<Values, ExecError> {
-        let need = self.plan_memory(node, chunks)?;
         let shape = node.shape;
         let dims: Vec<usize> = shape.iter().map(|v| *v as usize).collect();
         let result_bytes = shape.iter().product::<u64>() * node.dtype.size() as u64;
-        if result_bytes + need > self.config.memory_limit {
-            return Err(ExecError::MemoryLimit {
-                limit: format_bytes(self.config.memory_limit),
-                needed: format!("{} to hold the result in memory; write it to a cube with --out / to_zarr instead", format_bytes(result_bytes + need)),
-            });
-        }
+        // The tasks, the cache and the whole result must fit together.
+        let persisting = has_persisted(node);
+        let need = self
+            .check_nodes_with(&[node], chunks, false, persisting, false, result_bytes)?
+            .need;
         let _hold = self.budget.reserve(result_bytes);
         if let Op::Source { band, offset } = &node.op {
             let fill = band.nodata().unwrap_or(0.0);
@@ -823,6 +884,15 @@ impl Session {
             node.dtype,
         ))
     }
+}
+
+/// How the tasks of a run are sized.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TaskPlan {
+    /// Bytes each task reserves.
+    pub need: u64,
+    /// Whether a spilled median writes its chunk strip by strip (`Session::median_streamed`).
+    pub streamed: bool,
 }
 
 /// How a median over time too large for memory rechunks through the spill store.

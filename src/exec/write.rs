@@ -63,14 +63,15 @@ impl Session {
             crate::ingest::scan::validate_band_name(n).map_err(ExecError::Invalid)?;
         }
         let nodes: Vec<&Arc<Node>> = outputs.iter().map(|(_, n)| n).collect();
-        let need = self.check_nodes(&nodes, chunks, true)?;
+        let remote = matches!(
+            crate::store::Location::parse(url),
+            Ok(crate::store::Location::S3 { .. })
+        );
+        let plan = self.plan_write(&nodes, chunks, remote)?;
+        let (need, streamed) = (plan.need, plan.streamed);
         let store = prepare_output(url, overwrite, &self.config.store)?;
         // Results are written bytes → zstd → crc32c (the chunk writer streams the same).
         let codecs = Codecs::default();
-        let streamed = self
-            .streamed_need(outputs, chunks, &store)
-            .filter(|&s| s < need);
-        let need = streamed.unwrap_or(need);
         let mut arrays = Vec::new();
         for (name, node) in outputs {
             // Results are float32 (NaN = missing) unless cast; casts keep nodata 0.
@@ -94,7 +95,7 @@ impl Session {
         }
         self.run_tasks(&nodes, shape, chunks, need, "computing chunks", |r| {
             let idx: [u64; 3] = std::array::from_fn(|i| r[i].start / chunks[i]);
-            if streamed.is_some() {
+            if streamed {
                 let key = arrays[0].chunk_key(&idx).to_string();
                 let node = &outputs[0].1;
                 if super::computes_f64(&[node]) {
@@ -134,36 +135,7 @@ impl Session {
 }
 
 impl Session {
-    /// The per-task need of writing `outputs` strip by strip (a single median over time
-    /// whose stacks spill; see [`Session::median_streamed`]), when that lets at least two
-    /// tasks run side by side under the limit (the caller takes it when it also needs less
-    /// than computing whole results).
-    fn streamed_need(
-        &self,
-        outputs: &[(String, Arc<Node>)],
-        chunks: [u64; 3],
-        store: &Store,
-    ) -> Option<u64> {
-        let [(_, node)] = outputs else {
-            return None;
-        };
-        if self.threads() < 2 {
-            return None;
-        }
-        let first: [Range<u64>; 3] = std::array::from_fn(|i| 0..chunks[i].min(node.shape[i]));
-        // A store that is not written in place receives the encoded chunk in one piece.
-        let held = if store.deferred {
-            0
-        } else {
-            chunks.iter().product::<u64>() * node.dtype.size() as u64
-        };
-        let plan =
-            super::streamed_plan(node, &first, self.caps(super::value_width(&[node])), held)?;
-        let slots = if super::has_persisted(node) { 2 } else { 1 };
-        (2 * plan.need + slots * self.cache_cap() <= self.config.memory_limit).then_some(plan.need)
-    }
-
-    /// Compute and write the chunk of `node` over `r` strip by strip (see `streamed_need`).
+    /// Compute and write the chunk of `node` over `r` strip by strip (see `TaskPlan::streamed`).
     fn write_streamed<F: Float + bytemuck::Pod>(
         &self,
         store: &Store,
