@@ -1504,17 +1504,23 @@ fn persist_and_load_keep_results_and_read_each_chunk_once() {
     assert!(!m.is_lazy() && m.values().unwrap().equals(&v));
 }
 
-#[test]
-fn a_corrupt_chunk_mid_computation_fails_naming_the_key_and_leaves_no_cube() {
-    let tmp = tempfile::tempdir().unwrap();
-    let src = tmp.path().join("cube");
+/// A copy of the fixtures cube in `tmp` with one bit flipped in the middle of `key`.
+fn corrupt_copy(tmp: &Path, key: &str) -> PathBuf {
+    let src = tmp.join("cube");
     copy_dir(cube_path(), &src);
-    let key = "nir/c/1/2/3";
     let p = src.join(key);
     let mut b = std::fs::read(&p).unwrap();
     let i = b.len() / 2;
     b[i] ^= 0xff;
     std::fs::write(&p, b).unwrap();
+    src
+}
+
+#[test]
+fn a_corrupt_chunk_mid_computation_fails_naming_the_key_and_leaves_no_cube() {
+    let tmp = tempfile::tempdir().unwrap();
+    let key = "nir/c/1/2/3";
+    let src = corrupt_copy(tmp.path(), key);
     let srcs = src.to_str().unwrap();
     let out = tmp.path().join("out");
     let outs = out.to_str().unwrap();
@@ -1600,14 +1606,8 @@ fn a_corrupt_chunk_mid_computation_fails_naming_the_key_and_leaves_no_cube() {
 #[test]
 fn a_failing_computation_does_not_cancel_another_on_the_same_session() {
     let tmp = tempfile::tempdir().unwrap();
-    let src = tmp.path().join("cube");
-    copy_dir(cube_path(), &src);
     let key = "nir/c/1/2/3";
-    let p = src.join(key);
-    let mut b = std::fs::read(&p).unwrap();
-    let i = b.len() / 2;
-    b[i] ^= 0xff;
-    std::fs::write(&p, b).unwrap();
+    let src = corrupt_copy(tmp.path(), key);
     let cube = Cube::open_with(src.to_str().unwrap(), cfg(2)).unwrap();
     let want = window(ndvi_ref(), &[0..2, 0..100, 0..240]);
     // Several rounds: the failing run stops its own tasks at its first error, while the

@@ -738,6 +738,18 @@ fn tracked_peak_stays_within_every_limit_the_planner_accepts() {
 const PLANE: &str = "time=1,y=256,x=256";
 const STACK_BYTES: u64 = (T * PX * 4) as u64;
 
+/// Write the median over time of nir (in `PLANE` chunks) as "med" to `out` under `limit`;
+/// returns the cube, for its stats and fetch counts.
+fn write_median(limit: u64, spill: &Path, out: &Path) -> Cube {
+    let cube = open(limit, spill);
+    let (_, nir) = bands(&cube, PLANE);
+    nir.median("time")
+        .rename("med")
+        .to_zarr(s(out), false)
+        .expect("median to_zarr");
+    cube
+}
+
 #[test]
 fn median_over_time_rechunks_through_the_spill_store() {
     let min = median_minimum();
@@ -750,12 +762,7 @@ fn median_over_time_rechunks_through_the_spill_store() {
     let out = w.path().join("median.zarr");
     let mut c = Checks::default();
     {
-        let cube = open(limit, &spill);
-        let (_, nir) = bands(&cube, PLANE);
-        nir.median("time")
-            .rename("med")
-            .to_zarr(s(&out), false)
-            .expect("median to_zarr");
+        let cube = write_median(limit, &spill, &out);
         let st = cube.session().stats();
         eprintln!("median library, limit {limit}: {st:?}");
         c.check(st.spilled_bytes > 0, || {
@@ -868,12 +875,7 @@ fn median_over_time_streamed_to_its_chunk_under_a_roomier_limit() {
     let out = w.path().join("median.zarr");
     let mut c = Checks::default();
     {
-        let cube = open(limit, &spill);
-        let (_, nir) = bands(&cube, PLANE);
-        nir.median("time")
-            .rename("med")
-            .to_zarr(s(&out), false)
-            .expect("median to_zarr");
+        let cube = write_median(limit, &spill, &out);
         let st = cube.session().stats();
         eprintln!("median streamed, limit {limit}: {st:?}");
         c.check(st.spilled_bytes >= (T * PX * 2) as u64, || {
