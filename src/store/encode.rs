@@ -272,17 +272,10 @@ impl<'s> ChunkWriter<'s> {
                 path,
                 deferred,
             }) => {
-                // Start writeback now; the cube is synced once before its commit point.
-                #[cfg(target_os = "linux")]
+                // The cube is synced once before its commit point.
                 if deferred {
-                    use std::os::fd::AsRawFd;
-                    // SAFETY: a valid descriptor; the call only schedules writeback.
-                    unsafe {
-                        libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE);
-                    }
+                    super::local::start_writeback(&file);
                 }
-                #[cfg(not(target_os = "linux"))]
-                let _ = deferred;
                 drop(file);
                 if let Err(e) = std::fs::rename(&tmp, &path) {
                     let _ = std::fs::remove_file(&tmp);

@@ -66,6 +66,21 @@ impl LocalStore {
     }
 }
 
+/// Start writing a file's pages back now, without waiting, so the sync before a commit finds
+/// little left to flush.
+pub(crate) fn start_writeback(f: &std::fs::File) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: a valid descriptor; the call only schedules writeback of its pages.
+        unsafe {
+            libc::sync_file_range(f.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE);
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = f;
+}
+
 /// Flush the filesystem holding `dir` to disk.
 pub fn sync_dir(dir: &Path) -> Result<(), StorageError> {
     let f = std::fs::File::open(dir)?;
@@ -112,15 +127,8 @@ impl WritableStorageTraits for LocalStore {
         }
         let mut f = std::fs::File::create(&path)?;
         std::io::Write::write_all(&mut f, &value)?;
-        // Start writing the file back now, without waiting, so the sync before a commit finds
-        // little left to flush.
-        #[cfg(target_os = "linux")]
         if self.mode == WriteMode::Deferred {
-            use std::os::fd::AsRawFd;
-            // SAFETY: a valid descriptor; the call only schedules writeback of its pages.
-            unsafe {
-                libc::sync_file_range(f.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE);
-            }
+            start_writeback(&f);
         }
         Ok(())
     }
