@@ -976,6 +976,9 @@ pub(crate) fn streamed_plan(
     else {
         return None;
     };
+    if !node.dtype.is_float() {
+        return None;
+    }
     let full = input_region(node, input, region);
     let px = |r: &[Range<u64>; 3]| r.iter().map(|r| r.end - r.start).product::<u64>();
     let spills = op.needs_stack()
