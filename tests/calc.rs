@@ -1322,12 +1322,7 @@ fn memory_limit_below_one_task_says_the_minimum_and_that_minimum_works() {
         assert!(line.contains("--memory-limit"), "{line}");
         open_fails(&out, "memory limit");
         // "use at least N kB ...": that minimum must be enough.
-        let rest = line
-            .split("at least ")
-            .nth(1)
-            .unwrap_or_else(|| panic!("the error should say the minimum: {line}"));
-        let words: Vec<&str> = rest.split_whitespace().take(2).collect();
-        let min = words.join(" ");
+        let min = common::stated_minimum(&line);
         assert!(
             chunkcube::store::parse_bytes(&min).is_some(),
             "the minimum '{min}' is a size the CLI accepts: {line}"

@@ -304,15 +304,9 @@ fn parse_size(t: &str) -> u64 {
     (n * m).round() as u64
 }
 
-/// The minimum a memory-limit error states ("... use at least N ...").
+/// The minimum a memory-limit error states ("... use at least N ..."), in bytes.
 fn stated_minimum(msg: &str) -> u64 {
-    let i = msg
-        .find("use at least ")
-        .unwrap_or_else(|| panic!("the error states no minimum: {msg}"));
-    // "N unit", then maybe a hint ("to hold the result in memory; ...", "(or smaller ...").
-    let mut words = msg[i + "use at least ".len()..].split_whitespace();
-    let (n, unit) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
-    parse_size(&format!("{n} {}", unit.trim_end_matches([',', ';'])))
+    parse_size(&common::stated_minimum(msg))
 }
 
 /// The minimum from a library error that must be a memory-limit error.
@@ -848,23 +842,6 @@ fn median_over_time_rechunks_through_the_spill_store() {
     c.finish("median over time (library)");
 }
 
-/// Every file under `dir`, recursively (relative paths).
-fn files_under(dir: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut todo = vec![dir.to_path_buf()];
-    while let Some(d) = todo.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                todo.push(p);
-            } else {
-                out.push(p.strip_prefix(dir).unwrap().display().to_string());
-            }
-        }
-    }
-    out
-}
-
 #[test]
 fn median_over_time_streamed_to_its_chunk_under_a_roomier_limit() {
     // 4 MiB: the stack (3 MiB) still spills, and a task that writes its chunk strip by strip
@@ -902,8 +879,8 @@ fn median_over_time_streamed_to_its_chunk_under_a_roomier_limit() {
         check_each_read_once(&mut c, &cube, &["nir"], "median streamed");
     }
     assert_empty(&spill, "after the streamed median");
-    let stray: Vec<String> = files_under(&out)
-        .into_iter()
+    let stray: Vec<String> = common::tree_bytes(&out)
+        .into_keys()
         .filter(|f| f.ends_with(".tmp"))
         .collect();
     c.check(stray.is_empty(), || {
@@ -1550,14 +1527,6 @@ fn spill_dir_is_removed_after_interruption() {
 // 5. A limit below one task
 // ---------------------------------------------------------------------------------------------
 
-/// The raw minimum text of an error line ("450.56 kB").
-fn stated_text(line: &str) -> String {
-    let i = line.find("use at least ").expect("a stated minimum");
-    let rest = &line[i + "use at least ".len()..];
-    let end = rest.find(['(', ';', ',']).unwrap_or(rest.len());
-    rest[..end].trim().to_string()
-}
-
 #[test]
 fn limit_below_one_task_is_refused_with_a_minimum_that_works() {
     let mut c = Checks::default();
@@ -1606,7 +1575,7 @@ fn limit_below_one_task_is_refused_with_a_minimum_that_works() {
             line.starts_with("error: --memory-limit 102.40 kB") && line.contains("use at least "),
             "{what}: the error names the limit and the minimum\n{d}"
         );
-        let min = stated_text(line);
+        let min = common::stated_minimum(line);
         c.check(entries(&spill).is_empty(), || {
             format!("{what}: refused run left {:?}", entries(&spill))
         });

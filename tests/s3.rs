@@ -900,14 +900,11 @@ fn ingest_and_calc_on_s3_match_local_byte_for_byte() {
         &strs(&med_args(&local_s, tight.to_str().unwrap(), "1KiB")),
         &["--memory-limit"],
     );
-    let min: Vec<&str> = line
-        .split("use at least ")
-        .nth(1)
-        .expect("the error states the minimum")
-        .split_whitespace()
-        .take(2)
-        .collect();
-    med(&local_s, tight.to_str().unwrap(), &min.join(" "));
+    med(
+        &local_s,
+        tight.to_str().unwrap(),
+        &common::stated_minimum(&line),
+    );
     let print = |cube: &str| env.ok(&["load", cube, "--print"]).replace(cube, "CUBE");
     assert_eq!(print(&med_url), print(tight.to_str().unwrap()));
 

@@ -581,6 +581,20 @@ pub fn assert_same_tree(a: &Path, b: &Path) {
 }
 
 /// Read a JSON file.
+/// The minimum a memory-limit error states, as printed ("450.56 kB"): the two words after
+/// "use at least " (a hint such as "to hold the result in memory; ..." may follow).
+pub fn stated_minimum(msg: &str) -> String {
+    let i = msg
+        .find("use at least ")
+        .unwrap_or_else(|| panic!("the error states no minimum: {msg}"));
+    let words: Vec<&str> = msg[i + "use at least ".len()..]
+        .split_whitespace()
+        .take(2)
+        .map(|w| w.trim_end_matches([',', ';']))
+        .collect();
+    words.join(" ")
+}
+
 pub fn read_json(path: &Path) -> serde_json::Value {
     let t = std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
     serde_json::from_slice(&t).unwrap_or_else(|e| panic!("parse {}: {e}", path.display()))
