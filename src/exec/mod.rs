@@ -409,25 +409,6 @@ impl Session {
         }
     }
 
-    fn plan_memory(&self, node: &Arc<Node>, chunks: [u64; 3]) -> Result<u64, ExecError> {
-        self.check_nodes(&[node], chunks, false)
-    }
-
-    /// The per-task need of `nodes` under this session's limit, or a [`ExecError::MemoryLimit`]
-    /// stating the smallest limit under which they run (found by bisection, since what a task
-    /// holds can depend on the limit: a median rechunks through the spill store when its
-    /// stacks exceed a share of it).
-    pub(crate) fn check_nodes(
-        &self,
-        nodes: &[&Arc<Node>],
-        chunks: [u64; 3],
-        writing: bool,
-    ) -> Result<u64, ExecError> {
-        let persisting = nodes.iter().any(|n| has_persisted(n));
-        self.check_nodes_with(nodes, chunks, writing, persisting, false, 0)
-            .map(|p| p.need)
-    }
-
     /// How tasks writing `nodes` to a cube run: their per-task need, and whether a spilled
     /// median streams its chunk (see [`TaskPlan`]); `remote`: the cube is in an object store
     /// (an encoded chunk is held whole for its PUT).
@@ -441,6 +422,11 @@ impl Session {
         self.check_nodes_with(nodes, chunks, true, persisting, remote, 0)
     }
 
+    /// The per-task plan of `nodes` under this session's limit, or a
+    /// [`ExecError::MemoryLimit`] stating the smallest limit under which they run (found by
+    /// bisection, since what a task holds can depend on the limit: a median rechunks through
+    /// the spill store when its stacks exceed a share of it). `hold`: bytes held beside the
+    /// tasks (a result computed into memory); `remote`: written to an object store.
     fn check_nodes_with(
         &self,
         nodes: &[&Arc<Node>],
@@ -840,7 +826,9 @@ impl Session {
         if matches!(node.op, Op::Persisted { .. }) {
             return Ok(node.clone());
         }
-        let need = self.plan_memory(node, chunks)?;
+        let need = self
+            .check_nodes_with(&[node], chunks, false, has_persisted(node), false, 0)?
+            .need;
         // Keep in memory only what leaves room for the cache and for later tasks (half of the
         // rest); spill everything else.
         let room = self

@@ -61,7 +61,7 @@ impl IoCounters {
         }
     }
 
-    /// Count a chunk value written past the storage layers (streamed into place).
+    /// Count a chunk value written (through the layers, or streamed into place).
     pub(crate) fn record_put(&self, key: &str, bytes: u64) {
         if is_data_chunk(key) {
             self.chunk_puts.fetch_add(1, Ordering::Relaxed);
@@ -145,10 +145,7 @@ impl WritableStorageTraits for CountingStore {
     fn set(&self, key: &StoreKey, value: Bytes) -> Result<(), StorageError> {
         let n = value.len() as u64;
         self.inner.set(key, value)?;
-        if is_data_chunk(key.as_str()) {
-            self.counters.chunk_puts.fetch_add(1, Ordering::Relaxed);
-            self.counters.bytes_written.fetch_add(n, Ordering::Relaxed);
-        }
+        self.counters.record_put(key.as_str(), n);
         Ok(())
     }
 

@@ -181,6 +181,24 @@ impl State {
         }
     }
 
+    /// Store a finished fetch, unless its slot was dropped or re-announced meanwhile (then it
+    /// belongs to another fetch `id`). Returns the bytes now held.
+    fn settle(&mut self, slot: Slot, id: u64, value: Fetched) -> u64 {
+        if !matches!(self.entries.get(&slot), Some(Entry::InFlight { id: i }) if *i == id) {
+            return 0;
+        }
+        let n = value_len(&value);
+        self.ready_bytes += n;
+        self.entries.insert(
+            slot,
+            Entry::Ready {
+                value,
+                at: Instant::now(),
+            },
+        );
+        n
+    }
+
     fn drop_entry(&mut self, slot: &Slot) {
         if let Some(Entry::Ready { value, .. }) = self.entries.remove(slot) {
             self.ready_bytes -= value_len(&value);
@@ -361,20 +379,9 @@ impl PrefetchStore {
                 drop(permit);
                 let mut st = sh.lock();
                 st.in_flight -= 1;
-                let slot = Slot::whole(&key);
-                if matches!(st.entries.get(&slot), Some(Entry::InFlight { id: i }) if *i == id) {
-                    let n = value_len(&value);
-                    if n > 0 {
-                        st.mean_size = (st.mean_size * 7 + n) / 8;
-                    }
-                    st.ready_bytes += n;
-                    st.entries.insert(
-                        slot,
-                        Entry::Ready {
-                            value,
-                            at: Instant::now(),
-                        },
-                    );
+                let n = st.settle(Slot::whole(&key), id, value);
+                if n > 0 {
+                    st.mean_size = (st.mean_size * 7 + n) / 8;
                 }
                 drop(st);
                 sh.changed.notify_all();
@@ -441,18 +448,7 @@ impl PrefetchStore {
                 let mut st = sh.lock();
                 st.in_flight_range_bytes -= span;
                 for (r, value) in group.iter().zip(values) {
-                    let slot = Slot::range(&key, r);
-                    if matches!(st.entries.get(&slot), Some(Entry::InFlight { id: i }) if *i == id)
-                    {
-                        st.ready_bytes += value_len(&value);
-                        st.entries.insert(
-                            slot,
-                            Entry::Ready {
-                                value,
-                                at: Instant::now(),
-                            },
-                        );
-                    }
+                    st.settle(Slot::range(&key, r), id, value);
                 }
                 drop(st);
                 sh.changed.notify_all();
