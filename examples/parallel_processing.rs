@@ -8,8 +8,8 @@
 //! table, a subset that reads one chunk, NDVI chained lazily with its task graph, and the
 //! difference between `load()` and `compute()`.
 
-use chunkcube::cube::Values;
 use chunkcube::ingest::{ingest, IngestOptions, Sources};
+use chunkcube::Values;
 use chunkcube::{ChunkSpec, Cube, Query};
 use std::error::Error;
 use std::path::Path;

@@ -6,7 +6,6 @@
 //! cargo run --release --example plan_million -- CUBE [CHUNK_PX]
 //! ```
 
-use chunkcube::exec::Session;
 use chunkcube::graph::source_chunks;
 use chunkcube::{ChunkSpec, Cube, Query};
 use std::time::Instant;
@@ -52,7 +51,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let t = Instant::now();
     let mut reads = 0u64;
     let mut tasks = 0u64;
-    for r in Session::regions(ndvi.shape3(), ndvi.chunks3()) {
+    for r in chunkcube::graph::regions(ndvi.shape3(), ndvi.chunks3()) {
         reads += source_chunks(ndvi.node(), &r).len() as u64;
         tasks += 1;
     }

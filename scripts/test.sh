@@ -28,6 +28,6 @@ export CHUNKCUBE_TEST_S3_ENDPOINT="http://127.0.0.1:$port"
 export CHUNKCUBE_REQUIRE_PYTHON=1 CHUNKCUBE_REQUIRE_S3=1
 
 echo "test.sh: cargo test --release (S3 server at $CHUNKCUBE_TEST_S3_ENDPOINT)"
-cargo test --release --all-targets -- --test-threads=2
+cargo test --release --all-targets --no-fail-fast -- --test-threads=2
 cargo test --release --doc
 echo "test.sh: all tests passed"

@@ -53,6 +53,8 @@
 //! # }
 //! ```
 
+#![warn(missing_docs, unreachable_pub)]
+
 pub mod cube;
 pub mod exec;
 pub mod geo;
@@ -61,6 +63,6 @@ pub mod ingest;
 pub mod progress;
 pub mod store;
 
-pub use cube::{Cube, DataArray, Dataset, Query, Values};
+pub use cube::{Cube, DataArray, Dataset, Query};
 pub use exec::{ExecConfig, Session};
-pub use store::{ChunkSpec, DType};
+pub use store::{ChunkSpec, DType, Values};

@@ -1,15 +1,13 @@
 //! The `chunkcube` command line: a thin layer over the library.
 
 use anyhow::{anyhow, bail, Context, Result};
-use chunkcube::cube::{format_bytes, Cube, DataArray, Dataset, Query, Values};
+use chunkcube::cube::{Calc, CalcOutput, Cube, CubeInfo, DataArray, Query};
 use chunkcube::exec::{ExecConfig, Session};
-use chunkcube::graph::{build, parse_assignment, ReduceOp};
 use chunkcube::ingest::{ingest, IngestOptions, Sources};
 use chunkcube::on_values;
 use chunkcube::store::layout::Codecs;
-use chunkcube::store::{grid_shape, parse_bytes, ChunkSpec};
+use chunkcube::store::{parse_bytes, ChunkSpec, Values};
 use clap::{Args, Parser, Subcommand};
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -220,7 +218,7 @@ fn build_query(sel: &Selection) -> Result<Query> {
     Ok(q)
 }
 
-fn session(e: &ExecArgs) -> Result<Arc<Session>> {
+fn exec_config(e: &ExecArgs) -> Result<ExecConfig> {
     let mut c = ExecConfig::default();
     if let Some(m) = &e.memory_limit {
         c.memory_limit = parse_bytes(m).ok_or_else(|| {
@@ -233,11 +231,14 @@ fn session(e: &ExecArgs) -> Result<Arc<Session>> {
         }
         c.threads = t;
     }
-    chunkcube::exec::tune_allocator(c.memory_limit);
     c.quiet = e.quiet;
     c.spill_dir = e.spill_dir.clone();
     c.store.cache_dir = e.cache_dir.clone();
-    Ok(Session::new(c)?)
+    Ok(c)
+}
+
+fn session(e: &ExecArgs) -> Result<Arc<Session>> {
+    Ok(Session::new(exec_config(e)?)?)
 }
 
 fn write_stats(e: &ExecArgs, s: &Session) -> Result<()> {
@@ -250,89 +251,12 @@ fn write_stats(e: &ExecArgs, s: &Session) -> Result<()> {
 }
 
 fn run_info(a: InfoArgs) -> Result<()> {
-    let cube = Cube::open(&a.cube)?;
-    let m = cube.meta();
-    let g = &m.geobox;
-    let mut bands = Vec::new();
-    let mut total_bytes = 0u64;
-    let mut total_chunks = 0u64;
-    for b in &m.bands {
-        let listed = cube.store().list_sizes(&format!("{}/", b.name))?;
-        let (n, bytes) = listed
-            .iter()
-            .filter(|(k, _)| !k.ends_with("zarr.json"))
-            .fold((0u64, 0u64), |(n, s), (_, sz)| (n + 1, s + sz));
-        let grid: u64 = grid_shape(b.shape, b.chunk_shape).iter().product();
-        total_bytes += bytes;
-        total_chunks += grid;
-        bands.push(serde_json::json!({
-            "name": b.name, "dtype": b.dtype.to_string(),
-            "nodata": b.nodata.map(|v| if v.is_nan() { serde_json::json!("NaN") } else { serde_json::json!(v) }),
-            "shape": b.shape, "chunk_shape": b.read_chunk_shape(), "shard_shape": b.inner_chunk_shape.map(|_| b.chunk_shape),
-            "chunks": grid, "stored_objects": n, "stored_bytes": bytes,
-        }));
-    }
-    let times: Vec<String> = m
-        .times
-        .iter()
-        .map(|t| chunkcube::geo::days_to_iso(*t))
-        .collect();
-    let doc = serde_json::json!({
-        "cube": a.cube, "product": m.product, "dims": ["time", "y", "x"],
-        "shape": [m.times.len(), g.height, g.width],
-        "crs": g.epsg.map(|e| format!("EPSG:{e}")), "bounds": g.bounds(), "transform": g.transform,
-        "resolution": [g.dx(), g.dy()], "time": times, "bands": bands,
-        "chunks": total_chunks, "stored_bytes": total_bytes,
-    });
+    let info = CubeInfo::of(&Cube::open(&a.cube)?)?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&doc)?);
-        return Ok(());
+        println!("{}", serde_json::to_string_pretty(&info)?);
+    } else {
+        print!("{info}");
     }
-    println!("cube        {}", a.cube);
-    println!("product     {}", m.product);
-    println!(
-        "dims        time: {}, y: {}, x: {}",
-        m.times.len(),
-        g.height,
-        g.width
-    );
-    println!(
-        "crs         {}",
-        g.epsg
-            .map(|e| format!("EPSG:{e}"))
-            .unwrap_or_else(|| "custom (see spatial_ref)".into())
-    );
-    let b = g.bounds();
-    println!(
-        "bounds      {:.2}, {:.2}, {:.2}, {:.2} (minx, miny, maxx, maxy)",
-        b[0], b[1], b[2], b[3]
-    );
-    println!("resolution  {} x {}", g.dx(), g.dy());
-    println!("time        {}", times.join(", "));
-    println!("bands:");
-    println!(
-        "  {:<10} {:<8} {:>8} {:>22} {:>10} {:>12}",
-        "name", "dtype", "nodata", "chunk shape", "chunks", "stored"
-    );
-    for (bm, bj) in m.bands.iter().zip(&bands) {
-        let c = bm.read_chunk_shape();
-        println!(
-            "  {:<10} {:<8} {:>8} {:>22} {:>10} {:>12}",
-            bm.name,
-            bm.dtype.to_string(),
-            bm.nodata
-                .map(|v| v.to_string())
-                .unwrap_or_else(|| "-".into()),
-            format!("({}, {}, {})", c[0], c[1], c[2]),
-            bj["chunks"].as_u64().unwrap_or(0),
-            format_bytes(bj["stored_bytes"].as_u64().unwrap_or(0))
-        );
-    }
-    println!(
-        "total       {} chunks, {} stored",
-        total_chunks,
-        format_bytes(total_bytes)
-    );
     Ok(())
 }
 
@@ -402,12 +326,9 @@ fn run_calc(a: CalcArgs) -> Result<()> {
     let s = session(&a.exec)?;
     let cube = Cube::open_in(&a.cube, s.clone())?;
     let mut q = build_query(&a.sel)?;
-    let parsed: Vec<(String, chunkcube::graph::Ast, String)> = a
-        .exprs
-        .iter()
-        .map(|e| parse_assignment(e).map(|(n, ast)| (n, ast, e.clone())))
-        .collect::<Result<_, _>>()?;
-    // Every band is available lazily; only those the expressions use are ever read.
+    let calc = Calc::parse(&a.exprs, a.reduce.as_deref())?;
+    // Every band is available lazily; only those the expressions use are ever read, in the
+    // stored chunks unless --chunks says otherwise.
     if q.chunks.is_none() {
         let first = q
             .measurements
@@ -417,99 +338,37 @@ fn run_calc(a: CalcArgs) -> Result<()> {
             .or_else(|| cube.band_names().into_iter().next())
             .unwrap_or_default();
         let stored = cube.band(&first)?.chunk_shape();
-        q.chunks = Some(ChunkSpec::Dims([
-            Some(stored[0]),
-            Some(stored[1]),
-            Some(stored[2]),
-        ]));
+        q.chunks = Some(ChunkSpec::Dims(stored.map(Some)));
     }
     let ds = cube.load(&q)?;
-    let mut env: HashMap<String, DataArray> = ds
-        .vars()
-        .map(|d| (d.name().to_string(), d.clone()))
-        .collect();
     // Plan the whole run before computing anything: every result as it will be written.
-    {
-        let mut env0 = env.clone();
-        let mut finals = Vec::new();
-        for (name, ast, src) in &parsed {
-            let da = build(src, ast, &env0)?.rename(name);
-            env0.insert(name.clone(), da.clone());
-            finals.push(da);
-        }
-        if let Some((op, dim)) = a.reduce.as_deref().and_then(|r| r.split_once(':')) {
-            if let Some(op) = ReduceOp::parse(op) {
-                finals = finals.into_iter().map(|d| d.reduce(op, dim)).collect();
-            }
-        }
-        if let Some(d) = finals.last() {
-            if let Some(m) = d.node().first_error() {
-                bail!("{m}");
-            }
-            let nodes: Vec<_> = finals.iter().map(|d| d.node()).collect();
-            // A result used by a later expression is persisted: plan room for it.
-            let persisting = parsed.iter().enumerate().any(|(i, (name, _, _))| {
-                parsed[i + 1..]
-                    .iter()
-                    .any(|(_, _, e)| mentions(e.split_once('=').map(|x| x.1).unwrap_or(""), name))
-            });
-            // Printed results are computed into memory one at a time.
-            let hold = if a.print && !a.explain {
-                nodes
-                    .iter()
-                    .map(|n| n.shape.iter().product::<u64>() * n.dtype.size() as u64)
-                    .max()
-                    .unwrap_or(0)
-            } else {
-                0
-            };
-            s.check_memory(&nodes, d.chunks3(), a.out.is_some(), persisting, hold)?;
-        }
-    }
-    let mut results: Vec<(String, DataArray)> = Vec::new();
-    for (i, (name, ast, src)) in parsed.iter().enumerate() {
-        let mut da = build(src, ast, &env)?.rename(name);
-        // A result used by later expressions is computed once and reused.
-        let reused = parsed[i + 1..]
-            .iter()
-            .any(|(_, _, e)| mentions(e.split_once('=').map(|x| x.1).unwrap_or(""), name));
-        if reused && !a.explain && a.graph.is_none() {
-            da.persist()?;
-        }
-        env.insert(name.clone(), da.clone());
-        results.push((name.clone(), da));
-    }
-    if let Some(r) = &a.reduce {
-        let (op, dim) = r
-            .split_once(':')
-            .ok_or_else(|| anyhow!("invalid --reduce '{r}': expected OP:DIM, e.g. mean:time"))?;
-        let op = ReduceOp::parse(op).ok_or_else(|| anyhow!("invalid --reduce '{r}': unknown operation '{op}' (mean, median, min, max, sum, count, std)"))?;
-        if !["time", "y", "x"].contains(&dim) {
-            bail!("invalid --reduce '{r}': unknown dimension '{dim}' (time, y, x)");
-        }
-        results = results
-            .into_iter()
-            .map(|(n, d)| (n, d.reduce(op, dim)))
-            .collect();
-    }
+    let output = if a.explain {
+        CalcOutput::Tasks
+    } else if a.print {
+        CalcOutput::Memory
+    } else if a.out.is_some() {
+        CalcOutput::Cube
+    } else {
+        CalcOutput::Tasks
+    };
+    calc.check_memory(&ds, output)?;
+    // Described runs stay lazy; computed runs persist results that later expressions reuse.
+    let results = if a.explain || a.graph.is_some() {
+        calc.lazy(&ds)?
+    } else {
+        calc.run(&ds)?
+    };
     if let Some(g) = &a.graph {
-        let last = &results.last().expect("at least one --expr").1;
+        let last = results.vars().last().expect("at least one --expr");
         write_graph(g, &last.visualize())?;
     }
-    let mut out_ds = Dataset::new();
-    for (n, d) in &results {
-        if let Some(m) = d.node().first_error() {
-            bail!("{m}");
-        }
-        out_ds.insert(n, d.clone());
-    }
     if a.explain {
-        for d in out_ds.vars() {
+        for d in results.vars() {
             println!("{}:", d.name());
             print!("{}", d.explain());
         }
     } else if a.print {
-        for d in out_ds.vars() {
+        for d in results.vars() {
             let n: u64 = d.shape3().iter().product();
             if n > PRINT_LIMIT {
                 bail!("--print: '{}' has {n} values (more than {PRINT_LIMIT}); narrow the selection or use --out", d.name());
@@ -518,19 +377,13 @@ fn run_calc(a: CalcArgs) -> Result<()> {
             print_values(d.name(), d, &v);
         }
     } else if let Some(out) = &a.out {
-        out_ds.to_zarr(out, a.exec.overwrite)?;
-        eprintln!("wrote {} to {out}", out_ds.names().join(", "));
+        results.to_zarr(out, a.exec.overwrite)?;
+        eprintln!("wrote {} to {out}", results.names().join(", "));
     } else if a.graph.is_none() {
         bail!("calc needs one of --out CUBE, --print, --explain or --graph FILE");
     }
     write_stats(&a.exec, &s)?;
     Ok(())
-}
-
-/// Whether an expression mentions `name` as a whole identifier.
-fn mentions(expr: &str, name: &str) -> bool {
-    expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-        .any(|t| t == name)
 }
 
 fn write_graph(path: &std::path::Path, dot: &str) -> Result<()> {
@@ -621,8 +474,8 @@ fn run_ingest(a: IngestArgs) -> Result<()> {
         overwrite: a.overwrite,
         product: a.product,
         quiet: a.quiet,
-        stop_after_chunks: a.stop_after_chunks,
     };
+    chunkcube::ingest::stop_after_chunks(a.stop_after_chunks);
     let r = ingest(&sources, &a.out, &opts)?;
     if r.up_to_date {
         eprintln!(
@@ -639,14 +492,6 @@ fn run_ingest(a: IngestArgs) -> Result<()> {
 }
 
 fn main() {
-    // Large buffers (decoded and encoded chunks) go straight to mmap and back to the OS when
-    // freed, so the process's RSS follows the memory budget instead of glibc's heap high-water.
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only tunes the allocator; called before any other thread starts.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20);
-    }
-    chunkcube::exec::install_interrupt_cleanup();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
@@ -673,6 +518,15 @@ fn main() {
             std::process::exit(1);
         }
     };
+    // Tune the allocator once, before any worker thread starts: large buffers go to mmap and
+    // back to the OS when freed, so the process's RSS follows the memory limit.
+    let limit = match &cli.cmd {
+        Cmd::Load(a) => exec_config(&a.exec).map(|c| c.memory_limit).ok(),
+        Cmd::Calc(a) => exec_config(&a.exec).map(|c| c.memory_limit).ok(),
+        Cmd::Ingest(_) | Cmd::Info(_) => None,
+    };
+    chunkcube::exec::tune_allocator(limit.unwrap_or(32 << 20));
+    chunkcube::exec::install_interrupt_cleanup();
     let r = match cli.cmd {
         Cmd::Ingest(a) => run_ingest(a),
         Cmd::Info(a) => run_info(a),
@@ -680,9 +534,25 @@ fn main() {
         Cmd::Calc(a) => run_calc(a),
     };
     if let Err(e) = r {
-        // One line: the chain of causes joined, naming the culprit.
-        let msg = format!("{e:#}");
-        eprintln!("error: {}", chunkcube::store::s3::redact(&msg));
+        eprintln!("error: {}", chunkcube::store::s3::redact(&one_line(&e)));
         std::process::exit(1);
     }
+}
+
+/// The chain of causes on one line, naming the culprit: each cause joined with ": ", unless
+/// its text is already part of the message before it (library errors carry their source's
+/// text in their own message and expose it as `source()` too).
+fn one_line(e: &anyhow::Error) -> String {
+    let mut msg = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if msg.contains(&text) {
+            continue;
+        }
+        if !msg.is_empty() {
+            msg.push_str(": ");
+        }
+        msg.push_str(&text);
+    }
+    msg
 }

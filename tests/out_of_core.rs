@@ -314,7 +314,7 @@ fn minimum_of<T>(r: Result<T, chunkcube::cube::CubeError>, what: &str) -> u64 {
     match r {
         Ok(_) => panic!("{what}: expected a memory-limit error"),
         Err(e) => {
-            let is_limit = matches!(&e, chunkcube::cube::CubeError::Exec(x) if matches!(**x, ExecError::MemoryLimit { .. }));
+            let is_limit = matches!(&e, chunkcube::cube::CubeError::Exec(x) if matches!(x, ExecError::MemoryLimit { .. }));
             let msg = e.to_string();
             assert!(
                 is_limit,
@@ -1426,30 +1426,60 @@ fn spill_dir_is_removed_after_interruption() {
         stated_minimum(&e)
     };
     let limit = (min + min / 10).to_string();
+    let mut a = base.clone();
+    a.extend(
+        [
+            "--memory-limit",
+            &limit,
+            "--spill-dir",
+            s(&spill),
+            "--out",
+            s(&out),
+            "--overwrite",
+        ]
+        .map(String::from),
+    );
+    // How long the spilling part of an uninterrupted run takes here: the signals land at
+    // fractions of it, so the rounds interrupt mid-run on a fast machine and a slow one alike.
+    let spilling = {
+        let started = Instant::now();
+        let mut child = Command::new(common::bin())
+            .args(&a)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut appeared = None;
+        while child.try_wait().unwrap().is_none() && started.elapsed() < Duration::from_secs(60) {
+            if appeared.is_none()
+                && entries(&spill)
+                    .iter()
+                    .any(|e| e.starts_with("chunkcube-spill-"))
+            {
+                appeared = Some(Instant::now());
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        let st = child.wait().unwrap();
+        assert!(st.success(), "the timing run failed: {st:?}");
+        assert_empty(&spill, "after a run that finished");
+        appeared
+            .map(|t| t.elapsed())
+            .unwrap_or(Duration::from_millis(20))
+    };
+    eprintln!("spilling takes {spilling:?} uninterrupted");
     let mut c = Checks::default();
     let mut interrupted = 0;
-    for (round, (sig, delay_ms)) in [
-        (libc::SIGINT, 20u64),
-        (libc::SIGTERM, 60),
-        (libc::SIGINT, 120),
-        (libc::SIGTERM, 250),
+    for (round, (sig, percent)) in [
+        (libc::SIGINT, 5u32),
+        (libc::SIGTERM, 25),
+        (libc::SIGINT, 50),
+        (libc::SIGTERM, 75),
     ]
     .into_iter()
     .enumerate()
     {
-        let mut a = base.clone();
-        a.extend(
-            [
-                "--memory-limit",
-                &limit,
-                "--spill-dir",
-                s(&spill),
-                "--out",
-                s(&out),
-                "--overwrite",
-            ]
-            .map(String::from),
-        );
+        let delay_ms = (spilling * percent / 100).as_millis() as u64;
         let started = Instant::now();
         let mut child = Command::new(common::bin())
             .args(&a)

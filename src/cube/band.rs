@@ -1,9 +1,10 @@
 //! Reading stored chunks of one band: the only place band chunks are fetched and decoded.
 
-use super::{CubeError, Values};
+use super::CubeError;
+use crate::graph::{ChunkSource, ReadCost, ReadError};
 use crate::store::layout::BandMeta;
 use crate::store::shard::ShardLayout;
-use crate::store::{DType, Store};
+use crate::store::{DType, IoCounters, Store, Values};
 use crate::with_dtype;
 use std::ops::Range;
 use std::sync::Arc;
@@ -37,8 +38,6 @@ pub struct ChunkBytes {
     pub range: Range<u64>,
 }
 
-static NEXT_UID: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
-
 impl std::fmt::Debug for BandReader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "BandReader({} of {})", self.meta.name, self.store.url())
@@ -71,7 +70,7 @@ impl BandReader {
             array,
             shards,
             shard_cache,
-            uid: NEXT_UID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            uid: crate::graph::next_uid(),
         }))
     }
 
@@ -128,12 +127,8 @@ impl BandReader {
     /// Fetch and decode one decode chunk (full chunk shape, fill beyond the array edge).
     /// Inner chunks of shards are fetched as their byte range of the shard (served from
     /// prefetched bytes when announced, see [`BandReader::prefetch`]).
-    pub fn read_chunk(&self, idx: [u64; 3]) -> Result<Values, CubeError> {
-        let err = |e: zarrs::array::ArrayError| CubeError::Chunk {
-            band: self.meta.name.clone(),
-            key: self.chunk_key(idx),
-            msg: e.to_string(),
-        };
+    pub fn read_chunk(&self, idx: [u64; 3]) -> Result<Values, ReadError> {
+        let err = |e: zarrs::array::ArrayError| self.read_error(self.chunk_key(idx), e);
         let Some(layout) = &self.shards else {
             return with_dtype!(self.meta.dtype, T => {
                 let a: ndarray::ArrayD<T> = match &self.shard_cache {
@@ -160,15 +155,13 @@ impl BandReader {
         &self,
         layout: &ShardLayout,
         idx: [u64; 3],
-    ) -> Result<ArrayBytes<'static>, CubeError> {
+    ) -> Result<ArrayBytes<'static>, ReadError> {
         let key = self.chunk_key(idx);
-        let fail = |msg: String| CubeError::Chunk {
-            band: self.meta.name.clone(),
-            key: key.clone(),
-            msg,
-        };
+        let fail = |msg: String| self.read_error(key.clone(), msg);
         let (shard, slot) = layout.locate(idx);
-        let index = layout.index(&self.store, &key, shard)?;
+        let index = layout
+            .index(&self.store, &key, shard)
+            .map_err(|e| self.read_error(key.clone(), e))?;
         let shape = layout.inner_shape();
         let n = shape.iter().product::<u64>();
         let fill = || {
@@ -216,7 +209,7 @@ impl BandReader {
     /// byte range), in the order given; inner chunks never written (all fill) and chunks of
     /// absent shards have none. Reads each shard's index the first time it is needed (one
     /// ranged GET, then kept). Empty for a band that is not sharded.
-    pub fn chunk_byte_ranges(&self, idxs: &[[u64; 3]]) -> Result<Vec<ChunkBytes>, CubeError> {
+    pub fn chunk_byte_ranges(&self, idxs: &[[u64; 3]]) -> Result<Vec<ChunkBytes>, ReadError> {
         let Some(layout) = &self.shards else {
             return Ok(Vec::new());
         };
@@ -224,14 +217,12 @@ impl BandReader {
         for &idx in idxs {
             let key = self.chunk_key(idx);
             let (shard, slot) = layout.locate(idx);
-            let index = layout.index(&self.store, &key, shard)?;
+            let index = layout
+                .index(&self.store, &key, shard)
+                .map_err(|e| self.read_error(key.clone(), e))?;
             let range = layout
                 .entry_range(&index, slot, &key)
-                .map_err(|msg| CubeError::Chunk {
-                    band: self.meta.name.clone(),
-                    key: key.clone(),
-                    msg,
-                })?;
+                .map_err(|msg| self.read_error(key.clone(), msg))?;
             if let Some(range) = range {
                 out.push(ChunkBytes { idx, key, range });
             }
@@ -277,9 +268,92 @@ impl BandReader {
         }
     }
 
-    /// Encoded size of the object holding a chunk (from the store listing), if stored.
-    pub fn stored_size(&self, idx: [u64; 3]) -> Option<u64> {
-        let key = zarrs::storage::StoreKey::new(self.chunk_key(idx)).ok()?;
-        self.store.storage().size_key(&key).ok().flatten()
+    fn read_error(&self, key: String, e: impl Into<crate::graph::BoxError>) -> ReadError {
+        ReadError::new(format!("band '{}'", self.meta.name), key, e)
+    }
+
+    /// What reading decode chunks `idxs` costs. Unsharded: each stored chunk object is one
+    /// GET of its listed size. Sharded: each inner chunk's byte range from its shard's index
+    /// (read once, and kept for the reads that follow); a remote store fetches nearby ranges
+    /// of one shard with one ranged GET (coalesced as the prefetcher does), a local one reads
+    /// each range.
+    fn cost(&self, idxs: &[[u64; 3]]) -> ReadCost {
+        let mut cost = ReadCost::default();
+        if self.shards.is_none() {
+            let sizes: std::collections::HashMap<String, u64> = self
+                .store
+                .list_sizes(&format!("{}/", self.meta.name))
+                .map(|v| v.into_iter().collect())
+                .unwrap_or_default();
+            for &idx in idxs {
+                match sizes.get(&self.chunk_key(idx)) {
+                    Some(n) => {
+                        cost.encoded_bytes += n;
+                        cost.requests += 1;
+                    }
+                    None => cost.absent += 1,
+                }
+            }
+            return cost;
+        }
+        // An index that cannot be read now fails the computation later, naming the key.
+        let found = self.chunk_byte_ranges(idxs).unwrap_or_default();
+        cost.absent = idxs.len() as u64 - found.len() as u64;
+        let mut by_shard: std::collections::BTreeMap<&str, Vec<Range<u64>>> = Default::default();
+        for c in &found {
+            cost.encoded_bytes += c.range.end - c.range.start;
+            by_shard
+                .entry(c.key.as_str())
+                .or_default()
+                .push(c.range.clone());
+        }
+        cost.requests = if self.store.is_remote() {
+            by_shard
+                .values()
+                .map(|r| crate::store::prefetch::coalesce(r).len() as u64)
+                .sum()
+        } else {
+            found.len() as u64
+        };
+        cost
+    }
+}
+
+impl ChunkSource for BandReader {
+    fn name(&self) -> &str {
+        &self.meta.name
+    }
+    fn shape(&self) -> [u64; 3] {
+        self.meta.shape
+    }
+    fn chunk_shape(&self) -> [u64; 3] {
+        self.meta.read_chunk_shape()
+    }
+    fn dtype(&self) -> DType {
+        self.meta.dtype
+    }
+    fn nodata(&self) -> Option<f64> {
+        self.meta.nodata
+    }
+    fn uid(&self) -> usize {
+        self.uid
+    }
+    fn chunk_key(&self, idx: [u64; 3]) -> String {
+        BandReader::chunk_key(self, idx)
+    }
+    fn read_chunk(&self, idx: [u64; 3]) -> Result<Arc<Values>, ReadError> {
+        BandReader::read_chunk(self, idx).map(Arc::new)
+    }
+    fn prefetch(self: Arc<Self>, idxs: Vec<[u64; 3]>) {
+        BandReader::prefetch(&self, idxs)
+    }
+    fn is_remote(&self) -> bool {
+        self.store.is_remote()
+    }
+    fn counters(&self) -> Option<Arc<IoCounters>> {
+        Some(self.store.counters().clone())
+    }
+    fn read_cost(&self, idxs: &[[u64; 3]]) -> ReadCost {
+        self.cost(idxs)
     }
 }

@@ -5,11 +5,11 @@
 //! lazy, so a later use recomputes (from cached chunks where they are still cached).
 //! `persist()` computes once and keeps the result where later lazy computations read it.
 
-use super::{BandReader, ChunkSummary, Cube, CubeError, Values};
+use super::{BandReader, ChunkSummary, Cube, CubeError, Dataset};
 use crate::exec::Session;
 use crate::geo::GeoBox;
 use crate::graph::{BinaryOp, Node, Op, ReduceOp, UnaryOp};
-use crate::store::{ChunkSpec, DType, DIMS};
+use crate::store::{format_bytes, ChunkSpec, DType, Values, DIMS};
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -17,15 +17,14 @@ use std::sync::Arc;
 #[derive(Clone)]
 pub struct DataArray {
     name: String,
-    node: Arc<Node>,
-    times: Vec<i64>,
-    geobox: GeoBox,
+    pub(super) node: Arc<Node>,
+    pub(super) times: Vec<i64>,
+    pub(super) geobox: GeoBox,
     chunks: [u64; 3],
-    lazy_chunks: bool,
     values: Option<Values>,
-    session: Arc<Session>,
+    pub(super) session: Arc<Session>,
     /// The first time step of the input of a reduction over time (the label written to cubes).
-    time_label: Option<i64>,
+    pub(super) time_label: Option<i64>,
 }
 
 impl DataArray {
@@ -42,16 +41,12 @@ impl DataArray {
         ];
         let stored = band.chunk_shape();
         let dtype = band.dtype();
-        let (chunks, lazy) = match chunks {
-            Some(c) => (c.resolve(shape, stored, dtype.size() as u64), true),
-            None => (
-                ChunkSpec::Auto.resolve(shape, stored, dtype.size() as u64),
-                false,
-            ),
-        };
+        let chunks = chunks
+            .unwrap_or(&ChunkSpec::Auto)
+            .resolve(shape, stored, dtype.size() as u64);
         let node = Node::new(
             Op::Source {
-                band: band.clone(),
+                src: band.clone(),
                 offset: [w[0].start, w[1].start, w[2].start],
             },
             shape,
@@ -68,7 +63,6 @@ impl DataArray {
                 cols: w[2].clone(),
             }),
             chunks,
-            lazy_chunks: lazy,
             values: None,
             session: cube.session().clone(),
             time_label: None,
@@ -126,10 +120,6 @@ impl DataArray {
     pub fn is_lazy(&self) -> bool {
         self.values.is_none()
     }
-    /// Whether the array was created with query chunks (`dask_chunks`).
-    pub fn has_chunks(&self) -> bool {
-        self.lazy_chunks
-    }
     /// Loaded values, if any.
     pub fn values(&self) -> Option<&Values> {
         self.values.as_ref()
@@ -142,11 +132,10 @@ impl DataArray {
     /// Rechunk (query chunks only; stored chunks are unaffected).
     pub fn chunk(mut self, spec: &ChunkSpec) -> DataArray {
         let stored = match &self.node.op {
-            Op::Source { band, .. } => band.chunk_shape(),
+            Op::Source { src, .. } => src.chunk_shape(),
             _ => self.chunks,
         };
         self.chunks = spec.resolve(self.node.shape, stored, self.dtype().size() as u64);
-        self.lazy_chunks = true;
         self
     }
 
@@ -208,7 +197,6 @@ impl DataArray {
             times,
             geobox: self.geobox.clone(),
             chunks: self.chunks,
-            lazy_chunks: self.lazy_chunks,
             values: None,
             session: self.session.clone(),
             time_label,
@@ -564,11 +552,7 @@ impl std::fmt::Display for DataArray {
             self.dtype()
         )?;
         match &self.values {
-            Some(v) => writeln!(
-                f,
-                "values loaded ({})",
-                super::format_bytes(v.nbytes() as u64)
-            )?,
+            Some(v) => writeln!(f, "values loaded ({})", format_bytes(v.nbytes() as u64))?,
             None => write!(f, "{}", self.summary())?,
         }
         if !self.times.is_empty() {
@@ -612,137 +596,10 @@ impl std::fmt::Display for DataArray {
     }
 }
 
-/// Named variables on one grid, as an xarray Dataset.
-#[derive(Clone, Default)]
-pub struct Dataset {
-    vars: Vec<(String, DataArray)>,
-}
-
-impl Dataset {
-    /// Empty dataset.
-    pub fn new() -> Dataset {
-        Dataset::default()
-    }
-    /// Add or replace a variable.
-    pub fn insert(&mut self, name: &str, da: DataArray) {
-        let da = da.rename(name);
-        match self.vars.iter_mut().find(|(n, _)| n == name) {
-            Some(slot) => slot.1 = da,
-            None => self.vars.push((name.to_string(), da)),
-        }
-    }
-    /// A variable.
-    pub fn get(&self, name: &str) -> Option<&DataArray> {
-        self.vars.iter().find(|(n, _)| n == name).map(|(_, d)| d)
-    }
-    /// A variable, mutably.
-    pub fn get_mut(&mut self, name: &str) -> Option<&mut DataArray> {
-        self.vars
-            .iter_mut()
-            .find(|(n, _)| n == name)
-            .map(|(_, d)| d)
-    }
-    /// Variable names in order.
-    pub fn names(&self) -> Vec<String> {
-        self.vars.iter().map(|(n, _)| n.clone()).collect()
-    }
-    /// Variables in order.
-    pub fn vars(&self) -> impl Iterator<Item = &DataArray> {
-        self.vars.iter().map(|(_, d)| d)
-    }
-    /// Load every variable (`Dataset.load()`).
-    pub fn load(&mut self) -> Result<(), CubeError> {
-        for (_, d) in &mut self.vars {
-            d.load()?;
-        }
-        Ok(())
-    }
-    /// Write all variables as a new cube, chunk by chunk.
-    pub fn to_zarr(&self, url: &str, overwrite: bool) -> Result<(), CubeError> {
-        let Some((_, first)) = self.vars.first() else {
-            return Err(CubeError::Selection {
-                what: "to_zarr".into(),
-                msg: "the dataset is empty".into(),
-            });
-        };
-        let outs: Vec<(String, Arc<Node>)> = self
-            .vars
-            .iter()
-            .map(|(n, d)| (n.clone(), d.node.clone()))
-            .collect();
-        let times = if first.times.is_empty() {
-            vec![first.time_label.unwrap_or(0)]
-        } else {
-            first.times.clone()
-        };
-        first.session.write_cube(
-            &outs,
-            first.chunks3(),
-            &times,
-            &first.geobox,
-            url,
-            overwrite,
-        )?;
-        Ok(())
-    }
-}
-
-impl std::ops::Index<&str> for Dataset {
-    type Output = DataArray;
-    fn index(&self, name: &str) -> &DataArray {
-        match self.get(name) {
-            Some(d) => d,
-            None => panic!(
-                "no variable '{name}' in the dataset; it has {:?}",
-                self.names()
-            ),
-        }
-    }
-}
-
-impl std::fmt::Display for Dataset {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let Some((_, first)) = self.vars.first() else {
-            return writeln!(f, "<chunkcube.Dataset> (empty)");
-        };
-        let dims: Vec<String> = first
-            .dims()
-            .iter()
-            .zip(first.shape())
-            .map(|(d, n)| format!("{d}: {n}"))
-            .collect();
-        writeln!(f, "<chunkcube.Dataset>\nDimensions:  ({})", dims.join(", "))?;
-        writeln!(f, "Data variables:")?;
-        for (n, d) in &self.vars {
-            let state = if d.is_lazy() {
-                let c = d.chunks3();
-                format!("lazy<chunksize=({}, {}, {})>", c[0], c[1], c[2])
-            } else {
-                "loaded".to_string()
-            };
-            writeln!(
-                f,
-                "    {n:<8} ({}) {} {state}",
-                d.dims().join(", "),
-                d.dtype()
-            )?;
-        }
-        writeln!(
-            f,
-            "Attributes:\n    crs: {}",
-            first
-                .geobox
-                .epsg
-                .map(|e| format!("EPSG:{e}"))
-                .unwrap_or_default()
-        )
-    }
-}
-
 /// The float type of a result: float64 when an operand is float64 (asked for with
 /// `astype(float64)`), else float32: integers are promoted before arithmetic, so `nir - red`
 /// on uint16 never wraps around.
-fn float_of(operands: &[&Arc<Node>]) -> DType {
+pub(super) fn float_of(operands: &[&Arc<Node>]) -> DType {
     if operands.iter().any(|n| n.dtype == DType::F64) {
         DType::F64
     } else {

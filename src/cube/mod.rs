@@ -4,17 +4,21 @@
 
 mod band;
 mod dataarray;
+mod dataset;
+mod expr;
+mod info;
 mod query;
 mod summary;
-mod values;
 
 pub use band::{BandReader, ChunkBytes};
-pub use dataarray::{DataArray, Dataset};
+pub use dataarray::DataArray;
+pub use dataset::Dataset;
+pub use expr::{build, Calc, CalcOutput};
+pub use info::{BandInfo, CubeInfo};
 pub use query::Query;
-pub use summary::{format_bytes, ChunkSummary};
-pub use values::{Values, ValuesOf};
+pub use summary::ChunkSummary;
 
-use crate::exec::{ExecConfig, Session};
+use crate::exec::{ExecConfig, ExecError, Session};
 use crate::store::layout::{read_cube_meta, CubeMeta};
 use crate::store::{Store, StoreError};
 use std::collections::BTreeMap;
@@ -42,25 +46,22 @@ pub enum CubeError {
         /// Why.
         msg: String,
     },
-    /// A stored chunk that cannot be decoded (corrupt, truncated).
-    #[error("band '{band}' chunk '{key}': {msg}")]
-    Chunk {
-        /// Band.
-        band: String,
-        /// Store key.
-        key: String,
-        /// Decoder message.
+    /// A bad argument (`--reduce`, `--expr`).
+    #[error("invalid {what} '{value}': {msg}")]
+    BadArg {
+        /// The flag.
+        what: String,
+        /// The value given.
+        value: String,
+        /// What is wrong.
         msg: String,
     },
-    /// A problem while computing.
+    /// An expression that does not parse or does not apply to the bands.
     #[error(transparent)]
-    Exec(#[from] Box<crate::exec::ExecError>),
-}
-
-impl From<crate::exec::ExecError> for CubeError {
-    fn from(e: crate::exec::ExecError) -> Self {
-        CubeError::Exec(Box::new(e))
-    }
+    Expr(#[from] crate::graph::ParseError),
+    /// A problem while computing (a chunk that cannot be read, a memory limit too small…).
+    #[error(transparent)]
+    Exec(#[from] ExecError),
 }
 
 /// An open cube: metadata, coordinates and one reader per band.
@@ -92,7 +93,7 @@ impl Cube {
 
     /// Open with an execution configuration (threads, memory limit, …).
     pub fn open_with(url: &str, config: ExecConfig) -> Result<Cube, CubeError> {
-        let session = Session::new(config).map_err(CubeError::from)?;
+        let session = Session::new(config)?;
         Cube::open_in(url, session)
     }
 

@@ -93,7 +93,7 @@ fn intersect(a: Range<u64>, b: Range<u64>) -> Range<u64> {
 }
 
 /// The window `[time, y, x]` a query selects.
-pub fn resolve_window(cube: &Cube, q: &Query) -> Result<[Range<u64>; 3], CubeError> {
+pub(crate) fn resolve_window(cube: &Cube, q: &Query) -> Result<[Range<u64>; 3], CubeError> {
     if let Some(m) = &q.invalid {
         return Err(sel_err("query", m.clone()));
     }
@@ -220,7 +220,7 @@ pub fn resolve_window(cube: &Cube, q: &Query) -> Result<[Range<u64>; 3], CubeErr
 }
 
 /// Run a query.
-pub fn run(cube: &Cube, q: &Query) -> Result<Dataset, CubeError> {
+pub(crate) fn run(cube: &Cube, q: &Query) -> Result<Dataset, CubeError> {
     let names: Vec<String> = match &q.measurements {
         Some(m) if m.is_empty() => return Err(sel_err("--measurements", "empty list")),
         Some(m) => m.clone(),

@@ -1,23 +1,7 @@
 //! The chunk table of a lazy array, as Dask shows it: bytes, shape, count, type.
 
 use super::DataArray;
-use crate::store::grid_shape;
-
-/// Human-readable bytes with decimal units, as Dask prints them (`518.86 MB`).
-pub fn format_bytes(n: u64) -> String {
-    let units = ["B", "kB", "MB", "GB", "TB", "PB"];
-    let mut v = n as f64;
-    let mut i = 0;
-    while v >= 1000.0 && i + 1 < units.len() {
-        v /= 1000.0;
-        i += 1;
-    }
-    if i == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.2} {}", units[i])
-    }
-}
+use crate::store::{format_bytes, grid_shape};
 
 /// The numbers of the chunk table.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]

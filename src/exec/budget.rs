@@ -1,5 +1,7 @@
 //! The memory budget: every task reserves its buffers before it fetches; reservations block
-//! while the budget is exhausted, so the tracked total never exceeds the limit.
+//! while the budget is exhausted, so the tracked total never exceeds the limit. The chunk
+//! cache may grow to its share at any moment after a reservation was granted, so reservations
+//! leave room for the whole share, not only for what the cache holds now.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex};
@@ -12,6 +14,8 @@ pub struct Budget {
     cv: Condvar,
     peak: AtomicU64,
     external: AtomicU64,
+    /// The most `external` may grow to (the cache's share of the limit).
+    external_cap: u64,
     held: AtomicU64,
 }
 
@@ -31,10 +35,12 @@ impl Drop for Reservation<'_> {
 }
 
 impl Budget {
-    /// A budget of `limit` bytes.
-    pub fn new(limit: u64) -> Budget {
+    /// A budget of `limit` bytes, of which memory held outside reservations (the chunk cache)
+    /// may take up to `external_cap`.
+    pub fn new(limit: u64, external_cap: u64) -> Budget {
         Budget {
             limit,
+            external_cap,
             used: Mutex::new(0),
             cv: Condvar::new(),
             peak: AtomicU64::new(0),
@@ -52,7 +58,7 @@ impl Budget {
         let mut u = self.used.lock().unwrap_or_else(|e| e.into_inner());
         // The planner guarantees one task fits beside the full cache, so the first
         // reservation never waits; the others wait for room.
-        while *u > 0 && *u + bytes + self.outside() > self.limit {
+        while *u > 0 && *u + bytes + self.room_outside() > self.limit {
             u = self.cv.wait(u).unwrap_or_else(|e| e.into_inner());
         }
         *u += bytes;
@@ -74,6 +80,11 @@ impl Budget {
         let u = self.used.lock().map(|u| *u).unwrap_or(0);
         self.note_peak(u);
     }
+    /// What reservations must leave free: the cache's whole share and the held bytes.
+    fn room_outside(&self) -> u64 {
+        self.external.load(Ordering::Relaxed).max(self.external_cap)
+            + self.held.load(Ordering::Relaxed)
+    }
     fn outside(&self) -> u64 {
         self.external.load(Ordering::Relaxed) + self.held.load(Ordering::Relaxed)
     }
@@ -84,9 +95,5 @@ impl Budget {
     /// High-water mark of reserved + external bytes.
     pub fn peak(&self) -> u64 {
         self.peak.load(Ordering::Relaxed)
-    }
-    /// Reset the high-water mark.
-    pub fn reset_peak(&self) {
-        self.peak.store(0, Ordering::Relaxed);
     }
 }

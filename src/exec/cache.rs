@@ -1,11 +1,14 @@
 //! A byte-bounded LRU of decoded stored chunks, shared by all tasks, with single-flight
 //! loading: concurrent tasks that need the same chunk wait for one decode.
 
-use crate::cube::Values;
+use crate::store::Values;
 use std::collections::HashMap;
 use std::sync::{Arc, Condvar, Mutex};
 
 type Key = (usize, [u64; 3]);
+
+/// Bytes of bookkeeping per cached chunk (two map entries and their share of spare capacity).
+const ENTRY_OVERHEAD: u64 = 256;
 
 enum Slot {
     Loading,
@@ -20,7 +23,7 @@ struct Inner {
 }
 
 /// The decoded-chunk cache.
-pub struct ChunkCache {
+pub(crate) struct ChunkCache {
     cap: u64,
     inner: Mutex<Inner>,
     cv: Condvar,
@@ -28,7 +31,7 @@ pub struct ChunkCache {
 
 impl ChunkCache {
     /// A cache holding at most `cap` bytes (0 disables caching but keeps single-flight).
-    pub fn new(cap: u64) -> ChunkCache {
+    pub(crate) fn new(cap: u64) -> ChunkCache {
         ChunkCache {
             cap,
             inner: Mutex::new(Inner {
@@ -42,12 +45,12 @@ impl ChunkCache {
     }
 
     /// Bytes held.
-    pub fn bytes(&self) -> u64 {
+    pub(crate) fn bytes(&self) -> u64 {
         self.inner.lock().map(|i| i.bytes).unwrap_or(0)
     }
 
     /// Drop everything.
-    pub fn clear(&self) {
+    pub(crate) fn clear(&self) {
         if let Ok(mut i) = self.inner.lock() {
             i.map.retain(|_, s| matches!(s, Slot::Loading));
             i.last_use.clear();
@@ -59,11 +62,11 @@ impl ChunkCache {
     /// A loaded chunk is kept only if `keep` (a scan that never comes back to a chunk would
     /// only push out chunks that may be reused). Returns the values and whether this call
     /// loaded them.
-    pub fn get_or_load<E>(
+    pub(crate) fn get_or_load<E>(
         &self,
         key: Key,
         keep: bool,
-        load: impl FnOnce() -> Result<Values, E>,
+        load: impl FnOnce() -> Result<Arc<Values>, E>,
     ) -> Result<(Arc<Values>, bool), E> {
         {
             let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
@@ -87,13 +90,17 @@ impl ChunkCache {
             }
         }
         let r = load();
+        #[cfg(test)]
+        let _untracked = super::testing::untracked();
         let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let out = match r {
             Ok(v) => {
-                let v = Arc::new(v);
-                let n = v.nbytes() as u64;
+                // The map entries are counted too, so a cache of tiny chunks stays in its share.
+                let n = v.nbytes() as u64 + ENTRY_OVERHEAD;
                 if keep && n <= self.cap {
                     g.map.insert(key, Slot::Ready(v.clone(), n));
+                    #[cfg(test)]
+                    super::testing::note_cached(n);
                     g.bytes += n;
                     g.tick += 1;
                     let t = g.tick;

@@ -3,10 +3,10 @@
 //! after errors; the temporary directory is deleted on drop).
 
 use super::eval::Float;
-use super::{ExecError, Session};
-use crate::cube::Values;
-use crate::store::DType;
+use super::ExecError;
+use crate::graph::{ChunkSource, ReadError};
 use crate::store::LocalStore;
+use crate::store::{DType, Values, ValuesOf};
 use ndarray::{ArrayD, IxDyn, SliceInfoElem};
 use std::collections::HashMap;
 use std::ops::Range;
@@ -18,7 +18,7 @@ use zarrs::array::{Array, ArrayBuilder};
 use zarrs::metadata::ChunkKeySeparator;
 
 /// The session's scratch area, created on first use.
-pub struct SpillArea {
+pub(crate) struct SpillArea {
     parent: Option<PathBuf>,
     dir: OnceLock<Result<tempfile::TempDir, String>>,
     next: AtomicU64,
@@ -44,18 +44,17 @@ impl SpillArea {
         });
         match d {
             Ok(t) => Ok(t.path().to_path_buf()),
-            Err(e) => Err(ExecError::Spill {
-                dir: self
-                    .parent
+            Err(e) => Err(ExecError::spill(
+                self.parent
                     .as_ref()
                     .map(|p| p.display().to_string())
                     .unwrap_or_else(|| std::env::temp_dir().display().to_string()),
-                msg: e.clone(),
-            }),
+                e.clone(),
+            )),
         }
     }
     /// The scratch directory, if created.
-    pub fn path(&self) -> Option<PathBuf> {
+    pub(crate) fn path(&self) -> Option<PathBuf> {
         self.dir
             .get()
             .and_then(|d| d.as_ref().ok())
@@ -123,11 +122,12 @@ pub fn install_interrupt_cleanup() {
     }
 }
 
-/// A persisted array: chunk grid `chunks` over `shape`, in memory or spilled.
-pub struct Persisted {
+/// A persisted intermediate: a chunk grid `chunks` over `shape`, in float32 (float64 for a
+/// graph computed in float64), kept in memory up to a byte cap and spilled past it; read back
+/// as a [`ChunkSource`] (missing values are NaN).
+pub(crate) struct Persisted {
     shape: [u64; 3],
     chunks: [u64; 3],
-    /// The element type kept (float32, or float64 for a graph computed in float64).
     dtype: DType,
     mem: Mutex<HashMap<[u64; 3], Arc<Values>>>,
     mem_bytes: AtomicU64,
@@ -135,6 +135,8 @@ pub struct Persisted {
     spill: Mutex<Option<Array<LocalStore>>>,
     spill_area_dir: Result<PathBuf, String>,
     id: u64,
+    uid: usize,
+    name: String,
 }
 
 impl std::fmt::Debug for Persisted {
@@ -162,6 +164,8 @@ impl Persisted {
             spill: Mutex::new(None),
             spill_area_dir: area.dir().map_err(|e| e.to_string()),
             id,
+            uid: crate::graph::next_uid(),
+            name: format!("persisted {id}"),
         })
     }
 
@@ -174,14 +178,11 @@ impl Persisted {
     ) -> Result<std::sync::MutexGuard<'_, Option<Array<LocalStore>>>, ExecError> {
         let mut g = self.spill.lock().map_err(|_| ExecError::Cancelled)?;
         if g.is_none() {
-            let dir = self.spill_area_dir.clone().map_err(|m| ExecError::Spill {
-                dir: "(temp)".into(),
-                msg: m,
-            })?;
-            let err = |m: String| ExecError::Spill {
-                dir: dir.display().to_string(),
-                msg: m,
-            };
+            let dir = self
+                .spill_area_dir
+                .clone()
+                .map_err(|m| ExecError::spill("(temp)", m))?;
+            let err = |e: String| ExecError::spill(dir.display(), e);
             let store = Arc::new(LocalStore::scratch(&dir).map_err(|e| err(e.to_string()))?);
             let mut b = if self.dtype == DType::F64 {
                 ArrayBuilder::new(
@@ -250,75 +251,56 @@ impl Persisted {
         let g = self.spill_array()?;
         let arr = g.as_ref().expect("created");
         arr.store_chunk(&idx, padded)
-            .map_err(|e| ExecError::Spill {
-                dir: "(spill)".into(),
-                msg: e.to_string(),
-            })?;
+            .map_err(|e| ExecError::spill("(spill)", e))?;
         Ok(n)
     }
+}
 
-    /// Read a region (any alignment).
-    pub(crate) fn read<F: Float>(
-        &self,
-        session: &Session,
-        r: &[Range<u64>; 3],
-    ) -> Result<ArrayD<F>, ExecError> {
-        session.check_cancelled()?;
-        let shape: Vec<usize> = r.iter().map(|r| (r.end - r.start) as usize).collect();
-        let mut out = ArrayD::<F>::from_elem(IxDyn(&shape), F::nan());
-        let c = self.chunks;
-        let cr: [Range<u64>; 3] =
-            std::array::from_fn(|i| r[i].start / c[i]..(r[i].end - 1) / c[i] + 1);
-        for t in cr[0].clone() {
-            for y in cr[1].clone() {
-                for x in cr[2].clone() {
-                    let idx = [t, y, x];
-                    let chunk: Arc<Values> = match self
-                        .mem
-                        .lock()
-                        .map_err(|_| ExecError::Cancelled)?
-                        .get(&idx)
-                    {
-                        Some(a) => a.clone(),
-                        None => {
-                            let g = self.spill_array()?;
-                            let arr = g.as_ref().expect("created");
-                            let err = |e: zarrs::array::ArrayError| ExecError::Spill {
-                                dir: "(spill)".into(),
-                                msg: e.to_string(),
-                            };
-                            Arc::new(if self.dtype == DType::F64 {
-                                Values::from(arr.retrieve_chunk::<ArrayD<f64>>(&idx).map_err(err)?)
-                            } else {
-                                Values::from(arr.retrieve_chunk::<ArrayD<f32>>(&idx).map_err(err)?)
-                            })
-                        }
-                    };
-                    let src: Vec<Range<u64>> = (0..3)
-                        .map(|i| {
-                            let c0 = idx[i] * c[i];
-                            r[i].start.max(c0) - c0..r[i].end.min(c0 + c[i]) - c0
-                        })
-                        .collect();
-                    let dst: Vec<SliceInfoElem> = (0..3)
-                        .map(|i| {
-                            let c0 = idx[i] * c[i];
-                            let s = r[i].start.max(c0) - r[i].start;
-                            let e = r[i].end.min(c0 + c[i]) - r[i].start;
-                            SliceInfoElem::Slice {
-                                start: s as isize,
-                                end: Some(e as isize),
-                                step: 1,
-                            }
-                        })
-                        .collect();
-                    // Stored values are already NaN where missing.
-                    out.slice_mut(dst.as_slice())
-                        .assign(&chunk.window_to_real::<F>(&src, None));
-                }
-            }
+impl ChunkSource for Persisted {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn shape(&self) -> [u64; 3] {
+        self.shape
+    }
+    fn chunk_shape(&self) -> [u64; 3] {
+        self.chunks
+    }
+    fn dtype(&self) -> DType {
+        self.dtype
+    }
+    fn nodata(&self) -> Option<f64> {
+        None
+    }
+    fn uid(&self) -> usize {
+        self.uid
+    }
+    fn chunk_key(&self, idx: [u64; 3]) -> String {
+        format!("p{}/c.{}.{}.{}", self.id, idx[0], idx[1], idx[2])
+    }
+    /// A chunk kept in memory (an edge chunk only as large as the array), or read back from
+    /// the spill store (full chunk shape).
+    fn read_chunk(&self, idx: [u64; 3]) -> Result<Arc<Values>, ReadError> {
+        let fail = |e: String| ReadError::new("persisted result", self.chunk_key(idx), e);
+        if let Some(a) = self
+            .mem
+            .lock()
+            .map_err(|_| fail("poisoned".into()))?
+            .get(&idx)
+        {
+            return Ok(a.clone());
         }
-        Ok(out)
+        let g = self.spill_array().map_err(|e| fail(e.to_string()))?;
+        let arr = g.as_ref().expect("created");
+        let v = if self.dtype == DType::F64 {
+            arr.retrieve_chunk::<ArrayD<f64>>(&idx).map(Values::from)
+        } else {
+            arr.retrieve_chunk::<ArrayD<f32>>(&idx).map(Values::from)
+        };
+        v.map(Arc::new).map_err(|e| fail(e.to_string()))
+    }
+    fn is_persisted(&self) -> bool {
+        true
     }
 }
 
@@ -331,7 +313,7 @@ pub(crate) struct ScratchArray {
 
 impl SpillArea {
     /// A new scratch array of `T` of `shape` in `chunks`.
-    pub(crate) fn scratch<T: crate::cube::ValuesOf>(
+    pub(crate) fn scratch<T: ValuesOf>(
         &self,
         shape: [u64; 3],
         chunks: [u64; 3],
@@ -339,10 +321,7 @@ impl SpillArea {
         let base = self.dir()?;
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         let dir = base.join(format!("s{n}"));
-        let err = |m: String| ExecError::Spill {
-            dir: dir.display().to_string(),
-            msg: m,
-        };
+        let err = |m: String| ExecError::spill(dir.display(), m);
         std::fs::create_dir_all(&dir).map_err(|e| err(e.to_string()))?;
         let store = Arc::new(LocalStore::scratch(&dir).map_err(|e| err(e.to_string()))?);
         // Every chunk is written whole, so the fill value is never read back.
@@ -368,10 +347,10 @@ impl ScratchArray {
         mut v: Vec<T>,
         pad: T,
     ) -> Result<u64, ExecError> {
-        let shape = self.array.chunk_shape(&idx).map_err(|e| ExecError::Spill {
-            dir: self.dir.display().to_string(),
-            msg: e.to_string(),
-        })?;
+        let shape = self
+            .array
+            .chunk_shape(&idx)
+            .map_err(|e| ExecError::spill(self.dir.display(), e))?;
         let shape: Vec<usize> = shape.iter().map(|v| v.get() as usize).collect();
         v.resize(shape.iter().product(), pad);
         let n = (v.len() * std::mem::size_of::<T>()) as u64;
@@ -380,10 +359,7 @@ impl ScratchArray {
         let _writing = SPILL_WRITES.read();
         self.array
             .store_chunk(&idx, a)
-            .map_err(|e| ExecError::Spill {
-                dir: self.dir.display().to_string(),
-                msg: e.to_string(),
-            })?;
+            .map_err(|e| ExecError::spill(self.dir.display(), e))?;
         Ok(n)
     }
 
@@ -395,10 +371,7 @@ impl ScratchArray {
         let subset = zarrs::array::ArraySubset::new_with_ranges(r);
         self.array
             .retrieve_array_subset::<ArrayD<T>>(&subset)
-            .map_err(|e| ExecError::Spill {
-                dir: self.dir.display().to_string(),
-                msg: e.to_string(),
-            })
+            .map_err(|e| ExecError::spill(self.dir.display(), e))
     }
 }
 

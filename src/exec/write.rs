@@ -1,9 +1,10 @@
 //! Writing results as a new cube, chunk by chunk, committed last (as ingest does).
 
 use super::eval::Float;
+use super::plan::{computes_f64, streamed_plan, value_width, Caps, Demand};
 use super::{ExecError, Session};
 use crate::geo::GeoBox;
-use crate::graph::Node;
+use crate::graph::{Node, Op};
 use crate::store::layout::{self, Codecs};
 use crate::store::Element;
 use crate::store::Store;
@@ -14,7 +15,7 @@ use std::sync::Arc;
 
 /// Prepare an output location: refuse an existing cube or other content unless `overwrite`;
 /// with it, first remove the commit point so a half-rewritten cube never looks complete.
-pub fn prepare_output(
+pub(crate) fn prepare_output(
     url: &str,
     overwrite: bool,
     opts: &crate::store::StoreOptions,
@@ -60,15 +61,20 @@ impl Session {
                     node.shape, first.0, shape
                 )));
             }
-            crate::ingest::scan::validate_band_name(n).map_err(ExecError::Invalid)?;
+            layout::validate_band_name(n).map_err(ExecError::Invalid)?;
         }
         let nodes: Vec<&Arc<Node>> = outputs.iter().map(|(_, n)| n).collect();
         let remote = matches!(
             crate::store::Location::parse(url),
             Ok(crate::store::Location::S3 { .. })
         );
-        let plan = self.plan_write(&nodes, chunks, remote)?;
-        let (need, streamed) = (plan.need, plan.streamed);
+        let demand = Demand {
+            writing: true,
+            remote,
+            ..Demand::default()
+        };
+        let plan = self.plan(&nodes, chunks, demand)?;
+        let caps: Caps = self.caps(value_width(&nodes));
         let store = prepare_output(url, overwrite, &self.config.store)?;
         // Results are written bytes → zstd → crc32c (the chunk writer streams the same).
         let codecs = Codecs::default();
@@ -85,20 +91,24 @@ impl Session {
                 codecs,
                 &serde_json::Map::new(),
             );
-            let a =
-                b.build(store.storage(), &format!("/{name}"))
-                    .map_err(|e| ExecError::Write {
-                        key: format!("{name}/zarr.json"),
-                        msg: e.to_string(),
-                    })?;
+            let a = b
+                .build(store.storage(), &format!("/{name}"))
+                .map_err(|e| ExecError::write(format!("{name}/zarr.json"), e))?;
             arrays.push(a);
         }
-        self.run_tasks(&nodes, shape, chunks, need, "computing chunks", |r| {
+        self.run_tasks(&nodes, shape, chunks, plan.need, "computing chunks", |r| {
             let idx: [u64; 3] = std::array::from_fn(|i| r[i].start / chunks[i]);
-            if streamed {
+            // Streamed where the plan streams and this chunk's stacks spill; any other chunk
+            // runs whole within the same need.
+            let node = &outputs[0].1;
+            let held = if remote {
+                chunks.iter().product::<u64>() * node.dtype.size() as u64
+            } else {
+                0
+            };
+            if plan.streamed && streamed_plan(node, r, caps, held).is_some() {
                 let key = arrays[0].chunk_key(&idx).to_string();
-                let node = &outputs[0].1;
-                if super::computes_f64(&[node]) {
+                if computes_f64(&[node]) {
                     self.write_streamed::<f64>(&store, &key, node, r, chunks, codecs)?;
                 } else {
                     self.write_streamed::<f32>(&store, &key, node, r, chunks, codecs)?;
@@ -107,25 +117,20 @@ impl Session {
                 return Ok(());
             }
             for ((name, node), arr) in outputs.iter().zip(&arrays) {
-                let res = if super::computes_f64(&[node]) {
+                let res = if computes_f64(&[node]) {
                     store_result(arr, idx, node, pad(self.eval::<f64>(node, r)?, chunks, r))
                 } else {
                     store_result(arr, idx, node, pad(self.eval::<f32>(node, r)?, chunks, r))
                 };
-                res.map_err(|e| ExecError::Write {
-                    key: format!("{name}/{}", arr.chunk_key(&idx)),
-                    msg: e.to_string(),
-                })?;
+                res.map_err(|e| ExecError::write(format!("{name}/{}", arr.chunk_key(&idx)), e))?;
                 self.stats.chunks_written.fetch_add(1, Ordering::Relaxed);
             }
             Ok(())
         })?;
         layout::write_coords(&store, geobox, times)?;
         for ((name, _), a) in outputs.iter().zip(&arrays) {
-            a.store_metadata().map_err(|e| ExecError::Write {
-                key: format!("{name}/zarr.json"),
-                msg: e.to_string(),
-            })?;
+            a.store_metadata()
+                .map_err(|e| ExecError::write(format!("{name}/zarr.json"), e))?;
         }
         let mut attrs = serde_json::Map::new();
         attrs.insert("grid_mapping".into(), serde_json::json!("spatial_ref"));
@@ -156,7 +161,7 @@ impl Session {
 /// The nodata of a result: a loaded band keeps its own; other results are NaN (floats) or 0.
 fn result_nodata(node: &Node) -> f64 {
     match &node.op {
-        crate::graph::Op::Source { band, .. } => band.nodata().unwrap_or(0.0),
+        Op::Source { src, .. } if !src.is_persisted() => src.nodata().unwrap_or(0.0),
         _ if node.dtype.is_float() => f64::NAN,
         _ => 0.0,
     }

@@ -12,7 +12,7 @@ use std::ops::Range;
 use std::sync::Arc;
 
 /// The most output chunks drawn task by task.
-pub const MAX_DETAILED: u64 = 16;
+pub(crate) const MAX_DETAILED: u64 = 16;
 
 fn esc(s: &str) -> String {
     s.replace('\\', "\\\\").replace('"', "\\\"")
@@ -63,7 +63,7 @@ pub fn to_dot(node: &Arc<Node>, chunks: [u64; 3], name: &str) -> String {
                 l.id,
                 esc(&l.label),
                 l.tasks,
-                crate::cube::format_bytes(l.bytes),
+                crate::store::format_bytes(l.bytes),
             );
             for i in &l.inputs {
                 let _ = writeln!(s, "  n{i} -> n{};", l.id);
@@ -91,7 +91,7 @@ fn task(
     }
     drawn.insert(id.clone(), ());
     match &node.op {
-        Op::Source { .. } => {
+        Op::Source { src, .. } if !src.is_persisted() => {
             let _ = writeln!(
                 s,
                 "  {id} [shape=circle, label=\"{}\"];",

@@ -5,8 +5,15 @@ mod dot;
 mod node;
 mod parse;
 mod plan;
+mod source;
 
 pub use dot::to_dot;
 pub use node::{BinaryOp, Node, Op, ReduceOp, UnaryOp};
-pub use parse::{build, parse_assignment, parse_expr, Ast, ParseError};
-pub use plan::{count_tasks, input_region, layers, source_chunks, Layer};
+pub use parse::{parse_assignment, parse_expr, Ast, ParseError};
+pub use plan::{
+    count_tasks, group_by_source, input_region, layers, regions, source_chunks, ChunksBySource,
+    Layer,
+};
+pub use source::{
+    chunk_bytes, chunk_pieces, next_uid, BoxError, ChunkPiece, ChunkSource, ReadCost, ReadError,
+};

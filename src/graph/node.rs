@@ -1,7 +1,7 @@
 //! Lazy expression nodes. Every node has the shape of a `[time, y, x]` block; a dimension
 //! removed by a reduction keeps length 1 and is marked absent, so operands broadcast by name.
 
-use crate::cube::BandReader;
+use super::ChunkSource;
 use crate::store::DType;
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -153,10 +153,11 @@ impl ReduceOp {
 /// What a node computes.
 #[derive(Debug, Clone)]
 pub enum Op {
-    /// A window of a stored band, starting at `offset` (cube indices).
+    /// A window of a chunked source (a stored band, a persisted intermediate), starting at
+    /// `offset` (source indices).
     Source {
-        /// The band.
-        band: Arc<BandReader>,
+        /// The source.
+        src: Arc<dyn ChunkSource>,
         /// First index along time, y, x.
         offset: [u64; 3],
     },
@@ -182,13 +183,6 @@ pub enum Op {
         /// The input (full extent along `axis`).
         input: Arc<Node>,
         /// Offset of this node's window within the reduced input's kept axes.
-        offset: [u64; 3],
-    },
-    /// A persisted intermediate (held in memory or spilled), read from `offset`.
-    Persisted {
-        /// The persisted chunks.
-        data: Arc<crate::exec::Persisted>,
-        /// Offset of this node's window within the persisted array.
         offset: [u64; 3],
     },
     /// An operation that could not be built (mismatched grids, …): computing it is an error.
@@ -227,7 +221,7 @@ impl Node {
     /// The inputs of this node.
     pub fn children(&self) -> Vec<&Arc<Node>> {
         match &self.op {
-            Op::Source { .. } | Op::Const(_) | Op::Invalid(_) | Op::Persisted { .. } => vec![],
+            Op::Source { .. } | Op::Const(_) | Op::Invalid(_) => vec![],
             Op::Unary(_, a) | Op::Clip(a, _, _) | Op::Cast(_, a) => vec![a],
             Op::Reduce { input, .. } => vec![input],
             Op::Binary(_, a, b) => vec![a, b],
@@ -246,7 +240,8 @@ impl Node {
     /// A short label (graph pictures).
     pub fn label(&self) -> String {
         match &self.op {
-            Op::Source { band, .. } => format!("load {}", band.name()),
+            Op::Source { src, .. } if src.is_persisted() => "persisted".into(),
+            Op::Source { src, .. } => format!("load {}", src.name()),
             Op::Const(v) => format!("{v}"),
             Op::Unary(u, _) => format!("{u:?}").to_lowercase(),
             Op::Binary(b, _, _) => b.name().to_string(),
@@ -255,7 +250,6 @@ impl Node {
             Op::Cast(d, _) => format!("astype({d})"),
             Op::Reduce { op, axis, .. } => format!("{}({})", op.name(), crate::store::DIMS[*axis]),
             Op::Invalid(_) => "invalid".into(),
-            Op::Persisted { .. } => "persisted".into(),
         }
     }
 
@@ -281,8 +275,8 @@ impl Node {
             out
         };
         let op = match &self.op {
-            Op::Source { band, offset } => Op::Source {
-                band: band.clone(),
+            Op::Source { src, offset } => Op::Source {
+                src: src.clone(),
                 offset: [
                     offset[0] + ranges[0].start,
                     offset[1] + ranges[1].start,
@@ -290,14 +284,6 @@ impl Node {
                 ],
             },
             Op::Const(v) => Op::Const(*v),
-            Op::Persisted { data, offset } => Op::Persisted {
-                data: data.clone(),
-                offset: [
-                    offset[0] + ranges[0].start,
-                    offset[1] + ranges[1].start,
-                    offset[2] + ranges[2].start,
-                ],
-            },
             Op::Invalid(m) => Op::Invalid(m.clone()),
             Op::Unary(u, a) => Op::Unary(*u, a.slice(&kept(ranges, a.present))),
             Op::Clip(a, lo, hi) => Op::Clip(a.slice(&kept(ranges, a.present)), *lo, *hi),

@@ -12,9 +12,7 @@
 //! minimum(a,b) maximum(a,b) float32(x) float64(x) (what is computed from it is computed in
 //! double precision) and reductions mean/median/min/max/sum/count/std(x, DIM).
 
-use super::{BinaryOp, ReduceOp, UnaryOp};
-use crate::cube::DataArray;
-use std::collections::HashMap;
+use super::{BinaryOp, UnaryOp};
 
 /// A parse or evaluation error, pointing at the offending token.
 #[derive(Debug, thiserror::Error)]
@@ -292,6 +290,19 @@ pub fn parse_expr(src: &str) -> Result<Ast, ParseError> {
     Ok(e)
 }
 
+impl Ast {
+    /// Whether the expression reads `name` (a band or an earlier result).
+    pub fn mentions(&self, name: &str) -> bool {
+        match self {
+            Ast::Num(_) => false,
+            Ast::Name(n, _) => n == name,
+            Ast::Unary(_, a) => a.mentions(name),
+            Ast::Binary(_, a, b) => a.mentions(name) || b.mentions(name),
+            Ast::Call(_, args, _) => args.iter().any(|a| a.mentions(name)),
+        }
+    }
+}
+
 /// Parse `NAME=EXPR`.
 pub fn parse_assignment(src: &str) -> Result<(String, Ast), ParseError> {
     let Some((name, rhs)) = src.split_once('=').filter(|(_, r)| !r.starts_with('=')) else {
@@ -335,147 +346,6 @@ fn shift(ast: Ast, off: usize) -> Ast {
             args.into_iter().map(|a| shift(a, off)).collect(),
             p + off,
         ),
-    }
-}
-
-/// Build the lazy array of `ast` over the named arrays `env` (bands and earlier results).
-pub fn build(
-    src: &str,
-    ast: &Ast,
-    env: &HashMap<String, DataArray>,
-) -> Result<DataArray, ParseError> {
-    let err = |col: usize, msg: String| ParseError {
-        expr: src.into(),
-        col: col + 1,
-        msg,
-    };
-    let any = env
-        .values()
-        .next()
-        .ok_or_else(|| err(0, "no bands to compute with".into()))?;
-    Ok(match ast {
-        Ast::Num(v) => any.scalar(*v),
-        Ast::Name(n, at) => env.get(n).cloned().ok_or_else(|| {
-            let mut names: Vec<&String> = env.keys().collect();
-            names.sort();
-            err(
-                *at,
-                format!(
-                    "unknown band '{n}'; available: {}",
-                    names
-                        .iter()
-                        .map(|s| s.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            )
-        })?,
-        Ast::Unary(op, a) => {
-            let a = build(src, a, env)?;
-            match op {
-                UnaryOp::Neg => -&a,
-                _ => unary(&a, *op),
-            }
-        }
-        Ast::Binary(op, a, b) => match (&**a, &**b) {
-            (x, Ast::Num(v)) => build(src, x, env)?.apply_scalar(*op, *v),
-            (Ast::Num(v), y) => {
-                let y = build(src, y, env)?;
-                y.scalar(*v).apply(*op, &y)
-            }
-            (x, y) => build(src, x, env)?.apply(*op, &build(src, y, env)?),
-        },
-        Ast::Call(f, args, at) => {
-            let n = args.len();
-            let want = |k: usize| {
-                if n == k {
-                    Ok(())
-                } else {
-                    Err(err(*at, format!("{f}() takes {k} argument(s), got {n}")))
-                }
-            };
-            let num = |a: &Ast| match a {
-                Ast::Num(v) => Ok(*v),
-                Ast::Unary(UnaryOp::Neg, b) => match **b {
-                    Ast::Num(v) => Ok(-v),
-                    _ => Err(err(*at, format!("{f}() needs a number here"))),
-                },
-                _ => Err(err(*at, format!("{f}() needs a number here"))),
-            };
-            match f.as_str() {
-                "sqrt" | "abs" | "log" | "exp" | "isnull" | "notnull" => {
-                    want(1)?;
-                    let a = build(src, &args[0], env)?;
-                    let op = match f.as_str() {
-                        "sqrt" => UnaryOp::Sqrt,
-                        "abs" => UnaryOp::Abs,
-                        "log" => UnaryOp::Log,
-                        "exp" => UnaryOp::Exp,
-                        "isnull" => UnaryOp::IsNull,
-                        _ => UnaryOp::NotNull,
-                    };
-                    unary(&a, op)
-                }
-                "where" => {
-                    want(3)?;
-                    let c = build(src, &args[0], env)?;
-                    let a = build(src, &args[1], env)?;
-                    let b = build(src, &args[2], env)?;
-                    a.where_(&c, &b)
-                }
-                "clip" => {
-                    want(3)?;
-                    build(src, &args[0], env)?.clip(num(&args[1])?, num(&args[2])?)
-                }
-                "fillna" => {
-                    want(2)?;
-                    build(src, &args[0], env)?.fillna(num(&args[1])?)
-                }
-                "minimum" | "maximum" => {
-                    want(2)?;
-                    let op = if f == "minimum" {
-                        BinaryOp::Min
-                    } else {
-                        BinaryOp::Max
-                    };
-                    build(src, &args[0], env)?.apply(op, &build(src, &args[1], env)?)
-                }
-                "float32" => {
-                    want(1)?;
-                    build(src, &args[0], env)?.astype(crate::store::DType::F32)
-                }
-                // Everything computed from it is computed in double precision.
-                "float64" => {
-                    want(1)?;
-                    build(src, &args[0], env)?.astype(crate::store::DType::F64)
-                }
-                r => match ReduceOp::parse(r) {
-                    Some(op) => {
-                        want(2)?;
-                        let Ast::Name(dim, dat) = &args[1] else {
-                            return Err(err(*at, format!("{r}(x, DIM): DIM must be time, y or x")));
-                        };
-                        if !["time", "y", "x"].contains(&dim.as_str()) {
-                            return Err(err(
-                                *dat,
-                                format!("unknown dimension '{dim}' (dimensions are time, y, x)"),
-                            ));
-                        }
-                        build(src, &args[0], env)?.reduce(op, dim)
-                    }
-                    None => return Err(err(*at, format!("unknown function '{f}'"))),
-                },
-            }
-        }
-    })
-}
-
-fn unary(a: &DataArray, op: UnaryOp) -> DataArray {
-    match op {
-        UnaryOp::Abs => a.abs(),
-        UnaryOp::Sqrt => a.sqrt(),
-        UnaryOp::IsNull => a.isnull(),
-        _ => a.unary_op(op),
     }
 }
 

@@ -2,8 +2,8 @@
 //! Everything here is arithmetic on chunk grids: nothing is enumerated per chunk unless asked,
 //! so a million-chunk graph plans in milliseconds.
 
+use super::ChunkSource;
 use super::{Node, Op};
-use crate::cube::BandReader;
 use crate::store::grid_shape;
 use std::collections::HashMap;
 use std::ops::Range;
@@ -40,8 +40,8 @@ fn chunk_range(r: &Range<u64>, c: u64) -> Range<u64> {
 pub fn source_chunks(
     node: &Arc<Node>,
     region: &[Range<u64>; 3],
-) -> Vec<(Arc<BandReader>, [u64; 3])> {
-    let mut out: Vec<(Arc<BandReader>, [u64; 3])> = Vec::new();
+) -> Vec<(Arc<dyn ChunkSource>, [u64; 3])> {
+    let mut out: Vec<(Arc<dyn ChunkSource>, [u64; 3])> = Vec::new();
     let mut seen = std::collections::HashSet::new();
     collect(node, region, &mut out, &mut seen);
     out
@@ -50,12 +50,12 @@ pub fn source_chunks(
 fn collect(
     node: &Arc<Node>,
     region: &[Range<u64>; 3],
-    out: &mut Vec<(Arc<BandReader>, [u64; 3])>,
+    out: &mut Vec<(Arc<dyn ChunkSource>, [u64; 3])>,
     seen: &mut std::collections::HashSet<(usize, [u64; 3])>,
 ) {
     match &node.op {
-        Op::Source { band, offset } => {
-            let c = band.chunk_shape();
+        Op::Source { src, offset } => {
+            let c = src.chunk_shape();
             let abs: Vec<Range<u64>> = (0..3)
                 .map(|i| region[i].start + offset[i]..region[i].end + offset[i])
                 .collect();
@@ -67,8 +67,8 @@ fn collect(
             for t in rt {
                 for y in ry.clone() {
                     for x in rx.clone() {
-                        if seen.insert((band.uid(), [t, y, x])) {
-                            out.push((band.clone(), [t, y, x]));
+                        if seen.insert((src.uid(), [t, y, x])) {
+                            out.push((src.clone(), [t, y, x]));
                         }
                     }
                 }
@@ -81,6 +81,28 @@ fn collect(
             }
         }
     }
+}
+
+/// Chunk indices grouped per source, sources in first-seen order.
+pub type ChunksBySource = Vec<(Arc<dyn ChunkSource>, Vec<[u64; 3]>)>;
+
+/// Group `(source, chunk)` pairs per source (by [`ChunkSource::uid`]), keeping those `keep`
+/// accepts.
+pub fn group_by_source(
+    pairs: impl IntoIterator<Item = (Arc<dyn ChunkSource>, [u64; 3])>,
+    keep: impl Fn(&dyn ChunkSource) -> bool,
+) -> ChunksBySource {
+    let mut out: ChunksBySource = Vec::new();
+    for (src, idx) in pairs {
+        if !keep(&*src) {
+            continue;
+        }
+        match out.iter_mut().find(|(s, _)| s.uid() == src.uid()) {
+            Some((_, v)) => v.push(idx),
+            None => out.push((src, vec![idx])),
+        }
+    }
+    out
 }
 
 /// One layer of the graph: a node with its number of tasks and the bytes it produces.
@@ -141,8 +163,8 @@ fn walk(
     }
     let elems: u64 = node.shape.iter().product();
     let stored_chunks = match &node.op {
-        Op::Source { band, offset } => {
-            let c = band.chunk_shape();
+        Op::Source { src, offset } if !src.is_persisted() => {
+            let c = src.chunk_shape();
             let n: u64 = (0..3)
                 .map(|i| {
                     chunk_range(
@@ -152,7 +174,7 @@ fn walk(
                     .count() as u64
                 })
                 .product();
-            Some((band.name().to_string(), n))
+            Some((src.name().to_string(), n))
         }
         _ => None,
     };
@@ -170,4 +192,20 @@ fn walk(
 /// Tasks of the graph: one per output chunk per layer (constants fold into their users).
 pub fn count_tasks(node: &Arc<Node>, chunks: [u64; 3]) -> u64 {
     layers(node, chunks).iter().map(|l| l.tasks).sum()
+}
+
+/// The output chunk regions of an array of `shape` computed in `chunks`, in C order (edge
+/// chunks cut at the array's end).
+pub fn regions(shape: [u64; 3], chunks: [u64; 3]) -> impl Iterator<Item = [Range<u64>; 3]> + Clone {
+    let g = grid_shape(shape, chunks);
+    (0..g[0]).flat_map(move |t| {
+        (0..g[1]).flat_map(move |y| {
+            (0..g[2]).map(move |x| {
+                let idx = [t, y, x];
+                std::array::from_fn(|i| {
+                    idx[i] * chunks[i]..((idx[i] + 1) * chunks[i]).min(shape[i])
+                })
+            })
+        })
+    })
 }

@@ -14,6 +14,8 @@ mod write;
 
 pub use plan::{plan_mosaic, MosaicPlan, Placed, PlanBand};
 pub use scan::{discover, read_manifest, scan_tile, TileInfo, TileSource};
+#[doc(hidden)]
+pub use write::stop_after_chunks;
 pub use write::{ingest, IngestOptions, IngestReport, Sources};
 
 use crate::store::StoreError;

@@ -95,7 +95,7 @@ pub fn read_manifest(manifest: &Path) -> Result<Vec<TileSource>, IngestError> {
         if p.is_empty() || b.is_empty() || t.is_empty() {
             return Err(bad(row, "empty path, band or time".into()));
         }
-        validate_band_name(b).map_err(|m| bad(row, m))?;
+        crate::store::layout::validate_band_name(b).map_err(|m| bad(row, m))?;
         let time = parse_time(t).map_err(|e| bad(row, e.to_string()))?;
         let path = if Path::new(p).is_absolute() {
             PathBuf::from(p)
@@ -115,20 +115,6 @@ pub fn read_manifest(manifest: &Path) -> Result<Vec<TileSource>, IngestError> {
     Ok(out)
 }
 
-/// Band names become array names: keep them simple and safe as store keys.
-pub fn validate_band_name(b: &str) -> Result<(), String> {
-    let ok = !b.is_empty()
-        && b.len() <= 64
-        && b.bytes()
-            .all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-')
-        && !crate::store::layout::COORD_NAMES.contains(&b);
-    if ok {
-        Ok(())
-    } else {
-        Err(format!("invalid band name '{b}': use letters, digits, '_' or '-', and not time/x/y/spatial_ref"))
-    }
-}
-
 /// Band and time from a DE Africa style name `..._<YYYY>--P1Y_final_<band>.tif`.
 pub fn parse_deafrica_name(path: &Path) -> Option<(String, i64)> {
     let name = path.file_name()?.to_str()?;
@@ -139,7 +125,7 @@ pub fn parse_deafrica_name(path: &Path) -> Option<(String, i64)> {
     let (before, _period) = before.rsplit_once("--P")?;
     let date = before.rsplit('_').next()?;
     let time = parse_time(date).ok()?;
-    validate_band_name(band).ok()?;
+    crate::store::layout::validate_band_name(band).ok()?;
     Some((band.to_string(), time))
 }
 

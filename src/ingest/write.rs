@@ -45,8 +45,17 @@ pub struct IngestOptions {
     pub product: String,
     /// No progress bar.
     pub quiet: bool,
-    /// Stop with an error after this many chunks (to test resumption).
-    pub stop_after_chunks: Option<u64>,
+}
+
+/// Test hook: ingests stop with an error after this many chunks (0: never), so tests can
+/// interrupt one at a known point and check that re-running resumes.
+static STOP_AFTER_CHUNKS: AtomicU64 = AtomicU64::new(0);
+
+/// Make every later ingest in this process stop with an error after `n` chunks (`None`: run
+/// to the end). A test hook (the command line's hidden `--stop-after-chunks`), not an option.
+#[doc(hidden)]
+pub fn stop_after_chunks(n: Option<u64>) {
+    STOP_AFTER_CHUNKS.store(n.unwrap_or(0), Ordering::SeqCst);
 }
 
 impl Default for IngestOptions {
@@ -59,7 +68,6 @@ impl Default for IngestOptions {
             overwrite: false,
             product: "gm_s2_annual".into(),
             quiet: false,
-            stop_after_chunks: None,
         }
     }
 }
@@ -288,11 +296,10 @@ fn ingest_in_pool(
     let done = AtomicU64::new(0);
     let bytes = AtomicU64::new(0);
     let write_start = Instant::now();
+    let stop_after = STOP_AFTER_CHUNKS.load(Ordering::SeqCst);
     tasks.par_iter().try_for_each(|&(bi, idx)| {
-        if let Some(n) = opts.stop_after_chunks {
-            if done.load(Ordering::SeqCst) >= n {
-                return Err(IngestError::Stopped(n));
-            }
+        if stop_after > 0 && done.load(Ordering::SeqCst) >= stop_after {
+            return Err(IngestError::Stopped(stop_after));
         }
         let band = &plan.bands[bi];
         let arr = &arrays[bi];

@@ -50,6 +50,22 @@ pub fn parse_bytes(s: &str) -> Option<u64> {
     (v.is_finite() && v >= 1.0).then_some(v as u64)
 }
 
+/// Human-readable bytes with decimal units, as Dask prints them (`518.86 MB`).
+pub fn format_bytes(n: u64) -> String {
+    let units = ["B", "kB", "MB", "GB", "TB", "PB"];
+    let mut v = n as f64;
+    let mut i = 0;
+    while v >= 1000.0 && i + 1 < units.len() {
+        v /= 1000.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.2} {}", units[i])
+    }
+}
+
 impl ChunkSpec {
     /// Parse `time=1,y=512,x=512`, `y=-1`, `64MiB` or `auto`.
     pub fn parse(spec: &str) -> Result<ChunkSpec, ChunkSpecError> {

@@ -652,3 +652,17 @@ pub fn open_band_array(
     zarrs::array::Array::open(st, &format!("/{name}"))
         .map_err(|e| meta_err(store, &format!("{name}/zarr.json"), e.to_string()))
 }
+
+/// Band names become array names: keep them simple and safe as store keys.
+pub fn validate_band_name(b: &str) -> Result<(), String> {
+    let ok = !b.is_empty()
+        && b.len() <= 64
+        && b.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-')
+        && !COORD_NAMES.contains(&b);
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("invalid band name '{b}': use letters, digits, '_' or '-', and not time/x/y/spatial_ref"))
+    }
+}

@@ -82,7 +82,7 @@ pub(crate) fn start_writeback(f: &std::fs::File) {
 }
 
 /// Flush the filesystem holding `dir` to disk.
-pub fn sync_dir(dir: &Path) -> Result<(), StorageError> {
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), StorageError> {
     let f = std::fs::File::open(dir)?;
     #[cfg(target_os = "linux")]
     {

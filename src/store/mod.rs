@@ -18,12 +18,14 @@ mod local;
 pub mod prefetch;
 pub mod s3;
 pub mod shard;
+mod values;
 
-pub use chunks::{grid_shape, parse_bytes, ChunkSpec, ChunkSpecError, DIMS};
+pub use chunks::{format_bytes, grid_shape, parse_bytes, ChunkSpec, ChunkSpecError, DIMS};
 pub use counting::{is_data_chunk, CountingStore, IoCounters, IoSnapshot};
 pub use dtype::{DType, Element, Real};
 pub use encode::ChunkWriter;
 pub use local::LocalStore;
+pub use values::{Values, ValuesOf};
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -178,7 +178,7 @@ pub fn cube_opens(path: &Path) -> bool {
 }
 
 /// Load a whole band of a cube as `[time, y, x]` through chunkcube's public API.
-pub fn load_band<T: chunkcube::cube::ValuesOf>(cube: &Path, band: &str) -> ndarray::ArrayD<T> {
+pub fn load_band<T: chunkcube::store::ValuesOf>(cube: &Path, band: &str) -> ndarray::ArrayD<T> {
     let c =
         chunkcube::Cube::open(s(cube)).unwrap_or_else(|e| panic!("open {}: {e}", cube.display()));
     let ds = c

@@ -1,6 +1,6 @@
 //! Materialised values of any band dtype.
 
-use crate::store::{DType, Element};
+use super::{DType, Element};
 use ndarray::{ArrayD, IxDyn, SliceInfoElem};
 use std::ops::Range;
 
@@ -28,13 +28,13 @@ pub enum Values {
 macro_rules! on_values {
     ($v:expr, $a:ident => $body:expr) => {
         match $v {
-            $crate::cube::Values::U8($a) => $body,
-            $crate::cube::Values::U16($a) => $body,
-            $crate::cube::Values::I16($a) => $body,
-            $crate::cube::Values::U32($a) => $body,
-            $crate::cube::Values::I32($a) => $body,
-            $crate::cube::Values::F32($a) => $body,
-            $crate::cube::Values::F64($a) => $body,
+            $crate::store::Values::U8($a) => $body,
+            $crate::store::Values::U16($a) => $body,
+            $crate::store::Values::I16($a) => $body,
+            $crate::store::Values::U32($a) => $body,
+            $crate::store::Values::I32($a) => $body,
+            $crate::store::Values::F32($a) => $body,
+            $crate::store::Values::F64($a) => $body,
         }
     };
 }

@@ -1,0 +1,133 @@
+//! [`Dataset`]: named variables on one grid, as an xarray Dataset; written as a new cube chunk
+//! by chunk.
+
+use super::{CubeError, DataArray};
+use crate::graph::Node;
+use std::sync::Arc;
+
+/// Named variables on one grid, as an xarray Dataset.
+#[derive(Clone, Default)]
+pub struct Dataset {
+    vars: Vec<(String, DataArray)>,
+}
+
+impl Dataset {
+    /// Empty dataset.
+    pub fn new() -> Dataset {
+        Dataset::default()
+    }
+    /// Add or replace a variable.
+    pub fn insert(&mut self, name: &str, da: DataArray) {
+        let da = da.rename(name);
+        match self.vars.iter_mut().find(|(n, _)| n == name) {
+            Some(slot) => slot.1 = da,
+            None => self.vars.push((name.to_string(), da)),
+        }
+    }
+    /// A variable.
+    pub fn get(&self, name: &str) -> Option<&DataArray> {
+        self.vars.iter().find(|(n, _)| n == name).map(|(_, d)| d)
+    }
+    /// A variable, mutably.
+    pub fn get_mut(&mut self, name: &str) -> Option<&mut DataArray> {
+        self.vars
+            .iter_mut()
+            .find(|(n, _)| n == name)
+            .map(|(_, d)| d)
+    }
+    /// Variable names in order.
+    pub fn names(&self) -> Vec<String> {
+        self.vars.iter().map(|(n, _)| n.clone()).collect()
+    }
+    /// Variables in order.
+    pub fn vars(&self) -> impl Iterator<Item = &DataArray> {
+        self.vars.iter().map(|(_, d)| d)
+    }
+    /// Load every variable (`Dataset.load()`).
+    pub fn load(&mut self) -> Result<(), CubeError> {
+        for (_, d) in &mut self.vars {
+            d.load()?;
+        }
+        Ok(())
+    }
+    /// Write all variables as a new cube, chunk by chunk.
+    pub fn to_zarr(&self, url: &str, overwrite: bool) -> Result<(), CubeError> {
+        let Some((_, first)) = self.vars.first() else {
+            return Err(CubeError::Selection {
+                what: "to_zarr".into(),
+                msg: "the dataset is empty".into(),
+            });
+        };
+        let outs: Vec<(String, Arc<Node>)> = self
+            .vars
+            .iter()
+            .map(|(n, d)| (n.clone(), d.node.clone()))
+            .collect();
+        let times = if first.times.is_empty() {
+            vec![first.time_label.unwrap_or(0)]
+        } else {
+            first.times.clone()
+        };
+        first.session.write_cube(
+            &outs,
+            first.chunks3(),
+            &times,
+            &first.geobox,
+            url,
+            overwrite,
+        )?;
+        Ok(())
+    }
+}
+
+impl std::ops::Index<&str> for Dataset {
+    type Output = DataArray;
+    fn index(&self, name: &str) -> &DataArray {
+        match self.get(name) {
+            Some(d) => d,
+            None => panic!(
+                "no variable '{name}' in the dataset; it has {:?}",
+                self.names()
+            ),
+        }
+    }
+}
+
+impl std::fmt::Display for Dataset {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Some((_, first)) = self.vars.first() else {
+            return writeln!(f, "<chunkcube.Dataset> (empty)");
+        };
+        let dims: Vec<String> = first
+            .dims()
+            .iter()
+            .zip(first.shape())
+            .map(|(d, n)| format!("{d}: {n}"))
+            .collect();
+        writeln!(f, "<chunkcube.Dataset>\nDimensions:  ({})", dims.join(", "))?;
+        writeln!(f, "Data variables:")?;
+        for (n, d) in &self.vars {
+            let state = if d.is_lazy() {
+                let c = d.chunks3();
+                format!("lazy<chunksize=({}, {}, {})>", c[0], c[1], c[2])
+            } else {
+                "loaded".to_string()
+            };
+            writeln!(
+                f,
+                "    {n:<8} ({}) {} {state}",
+                d.dims().join(", "),
+                d.dtype()
+            )?;
+        }
+        writeln!(
+            f,
+            "Attributes:\n    crs: {}",
+            first
+                .geobox
+                .epsg
+                .map(|e| format!("EPSG:{e}"))
+                .unwrap_or_default()
+        )
+    }
+}

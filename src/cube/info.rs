@@ -1,0 +1,168 @@
+//! What `chunkcube info` tells of a cube: dims, CRS, bounds, times, and per band its dtype,
+//! nodata, chunking and stored size (from one listing per band; no chunk is read).
+
+use super::{Cube, CubeError};
+use crate::store::{format_bytes, grid_shape};
+use serde::{Serialize, Serializer};
+
+/// A cube described (`chunkcube info --json` writes this).
+#[derive(Debug, Clone, Serialize)]
+pub struct CubeInfo {
+    /// The cube's URL as given.
+    pub cube: String,
+    /// Product name.
+    pub product: String,
+    /// Dimension names.
+    pub dims: [&'static str; 3],
+    /// Shape `[time, y, x]`.
+    pub shape: [u64; 3],
+    /// `EPSG:n` when the CRS has an EPSG code.
+    pub crs: Option<String>,
+    /// Bounds in the cube's CRS: min x, min y, max x, max y.
+    pub bounds: [f64; 4],
+    /// GDAL geotransform of the first pixel.
+    pub transform: [f64; 6],
+    /// Pixel size along x and y (y negative for north-up).
+    pub resolution: [f64; 2],
+    /// Time steps as ISO dates.
+    pub time: Vec<String>,
+    /// The bands.
+    pub bands: Vec<BandInfo>,
+    /// Chunks of all bands' grids.
+    pub chunks: u64,
+    /// Encoded bytes of all bands.
+    pub stored_bytes: u64,
+}
+
+/// One band of [`CubeInfo`].
+#[derive(Debug, Clone, Serialize)]
+pub struct BandInfo {
+    /// Band name.
+    pub name: String,
+    /// Element type.
+    pub dtype: String,
+    /// Nodata (`"NaN"` in JSON for NaN).
+    #[serde(serialize_with = "nodata_json")]
+    pub nodata: Option<f64>,
+    /// Shape `[time, y, x]`.
+    pub shape: [u64; 3],
+    /// The chunk shape of reading (inner chunks of shards).
+    pub chunk_shape: [u64; 3],
+    /// The shard shape of sharded bands.
+    pub shard_shape: Option<[u64; 3]>,
+    /// Chunks (or shards) of the band's grid.
+    pub chunks: u64,
+    /// Objects stored (absent chunks are fill).
+    pub stored_objects: u64,
+    /// Their encoded bytes.
+    pub stored_bytes: u64,
+}
+
+fn nodata_json<S: Serializer>(v: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(v) if v.is_nan() => s.serialize_str("NaN"),
+        Some(v) => s.serialize_f64(*v),
+        None => s.serialize_none(),
+    }
+}
+
+impl CubeInfo {
+    /// Describe `cube` (one listing per band).
+    pub fn of(cube: &Cube) -> Result<CubeInfo, CubeError> {
+        let m = cube.meta();
+        let g = &m.geobox;
+        let mut bands = Vec::new();
+        for b in &m.bands {
+            let listed = cube.store().list_sizes(&format!("{}/", b.name))?;
+            let (n, bytes) = listed
+                .iter()
+                .filter(|(k, _)| !k.ends_with("zarr.json"))
+                .fold((0u64, 0u64), |(n, s), (_, sz)| (n + 1, s + sz));
+            bands.push(BandInfo {
+                name: b.name.clone(),
+                dtype: b.dtype.to_string(),
+                nodata: b.nodata,
+                shape: b.shape,
+                chunk_shape: b.read_chunk_shape(),
+                shard_shape: b.inner_chunk_shape.map(|_| b.chunk_shape),
+                chunks: grid_shape(b.shape, b.chunk_shape).iter().product(),
+                stored_objects: n,
+                stored_bytes: bytes,
+            });
+        }
+        Ok(CubeInfo {
+            cube: cube.store().url().to_string(),
+            product: m.product.clone(),
+            dims: crate::store::DIMS,
+            shape: [m.times.len() as u64, g.height, g.width],
+            crs: g.epsg.map(|e| format!("EPSG:{e}")),
+            bounds: g.bounds(),
+            transform: g.transform,
+            resolution: [g.dx(), g.dy()],
+            time: m
+                .times
+                .iter()
+                .map(|t| crate::geo::days_to_iso(*t))
+                .collect(),
+            chunks: bands.iter().map(|b| b.chunks).sum(),
+            stored_bytes: bands.iter().map(|b| b.stored_bytes).sum(),
+            bands,
+        })
+    }
+}
+
+impl std::fmt::Display for CubeInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "cube        {}", self.cube)?;
+        writeln!(f, "product     {}", self.product)?;
+        writeln!(
+            f,
+            "dims        time: {}, y: {}, x: {}",
+            self.shape[0], self.shape[1], self.shape[2]
+        )?;
+        writeln!(
+            f,
+            "crs         {}",
+            self.crs.as_deref().unwrap_or("custom (see spatial_ref)")
+        )?;
+        let b = self.bounds;
+        writeln!(
+            f,
+            "bounds      {:.2}, {:.2}, {:.2}, {:.2} (minx, miny, maxx, maxy)",
+            b[0], b[1], b[2], b[3]
+        )?;
+        writeln!(
+            f,
+            "resolution  {} x {}",
+            self.resolution[0], self.resolution[1]
+        )?;
+        writeln!(f, "time        {}", self.time.join(", "))?;
+        writeln!(f, "bands:")?;
+        writeln!(
+            f,
+            "  {:<10} {:<8} {:>8} {:>22} {:>10} {:>12}",
+            "name", "dtype", "nodata", "chunk shape", "chunks", "stored"
+        )?;
+        for bi in &self.bands {
+            let c = bi.chunk_shape;
+            writeln!(
+                f,
+                "  {:<10} {:<8} {:>8} {:>22} {:>10} {:>12}",
+                bi.name,
+                bi.dtype,
+                bi.nodata
+                    .map(|v| v.to_string())
+                    .unwrap_or_else(|| "-".into()),
+                format!("({}, {}, {})", c[0], c[1], c[2]),
+                bi.chunks,
+                format_bytes(bi.stored_bytes)
+            )?;
+        }
+        writeln!(
+            f,
+            "total       {} chunks, {} stored",
+            self.chunks,
+            format_bytes(self.stored_bytes)
+        )
+    }
+}

@@ -1,0 +1,361 @@
+//! The [`Session`]: worker threads, the memory budget, the decoded-chunk cache, the spill
+//! area and the statistics, shared by every computation run in it; computing into memory,
+//! persisting intermediates, and explaining a computation before running it.
+
+use super::budget::Budget;
+use super::cache::ChunkCache;
+use super::eval::Float;
+use super::plan::{cache_cap, computes_f64, plan_tasks, stack_cap, Caps, Demand, TaskPlan};
+use super::spill::{Persisted, SpillArea};
+use super::stats::{Explain, Stats, StatsReport};
+use super::task::{slice3, RegionWriter, TASK_POLICY};
+use super::{ExecConfig, ExecError};
+use crate::graph::{
+    chunk_bytes, chunk_pieces, group_by_source, source_chunks, ChunkPiece, ChunkSource, Node, Op,
+    ReadCost,
+};
+use crate::store::{grid_shape, DType, IoCounters, Values, ValuesOf};
+use ndarray::ArrayD;
+use rayon::prelude::*;
+use std::ops::Range;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+/// Executes graphs: thread pool, memory budget, chunk cache, statistics.
+pub struct Session {
+    pub(crate) config: ExecConfig,
+    pub(crate) pool: rayon::ThreadPool,
+    pub(crate) budget: Budget,
+    cache: ChunkCache,
+    pub(crate) stats: Stats,
+    started: Instant,
+    counters: Mutex<Vec<Arc<IoCounters>>>,
+    pub(crate) spill: SpillArea,
+}
+
+impl Session {
+    /// A new session.
+    pub fn new(config: ExecConfig) -> Result<Arc<Session>, ExecError> {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(config.threads)
+            .thread_name(|i| format!("chunkcube-{i}"))
+            .build()
+            .map_err(|e| {
+                ExecError::Invalid(format!("cannot start {} threads: {e}", config.threads))
+            })?;
+        let limit = config.memory_limit;
+        Ok(Arc::new(Session {
+            spill: SpillArea::new(config.spill_dir.clone()),
+            budget: Budget::new(limit, cache_cap(limit)),
+            // Chained computations reuse decoded chunks; single passes gain nothing from a big cache.
+            cache: ChunkCache::new(cache_cap(limit)),
+            config,
+            pool,
+            stats: Stats::default(),
+            started: Instant::now(),
+            counters: Mutex::new(Vec::new()),
+        }))
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ExecConfig {
+        &self.config
+    }
+    /// Worker threads.
+    pub fn threads(&self) -> usize {
+        self.pool.current_num_threads()
+    }
+    /// The scratch directory for spilled intermediates, once one was needed.
+    pub fn spill_dir(&self) -> Option<PathBuf> {
+        self.spill.path()
+    }
+    /// Forget cached decoded chunks (the next computation fetches again).
+    pub fn clear_cache(&self) {
+        self.cache.clear();
+        self.budget.set_external(0);
+    }
+    /// The memory budget.
+    pub fn budget(&self) -> &Budget {
+        &self.budget
+    }
+
+    /// Statistics so far.
+    pub fn stats(&self) -> StatsReport {
+        let counters = self.counters.lock().map(|s| s.clone()).unwrap_or_default();
+        let bytes_read = counters.iter().map(|c| c.snapshot().bytes_read).sum();
+        StatsReport {
+            chunks_read: self.stats.chunks_read.load(Ordering::Relaxed),
+            bytes_read,
+            chunks_written: self.stats.chunks_written.load(Ordering::Relaxed),
+            tasks: self.stats.tasks.load(Ordering::Relaxed),
+            spilled_bytes: self.stats.spilled_bytes.load(Ordering::Relaxed),
+            peak_tracked_bytes: self.budget.peak(),
+            memory_limit: self.config.memory_limit,
+            elapsed_s: self.started.elapsed().as_secs_f64(),
+        }
+    }
+
+    /// A decoded chunk through the cache (kept there if `keep` and the source is worth
+    /// caching), outside any task memo (for work that uses each chunk once).
+    pub(crate) fn fetch_chunk(
+        &self,
+        src: &Arc<dyn ChunkSource>,
+        idx: [u64; 3],
+        keep: bool,
+    ) -> Result<Arc<Values>, ExecError> {
+        // Persisted chunks are held by their owner already, or read back from local spill.
+        let keep = keep && !src.is_persisted();
+        let (v, loaded) = self.cache.get_or_load((src.uid(), idx), keep, || {
+            self.note_counters(src);
+            src.read_chunk(idx)
+        })?;
+        if loaded && !src.is_persisted() {
+            self.stats.chunks_read.fetch_add(1, Ordering::Relaxed);
+            self.budget.set_external(self.cache.bytes());
+        }
+        Ok(v)
+    }
+
+    /// Remember the I/O counters of a source's store (its bytes read are in the statistics).
+    fn note_counters(&self, src: &Arc<dyn ChunkSource>) {
+        let Some(c) = src.counters() else { return };
+        if let Ok(mut all) = self.counters.lock() {
+            if !all.iter().any(|x| Arc::ptr_eq(x, &c)) {
+                all.push(c);
+            }
+        }
+    }
+
+    /// The plan of computing `nodes` in `chunks` under this session's limit and threads.
+    pub(crate) fn plan(
+        &self,
+        nodes: &[&Arc<Node>],
+        chunks: [u64; 3],
+        demand: Demand,
+    ) -> Result<TaskPlan, ExecError> {
+        plan_tasks(
+            nodes,
+            chunks,
+            self.config.memory_limit,
+            self.threads() as u64,
+            demand,
+        )
+    }
+
+    /// Check, before anything runs, that computing `nodes` in `chunks` fits the memory limit:
+    /// written to a local cube if `writing`, with results `persisting` beside the tasks, or
+    /// with `hold` bytes held beside them (a result computed into memory). The error states
+    /// the minimum that works.
+    pub fn check_memory(
+        &self,
+        nodes: &[&Arc<Node>],
+        chunks: [u64; 3],
+        writing: bool,
+        persisting: bool,
+        hold: u64,
+    ) -> Result<(), ExecError> {
+        let demand = Demand {
+            writing,
+            remote: false,
+            hold,
+            persisting,
+        };
+        self.plan(nodes, chunks, demand).map(|_| ())
+    }
+
+    /// What the planner needs to know of this session to size a task computed in `width`-byte
+    /// values.
+    pub(crate) fn caps(&self, width: u64) -> Caps {
+        Caps {
+            stack: stack_cap(self.config.memory_limit),
+            threads: self.threads() as u64,
+            width,
+        }
+    }
+}
+
+impl Session {
+    /// Compute a node into memory, in `chunks`-sized parallel tasks.
+    pub fn compute(&self, node: &Arc<Node>, chunks: [u64; 3]) -> Result<Values, ExecError> {
+        let shape = node.shape;
+        let dims: Vec<usize> = shape.iter().map(|v| *v as usize).collect();
+        let result_bytes = shape.iter().product::<u64>() * node.dtype.size() as u64;
+        // The tasks, the cache and the whole result must fit together.
+        let need = self
+            .plan(
+                &[node],
+                chunks,
+                Demand {
+                    hold: result_bytes,
+                    ..Demand::default()
+                },
+            )?
+            .need;
+        let _hold = self.budget.reserve(result_bytes);
+        if let Op::Source { src, offset } = &node.op {
+            let fill = src.nodata().unwrap_or(0.0);
+            return crate::with_dtype!(node.dtype, T => self
+                .compute_source::<T>(node, src, *offset, chunks, need, fill)
+                .map(Values::from));
+        }
+        let out = Mutex::new(Values::filled(node.dtype, &dims, f64::NAN));
+        let wide = computes_f64(&[node]);
+        self.run_tasks(&[node], shape, chunks, need, "computing", |r| {
+            let v = if wide {
+                to_dtype(self.eval::<f64>(node, r)?, node.dtype)
+            } else {
+                to_dtype(self.eval::<f32>(node, r)?, node.dtype)
+            };
+            out.lock().map_err(|_| ExecError::Cancelled)?.assign(r, &v);
+            Ok(())
+        })?;
+        out.into_inner().map_err(|_| ExecError::Cancelled)
+    }
+
+    /// Read a window of a band in its own dtype: every stored chunk under a task is decoded
+    /// in parallel and copied straight into the result, each task into its own region.
+    fn compute_source<T: ValuesOf>(
+        &self,
+        node: &Arc<Node>,
+        src: &Arc<dyn ChunkSource>,
+        offset: [u64; 3],
+        chunks: [u64; 3],
+        need: u64,
+        fill: f64,
+    ) -> Result<ArrayD<T>, ExecError> {
+        let dims: Vec<usize> = node.shape.iter().map(|v| *v as usize).collect();
+        let mut out = ArrayD::<T>::from_elem(ndarray::IxDyn(&dims), T::from_f64(fill));
+        let writer = RegionWriter::new(&mut out);
+        self.run_tasks(&[node], node.shape, chunks, need, "computing", |r| {
+            // Pieces may be decoded on other workers: they follow this task's policy.
+            let keep = TASK_POLICY.with(|p| p.get().admit);
+            let copy = |(idx, inner, dst): ChunkPiece| -> Result<(), ExecError> {
+                let chunk = self.fetch_chunk(src, idx, keep)?;
+                let values = chunk.as_array::<T>().ok_or_else(|| {
+                    ExecError::Invalid(format!(
+                        "chunk {idx:?} of {} is not {:?}",
+                        src.name(),
+                        T::DTYPE
+                    ))
+                })?;
+                let to: [Range<u64>; 3] =
+                    std::array::from_fn(|i| r[i].start + dst[i].start..r[i].start + dst[i].end);
+                // SAFETY: tasks' regions tile the result without overlap, and the pieces of
+                // one task are disjoint windows of its region.
+                let mut view = unsafe { writer.region(&to) };
+                view.assign(&values.slice(slice3(&inner)));
+                Ok(())
+            };
+            let pieces = chunk_pieces(&**src, offset, r);
+            if pieces.len() > 1 {
+                pieces.into_par_iter().try_for_each(copy)
+            } else {
+                pieces.into_iter().try_for_each(copy)
+            }
+        })?;
+        Ok(out)
+    }
+
+    /// Explain what computing `node` in `chunks` will fetch and hold, from the planner's own
+    /// numbers (reads no chunk; sharded bands read their shard indexes).
+    pub fn explain(&self, node: &Arc<Node>, chunks: [u64; 3]) -> Explain {
+        let full: [Range<u64>; 3] = std::array::from_fn(|i| 0..node.shape[i]);
+        // Stored chunks only (persisted intermediates are not fetched), grouped per source.
+        let by_src = group_by_source(source_chunks(node, &full), |s| !s.is_persisted());
+        let (mut stored, mut dec, mut cost) = (0u64, 0u64, ReadCost::default());
+        for (src, idxs) in &by_src {
+            stored += idxs.len() as u64;
+            dec += idxs.len() as u64 * chunk_bytes(&**src);
+            let c = src.read_cost(idxs);
+            cost.encoded_bytes += c.encoded_bytes;
+            cost.requests += c.requests;
+            cost.absent += c.absent;
+        }
+        let limit = self.config.memory_limit;
+        let output_chunks: u64 = grid_shape(node.shape, chunks).iter().product();
+        let (task_bytes, minimum_limit) = match self.plan(&[node], chunks, Demand::default()) {
+            Ok(p) => (p.need, None),
+            Err(ExecError::MemoryLimit { minimum, .. }) => (0, Some(minimum)),
+            Err(_) => (0, None),
+        };
+        let threads = self.threads();
+        let conc = (threads as u64).min(output_chunks).max(1);
+        let cache_bytes = cache_cap(limit);
+        Explain {
+            stored_chunks: stored,
+            encoded_bytes: cost.encoded_bytes,
+            absent_chunks: cost.absent,
+            decoded_bytes: dec,
+            requests: cost.requests,
+            output_chunks,
+            tasks: crate::graph::count_tasks(node, chunks),
+            task_bytes,
+            threads,
+            cache_bytes,
+            projected_peak_bytes: conc * task_bytes + cache_bytes.min(dec),
+            memory_limit: limit,
+            minimum_limit,
+        }
+    }
+
+    /// Materialise a node once (memory within budget, the rest spilled) and return a node
+    /// that reads the persisted chunks.
+    pub fn persist(&self, node: &Arc<Node>, chunks: [u64; 3]) -> Result<Arc<Node>, ExecError> {
+        if matches!(&node.op, Op::Source { src, .. } if src.is_persisted()) {
+            return Ok(node.clone());
+        }
+        let need = self.plan(&[node], chunks, Demand::default())?.need;
+        // Keep in memory only what leaves room for the cache and for later tasks (half of the
+        // rest); spill everything else.
+        let room = self
+            .config
+            .memory_limit
+            .saturating_sub(cache_cap(self.config.memory_limit) + need * self.threads() as u64);
+        let wide = computes_f64(&[node]);
+        let p = Arc::new(Persisted::new(
+            &self.spill,
+            node.shape,
+            chunks,
+            if wide { DType::F64 } else { DType::F32 },
+            (room / 2).min(cache_cap(self.config.memory_limit)),
+        )?);
+        // What stays in memory is held by the session, inside the budget's accounting.
+        let keep = |bytes: u64, spilled: u64| {
+            self.budget.add_held(bytes - spilled);
+            self.stats
+                .spilled_bytes
+                .fetch_add(spilled, Ordering::Relaxed);
+        };
+        self.run_tasks(&[node], node.shape, chunks, need, "persisting", |r| {
+            if wide {
+                let a = self.eval::<f64>(node, r)?;
+                let bytes = (a.len() * 8) as u64;
+                keep(bytes, p.put(r, a)?);
+            } else {
+                let a = self.eval::<f32>(node, r)?;
+                let bytes = (a.len() * 4) as u64;
+                keep(bytes, p.put(r, a)?);
+            }
+            Ok(())
+        })?;
+        Ok(Node::new(
+            Op::Source {
+                src: p,
+                offset: [0; 3],
+            },
+            node.shape,
+            node.present,
+            node.dtype,
+        ))
+    }
+}
+
+/// Convert results computed in `F` to the node's dtype (casts already rounded and saturated).
+fn to_dtype<F: Float>(a: ArrayD<F>, d: DType) -> Values {
+    if d == F::DTYPE {
+        return F::wrap(a);
+    }
+    crate::with_dtype!(d, T => Values::from(a.mapv(|v| <T as crate::store::Element>::from_f64(<F as crate::store::Element>::to_f64(v)))))
+}

@@ -1,0 +1,290 @@
+//! Running the tasks of one computation: one task per output chunk on the session's workers,
+//! each reserving its bytes before it fetches; remote chunks announced ahead of the workers;
+//! the first error cancels the run (only this run); per-task policy (whether decoded chunks
+//! are worth caching, whether a reduction lets go of each slab) handed to helper threads.
+
+use super::plan::{cache_cap, has_remote_source, sole_reduction};
+use super::{ExecError, Session};
+use crate::graph::{chunk_bytes, group_by_source, regions, source_chunks, ChunkSource, Node};
+use crate::store::{format_bytes, Values};
+use ndarray::ArrayD;
+use rayon::prelude::*;
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+/// Decoded chunks by (source uid, chunk index).
+type TaskChunks = HashMap<(usize, [u64; 3]), Arc<Values>>;
+
+/// What the task running on this thread may do with the chunks it reads (set per run).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TaskPolicy {
+    /// Whether decoded chunks are worth keeping in the cache (see `worth_caching`).
+    pub admit: bool,
+    /// Whether a reduction may let go of each slab's chunks once past it (its sources are
+    /// read by nothing else in the task).
+    pub release_slabs: bool,
+}
+
+thread_local! {
+    /// The current task's policy; outside a run: cache everything, release nothing.
+    pub(crate) static TASK_POLICY: std::cell::Cell<TaskPolicy> =
+        const { std::cell::Cell::new(TaskPolicy { admit: true, release_slabs: false }) };
+    /// The cancellation flag of the run the current task belongs to (see `check_cancelled`).
+    pub(crate) static TASK_CANCEL: std::cell::RefCell<Option<Arc<AtomicBool>>> =
+        const { std::cell::RefCell::new(None) };
+    /// The decoded chunks the current task holds (cleared at the start and end of each task).
+    static TASK_CHUNKS: std::cell::RefCell<TaskChunks> = std::cell::RefCell::new(HashMap::new());
+}
+
+impl Session {
+    /// Whether the run the current task belongs to was cancelled (by an error in another of
+    /// its tasks). Each run has its own flag, so computations running side by side on one
+    /// session never stop each other.
+    pub(crate) fn check_cancelled(&self) -> Result<(), ExecError> {
+        if TASK_CANCEL.with(|c| {
+            c.borrow()
+                .as_ref()
+                .is_some_and(|f| f.load(Ordering::Relaxed))
+        }) {
+            Err(ExecError::Cancelled)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// A decoded chunk, through the task's memo and the cache.
+    pub(crate) fn chunk(
+        &self,
+        src: &Arc<dyn ChunkSource>,
+        idx: [u64; 3],
+    ) -> Result<Arc<Values>, ExecError> {
+        let key = (src.uid(), idx);
+        // A task keeps the chunks it fetched until it ends, so an expression naming a band
+        // twice (nir - red) / (nir + red) never fetches a chunk twice, however small the cache.
+        if let Some(v) = TASK_CHUNKS.with(|m| m.borrow().get(&key).cloned()) {
+            return Ok(v);
+        }
+        let v = self.fetch_chunk(src, idx, TASK_POLICY.with(|p| p.get().admit))?;
+        TASK_CHUNKS.with(|m| m.borrow_mut().insert(key, v.clone()));
+        Ok(v)
+    }
+
+    /// Run `f` on every output chunk region in parallel, reserving `need` bytes per task,
+    /// stopping at the first error.
+    pub(crate) fn run_tasks<F>(
+        &self,
+        nodes: &[&Arc<Node>],
+        shape: [u64; 3],
+        chunks: [u64; 3],
+        need: u64,
+        what: &str,
+        f: F,
+    ) -> Result<(), ExecError>
+    where
+        F: Fn(&[Range<u64>; 3]) -> Result<(), ExecError> + Sync,
+    {
+        let cancel = Arc::new(AtomicBool::new(false));
+        #[cfg(test)]
+        let measured = super::testing::current_run();
+        let regions: Vec<[Range<u64>; 3]> = regions(shape, chunks).collect();
+        // Remote stores: announce the stored chunks of the next tasks so their fetches run
+        // concurrently ahead of the workers (the store bounds what is in flight).
+        let remote = nodes.iter().any(|n| has_remote_source(n));
+        let prefetched = AtomicU64::new(0);
+        let window = (self.threads() as u64 * 4).max(8);
+        let prefetch_upto = |upto: u64| {
+            if !remote {
+                return;
+            }
+            {
+                let cur = prefetched.load(Ordering::Relaxed);
+                let end = upto.min(regions.len() as u64);
+                // One worker claims the next stretch of tasks; the others go on computing.
+                if cur >= end
+                    || prefetched
+                        .compare_exchange(cur, end, Ordering::SeqCst, Ordering::Relaxed)
+                        .is_err()
+                {
+                    return;
+                }
+                // Per band: a sharded band announces byte ranges of its shards.
+                let by_src = group_by_source(
+                    regions[cur as usize..end as usize]
+                        .iter()
+                        .flat_map(|r| nodes.iter().flat_map(move |n| source_chunks(n, r))),
+                    |s| s.is_remote(),
+                );
+                for (src, idxs) in by_src {
+                    src.prefetch(idxs);
+                }
+            }
+        };
+        prefetch_upto(window);
+        // Per run, so computations from several threads on one session never mix policies.
+        let policy = TaskPolicy {
+            admit: self.worth_caching(nodes, &regions),
+            release_slabs: sole_reduction(nodes),
+        };
+        let started_tasks = AtomicU64::new(0);
+        let pb = crate::progress::bar(regions.len() as u64, what, self.config.quiet);
+        let start = Instant::now();
+        let bytes0 = self.stats().bytes_read;
+        // Keep the first real error: tasks stopped by the cancellation report `Cancelled`.
+        let first_err: Mutex<Option<ExecError>> = Mutex::new(None);
+        let r = self.pool.install(|| {
+            regions.par_iter().try_for_each(|r| {
+                if cancel.load(Ordering::Relaxed) {
+                    return Err(ExecError::Cancelled);
+                }
+                let i = started_tasks.fetch_add(1, Ordering::Relaxed);
+                prefetch_upto(i + window);
+                let _res = self.budget.reserve(need);
+                TASK_CHUNKS.with(|m| m.borrow_mut().clear());
+                let before = TASK_POLICY.with(|p| p.replace(policy));
+                let run_before = TASK_CANCEL.with(|c| c.replace(Some(cancel.clone())));
+                #[cfg(test)]
+                let mark = super::testing::task_start();
+                let mut out = f(r);
+                TASK_CANCEL.with(|c| *c.borrow_mut() = run_before);
+                TASK_POLICY.with(|p| p.set(before));
+                TASK_CHUNKS.with(|m| m.borrow_mut().clear());
+                #[cfg(test)]
+                super::testing::task_end(measured, mark, need);
+                if let Err(e) = out {
+                    cancel.store(true, Ordering::Relaxed);
+                    if !matches!(e, ExecError::Cancelled) {
+                        if let Ok(mut g) = first_err.lock() {
+                            g.get_or_insert(e);
+                        }
+                    }
+                    out = Err(ExecError::Cancelled);
+                }
+                self.stats.tasks.fetch_add(1, Ordering::Relaxed);
+                pb.inc(1);
+                if pb.position().is_multiple_of(8) {
+                    let s = self.stats();
+                    let mbs = (s.bytes_read - bytes0) as f64
+                        / 1e6
+                        / start.elapsed().as_secs_f64().max(1e-3);
+                    pb.set_message(format!(
+                        "{mbs:.0} MB/s read, mem {} / {}, spilled {}",
+                        format_bytes(self.budget.peak()),
+                        format_bytes(self.config.memory_limit),
+                        format_bytes(s.spilled_bytes)
+                    ));
+                }
+                out
+            })
+        });
+        pb.finish_and_clear();
+        match first_err.into_inner().ok().flatten() {
+            Some(e) => Err(e),
+            None => r,
+        }
+    }
+
+    /// After a reduction's slab: keep in this thread's task memo only the chunks the `next`
+    /// slab of `input` needs, so a walk along time holds one slab, not the whole stack. Only
+    /// when the reduction is the sole reader of its sources (else a later part of the task
+    /// would fetch them again).
+    pub(crate) fn release_slab(&self, input: &Arc<Node>, next: Option<&[Range<u64>; 3]>) {
+        if !self.releases_slabs() {
+            return;
+        }
+        let keep: std::collections::HashSet<(usize, [u64; 3])> = next
+            .map(|r| {
+                source_chunks(input, r)
+                    .into_iter()
+                    .map(|(b, i)| (b.uid(), i))
+                    .collect()
+            })
+            .unwrap_or_default();
+        TASK_CHUNKS.with(|m| m.borrow_mut().retain(|k, _| keep.contains(k)));
+    }
+
+    /// Whether slabs may be released (see [`Session::release_slab`]).
+    pub(crate) fn releases_slabs(&self) -> bool {
+        TASK_POLICY.with(|p| p.get().release_slabs)
+    }
+
+    /// Whether caching the decoded chunks of a run over `regions` can pay off: some stored
+    /// chunk is read by several tasks, or all of them fit in the cache (so that a following
+    /// computation over the same selection finds them). A larger scan that reads each chunk
+    /// once would only evict what may be reused, and hold memory for nothing.
+    fn worth_caching(&self, nodes: &[&Arc<Node>], regions: &[[Range<u64>; 3]]) -> bool {
+        // Counting is linear in the tasks; past this many, keep the default.
+        if regions.len() > 100_000 {
+            return true;
+        }
+        let mut seen = std::collections::HashSet::new();
+        let (mut reads, mut bytes) = (0usize, 0u64);
+        for r in regions {
+            let mut task = std::collections::HashSet::new();
+            for n in nodes {
+                for (src, idx) in source_chunks(n, r) {
+                    if src.is_persisted() {
+                        continue;
+                    }
+                    if task.insert((src.uid(), idx)) {
+                        reads += 1;
+                        if seen.insert((src.uid(), idx)) {
+                            bytes += chunk_bytes(&*src);
+                        }
+                    }
+                }
+            }
+        }
+        reads > seen.len() || bytes <= cache_cap(self.config.memory_limit)
+    }
+}
+
+/// A 3-D result that parallel tasks fill without a lock, each through a view of its own
+/// region (regions never overlap; the caller promises that when it asks for a view).
+pub(crate) struct RegionWriter<'a, T> {
+    ptr: *mut T,
+    shape: [usize; 3],
+    // The array stays mutably borrowed while the writer lives.
+    _array: std::marker::PhantomData<&'a mut ArrayD<T>>,
+}
+
+// SAFETY: the writer only hands out views of disjoint regions (see `region`), so sharing it
+// between threads is sharing disjoint `&mut` slices of one array.
+unsafe impl<T: Send> Sync for RegionWriter<'_, T> {}
+unsafe impl<T: Send> Send for RegionWriter<'_, T> {}
+
+impl<'a, T> RegionWriter<'a, T> {
+    /// Write into `a` (3-D, standard layout).
+    pub(crate) fn new(a: &'a mut ArrayD<T>) -> RegionWriter<'a, T> {
+        let sh = a.shape();
+        debug_assert!(sh.len() == 3 && a.is_standard_layout());
+        RegionWriter {
+            shape: [sh[0], sh[1], sh[2]],
+            ptr: a.as_mut_ptr(),
+            _array: std::marker::PhantomData,
+        }
+    }
+
+    /// A mutable view of region `r`.
+    ///
+    /// # Safety
+    /// No two views alive at the same time may overlap.
+    pub(crate) unsafe fn region(&self, r: &[Range<u64>; 3]) -> ndarray::ArrayViewMut3<'_, T> {
+        // SAFETY: `ptr` and `shape` describe the live, standard-layout array borrowed in `new`;
+        // the caller guarantees the region is not aliased.
+        unsafe {
+            let raw = ndarray::RawArrayViewMut::from_shape_ptr(self.shape, self.ptr);
+            raw.slice_move(slice3(r)).deref_into_view_mut()
+        }
+    }
+}
+
+/// An ndarray slice of a 3-D window.
+pub(crate) fn slice3(
+    r: &[Range<u64>; 3],
+) -> ndarray::SliceInfo<[ndarray::SliceInfoElem; 3], ndarray::Ix3, ndarray::Ix3> {
+    let u = |i: usize| r[i].start as usize..r[i].end as usize;
+    ndarray::s![u(0), u(1), u(2)]
+}
