@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it (.ci/run calls exactly this). Safe to run twice.
 #   1. installs what is missing (scripts/setup.sh: GDAL, Graphviz, Python helpers, moto)
-#   2. checks formatting and lints
+#   2. checks formatting, lints and the module layering (scripts/module_graph.py)
 #   3. starts a local S3 server (moto) on 127.0.0.1 for the s3:// tests, stopped on exit
 #   4. builds and runs every test once, in release mode (shares the build with the demo)
 set -euo pipefail
@@ -11,10 +11,12 @@ bash scripts/setup.sh
 
 echo "test.sh: cargo fmt --check"
 cargo fmt --all -- --check
+echo "test.sh: module layering (no import circle, no file over 800 lines)"
+python3 scripts/module_graph.py
 echo "test.sh: cargo clippy"
 cargo clippy --release --all-targets --quiet -- -D warnings
 
-# A real S3-compatible server on loopback for tests/s3.rs.
+# A real S3-compatible server on loopback for the s3 tests (tests/it/s3.rs).
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')
 log=$(mktemp)
 python3 -m moto.server -H 127.0.0.1 -p "$port" >"$log" 2>&1 &

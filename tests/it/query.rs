@@ -7,9 +7,9 @@
 //!
 //! The fixtures cube (stored chunks `time=1,y=64,x=64`) is ingested once per test binary.
 
-mod common;
+use crate::common;
+use crate::common::output::{copy_dir, run_one_error as run_err, run_output_ok as run_ok, show};
 use chunkcube::{ChunkSpec, Cube, ExecConfig, Query, Values};
-use common::output::{copy_dir, run_one_error as run_err, run_output_ok as run_ok, show};
 use std::collections::{BTreeSet, HashMap};
 use std::ops::Range;
 use std::path::{Path, PathBuf};

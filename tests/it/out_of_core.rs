@@ -8,12 +8,12 @@
 //! with chunkcube code. Memory limits are found from the planner's own error message ("use at
 //! least N") and checked to stay well below the data sizes.
 
-mod common;
+use crate::common;
 
+use crate::common::{describe, read_json, run, s, write_manifest, write_tif, TifSpec};
 use chunkcube::exec::ExecError;
 use chunkcube::graph::ReduceOp;
 use chunkcube::{ChunkSpec, Cube, DataArray, ExecConfig, Query};
-use common::{describe, read_json, run, s, write_manifest, write_tif, TifSpec};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;

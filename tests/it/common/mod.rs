@@ -1,4 +1,4 @@
-//! Helpers shared by the integration tests (`mod common;` in each test file).
+//! Helpers shared by the integration tests (the `common` module of the one test binary).
 //!
 //! - running the `chunkcube` binary and checking the one-line error contract;
 //! - ingesting the committed fixtures;
@@ -8,7 +8,6 @@
 //! - comparing two store directories byte for byte.
 //!
 //! Not every test file uses every helper.
-#![allow(dead_code)]
 
 pub mod output;
 
@@ -235,8 +234,6 @@ pub struct TileHeader {
     pub width: usize,
     /// Height in pixels.
     pub height: usize,
-    /// Nodata of band 1.
-    pub nodata: Option<f64>,
 }
 
 /// Read the header of a GeoTIFF with GDAL.
@@ -247,12 +244,10 @@ pub fn tile_header(path: &Path) -> TileHeader {
     let transform = ds
         .geo_transform()
         .unwrap_or_else(|e| panic!("{}: geotransform: {e}", path.display()));
-    let nodata = ds.rasterband(1).unwrap().no_data_value();
     TileHeader {
         transform,
         width,
         height,
-        nodata,
     }
 }
 
@@ -316,21 +311,12 @@ pub fn is_valid(v: f64, nodata: Option<f64>) -> bool {
 /// A mosaic built independently of chunkcube.
 #[derive(Debug, Clone)]
 pub struct Mosaic<T> {
-    /// Union grid transform.
-    pub transform: [f64; 6],
     /// `Some(v)`: the winning valid pixel; `None`: nodata (no tile has a valid pixel there).
     pub pixels: Array2<Option<T>>,
     /// Whether any tile covers the pixel at all (valid or not).
     pub covered: Array2<bool>,
     /// Nodata of the first tile.
     pub nodata: Option<f64>,
-}
-
-impl<T: Copy> Mosaic<T> {
-    /// The mosaic with nodata pixels set to `fill`.
-    pub fn filled(&self, fill: T) -> Array2<T> {
-        self.pixels.mapv(|p| p.unwrap_or(fill))
-    }
 }
 
 /// Mosaic the given tiles (one band at one time) with plain loops: the union of their
@@ -371,7 +357,6 @@ pub fn reference_mosaic<T: GdalType + Copy + Into<f64>>(paths: &[PathBuf]) -> Mo
         }
     }
     Mosaic {
-        transform,
         pixels,
         covered,
         nodata: nodata0,

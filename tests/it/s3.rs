@@ -15,7 +15,7 @@
 //!   in-process through `Store::from_object_store`: exact GET counts with prefetching, errors
 //!   naming the key, truncated objects never decoding to wrong data.
 
-mod common;
+use crate::common;
 
 use chunkcube::cube::BandReader;
 use chunkcube::store::layout::read_cube_meta;

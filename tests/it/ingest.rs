@@ -2,9 +2,7 @@
 //! mosaic, store metadata, resumption, refusal to clobber, bad inputs, overlapping tiles and
 //! thread independence. Everything runs on tiny data in temporary directories.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use ndarray::{s as sl, Axis};
 use serde_json::Value;
 use std::path::{Path, PathBuf};

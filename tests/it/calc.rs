@@ -6,12 +6,12 @@
 //!
 //! The fixtures cube (stored chunks `time=1,y=64,x=64`) is ingested once per test binary.
 
-mod common;
-use chunkcube::graph::{BinaryOp, ReduceOp};
-use chunkcube::{ChunkSpec, Cube, DType, DataArray, ExecConfig, Query, Values};
-use common::output::{
+use crate::common;
+use crate::common::output::{
     copy_dir, run_one_error as run_err, run_output as run, run_output_ok as run_ok, show,
 };
+use chunkcube::graph::{BinaryOp, ReduceOp};
+use chunkcube::{ChunkSpec, Cube, DType, DataArray, ExecConfig, Query, Values};
 use ndarray::{Array3, Ix3};
 use std::collections::{BTreeSet, HashMap};
 use std::ops::Range;

@@ -1,0 +1,12 @@
+//! chunkcube's integration tests, one binary (so `common` compiles once), one module per
+//! capability: ingest, query, calc, out-of-core execution, S3, and the store format as
+//! xarray / rioxarray / zarr-python read it.
+
+mod common;
+
+mod calc;
+mod ingest;
+mod out_of_core;
+mod query;
+mod s3;
+mod xarray_compat;
