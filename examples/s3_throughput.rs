@@ -9,8 +9,8 @@
 //! Prints one JSON object: per method the best wall time, MB/s of encoded bytes, and the ratio
 //! (opening the cube, a few small metadata GETs, is timed apart).
 
-use chunkcube::store::prefetch::concurrency;
-use chunkcube::store::s3::{object_store_for, runtime};
+use chunkcube::store::remote::s3::object_store_for;
+use chunkcube::store::{runtime, tuning};
 use chunkcube::store::{ChunkSpec, Location};
 use chunkcube::{Cube, ExecConfig, Query};
 use futures::{StreamExt, TryStreamExt};
@@ -52,7 +52,7 @@ fn main() -> anyhow::Result<()> {
     let total: u64 = keys.iter().map(|k| k.1).sum();
     anyhow::ensure!(!keys.is_empty(), "no chunk objects under {band_prefix}");
 
-    let cap = concurrency();
+    let cap = tuning().concurrency;
     let plain = || -> anyhow::Result<f64> {
         let t = Instant::now();
         let n: u64 = runtime().block_on(

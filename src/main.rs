@@ -534,7 +534,7 @@ fn main() {
         Cmd::Calc(a) => run_calc(a),
     };
     if let Err(e) = r {
-        eprintln!("error: {}", chunkcube::store::s3::redact(&one_line(&e)));
+        eprintln!("error: {}", chunkcube::store::redact(&one_line(&e)));
         std::process::exit(1);
     }
 }

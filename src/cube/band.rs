@@ -256,7 +256,7 @@ impl BandReader {
         }
         for (_, idxs) in by_shard {
             let band = self.clone();
-            crate::store::s3::runtime().spawn_blocking(move || {
+            crate::store::runtime().spawn_blocking(move || {
                 if let Ok(found) = band.chunk_byte_ranges(&idxs) {
                     if let Some(first) = found.first() {
                         let key = first.key.clone();

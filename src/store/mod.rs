@@ -4,7 +4,8 @@
 //!   proof of chunk pruning);
 //! - atomic writes for local directories (a chunk is written to `key.tmp` and renamed), so an
 //!   interrupted write never leaves a torn chunk under its real key;
-//! - for S3, object_store's client with retries configured in one place ([`s3`]).
+//! - for S3, object_store's client with retries configured in one place ([`RemoteTuning`]),
+//!   prefetching ([`prefetch`]) and an on-disk cache ([`disk_cache`]) ([`remote`]).
 //!
 //! [`layout`] is the store format: how a cube's arrays, coordinates and CRS are laid out.
 
@@ -16,8 +17,11 @@ pub mod encode;
 pub mod layout;
 mod local;
 pub mod prefetch;
-pub mod s3;
+pub mod redact;
+pub mod remote;
+mod runtime;
 pub mod shard;
+mod tuning;
 mod values;
 
 pub use chunks::{format_bytes, grid_shape, parse_bytes, ChunkSpec, ChunkSpecError, DIMS};
@@ -25,6 +29,9 @@ pub use counting::{is_data_chunk, CountingStore, IoCounters, IoSnapshot};
 pub use dtype::{DType, Element, Real};
 pub use encode::ChunkWriter;
 pub use local::LocalStore;
+pub use redact::redact;
+pub use runtime::{runtime, TokioBlockOn};
+pub use tuning::{tuning, RemoteTuning, DEFAULT_PREFETCH_BYTES};
 pub use values::{Values, ValuesOf};
 
 use std::path::PathBuf;
@@ -157,7 +164,7 @@ pub struct Store {
     storage: ReadableWritableListableStorage,
     counters: Arc<IoCounters>,
     /// Remote cubes: the prefetch and disk-cache layers.
-    remote: Option<s3::Remote>,
+    remote: Option<remote::Remote>,
     /// Local cubes written without a sync per chunk (see [`StoreOptions::deferred_sync`]).
     pub(crate) deferred: bool,
 }
@@ -205,7 +212,7 @@ impl Store {
                 Arc::new(AtomicWriteStorageAdapter::new(Arc::new(fs)))
             }
             Location::S3 { bucket, prefix } => {
-                let o = s3::open_s3(url, bucket, prefix, create, opts)?;
+                let o = remote::open_s3(url, bucket, prefix, create, opts)?;
                 remote = Some(o.remote);
                 o.storage
             }
@@ -233,7 +240,7 @@ impl Store {
             });
         };
         let identity = format!("{store}|{url}");
-        let o = s3::open_layers(url, store, bucket, "object store", &identity, create, opts)?;
+        let o = remote::open_layers(url, store, bucket, "object store", &identity, create, opts)?;
         Ok(Store::assemble(url, location, o.storage, Some(o.remote)))
     }
 
@@ -241,7 +248,7 @@ impl Store {
         url: &str,
         location: Location,
         base: ReadableWritableListableStorage,
-        remote: Option<s3::Remote>,
+        remote: Option<remote::Remote>,
     ) -> Store {
         let counters = Arc::new(IoCounters::default());
         let storage: ReadableWritableListableStorage =
@@ -274,7 +281,7 @@ impl Store {
     }
 
     /// The prefetch and disk-cache layers of a remote store.
-    pub fn remote(&self) -> Option<&s3::Remote> {
+    pub fn remote(&self) -> Option<&remote::Remote> {
         self.remote.as_ref()
     }
 
@@ -334,10 +341,10 @@ impl Store {
     pub fn list_sizes(&self, prefix: &str) -> Result<Vec<(String, u64)>, StoreError> {
         if let Some(r) = &self.remote {
             // S3 listings carry the sizes: no HEAD per key.
-            return s3::list_sizes(&r.object_store, prefix).map_err(|e| {
+            return remote::list_sizes(&r.object_store, prefix).map_err(|e| {
                 self.io_err(
                     prefix,
-                    zarrs::storage::StorageError::Other(s3::clean(&e.to_string())),
+                    zarrs::storage::StorageError::Other(redact::clean(&e.to_string())),
                 )
             });
         }

@@ -8,7 +8,7 @@
 //! - [`FaultProxy`]: an HTTP proxy on loopback between the binary and moto that logs every
 //!   request and answers chosen ones with 503 SlowDown, 500, 403, a stall (timeout) or a body
 //!   cut mid-stream. Faults at this level meet object_store's HTTP client and its retry policy
-//!   (`chunkcube::store::s3::retry_config`, the one place retries are configured), so this is
+//!   (`chunkcube::store::RemoteTuning::retry_config`, the one place retries are configured), so this is
 //!   where "retried and succeed", "bounded" and "4xx not retried" are proven.
 //! - [`FaultStore`]: a wrapper over the `object_store::ObjectStore` trait that counts GETs per
 //!   path and injects errors above the HTTP client (which no layer of ours retries again), used
@@ -137,7 +137,7 @@ fn bucket_store(endpoint: &str, bucket: &str) -> Arc<dyn ObjectStore> {
 }
 
 fn block_on<F: Future>(f: F) -> F::Output {
-    chunkcube::store::s3::runtime().block_on(f)
+    chunkcube::store::runtime().block_on(f)
 }
 
 /// Every object under `prefix/` of a bucket, keyed relative to the prefix.
