@@ -10,6 +10,8 @@
 //! [`layout`] is the store format: how a cube's arrays, coordinates and CRS are laid out.
 
 mod chunks;
+#[cfg(test)]
+mod conformance;
 mod counting;
 pub mod disk_cache;
 mod dtype;
