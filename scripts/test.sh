@@ -16,20 +16,14 @@ python3 scripts/module_graph.py
 echo "test.sh: cargo clippy"
 cargo clippy --release --all-targets --quiet -- -D warnings
 
-# A real S3-compatible server on loopback for the s3 tests (tests/it/s3.rs).
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')
-log=$(mktemp)
-python3 -m moto.server -H 127.0.0.1 -p "$port" >"$log" 2>&1 &
-moto_pid=$!
-trap 'kill $moto_pid 2>/dev/null || true; rm -f "$log"' EXIT
-for _ in $(seq 1 100); do
-    if python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$port/')" 2>/dev/null; then break; fi
-    sleep 0.1
-done
-export CHUNKCUBE_TEST_S3_ENDPOINT="http://127.0.0.1:$port"
 export CHUNKCUBE_REQUIRE_PYTHON=1 CHUNKCUBE_REQUIRE_S3=1
 
-echo "test.sh: cargo test --release (S3 server at $CHUNKCUBE_TEST_S3_ENDPOINT)"
-cargo test --release --all-targets --no-fail-fast -- --test-threads=2
-cargo test --release --doc
+# A real S3-compatible server on loopback for the s3 tests, started and stopped by with-s3.sh.
+run_tests() {
+    echo "test.sh: cargo test --release (S3 server at $CHUNKCUBE_TEST_S3_ENDPOINT)"
+    cargo test --release --all-targets --no-fail-fast -- --test-threads=2
+    cargo test --release --doc
+}
+export -f run_tests
+bash scripts/with-s3.sh bash -c run_tests
 echo "test.sh: all tests passed"

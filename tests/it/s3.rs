@@ -1316,6 +1316,31 @@ fn sharded_cubes_read_coalesced_byte_ranges_and_cache_them() {
     let mut shards = BTreeMap::new();
     let needed = needed_ranges(&raw, "sh", "red", &idxs, &mut shards);
     assert_eq!(shards.len(), 8, "2 × 2 shards at 2 times");
+    // --explain tells the same requests before fetching anything: the inner chunks of a shard
+    // here are a few KiB apart at most, so one ranged GET per shard holding any of them.
+    let text = direct.ok(&[
+        "load",
+        &url,
+        "--isel",
+        "time=0:2,y=10:150,x=20:200",
+        "--measurements",
+        "red",
+        "--explain",
+    ]);
+    let field = |name: &str| -> String {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("no '{name}' in --explain: {text}"));
+        line[name.len()..].trim().to_string()
+    };
+    assert_eq!(field("requests"), needed.len().to_string(), "{text}");
+    let absent = 70 - needed.values().map(Vec::len).sum::<usize>();
+    assert_eq!(
+        field("stored chunks to fetch"),
+        format!("70 ({absent} absent, read as fill)"),
+        "{text}"
+    );
 
     let log = proxy.log();
     let red: Vec<&Logged> = log.iter().filter(|l| l.path.contains("/red/c/")).collect();
