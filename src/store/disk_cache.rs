@@ -28,10 +28,10 @@ use zarrs::storage::{
 };
 
 /// Default bound of the on-disk cache.
-pub const DEFAULT_CACHE_BYTES: u64 = 10 << 30;
+pub(crate) const DEFAULT_CACHE_BYTES: u64 = 10 << 30;
 
 /// FNV-1a, 64 bit: a stable, dependency-free hash for directory names.
-pub fn fnv64(s: &str) -> u64 {
+pub(crate) fn fnv64(s: &str) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in s.bytes() {
         h ^= u64::from(b);
@@ -41,7 +41,7 @@ pub fn fnv64(s: &str) -> u64 {
 }
 
 /// A directory name for a write id (or ETag): readable, filesystem-safe and collision-free.
-pub fn version_dir(write_id: &str) -> String {
+pub(crate) fn version_dir(write_id: &str) -> String {
     let clean: String = write_id
         .chars()
         .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')

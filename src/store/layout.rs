@@ -293,7 +293,7 @@ pub fn write_coords(store: &Store, geobox: &GeoBox, times: &[i64]) -> Result<(),
 }
 
 /// A fresh write id: unique per commit, so caches keyed by it never serve stale chunks.
-pub fn new_write_id() -> String {
+pub(crate) fn new_write_id() -> String {
     use std::time::{SystemTime, UNIX_EPOCH};
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -329,7 +329,7 @@ pub fn write_group(
 }
 
 /// Remove the commit point first, so a cube being rewritten never looks complete.
-pub fn uncommit(store: &Store) -> Result<(), StoreError> {
+pub(crate) fn uncommit(store: &Store) -> Result<(), StoreError> {
     store.erase("zarr.json")
 }
 

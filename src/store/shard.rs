@@ -29,13 +29,13 @@ use zarrs::storage::StoreKey;
 const MAX_INDEXES: usize = 16_384;
 
 /// The decoded index of one shard: `None` when the shard object does not exist.
-pub type ShardIndex = Option<Vec<(u64, u64)>>;
+pub(crate) type ShardIndex = Option<Vec<(u64, u64)>>;
 
 /// One shard's index once read, behind a lock that its first reader holds while reading.
 type IndexCell = Arc<Mutex<Option<Arc<ShardIndex>>>>;
 
 /// How one sharded band array lays out inner chunks in its shards.
-pub struct ShardLayout {
+pub(crate) struct ShardLayout {
     shard_shape: [u64; 3],
     inner_shape: [u64; 3],
     /// Inner chunks per shard along each axis.
@@ -64,7 +64,7 @@ impl ShardLayout {
     /// The layout of a 3-D array whose codecs are exactly one `sharding_indexed` codec;
     /// `Ok(None)` for arrays that are not sharded, or have codecs around the sharding codec
     /// (zarrs reads those whole). Errors describe what is wrong.
-    pub fn from_metadata(
+    pub(crate) fn from_metadata(
         meta: &ArrayMetadata,
         shard_shape: [u64; 3],
     ) -> Result<Option<ShardLayout>, String> {
@@ -122,18 +122,18 @@ impl ShardLayout {
     }
 
     /// The inner chunk shape (the unit of decoding).
-    pub fn inner_shape(&self) -> [u64; 3] {
+    pub(crate) fn inner_shape(&self) -> [u64; 3] {
         self.inner_shape
     }
 
     /// The codecs of an inner chunk.
-    pub fn inner_codecs(&self) -> &Arc<CodecChain> {
+    pub(crate) fn inner_codecs(&self) -> &Arc<CodecChain> {
         &self.inner_codecs
     }
 
     /// The shard (its grid position) holding inner chunk `idx`, and the inner chunk's place
     /// in that shard's index.
-    pub fn locate(&self, idx: [u64; 3]) -> ([u64; 3], usize) {
+    pub(crate) fn locate(&self, idx: [u64; 3]) -> ([u64; 3], usize) {
         let shard: [u64; 3] = std::array::from_fn(|i| idx[i] / self.per_shard[i]);
         let local: [u64; 3] = std::array::from_fn(|i| idx[i] % self.per_shard[i]);
         let p = self.per_shard;
@@ -145,7 +145,7 @@ impl ShardLayout {
 
     /// The byte range of entry `slot` of a shard index; `None` for an inner chunk never written
     /// (or an absent shard). An entry pointing nowhere sensible is an error naming `key`.
-    pub fn entry_range(
+    pub(crate) fn entry_range(
         &self,
         index: &ShardIndex,
         slot: usize,
@@ -168,7 +168,7 @@ impl ShardLayout {
 
     /// The index of shard `shard` stored under `key`: read once (one ranged GET through the
     /// store's layers), then served from memory.
-    pub fn index(
+    pub(crate) fn index(
         &self,
         store: &Store,
         key: &str,

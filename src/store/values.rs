@@ -146,38 +146,6 @@ impl Values {
         }
     }
 
-    /// Copy the window `from` of `src` into the window `to` of self (same dtype and window
-    /// shape), straight from view to view.
-    pub fn assign_window(&mut self, to: &[Range<u64>], src: &Values, from: &[Range<u64>]) {
-        let (t, f) = (slice_info(to), slice_info(from));
-        let (t, f) = (t.as_slice(), f.as_slice());
-        match (self, src) {
-            (Values::U8(d), Values::U8(s)) => d.slice_mut(t).assign(&s.slice(f)),
-            (Values::U16(d), Values::U16(s)) => d.slice_mut(t).assign(&s.slice(f)),
-            (Values::I16(d), Values::I16(s)) => d.slice_mut(t).assign(&s.slice(f)),
-            (Values::U32(d), Values::U32(s)) => d.slice_mut(t).assign(&s.slice(f)),
-            (Values::I32(d), Values::I32(s)) => d.slice_mut(t).assign(&s.slice(f)),
-            (Values::F32(d), Values::F32(s)) => d.slice_mut(t).assign(&s.slice(f)),
-            (Values::F64(d), Values::F64(s)) => d.slice_mut(t).assign(&s.slice(f)),
-            _ => {}
-        }
-    }
-
-    /// As f32 with missing values (equal to `nodata`, or NaN) as NaN.
-    pub fn to_f32_masked(&self, nodata: Option<f64>) -> ArrayD<f32> {
-        fn conv<T: Element>(a: &ArrayD<T>, nodata: Option<f64>) -> ArrayD<f32> {
-            let nd = nodata.filter(|v| !v.is_nan()).map(T::from_f64);
-            a.mapv(|v| {
-                if v.is_missing(nd) {
-                    f32::NAN
-                } else {
-                    v.to_f32()
-                }
-            })
-        }
-        on_values!(self, a => conv(a, nodata))
-    }
-
     /// A sub-window as float (`F`) with missing values as NaN, without copying the window
     /// first.
     pub fn window_to_real<F: crate::store::Real>(

@@ -26,7 +26,7 @@ mod state;
 #[cfg(test)]
 mod tests;
 
-pub use coalesce::{coalesce, COALESCE_GAP, COALESCE_MAX};
+pub(crate) use coalesce::coalesce;
 
 use super::runtime::runtime;
 use super::tuning::{permits, tuning};

@@ -1,5 +1,6 @@
 //! Unit tests of the prefetch layer over an in-memory store.
 
+use super::coalesce::{COALESCE_GAP, COALESCE_MAX};
 use super::*;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
