@@ -80,64 +80,48 @@ fn check_all_pixels(cube: &Path) {
     }
 }
 
+/// Every pixel matches GDAL's reads of the tiles, whatever the storage options: chunks that
+/// divide the sides (40 x 40 divides 200 and 240), the usual 64 px (edge chunks), widths that
+/// leave narrow edge chunks (37 does not divide 240: 18 px wide) with both times in a chunk,
+/// shards, and no compression; each with the metadata its options promise.
 #[test]
-fn pixels_match_gdal_chunks_that_divide_evenly() {
-    // 64 does not divide 200 or 240 either, but time=1 and 64 px chunks are the usual shape;
-    // 40 x 40 divides both sides exactly.
-    let t = tmp();
-    let cube = t.path().join("cube");
-    ingest_fixtures(&cube, "time=1,y=40,x=40");
-    check_all_pixels(&cube);
-}
-
-#[test]
-fn pixels_match_gdal_chunks_64() {
-    let t = tmp();
-    let cube = t.path().join("cube");
-    ingest_fixtures(&cube, "time=1,y=64,x=64");
-    check_all_pixels(&cube);
-}
-
-#[test]
-fn pixels_match_gdal_edge_chunks() {
-    // 50 divides 200, 37 does not divide 240 (edge chunks 18 px wide); both times in a chunk.
-    let t = tmp();
-    let cube = t.path().join("cube");
-    ingest_fixtures(&cube, "time=2,y=50,x=37");
-    check_all_pixels(&cube);
-}
-
-#[test]
-fn pixels_match_gdal_sharded() {
-    let t = tmp();
-    let cube = t.path().join("cube");
-    ingest_fixtures_with(
-        &cube,
-        &["--chunks", "time=1,y=64,x=64", "--shards", "y=128,x=128"],
-    );
-    let meta = std::fs::read_to_string(cube.join("red/zarr.json")).unwrap();
-    assert!(
-        meta.contains("sharding_indexed"),
-        "red/zarr.json has no sharding codec:\n{meta}"
-    );
-    check_all_pixels(&cube);
-}
-
-#[test]
-fn pixels_match_gdal_uncompressed() {
-    let t = tmp();
-    let cube = t.path().join("cube");
-    ingest_fixtures_with(
-        &cube,
-        &["--chunks", "time=1,y=64,x=64", "--compression", "none"],
-    );
-    let meta = read_json(&cube.join("red/zarr.json"));
-    let names = codec_names(&meta);
-    assert!(
-        !names.contains(&"zstd".to_string()),
-        "--compression none must not use zstd: {names:?}"
-    );
-    check_all_pixels(&cube);
+fn pixels_match_gdal_for_every_storage_option() {
+    type Check = fn(&Path);
+    let sharded: Check = |cube| {
+        let meta = std::fs::read_to_string(cube.join("red/zarr.json")).unwrap();
+        assert!(
+            meta.contains("sharding_indexed"),
+            "red/zarr.json has no sharding codec:\n{meta}"
+        );
+    };
+    let uncompressed: Check = |cube| {
+        let names = codec_names(&read_json(&cube.join("red/zarr.json")));
+        assert!(
+            !names.contains(&"zstd".to_string()),
+            "--compression none must not use zstd: {names:?}"
+        );
+    };
+    let nothing: Check = |_| {};
+    let cases: [(&[&str], Check); 5] = [
+        (&["--chunks", "time=1,y=40,x=40"], nothing),
+        (&["--chunks", "time=1,y=64,x=64"], nothing),
+        (&["--chunks", "time=2,y=50,x=37"], nothing),
+        (
+            &["--chunks", "time=1,y=64,x=64", "--shards", "y=128,x=128"],
+            sharded,
+        ),
+        (
+            &["--chunks", "time=1,y=64,x=64", "--compression", "none"],
+            uncompressed,
+        ),
+    ];
+    for (args, check) in cases {
+        let t = tmp();
+        let cube = t.path().join("cube");
+        ingest_fixtures_with(&cube, args);
+        check(&cube);
+        check_all_pixels(&cube);
+    }
 }
 
 #[test]
@@ -785,56 +769,44 @@ fn bad_not_a_raster() {
     );
 }
 
+/// A tile that does not fit the others (CRS, resolution, a grid offset that is not a whole
+/// pixel in x or y, another dtype or nodata for the same band) is refused, naming what differs.
 #[test]
-fn bad_mixed_crs() {
-    check_mismatched_middle_tile("crs", |p, spec| {
-        let mut sp = spec.clone();
-        sp.epsg = 32735;
-        write_tif_with::<u16>(p, &sp, |x, y| (1 + x + y) as u16);
-    });
-}
-
-#[test]
-fn bad_mixed_resolution() {
-    check_mismatched_middle_tile("resolution", |p, spec| {
-        let mut sp = spec.clone();
-        sp.pixel = (20.0, -20.0);
-        write_tif_with::<u16>(p, &sp, |x, y| (1 + x + y) as u16);
-    });
-}
-
-#[test]
-fn bad_grid_offset_not_whole_pixel() {
-    check_mismatched_middle_tile("pixel", |p, spec| {
-        let mut sp = spec.clone();
-        sp.origin.0 += 5.0; // half a pixel
-        write_tif_with::<u16>(p, &sp, |x, y| (1 + x + y) as u16);
-    });
-}
-
-#[test]
-fn bad_grid_offset_not_whole_pixel_in_y() {
-    check_mismatched_middle_tile("pixel", |p, spec| {
-        let mut sp = spec.clone();
-        sp.origin.1 -= 2.5;
-        write_tif_with::<u16>(p, &sp, |x, y| (1 + x + y) as u16);
-    });
-}
-
-#[test]
-fn bad_mixed_dtype_for_one_band() {
-    check_mismatched_middle_tile("red", |p, spec| {
-        write_tif_with::<i16>(p, spec, |x, y| (1 + x + y) as i16);
-    });
-}
-
-#[test]
-fn bad_mixed_nodata_for_one_band() {
-    check_mismatched_middle_tile("nodata", |p, spec| {
-        let mut sp = spec.clone();
-        sp.nodata = Some(65535.0);
-        write_tif_with::<u16>(p, &sp, |x, y| (1 + x + y) as u16);
-    });
+fn bad_mismatched_tiles() {
+    type Write = fn(&Path, &TifSpec);
+    let cases: [(&str, Write); 6] = [
+        ("crs", |p, spec| {
+            let mut sp = spec.clone();
+            sp.epsg = 32735;
+            write_tif_with::<u16>(p, &sp, |x, y| (1 + x + y) as u16);
+        }),
+        ("resolution", |p, spec| {
+            let mut sp = spec.clone();
+            sp.pixel = (20.0, -20.0);
+            write_tif_with::<u16>(p, &sp, |x, y| (1 + x + y) as u16);
+        }),
+        ("pixel", |p, spec| {
+            let mut sp = spec.clone();
+            sp.origin.0 += 5.0; // half a pixel
+            write_tif_with::<u16>(p, &sp, |x, y| (1 + x + y) as u16);
+        }),
+        ("pixel", |p, spec| {
+            let mut sp = spec.clone();
+            sp.origin.1 -= 2.5;
+            write_tif_with::<u16>(p, &sp, |x, y| (1 + x + y) as u16);
+        }),
+        ("red", |p, spec| {
+            write_tif_with::<i16>(p, spec, |x, y| (1 + x + y) as i16);
+        }),
+        ("nodata", |p, spec| {
+            let mut sp = spec.clone();
+            sp.nodata = Some(65535.0);
+            write_tif_with::<u16>(p, &sp, |x, y| (1 + x + y) as u16);
+        }),
+    ];
+    for (what, write) in cases {
+        check_mismatched_middle_tile(what, write);
+    }
 }
 
 #[test]
