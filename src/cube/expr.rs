@@ -201,6 +201,18 @@ impl Calc {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
+        for (i, a) in assignments.iter().enumerate() {
+            if let Some(first) = assignments[..i].iter().find(|b| b.name == a.name) {
+                return Err(CubeError::BadArg {
+                    what: "--expr".into(),
+                    value: a.src.clone(),
+                    msg: format!(
+                        "'{}' is already defined by '{}'; give each result its own name",
+                        a.name, first.src
+                    ),
+                });
+            }
+        }
         if assignments.is_empty() {
             return Err(CubeError::BadArg {
                 what: "--expr".into(),
@@ -283,6 +295,29 @@ impl Calc {
         let mut out = Dataset::new();
         for (a, reused) in self.assignments.iter().zip(reused) {
             let mut da = build(&a.src, &a.ast, &env)?.rename(&a.name);
+            // Earlier results are inlined (unless persisted): the whole chain must stay
+            // shallow enough for the recursive planner and evaluator.
+            let (depth, size) = (da.node().depth(), da.node().expanded_size());
+            if size > MAX_GRAPH_SIZE {
+                return Err(CubeError::BadArg {
+                    what: "--expr".into(),
+                    value: a.src.clone(),
+                    msg: format!(
+                        "with the results it uses, '{}' expands to {size} operations (at most {MAX_GRAPH_SIZE}); use each result fewer times",
+                        a.name
+                    ),
+                });
+            }
+            if depth > MAX_GRAPH_DEPTH {
+                return Err(CubeError::BadArg {
+                    what: "--expr".into(),
+                    value: a.src.clone(),
+                    msg: format!(
+                        "with the results it uses, '{}' is {depth} operations deep (at most {MAX_GRAPH_DEPTH})",
+                        a.name
+                    ),
+                });
+            }
             if let Some(m) = da.node().first_error() {
                 return Err(ExecError::Invalid(m).into());
             }
@@ -306,6 +341,13 @@ impl Calc {
         Ok(out)
     }
 }
+
+/// The deepest graph `calc` builds from its expressions (results reusing earlier ones nest).
+pub(crate) const MAX_GRAPH_DEPTH: usize = 1024;
+
+/// The most operations a `calc` graph may expand to, shared sub-graphs counted at every use:
+/// planning and describing a graph walk it as a tree.
+pub(crate) const MAX_GRAPH_SIZE: u64 = 100_000;
 
 /// Parse `OP:DIM` (`mean:time`).
 fn parse_reduce(r: &str) -> Result<(ReduceOp, &'static str), CubeError> {

@@ -41,6 +41,9 @@ impl Session {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(config.threads)
             .thread_name(|i| format!("chunkcube-{i}"))
+            // Evaluation recurses over the graph (at most `MAX_GRAPH_DEPTH` deep from the
+            // CLI): room for it, reserved as address space, touched only as used.
+            .stack_size(16 << 20)
             .build()
             .map_err(|e| {
                 ExecError::Invalid(format!("cannot start {} threads: {e}", config.threads))

@@ -229,12 +229,50 @@ impl Node {
         }
     }
 
+    /// Fold the graph below this node bottom-up, each distinct node (by id) once, without
+    /// recursion: `f(node, children's values)`. Graphs share sub-graphs (`nir` named twice,
+    /// a result reused by later ones), so a walk that is not memoised can take exponential
+    /// time on a crafted expression.
+    pub fn fold<T: Clone>(&self, f: impl Fn(&Node, &[T]) -> T) -> T {
+        let mut done: std::collections::HashMap<u64, T> = std::collections::HashMap::new();
+        let mut stack: Vec<(&Node, bool)> = vec![(self, false)];
+        while let Some((n, expanded)) = stack.pop() {
+            if done.contains_key(&n.id) {
+                continue;
+            }
+            let kids = n.children();
+            if expanded || kids.is_empty() {
+                let vals: Vec<T> = kids
+                    .iter()
+                    .filter_map(|c| done.get(&c.id).cloned())
+                    .collect();
+                let v = f(n, &vals);
+                done.insert(n.id, v);
+            } else {
+                stack.push((n, true));
+                stack.extend(kids.into_iter().map(|c| (&**c, false)));
+            }
+        }
+        done.remove(&self.id).expect("the root is folded last")
+    }
+
+    /// The depth of the graph below this node (a source or constant is 1).
+    pub fn depth(&self) -> usize {
+        self.fold(|_, kids: &[usize]| 1 + kids.iter().copied().max().unwrap_or(0))
+    }
+
+    /// How many operations the graph is when every shared sub-graph is counted at each of its
+    /// uses (what recursive walks over it visit), saturating.
+    pub fn expanded_size(&self) -> u64 {
+        self.fold(|_, kids: &[u64]| kids.iter().fold(1u64, |a, &k| a.saturating_add(k)))
+    }
+
     /// The first error of an invalid sub-graph, if any.
     pub fn first_error(&self) -> Option<String> {
-        if let Op::Invalid(m) = &self.op {
-            return Some(m.clone());
-        }
-        self.children().into_iter().find_map(|c| c.first_error())
+        self.fold(|n, kids: &[Option<String>]| match &n.op {
+            Op::Invalid(m) => Some(m.clone()),
+            _ => kids.iter().find_map(|k| k.clone()),
+        })
     }
 
     /// A short label (graph pictures).

@@ -14,9 +14,21 @@
 
 use super::{BinaryOp, UnaryOp};
 
-/// A parse or evaluation error, pointing at the offending token.
+/// The longest expression accepted, in bytes. Every later step (the graph, planning, the
+/// evaluator) walks the expression recursively: bounds keep hostile input an error, never a
+/// stack overflow.
+pub const MAX_EXPR_LEN: usize = 10_000;
+
+/// The deepest nesting of parentheses, unary operators, powers and calls accepted.
+pub const MAX_NESTING: usize = 100;
+
+/// The deepest expression tree accepted (a chain of 300 `+` is 300 deep).
+pub const MAX_DEPTH: usize = 256;
+
+/// A parse or evaluation error, pointing at the offending token. Long expressions are quoted
+/// around the column only, so the message stays one readable line.
 #[derive(Debug, thiserror::Error)]
-#[error("in '{expr}' at column {col}: {msg}")]
+#[error("in '{}' at column {col}: {msg}", excerpt(expr, *col))]
 pub struct ParseError {
     /// The expression.
     pub expr: String,
@@ -24,6 +36,25 @@ pub struct ParseError {
     pub col: usize,
     /// What is wrong.
     pub msg: String,
+}
+
+/// At most about 80 characters of `expr` around 1-based column `col`, elided with `…`.
+fn excerpt(expr: &str, col: usize) -> String {
+    const WIDTH: usize = 80;
+    let chars: Vec<char> = expr.chars().collect();
+    if chars.len() <= WIDTH {
+        return expr.to_string();
+    }
+    let at = col.saturating_sub(1).min(chars.len());
+    let start = at.saturating_sub(WIDTH / 2);
+    let end = (start + WIDTH).min(chars.len());
+    let start = end.saturating_sub(WIDTH);
+    format!(
+        "{}{}{}",
+        if start > 0 { "…" } else { "" },
+        chars[start..end].iter().collect::<String>(),
+        if end < chars.len() { "…" } else { "" }
+    )
 }
 
 /// The syntax tree.
@@ -53,6 +84,8 @@ struct Parser<'a> {
     src: &'a str,
     toks: Vec<(Tok, usize)>,
     pos: usize,
+    /// Current nesting (see [`MAX_NESTING`]).
+    nest: usize,
 }
 
 fn lex(src: &str) -> Result<Vec<(Tok, usize)>, ParseError> {
@@ -112,11 +145,21 @@ fn lex(src: &str) -> Result<Vec<(Tok, usize)>, ParseError> {
                 i += o.len();
             }
             None => {
+                // The whole character (the byte alone would misname a non-ASCII one).
+                let ch = src[i..].chars().next().unwrap_or(c);
+                let what = if ch.is_ascii() {
+                    format!("unexpected character '{ch}'")
+                } else {
+                    format!(
+                        "unexpected character '{ch}' (U+{:04X}); expressions use ASCII names and operators",
+                        ch as u32
+                    )
+                };
                 return Err(ParseError {
                     expr: src.into(),
-                    col: i + 1,
-                    msg: format!("unexpected character '{c}'"),
-                })
+                    col: src[..i].chars().count() + 1,
+                    msg: what,
+                });
             }
         }
     }
@@ -207,7 +250,27 @@ impl<'a> Parser<'a> {
             false,
         )
     }
+    /// Run `f` one nesting level deeper, refusing past [`MAX_NESTING`]. Every parenthesis,
+    /// call argument and unary operator passes through `unary` once, so counting there counts
+    /// each level once.
+    fn nested(
+        &mut self,
+        f: impl FnOnce(&mut Self) -> Result<Ast, ParseError>,
+    ) -> Result<Ast, ParseError> {
+        if self.nest >= MAX_NESTING {
+            return Err(self.err(format!(
+                "the expression nests more than {MAX_NESTING} levels deep (parentheses, unary operators, calls); simplify it or split it into several --expr"
+            )));
+        }
+        self.nest += 1;
+        let r = f(self);
+        self.nest -= 1;
+        r
+    }
     fn unary(&mut self) -> Result<Ast, ParseError> {
+        self.nested(Self::unary_inner)
+    }
+    fn unary_inner(&mut self) -> Result<Ast, ParseError> {
         if self.eat("-") {
             return Ok(Ast::Unary(UnaryOp::Neg, Box::new(self.unary()?)));
         }
@@ -276,10 +339,26 @@ fn describe(t: &Tok) -> String {
     }
 }
 
-/// Parse an expression.
+/// Parse an expression (at most [`MAX_EXPR_LEN`] bytes, [`MAX_NESTING`] levels of nesting
+/// and a tree [`MAX_DEPTH`] deep).
 pub fn parse_expr(src: &str) -> Result<Ast, ParseError> {
+    if src.len() > MAX_EXPR_LEN {
+        return Err(ParseError {
+            expr: src.into(),
+            col: 1,
+            msg: format!(
+                "the expression is {} bytes long (at most {MAX_EXPR_LEN}); split it into several --expr",
+                src.len()
+            ),
+        });
+    }
     let toks = lex(src)?;
-    let mut p = Parser { src, toks, pos: 0 };
+    let mut p = Parser {
+        src,
+        toks,
+        pos: 0,
+        nest: 0,
+    };
     let e = p.expr()?;
     if *p.peek() != Tok::End {
         return Err(p.err(format!(
@@ -287,10 +366,40 @@ pub fn parse_expr(src: &str) -> Result<Ast, ParseError> {
             describe(p.peek())
         )));
     }
+    let depth = e.depth();
+    if depth > MAX_DEPTH {
+        return Err(ParseError {
+            expr: src.into(),
+            col: 1,
+            msg: format!(
+                "the expression is {depth} operations deep (at most {MAX_DEPTH}); split it into several --expr"
+            ),
+        });
+    }
     Ok(e)
 }
 
 impl Ast {
+    /// The depth of the tree (a number or name is 1), without recursion: a left-deep chain of
+    /// thousands of terms is measured before anything walks it recursively.
+    pub fn depth(&self) -> usize {
+        let mut most = 0;
+        let mut stack = vec![(self, 1usize)];
+        while let Some((a, d)) = stack.pop() {
+            most = most.max(d);
+            match a {
+                Ast::Num(_) | Ast::Name(..) => {}
+                Ast::Unary(_, x) => stack.push((x, d + 1)),
+                Ast::Binary(_, x, y) => {
+                    stack.push((x, d + 1));
+                    stack.push((y, d + 1));
+                }
+                Ast::Call(_, args, _) => stack.extend(args.iter().map(|x| (x, d + 1))),
+            }
+        }
+        most
+    }
+
     /// Whether the expression reads `name` (a band or an earlier result).
     pub fn mentions(&self, name: &str) -> bool {
         match self {
@@ -363,5 +472,40 @@ mod tests {
         assert_eq!(e.col, 5);
         assert!(parse_expr("1 + 2 * -x ** 2").is_ok());
         assert!(parse_expr("where(nir > red, 1, 0)").is_ok());
+    }
+
+    #[test]
+    fn hostile_expressions_are_errors_not_overflows() {
+        let long_sum = vec!["nir"; 2000].join("+");
+        let deep_parens = format!("{}nir{}", "(".repeat(3000), ")".repeat(3000));
+        let minus = format!("{}nir", "-".repeat(5000));
+        let calls = format!("{}nir{}", "sqrt(".repeat(1500), ")".repeat(1500));
+        let huge = format!("nir{}", "+1".repeat(6000));
+        for (src, says) in [
+            (&long_sum, "deep"),
+            (&deep_parens, "nests more than"),
+            (&minus, "nests more than"),
+            (&calls, "nests more than"),
+            (&huge, "bytes long"),
+        ] {
+            let e = parse_expr(src).unwrap_err();
+            assert!(e.msg.contains(says), "{}", e.msg);
+            assert!(e.to_string().len() < 400, "{e}");
+        }
+        // At the limits: accepted.
+        let ok = format!(
+            "{}nir{}",
+            "(".repeat(MAX_NESTING - 1),
+            ")".repeat(MAX_NESTING - 1)
+        );
+        assert!(parse_expr(&ok).is_ok());
+        assert!(parse_expr(&vec!["nir"; MAX_DEPTH].join("+")).is_ok());
+    }
+
+    #[test]
+    fn non_ascii_is_named_whole() {
+        let e = parse_expr("nir × red").unwrap_err();
+        assert!(e.msg.contains("'×' (U+00D7)"), "{}", e.msg);
+        assert_eq!(e.col, 5);
     }
 }

@@ -5,6 +5,7 @@
 mod common;
 
 mod calc;
+mod hostile;
 mod ingest;
 mod out_of_core;
 mod query;
