@@ -51,15 +51,13 @@ pub fn read_manifest(manifest: &Path) -> Result<Vec<TileSource>, IngestError> {
         msg: format!("cannot read the manifest: {e}"),
     })?;
     let base = manifest.parent().unwrap_or(Path::new("."));
-    let mut lines = text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty());
     let bad = |row: usize, msg: String| IngestError::Manifest {
         file: manifest.display().to_string(),
         row,
         msg,
     };
+    let records = super::csv::records(&text).map_err(|(row, msg)| bad(row, msg))?;
+    let mut lines = records.into_iter();
     let (_, header) = lines.next().ok_or_else(|| {
         bad(
             1,
@@ -67,20 +65,22 @@ pub fn read_manifest(manifest: &Path) -> Result<Vec<TileSource>, IngestError> {
         )
     })?;
     let cols: Vec<String> = header
-        .split(',')
+        .iter()
         .map(|c| c.trim().to_ascii_lowercase())
         .collect();
     let find = |name: &str| cols.iter().position(|c| c == name);
     let (Some(ip), Some(ib), Some(it)) = (find("path"), find("band"), find("time")) else {
         return Err(bad(
             1,
-            format!("header '{header}' must name the columns path,band,time"),
+            format!(
+                "header '{}' must name the columns path,band,time",
+                header.join(",").escape_debug()
+            ),
         ));
     };
     let mut out = Vec::new();
-    for (i, line) in lines {
-        let row = i + 1;
-        let fields: Vec<&str> = line.split(',').map(str::trim).collect();
+    for (row, fields) in lines {
+        let fields: Vec<&str> = fields.iter().map(|f| f.trim()).collect();
         if fields.len() != cols.len() {
             return Err(bad(
                 row,
@@ -97,11 +97,11 @@ pub fn read_manifest(manifest: &Path) -> Result<Vec<TileSource>, IngestError> {
         }
         crate::store::layout::validate_band_name(b).map_err(|m| bad(row, m))?;
         let time = parse_time(t).map_err(|e| bad(row, e.to_string()))?;
-        let path = if Path::new(p).is_absolute() {
+        let path = canonical(&if Path::new(p).is_absolute() {
             PathBuf::from(p)
         } else {
             base.join(p)
-        };
+        });
         out.push(TileSource {
             path,
             band: b.to_string(),
@@ -113,6 +113,14 @@ pub fn read_manifest(manifest: &Path) -> Result<Vec<TileSource>, IngestError> {
         return Err(IngestError::NoTiles(manifest.display().to_string()));
     }
     Ok(out)
+}
+
+/// The canonical form of a tile's path (symlinks, `.` and `..` resolved), so that however a
+/// manifest or command line spells a path, the same file is the same input (resume, the
+/// ingest fingerprint, overlap order). A path that does not resolve stays as given; scanning
+/// reports it.
+fn canonical(p: &Path) -> PathBuf {
+    std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf())
 }
 
 /// Band and time from a DE Africa style name `..._<YYYY>--P1Y_final_<band>.tif`.
@@ -144,6 +152,7 @@ pub fn discover(paths: &[PathBuf]) -> Result<Vec<TileSource>, IngestError> {
             });
         }
     }
+    let mut files: Vec<PathBuf> = files.iter().map(|f| canonical(f)).collect();
     files.sort();
     files.dedup();
     let mut out = Vec::new();
@@ -213,6 +222,12 @@ pub fn scan_tile(src: &TileSource) -> Result<TileInfo, IngestError> {
         file: file.clone(),
         msg,
     };
+    if src.path.is_dir() {
+        return Err(fail(format!(
+            "is a folder, not a GeoTIFF (from {}); list its files, or pass the folder on the command line instead of --manifest",
+            src.origin
+        )));
+    }
     if !src.path.is_file() {
         return Err(fail(format!("no such file (from {})", src.origin)));
     }
@@ -226,8 +241,16 @@ pub fn scan_tile(src: &TileSource) -> Result<TileInfo, IngestError> {
         };
         fail(format!("not a raster GDAL can read: {why}"))
     })?;
-    if ds.raster_count() < 1 {
-        return Err(fail("has no raster bands".into()));
+    match ds.raster_count() {
+        0 => return Err(fail("has no raster bands".into())),
+        1 => {}
+        n => {
+            // One band per file is the model (a geomedian COG per band); taking band 1 of a
+            // multi-band file silently would mislabel the others.
+            return Err(fail(format!(
+                "has {n} raster bands; chunkcube ingests one band per file (split it with gdal_translate -b N)"
+            )));
+        }
     }
     let (w, h) = ds.raster_size();
     let (w, h) = (w as u64, h as u64);

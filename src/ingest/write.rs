@@ -98,6 +98,34 @@ fn fnv64(s: &str) -> String {
     format!("{h:016x}")
 }
 
+/// What makes a tile the same input to a resumed ingest: its canonical path (sources are
+/// canonicalised when read), size and modification time, and a sample of its bytes (the head
+/// and tail, where a GeoTIFF keeps its header and the last strips), so a tile rewritten in
+/// place is a different input even within the file system's time resolution.
+fn tile_identity(path: &Path) -> String {
+    use std::io::{Read, Seek, SeekFrom};
+    let m = std::fs::metadata(path).ok();
+    let len = m.as_ref().map(|m| m.len()).unwrap_or(0);
+    let mtime = m
+        .and_then(|m| m.modified().ok())
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let mut sample = Vec::new();
+    if let Ok(mut f) = std::fs::File::open(path) {
+        const PART: u64 = 64 << 10;
+        let _ = (&mut f).take(PART).read_to_end(&mut sample);
+        if len > 2 * PART && f.seek(SeekFrom::Start(len - PART)).is_ok() {
+            let _ = f.take(PART).read_to_end(&mut sample);
+        }
+    }
+    format!(
+        "{}:{len}:{mtime}:{:08x}",
+        path.display(),
+        crc32c::crc32c(&sample)
+    )
+}
+
 /// Resolve `--chunks` and `--shards` against the planned shape.
 fn chunk_shapes(
     plan: &MosaicPlan,
@@ -220,17 +248,7 @@ fn ingest_in_pool(
         opts.product,
         infos
             .iter()
-            .map(|t| {
-                // Size and modification time: a tile rewritten in place is a different input.
-                let m = std::fs::metadata(&t.source.path).ok();
-                let len = m.as_ref().map(|m| m.len()).unwrap_or(0);
-                let mtime = m
-                    .and_then(|m| m.modified().ok())
-                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                    .map(|d| d.as_nanos())
-                    .unwrap_or(0);
-                format!("{}:{len}:{mtime}", t.source.path.display())
-            })
+            .map(|t| tile_identity(&t.source.path))
             .collect::<Vec<_>>()
             .join(",")
     ));
@@ -356,6 +374,10 @@ fn prepare_output(store: &Store, fingerprint: &str, overwrite: bool) -> Result<b
             .pointer("/attributes/ingest_fingerprint")
             .and_then(Value::as_str);
         if fp == Some(fingerprint) && !overwrite {
+            // Killed between the commit and removing the marker: the cube is complete.
+            if store.get(MARKER)?.is_some() {
+                store.erase(MARKER)?;
+            }
             return Ok(false);
         }
         if !overwrite {
@@ -374,7 +396,13 @@ fn prepare_output(store: &Store, fingerprint: &str, overwrite: bool) -> Result<b
             }
             store.erase_prefix("")?;
         }
-    } else if !store.list_sizes("")?.is_empty() {
+    } else if store
+        .list_sizes("")?
+        .iter()
+        .any(|(k, _)| !k.ends_with(".tmp"))
+    {
+        // (Only leftovers of failed atomic writes, e.g. the marker's own when the disk was
+        // full, are no reason to refuse: they are removed below.)
         if !overwrite {
             return Err(exists("is not empty and is not a chunkcube cube"));
         }

@@ -57,3 +57,97 @@ fn non_ascii_in_an_expression_is_named_whole() {
     let msg = calc_err(&["v=nir×red"]);
     assert!(msg.contains("'×' (U+00D7)"), "{msg}");
 }
+
+mod manifests {
+    use crate::common::output::{run_one_error, run_output_ok};
+    use crate::common::{load_band, s, write_tif_with, TifSpec};
+    use std::path::Path;
+
+    fn tile(dir: &Path, name: &str, spec: &TifSpec) {
+        write_tif_with::<u16>(&dir.join(name), spec, |x, y| (1 + x + 10 * y) as u16);
+    }
+
+    fn ingest(manifest: &Path, out: &Path) -> Vec<String> {
+        vec![
+            "ingest".into(),
+            "--manifest".into(),
+            s(manifest).into(),
+            "--out".into(),
+            s(out).into(),
+            "-q".into(),
+        ]
+    }
+
+    /// A manifest as spreadsheets write it: a byte-order mark, CRLF line ends, quoted fields
+    /// (one holding a comma) — read as CSV, not split at every comma.
+    #[test]
+    fn bom_crlf_and_quoted_fields() {
+        let t = tempfile::tempdir().unwrap();
+        tile(t.path(), "a,1.tif", &TifSpec::default());
+        tile(t.path(), "b.tif", &TifSpec::default().shifted(8, 0));
+        let m = t.path().join("m.csv");
+        std::fs::write(
+            &m,
+            "\u{feff}path,band,time\r\n\"a,1.tif\",red,2019\r\n\"b.tif\",\"red\",\"2019\"\r\n",
+        )
+        .unwrap();
+        let out = t.path().join("cube");
+        run_output_ok(&ingest(&m, &out));
+        let red = load_band::<u16>(&out, "red");
+        assert_eq!(red.shape(), &[1, 6, 16]);
+        assert_eq!(red[[0, 0, 0]], 1);
+        assert_eq!(red[[0, 5, 15]], 1 + 7 + 50);
+    }
+
+    #[test]
+    fn a_header_with_a_bom_but_wrong_columns_is_named_plainly() {
+        let t = tempfile::tempdir().unwrap();
+        let m = t.path().join("m.csv");
+        std::fs::write(&m, "\u{feff}file,band,time\na.tif,red,2019\n").unwrap();
+        let msg = run_one_error(&ingest(&m, &t.path().join("cube")));
+        assert!(msg.contains("header 'file,band,time'"), "{msg}");
+        assert!(!msg.contains('\u{feff}'), "{msg}");
+    }
+
+    #[test]
+    fn a_folder_in_the_manifest_is_called_a_folder() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(t.path().join("tiles")).unwrap();
+        let m = t.path().join("m.csv");
+        std::fs::write(&m, "path,band,time\ntiles,red,2019\n").unwrap();
+        let msg = run_one_error(&ingest(&m, &t.path().join("cube")));
+        assert!(msg.contains("is a folder, not a GeoTIFF"), "{msg}");
+        assert!(msg.contains("m.csv row 2"), "{msg}");
+    }
+
+    #[test]
+    fn a_multi_band_tile_is_refused() {
+        let t = tempfile::tempdir().unwrap();
+        let spec = TifSpec {
+            bands: 2,
+            ..TifSpec::default()
+        };
+        tile(t.path(), "two.tif", &spec);
+        let m = t.path().join("m.csv");
+        std::fs::write(&m, "path,band,time\ntwo.tif,red,2019\n").unwrap();
+        let out = t.path().join("cube");
+        let msg = run_one_error(&ingest(&m, &out));
+        assert!(
+            msg.contains("two.tif") && msg.contains("has 2 raster bands"),
+            "{msg}"
+        );
+        assert!(!out.join("zarr.json").exists());
+    }
+
+    #[test]
+    fn an_unclosed_quote_names_its_row() {
+        let t = tempfile::tempdir().unwrap();
+        let m = t.path().join("m.csv");
+        std::fs::write(&m, "path,band,time\n\"a.tif,red,2019\n").unwrap();
+        let msg = run_one_error(&ingest(&m, &t.path().join("cube")));
+        assert!(
+            msg.contains("row 2") && msg.contains("never closed"),
+            "{msg}"
+        );
+    }
+}

@@ -1573,3 +1573,78 @@ fn modified_tile_is_not_mixed_into_a_resumed_ingest() {
         );
     }
 }
+
+/// Resume does not depend on how the manifest (or a tile) path is spelled: a run stopped with
+/// `./sub/manifest.csv` resumes from an absolute path and from `sub/../sub/manifest.csv`, and
+/// ends byte-identical to a fresh ingest spelled another way still.
+#[test]
+fn resume_with_the_manifest_path_spelled_three_ways() {
+    let t = tmp();
+    let sub = t.path().join("sub");
+    std::fs::create_dir_all(&sub).unwrap();
+    // The fixture tiles behind a symlink, named by the copied manifest with an absolute path
+    // for one row and relatively, with a detour, for the others.
+    std::os::unix::fs::symlink(fixtures_dir().join("tiles"), t.path().join("tiles")).unwrap();
+    let text = std::fs::read_to_string(fixtures_manifest()).unwrap();
+    let mut rows = text.lines();
+    let mut out = format!("{}\n", rows.next().unwrap());
+    for (i, r) in rows.enumerate() {
+        let (p, rest) = r.split_once(',').unwrap();
+        assert!(p.starts_with("tiles/"), "{p}");
+        let p = if i == 0 {
+            t.path().join(p).display().to_string()
+        } else {
+            format!("../sub/../{p}")
+        };
+        out.push_str(&format!("{p},{rest}\n"));
+    }
+    std::fs::write(sub.join("manifest.csv"), out).unwrap();
+    let cube = t.path().join("cube");
+    let fresh = t.path().join("fresh");
+    let run_in = |dir: &Path, manifest: &str, out: &Path, extra: &[&str]| {
+        let mut c = std::process::Command::new(bin());
+        c.current_dir(dir).args([
+            "ingest",
+            "--manifest",
+            manifest,
+            "--out",
+            s(out),
+            "--chunks",
+            "time=1,y=64,x=64",
+            "-q",
+        ]);
+        c.args(extra);
+        c.output().unwrap()
+    };
+    let o = run_in(
+        t.path(),
+        "./sub/manifest.csv",
+        &cube,
+        &["--stop-after-chunks", "20"],
+    );
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let abs = sub.join("manifest.csv");
+    let o = run_in(
+        Path::new("/"),
+        s(&abs),
+        &cube,
+        &["--stop-after-chunks", "40"],
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        o.status.code() == Some(1) && !err.contains("different tiles"),
+        "resumed from an absolute path: {err}"
+    );
+    let o = run_in(&sub, "../sub/manifest.csv", &cube, &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("resumed"), "{err}");
+    let o = run_in(t.path(), s(&fixtures_manifest()), &fresh, &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_same_tree(&fresh, &cube);
+}

@@ -416,6 +416,8 @@ pub struct TifSpec {
     pub nodata: Option<f64>,
     /// DEFLATE compression (else uncompressed: the file size depends only on the shape).
     pub compress: bool,
+    /// Raster bands (each holds the same values).
+    pub bands: usize,
 }
 
 impl Default for TifSpec {
@@ -428,6 +430,7 @@ impl Default for TifSpec {
             epsg: 6933,
             nodata: Some(0.0),
             compress: true,
+            bands: 1,
         }
     }
 }
@@ -442,7 +445,7 @@ impl TifSpec {
     }
 }
 
-/// Write a single-band GeoTIFF (row-major `values`, `width * height` of them).
+/// Write a GeoTIFF (row-major `values`, `width * height` of them, in each of its bands).
 pub fn write_tif<T: GdalType + Copy>(path: &Path, spec: &TifSpec, values: &[T]) {
     assert_eq!(
         values.len(),
@@ -460,7 +463,13 @@ pub fn write_tif<T: GdalType + Copy>(path: &Path, spec: &TifSpec, values: &[T]) 
         "COMPRESS=NONE"
     }]);
     let mut ds = driver
-        .create_with_band_type_with_options::<T, _>(path, spec.width, spec.height, 1, &opts)
+        .create_with_band_type_with_options::<T, _>(
+            path,
+            spec.width,
+            spec.height,
+            spec.bands,
+            &opts,
+        )
         .unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
     ds.set_spatial_ref(&SpatialRef::from_epsg(spec.epsg).unwrap())
         .unwrap();
@@ -473,11 +482,13 @@ pub fn write_tif<T: GdalType + Copy>(path: &Path, spec: &TifSpec, values: &[T]) 
         spec.pixel.1,
     ])
     .unwrap();
-    let mut band = ds.rasterband(1).unwrap();
-    band.set_no_data_value(spec.nodata).unwrap();
-    let mut buf = Buffer::new((spec.width, spec.height), values.to_vec());
-    band.write((0, 0), (spec.width, spec.height), &mut buf)
-        .unwrap();
+    for b in 1..=spec.bands {
+        let mut band = ds.rasterband(b).unwrap();
+        band.set_no_data_value(spec.nodata).unwrap();
+        let mut buf = Buffer::new((spec.width, spec.height), values.to_vec());
+        band.write((0, 0), (spec.width, spec.height), &mut buf)
+            .unwrap();
+    }
     ds.close().unwrap();
 }
 
