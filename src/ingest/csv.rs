@@ -2,9 +2,11 @@
 //! be quoted (commas, quotes doubled inside), lines end in LF or CRLF, and a UTF-8 byte-order
 //! mark before the header is dropped. Blank lines are skipped.
 
-/// The records of `text`, each with the 1-based line it starts on, or the line of a quote
-/// left open.
-pub(crate) fn records(text: &str) -> Result<Vec<(usize, Vec<String>)>, (usize, String)> {
+/// A record: the 1-based line it starts on, and its fields.
+pub(crate) type Record = (usize, Vec<String>);
+
+/// The records of `text`, or the line of a malformed field and what is wrong with it.
+pub(crate) fn records(text: &str) -> Result<Vec<Record>, (usize, String)> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut out = Vec::new();
     let mut fields: Vec<String> = Vec::new();
