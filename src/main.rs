@@ -284,6 +284,9 @@ fn print_values(name: &str, da: &DataArray, v: &Values) {
 fn run_load(a: LoadArgs) -> Result<()> {
     let s = session(&a.exec)?;
     let cube = Cube::open_in(&a.cube, s.clone())?;
+    if let Some(out) = &a.out {
+        cube.check_output(out)?;
+    }
     let mut q = build_query(&a.sel)?;
     if q.chunks.is_none() {
         // Stay lazy until the action decides what to read.
@@ -325,6 +328,9 @@ fn run_load(a: LoadArgs) -> Result<()> {
 fn run_calc(a: CalcArgs) -> Result<()> {
     let s = session(&a.exec)?;
     let cube = Cube::open_in(&a.cube, s.clone())?;
+    if let Some(out) = &a.out {
+        cube.check_output(out)?;
+    }
     let mut q = build_query(&a.sel)?;
     let calc = Calc::parse(&a.exprs, a.reduce.as_deref())?;
     // Every band is available lazily; only those the expressions use are ever read, in the

@@ -353,6 +353,9 @@ impl ChunkSource for BandReader {
     fn counters(&self) -> Option<Arc<IoCounters>> {
         Some(self.store.counters().clone())
     }
+    fn location(&self) -> Option<&crate::store::Location> {
+        Some(self.store.location())
+    }
     fn read_cost(&self, idxs: &[[u64; 3]]) -> ReadCost {
         self.cost(idxs)
     }

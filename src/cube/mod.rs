@@ -137,6 +137,23 @@ impl Cube {
         })
     }
 
+    /// Refuse to write a result at `out` when that would overwrite or nest inside this cube
+    /// (or this cube inside it): checked before anything is computed or written.
+    pub fn check_output(&self, out: &str) -> Result<(), CubeError> {
+        let target = crate::store::Location::parse(out)?;
+        if target.overlaps(self.store.location()) {
+            return Err(CubeError::BadArg {
+                what: "--out".into(),
+                value: out.to_string(),
+                msg: format!(
+                    "is, contains or lies inside the input cube {}; write the result somewhere else",
+                    self.store.url()
+                ),
+            });
+        }
+        Ok(())
+    }
+
     /// Run a query: lazy when it has chunks, else loaded at once.
     pub fn load(&self, q: &Query) -> Result<Dataset, CubeError> {
         query::run(self, q)

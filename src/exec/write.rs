@@ -64,6 +64,7 @@ impl Session {
             layout::validate_band_name(n).map_err(ExecError::Invalid)?;
         }
         let nodes: Vec<&Arc<Node>> = outputs.iter().map(|(_, n)| n).collect();
+        check_not_an_input(&nodes, url)?;
         let remote = matches!(
             crate::store::Location::parse(url),
             Ok(crate::store::Location::S3 { .. })
@@ -209,4 +210,26 @@ fn pad<F: Float>(a: ArrayD<F>, chunks: [u64; 3], r: &[Range<u64>; 3]) -> ArrayD<
         .collect();
     p.slice_mut(sl.as_slice()).assign(&a);
     p
+}
+
+/// Refuse an output that is, contains or lies inside a cube the graph reads (it would be
+/// erased or overwritten while read).
+fn check_not_an_input(nodes: &[&Arc<Node>], url: &str) -> Result<(), ExecError> {
+    let target = crate::store::Location::parse(url)?;
+    let bad = nodes.iter().find_map(|n| {
+        n.fold(|node, kids: &[Option<String>]| match &node.op {
+            crate::graph::Op::Source { src, .. }
+                if src.location().is_some_and(|l| l.overlaps(&target)) =>
+            {
+                Some(src.name().to_string())
+            }
+            _ => kids.iter().find_map(|k| k.clone()),
+        })
+    });
+    match bad {
+        Some(band) => Err(ExecError::Invalid(format!(
+            "cannot write to {url}: it is, contains or lies inside the cube that band '{band}' is read from; write the result somewhere else"
+        ))),
+        None => Ok(()),
+    }
 }

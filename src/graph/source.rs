@@ -76,6 +76,11 @@ pub trait ChunkSource: Send + Sync + std::fmt::Debug {
     fn is_remote(&self) -> bool {
         false
     }
+    /// Where the store behind it lives, if it is a stored cube (a result must never be
+    /// written over or inside its own input).
+    fn location(&self) -> Option<&crate::store::Location> {
+        None
+    }
     /// The I/O counters of the store behind it (`bytes_read` in the statistics).
     fn counters(&self) -> Option<Arc<IoCounters>> {
         None

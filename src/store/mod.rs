@@ -104,6 +104,33 @@ pub enum Location {
 }
 
 impl Location {
+    /// Whether writing a cube at `self` would touch the cube at `other` (or the reverse):
+    /// the same location, or one inside the other. Local paths are compared canonically
+    /// (symlinks and `..` resolved, as far as they exist).
+    pub fn overlaps(&self, other: &Location) -> bool {
+        match (self, other) {
+            (Location::Local(a), Location::Local(b)) => {
+                let (a, b) = (canonical_path(a), canonical_path(b));
+                a.starts_with(&b) || b.starts_with(&a)
+            }
+            (
+                Location::S3 {
+                    bucket: ba,
+                    prefix: pa,
+                },
+                Location::S3 {
+                    bucket: bb,
+                    prefix: pb,
+                },
+            ) => {
+                let inside =
+                    |a: &str, b: &str| b.is_empty() || a == b || a.starts_with(&format!("{b}/"));
+                ba == bb && (inside(pa, pb) || inside(pb, pa))
+            }
+            _ => false,
+        }
+    }
+
     /// Parse a cube URL: `s3://bucket/prefix` or a local path (optionally `file://`).
     pub fn parse(url: &str) -> Result<Location, StoreError> {
         let bad = |reason: &str| StoreError::BadUrl {
@@ -391,6 +418,34 @@ impl Store {
     }
 }
 
+/// `p` with its longest existing ancestor canonicalised and the rest appended (a path that
+/// does not exist yet still compares right against one that does).
+fn canonical_path(p: &std::path::Path) -> PathBuf {
+    let abs = if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir().unwrap_or_default().join(p)
+    };
+    let mut rest = Vec::new();
+    let mut cur = abs.as_path();
+    loop {
+        if let Ok(c) = std::fs::canonicalize(cur) {
+            let mut out = c;
+            for part in rest.iter().rev() {
+                out.push(part);
+            }
+            return out;
+        }
+        match (cur.parent(), cur.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_os_string());
+                cur = parent;
+            }
+            _ => return abs,
+        }
+    }
+}
+
 /// A store key that cannot escape the cube: relative, no `.`/`..` segments.
 pub fn safe_key(key: &str) -> Result<StoreKey, String> {
     if key.starts_with('/')
@@ -403,4 +458,37 @@ pub fn safe_key(key: &str) -> Result<StoreKey, String> {
         ));
     }
     StoreKey::new(key).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Location;
+
+    fn loc(u: &str) -> Location {
+        Location::parse(u).unwrap()
+    }
+
+    #[test]
+    fn overlapping_locations() {
+        for (a, b, want) in [
+            ("s3://b/cube", "s3://b/cube", true),
+            ("s3://b/cube/sub", "s3://b/cube", true),
+            ("s3://b/cube", "s3://b/cube/sub", true),
+            ("s3://b", "s3://b/cube", true),
+            ("s3://b/cube2", "s3://b/cube", false),
+            ("s3://c/cube", "s3://b/cube", false),
+            ("s3://b/cube", "/tmp/b/cube", false),
+        ] {
+            assert_eq!(loc(a).overlaps(&loc(b)), want, "{a} vs {b}");
+        }
+        let t = tempfile::tempdir().unwrap();
+        let cube = t.path().join("cube");
+        std::fs::create_dir_all(&cube).unwrap();
+        let p = |x: &std::path::Path| Location::Local(x.to_path_buf());
+        assert!(p(&cube).overlaps(&p(&t.path().join("cube/../cube"))));
+        assert!(p(&cube.join("not/yet")).overlaps(&p(&cube)));
+        assert!(!p(&t.path().join("cube2")).overlaps(&p(&cube)));
+        std::os::unix::fs::symlink(&cube, t.path().join("link")).unwrap();
+        assert!(p(&t.path().join("link/x")).overlaps(&p(&cube)));
+    }
 }

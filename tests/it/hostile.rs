@@ -151,3 +151,70 @@ mod manifests {
         );
     }
 }
+
+mod output_over_input {
+    use crate::common::output::{copy_dir, run_one_error};
+    use crate::common::{fixture_cube_64, s, tree_bytes};
+
+    /// `--out` that is the input, inside it, or contains it is refused before anything is
+    /// written: the input cube is left byte for byte as it was.
+    #[test]
+    fn calc_and_load_refuse_their_own_input() {
+        let t = tempfile::tempdir().unwrap();
+        let cube = t.path().join("cube");
+        copy_dir(fixture_cube_64("hostile-"), &cube);
+        let before = tree_bytes(&cube);
+        let same_spelled_otherwise = format!("{}/../cube", s(&cube));
+        let inside = cube.join("sub");
+        let cases: Vec<Vec<String>> = [s(&cube), &same_spelled_otherwise, s(&inside), s(t.path())]
+            .iter()
+            .flat_map(|out| {
+                [
+                    vec![
+                        "calc",
+                        s(&cube),
+                        "--expr",
+                        "v=nir-red",
+                        "--out",
+                        out,
+                        "--overwrite",
+                    ],
+                    vec![
+                        "load",
+                        s(&cube),
+                        "--measurements",
+                        "red",
+                        "--out",
+                        out,
+                        "--overwrite",
+                    ],
+                ]
+            })
+            .map(|v| v.into_iter().map(String::from).collect())
+            .collect();
+        for args in cases {
+            let msg = run_one_error(&args);
+            assert!(msg.contains("inside the input cube"), "{args:?}: {msg}");
+            assert_eq!(tree_bytes(&cube), before, "{args:?} changed the input");
+        }
+    }
+
+    /// The library refuses too, whatever the caller checked.
+    #[test]
+    fn to_zarr_refuses_its_own_input() {
+        let t = tempfile::tempdir().unwrap();
+        let cube = t.path().join("cube");
+        copy_dir(fixture_cube_64("hostile-"), &cube);
+        let before = tree_bytes(&cube);
+        let c = chunkcube::Cube::open(s(&cube)).unwrap();
+        let q = chunkcube::Query::new()
+            .measurements(&["red"])
+            .chunks(chunkcube::ChunkSpec::parse("time=1,y=64,x=64").unwrap());
+        let ds = c.load(&q).unwrap();
+        let err = ds
+            .to_zarr(&format!("{}/red-copy", s(&cube)), true)
+            .unwrap_err();
+        assert!(err.to_string().contains("band 'red' is read from"), "{err}");
+        assert_eq!(tree_bytes(&cube), before);
+    }
+}
