@@ -186,25 +186,7 @@ fn build_query(sel: &Selection) -> Result<Query> {
         q.bbox = Some([v[0], v[1], v[2], v[3]]);
     }
     if let Some(s) = &sel.isel {
-        for part in s.split(',') {
-            let (d, r) = part
-                .split_once('=')
-                .ok_or_else(|| anyhow!("invalid --isel '{part}': expected DIM=A:B"))?;
-            let i = ["time", "y", "x"]
-                .iter()
-                .position(|x| *x == d.trim())
-                .ok_or_else(|| anyhow!("invalid --isel: unknown dimension '{d}' (time, y, x)"))?;
-            let (a, b) = r
-                .split_once(':')
-                .ok_or_else(|| anyhow!("invalid --isel '{part}': expected DIM=A:B"))?;
-            let a: u64 = a.trim().parse().map_err(|_| {
-                anyhow!("invalid --isel '{part}': '{a}' is not a non-negative index")
-            })?;
-            let b: u64 = b.trim().parse().map_err(|_| {
-                anyhow!("invalid --isel '{part}': '{b}' is not a non-negative index")
-            })?;
-            q.isel[i] = Some(a..b);
-        }
+        q = q.isel_spec(s)?;
     }
     if let Some(t) = &sel.time {
         let (a, b) = t
@@ -225,16 +207,29 @@ fn exec_config(e: &ExecArgs) -> Result<ExecConfig> {
             anyhow!("invalid --memory-limit '{m}': expected a size such as 512MiB or 2GB")
         })?;
     }
-    if let Some(t) = e.threads {
-        if t == 0 {
-            bail!("invalid --threads 0: give at least 1");
-        }
+    if let Some(t) = threads_flag(e.threads)? {
         c.threads = t;
     }
     c.quiet = e.quiet;
     c.spill_dir = e.spill_dir.clone();
     c.store.cache_dir = e.cache_dir.clone();
     Ok(c)
+}
+
+/// The most worker threads `--threads` accepts: past it, starting them alone takes seconds
+/// and buys nothing (the work is bounded by cores and I/O).
+const MAX_THREADS: usize = 1024;
+
+/// `--threads`, checked: at least 1, at most [`MAX_THREADS`].
+fn threads_flag(t: Option<usize>) -> Result<Option<usize>> {
+    match t {
+        Some(0) => bail!("invalid --threads 0: give at least 1"),
+        Some(n) if n > MAX_THREADS => {
+            let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+            bail!("invalid --threads {n}: at most {MAX_THREADS} (this machine has {cores} cores; the default uses them all)")
+        }
+        t => Ok(t),
+    }
 }
 
 fn session(e: &ExecArgs) -> Result<Arc<Session>> {
@@ -451,6 +446,10 @@ struct IngestArgs {
     /// No progress bar.
     #[arg(long, short)]
     quiet: bool,
+    /// Ingest even when the mosaic looks absurd for its tiles (mostly empty, or far larger
+    /// than the files: a tile in the wrong place, sparse or corrupt headers).
+    #[arg(long)]
+    allow_huge: bool,
     /// Stop with an error after N chunks (for testing resumption).
     #[arg(long, hide = true)]
     stop_after_chunks: Option<u64>,
@@ -464,9 +463,7 @@ fn run_ingest(a: IngestArgs) -> Result<()> {
         (None, false) => Sources::Paths(a.paths),
         (None, true) => bail!("no input: give --manifest tiles.csv or GeoTIFF files/folders"),
     };
-    if a.threads == Some(0) {
-        bail!("invalid --threads 0: give at least 1");
-    }
+    let threads = threads_flag(a.threads)?;
     let opts = IngestOptions {
         chunks: ChunkSpec::parse(&a.chunks).context("--chunks")?,
         shards: a
@@ -476,10 +473,11 @@ fn run_ingest(a: IngestArgs) -> Result<()> {
             .transpose()
             .context("--shards")?,
         codecs: Codecs::parse(&a.compression).map_err(anyhow::Error::msg)?,
-        threads: a.threads,
+        threads,
         overwrite: a.overwrite,
         product: a.product,
         quiet: a.quiet,
+        allow_huge: a.allow_huge,
     };
     chunkcube::ingest::stop_after_chunks(a.stop_after_chunks);
     let r = ingest(&sources, &a.out, &opts)?;
@@ -540,9 +538,27 @@ fn main() {
         Cmd::Calc(a) => run_calc(a),
     };
     if let Err(e) = r {
-        eprintln!("error: {}", chunkcube::store::redact(&one_line(&e)));
+        eprintln!(
+            "error: {}",
+            printable(&chunkcube::store::redact(&one_line(&e)))
+        );
         std::process::exit(1);
     }
+}
+
+/// `msg` with control characters (a newline in a path or URL given by the user) escaped, so
+/// an error is always one line.
+fn printable(msg: &str) -> String {
+    msg.chars()
+        .flat_map(|c| {
+            let esc: Vec<char> = if c.is_control() {
+                c.escape_default().collect()
+            } else {
+                vec![c]
+            };
+            esc
+        })
+        .collect()
 }
 
 /// The chain of causes on one line, naming the culprit: each cause joined with ": ", unless

@@ -63,6 +63,41 @@ impl Query {
         }
         self
     }
+    /// Select index ranges from text as `--isel` takes it: `time=0:1,y=100:200,x=100:200`
+    /// (end exclusive). A dimension named twice, an unknown dimension or a bound that is not
+    /// a non-negative integer is an error naming the part.
+    pub fn isel_spec(mut self, spec: &str) -> Result<Query, CubeError> {
+        let bad = |part: &str, msg: String| CubeError::BadArg {
+            what: "--isel".into(),
+            value: part.trim().to_string(),
+            msg,
+        };
+        let mut seen = [false; 3];
+        for part in spec.split(',') {
+            let (d, r) = part
+                .split_once('=')
+                .ok_or_else(|| bad(part, "expected DIM=A:B, e.g. y=100:200".into()))?;
+            let d = d.trim();
+            let i = crate::store::DIMS
+                .iter()
+                .position(|x| *x == d)
+                .ok_or_else(|| bad(part, format!("unknown dimension '{d}' (time, y, x)")))?;
+            if std::mem::replace(&mut seen[i], true) {
+                return Err(bad(part, format!("'{d}' is given more than once")));
+            }
+            let (a, b) = r
+                .split_once(':')
+                .ok_or_else(|| bad(part, "expected DIM=A:B, e.g. y=100:200".into()))?;
+            let num = |v: &str| {
+                v.trim()
+                    .parse::<u64>()
+                    .map_err(|_| bad(part, format!("'{}' is not a non-negative index", v.trim())))
+            };
+            self.isel[i] = Some(num(a)?..num(b)?);
+        }
+        Ok(self)
+    }
+
     /// Select an inclusive time range of ISO dates or years.
     pub fn time(mut self, start: &str, end: &str) -> Result<Query, CubeError> {
         let p = |s: &str| {
@@ -237,4 +272,48 @@ pub(crate) fn run(cube: &Cube, q: &Query) -> Result<Dataset, CubeError> {
         ds.load()?;
     }
     Ok(ds)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Query;
+    use proptest::prelude::*;
+
+    #[test]
+    fn isel_specs() {
+        let q = Query::new()
+            .isel_spec("time=0:1, y=100:200,x = 3:4")
+            .unwrap();
+        assert_eq!(q.isel, [Some(0..1), Some(100..200), Some(3..4)]);
+        for (spec, says) in [
+            ("time=0:1,time=0:1", "'time' is given more than once"),
+            ("z=0:1", "unknown dimension 'z'"),
+            ("y=-1:3", "'-1' is not a non-negative index"),
+            ("y=1", "expected DIM=A:B"),
+            ("y", "expected DIM=A:B"),
+        ] {
+            let e = Query::new().isel_spec(spec).unwrap_err().to_string();
+            assert!(e.contains(says), "{spec}: {e}");
+        }
+    }
+
+    proptest! {
+        /// Any text: a query or an error, never a panic; well-formed specs read back.
+        #[test]
+        fn isel_spec_never_panics(s in "\\PC{0,40}") {
+            let _ = Query::new().isel_spec(&s);
+        }
+
+        #[test]
+        fn isel_spec_round_trips(r in prop::collection::vec((0u64..1000, 0u64..1000), 3), mask in 1u8..8) {
+            let dims = ["time", "y", "x"];
+            let parts: Vec<String> = (0..3).filter(|i| mask & (1 << i) != 0)
+                .map(|i| format!("{}={}:{}", dims[i], r[i].0, r[i].1)).collect();
+            let q = Query::new().isel_spec(&parts.join(",")).unwrap();
+            for (i, (a, b)) in r.iter().enumerate() {
+                let want = (mask & (1 << i) != 0).then(|| *a..*b);
+                prop_assert_eq!(q.isel[i].clone(), want);
+            }
+        }
+    }
 }

@@ -35,9 +35,9 @@ impl SpillArea {
     fn dir(&self) -> Result<PathBuf, ExecError> {
         let d = self.dir.get_or_init(|| {
             let parent = self.parent.clone().unwrap_or_else(std::env::temp_dir);
-            let b = tempfile::Builder::new()
-                .prefix("chunkcube-spill-")
-                .tempdir_in(&parent);
+            remove_stale(&parent);
+            let prefix = format!("{SPILL_PREFIX}{}-{}-", host(), std::process::id());
+            let b = tempfile::Builder::new().prefix(&prefix).tempdir_in(&parent);
             let t = b.map_err(|e| e.to_string())?;
             register(t.path());
             Ok(t)
@@ -59,6 +59,64 @@ impl SpillArea {
             .get()
             .and_then(|d| d.as_ref().ok())
             .map(|t| t.path().to_path_buf())
+    }
+}
+
+/// Spill directories are named `chunkcube-spill-<host>-<pid>-<random>`, so a later run can
+/// tell those whose process died (killed with SIGKILL, which no handler sees) and remove them.
+const SPILL_PREFIX: &str = "chunkcube-spill-";
+
+/// This machine's host name, made safe for a file name.
+fn host() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most `buf.len()` bytes into the buffer we own.
+    let ok = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0;
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    let name: String = String::from_utf8_lossy(&buf[..end])
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if ok && !name.is_empty() {
+        name
+    } else {
+        "localhost".into()
+    }
+}
+
+/// Whether process `pid` exists on this machine.
+fn alive(pid: u32) -> bool {
+    // SAFETY: signal 0 only checks that the process exists and may be signalled.
+    let r = unsafe { libc::kill(pid as libc::pid_t, 0) };
+    r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+/// Remove the spill directories under `parent` left by processes of this host that are gone,
+/// saying so on stderr (directories of other hosts, on a shared file system, are left alone).
+pub(crate) fn remove_stale(parent: &std::path::Path) {
+    let Ok(rd) = std::fs::read_dir(parent) else {
+        return;
+    };
+    let mine = format!("{SPILL_PREFIX}{}-", host());
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        let Some(rest) = name.strip_prefix(&mine) else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid != std::process::id() && !alive(pid) && std::fs::remove_dir_all(e.path()).is_ok() {
+            eprintln!(
+                "removed the spill directory {} left by process {pid}, which is gone",
+                e.path().display()
+            );
+        }
     }
 }
 

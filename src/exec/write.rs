@@ -117,13 +117,13 @@ impl Session {
                 self.stats.chunks_written.fetch_add(1, Ordering::Relaxed);
                 return Ok(());
             }
-            for ((name, node), arr) in outputs.iter().zip(&arrays) {
+            for ((_, node), arr) in outputs.iter().zip(&arrays) {
                 let res = if computes_f64(&[node]) {
                     store_result(arr, idx, node, pad(self.eval::<f64>(node, r)?, chunks, r))
                 } else {
                     store_result(arr, idx, node, pad(self.eval::<f32>(node, r)?, chunks, r))
                 };
-                res.map_err(|e| ExecError::write(format!("{name}/{}", arr.chunk_key(&idx)), e))?;
+                res.map_err(|e| ExecError::write(arr.chunk_key(&idx).to_string(), e))?;
                 self.stats.chunks_written.fetch_add(1, Ordering::Relaxed);
             }
             Ok(())

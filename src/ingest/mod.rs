@@ -17,7 +17,7 @@ pub use plan::{plan_mosaic, MosaicPlan, Placed, PlanBand};
 pub use scan::{discover, read_manifest, scan_tile, TileInfo, TileSource};
 #[doc(hidden)]
 pub use write::stop_after_chunks;
-pub use write::{ingest, IngestOptions, IngestReport, Sources};
+pub use write::{check_plan_size, ingest, IngestOptions, IngestReport, Sources};
 
 use crate::store::StoreError;
 
@@ -53,6 +53,9 @@ pub enum IngestError {
     /// The same (band, time, tile) twice.
     #[error("duplicate (band, time, tile): {0}")]
     Duplicate(String),
+    /// A mosaic whose size is absurd for its tiles (see `check_plan_size`).
+    #[error("{0}")]
+    Implausible(String),
     /// Nothing to ingest.
     #[error("no tiles found in {0}")]
     NoTiles(String),

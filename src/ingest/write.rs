@@ -45,6 +45,9 @@ pub struct IngestOptions {
     pub product: String,
     /// No progress bar.
     pub quiet: bool,
+    /// Ingest a mosaic even when its size looks absurd for its tiles (`--allow-huge`; see
+    /// [`check_plan_size`]).
+    pub allow_huge: bool,
 }
 
 /// Test hook: ingests stop with an error after this many chunks (0: never), so tests can
@@ -68,6 +71,7 @@ impl Default for IngestOptions {
             overwrite: false,
             product: "gm_s2_annual".into(),
             quiet: false,
+            allow_huge: false,
         }
     }
 }
@@ -96,6 +100,66 @@ fn fnv64(s: &str) -> String {
         h = h.wrapping_mul(0x100000001b3);
     }
     format!("{h:016x}")
+}
+
+/// Mosaics up to this many pixels are never called absurd.
+const PLAIN_MOSAIC_PIXELS: u64 = 1 << 28;
+
+/// Refuse, before anything is written, a mosaic whose size is absurd for its tiles: mostly
+/// empty (the tiles cover under 1/16 of it: a tile far from the others, a wrong CRS) or far
+/// larger decoded than the files holding it (over 1000x: sparse or corrupt headers claiming
+/// huge rasters). Either would run for hours writing nodata. `--allow-huge` insists.
+pub fn check_plan_size(plan: &MosaicPlan, infos: &[TileInfo]) -> Result<(), IngestError> {
+    let g = &plan.geobox;
+    let mosaic = g.width.saturating_mul(g.height);
+    if mosaic <= PLAIN_MOSAIC_PIXELS {
+        return Ok(());
+    }
+    // Coverage of the best-covered (band, time): the tiles' own pixels.
+    let covered = plan
+        .bands
+        .iter()
+        .flat_map(|b| b.tiles.iter())
+        .map(|ts| ts.iter().map(|t| t.width * t.height).sum::<u64>())
+        .max()
+        .unwrap_or(0);
+    let file_bytes: u64 = infos
+        .iter()
+        .map(|t| std::fs::metadata(&t.source.path).map_or(0, |m| m.len()))
+        .sum();
+    let decoded: u64 = plan
+        .bands
+        .iter()
+        .map(|b| mosaic.saturating_mul(b.dtype.size() as u64))
+        .sum::<u64>()
+        .saturating_mul(plan.times.len() as u64);
+    let gpx = |v: u64| match v {
+        0..1_000_000 => format!("{v} px"),
+        1_000_000..1_000_000_000 => format!("{:.1} Mpx", v as f64 / 1e6),
+        _ => format!("{:.2} Gpx", v as f64 / 1e9),
+    };
+    let extent = format!(
+        "the mosaic is {} x {} px ({}, {:.0} x {:.0} km)",
+        g.width,
+        g.height,
+        gpx(mosaic),
+        g.width as f64 * g.transform[1].abs() / 1e3,
+        g.height as f64 * g.transform[5].abs() / 1e3
+    );
+    if covered.saturating_mul(16) < mosaic {
+        return Err(IngestError::Implausible(format!(
+                "{extent} but its tiles cover only {} of it (a tile far from the others, or in another CRS?); check the tiles' bounds with gdalinfo, or pass --allow-huge to ingest it anyway",
+                gpx(covered)
+            )));
+    }
+    if decoded > file_bytes.saturating_mul(1000) {
+        return Err(IngestError::Implausible(format!(
+                "{extent}, {:.1} GB decoded, from {:.1} MB of files (sparse or corrupt tiles?); pass --allow-huge to ingest it anyway",
+                decoded as f64 / 1e9,
+                file_bytes as f64 / 1e6
+            )));
+    }
+    Ok(())
 }
 
 /// What makes a tile the same input to a resumed ingest: its canonical path (sources are
@@ -237,6 +301,9 @@ fn ingest_in_pool(
     pb.finish_and_clear();
     let infos: Vec<TileInfo> = scanned.into_iter().collect::<Result<_, _>>()?;
     let plan = plan_mosaic(&infos)?;
+    if !opts.allow_huge {
+        check_plan_size(&plan, &infos)?;
+    }
     let (chunks, shards) = chunk_shapes(&plan, opts)?;
 
     let fingerprint = fnv64(&format!(

@@ -203,7 +203,13 @@ pub fn band_builder(
 pub fn write_coords(store: &Store, geobox: &GeoBox, times: &[i64]) -> Result<(), StoreError> {
     quiet_zarrs_metadata();
     let st = store.storage();
-    let err = |key: &str, e: String| meta_err(store, key, e);
+    // Writing fails for storage reasons (a full disk, a refused PUT), never because of
+    // malformed metadata: report it as the storage error it is.
+    let err = |key: &str, e: String| StoreError::Io {
+        url: store.url().to_string(),
+        key: key.to_string(),
+        msg: e,
+    };
     let write_1d_f64 = |name: &str, vals: Vec<f64>, attrs: Map<String, Value>| {
         let n = vals.len().max(1) as u64;
         let mut b = ArrayBuilder::new(

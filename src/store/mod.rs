@@ -152,6 +152,18 @@ impl Location {
                 return Err(bad("query strings, fragments and credentials do not belong in the URL; use the AWS_* environment"));
             }
             let prefix = prefix.trim_matches('/');
+            // Keys must reach the bucket exactly as given (object_store percent-encodes what
+            // it considers unsafe, and other tools would not find such keys), so only S3's
+            // safe characters.
+            if let Some(c) = prefix
+                .chars()
+                .find(|c| !(c.is_ascii_alphanumeric() || "-_.=+!'()/".contains(*c)))
+            {
+                return Err(bad(&format!(
+                    "the prefix contains {:?}; use letters, digits and - _ . = + ! ' ( ) between '/' (other characters are stored percent-encoded, where other tools do not find them)",
+                    c
+                )));
+            }
             if prefix.split('/').any(|p| p == ".." || p == ".") || prefix.contains("//") {
                 return Err(bad(
                     "the prefix may not contain '.', '..' or empty segments",

@@ -218,3 +218,119 @@ mod output_over_input {
         assert_eq!(tree_bytes(&cube), before);
     }
 }
+
+mod flags {
+    use crate::common::output::run_one_error;
+    use crate::common::{fixture_cube_64, s};
+
+    #[test]
+    fn odd_flag_values_are_one_line_errors() {
+        let cube = s(fixture_cube_64("hostile-"));
+        for (args, says) in [
+            (
+                vec![
+                    "calc",
+                    cube,
+                    "--expr",
+                    "v=nir",
+                    "--threads",
+                    "100000",
+                    "--print",
+                ],
+                "at most 1024",
+            ),
+            (
+                vec!["load", cube, "--isel", "time=0:1,time=0:1", "--print"],
+                "'time' is given more than once",
+            ),
+            (vec!["info", "s3://bucket/a*b"], "the prefix contains '*'"),
+            (
+                vec!["info", "s3://bucket/caf\u{e9}"],
+                "the prefix contains 'é'",
+            ),
+            // A newline in a URL is escaped: the error stays one line.
+            (vec!["info", "s3://bucket/a\nb"], "'\\n'"),
+        ] {
+            let msg = run_one_error(&args);
+            assert!(msg.contains(says), "{args:?}: {msg}");
+        }
+    }
+}
+
+mod absurd_plans {
+    use crate::common::output::run_one_error;
+    use crate::common::{s, write_tif_with, TifSpec};
+    use gdal::raster::RasterCreationOptions;
+    use gdal::spatial_ref::SpatialRef;
+    use gdal::DriverManager;
+    use std::path::Path;
+    use std::time::{Duration, Instant};
+
+    fn ingest_err(m: &Path, out: &Path) -> String {
+        let t0 = Instant::now();
+        let msg = run_one_error(&["ingest", "--manifest", s(m), "--out", s(out), "-q"]);
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "refused up front, not after the work"
+        );
+        assert!(!out.join("zarr.json").exists());
+        msg
+    }
+
+    /// A tile 10,000 km from the others makes a mosaic its tiles hardly cover.
+    #[test]
+    fn a_tile_far_from_the_others_is_refused_up_front() {
+        let t = tempfile::tempdir().unwrap();
+        let spec = TifSpec::default();
+        write_tif_with::<u16>(&t.path().join("a.tif"), &spec, |x, _| 1 + x as u16);
+        let far = TifSpec {
+            origin: (spec.origin.0 + 10_000_000.0, spec.origin.1 - 4_000_000.0),
+            ..spec.clone()
+        };
+        write_tif_with::<u16>(&t.path().join("b.tif"), &far, |x, _| 1 + x as u16);
+        let m = t.path().join("m.csv");
+        std::fs::write(&m, "path,band,time\na.tif,red,2019\nb.tif,red,2019\n").unwrap();
+        let msg = ingest_err(&m, &t.path().join("cube"));
+        assert!(
+            msg.contains("cover only 96 px") && msg.contains("--allow-huge"),
+            "{msg}"
+        );
+        assert!(msg.contains("1000008 x 400006 px"), "the numbers: {msg}");
+    }
+
+    /// A sparse file that claims a huge raster (a few KiB holding 4 Gpx).
+    #[test]
+    fn a_sparse_huge_tile_is_refused_up_front() {
+        let t = tempfile::tempdir().unwrap();
+        let path = t.path().join("sparse.tif");
+        let driver = DriverManager::get_driver_by_name("GTiff").unwrap();
+        let opts = RasterCreationOptions::from_iter([
+            "SPARSE_OK=TRUE",
+            "TILED=YES",
+            "BLOCKXSIZE=1024",
+            "BLOCKYSIZE=1024",
+            "COMPRESS=DEFLATE",
+            "BIGTIFF=YES",
+        ]);
+        let mut ds = driver
+            .create_with_band_type_with_options::<u16, _>(&path, 65536, 65536, 1, &opts)
+            .unwrap();
+        ds.set_spatial_ref(&SpatialRef::from_epsg(6933).unwrap())
+            .unwrap();
+        ds.set_geo_transform(&[2_316_000.0, 10.0, 0.0, -2_500_000.0, 0.0, -10.0])
+            .unwrap();
+        ds.rasterband(1)
+            .unwrap()
+            .set_no_data_value(Some(0.0))
+            .unwrap();
+        ds.close().unwrap();
+        assert!(std::fs::metadata(&path).unwrap().len() < 1 << 20);
+        let m = t.path().join("m.csv");
+        std::fs::write(&m, "path,band,time\nsparse.tif,red,2019\n").unwrap();
+        let msg = ingest_err(&m, &t.path().join("cube"));
+        assert!(
+            msg.contains("GB decoded") && msg.contains("--allow-huge"),
+            "{msg}"
+        );
+    }
+}

@@ -1553,6 +1553,101 @@ fn spill_dir_is_removed_after_interruption() {
     c.finish("spill dir after interruption");
 }
 
+/// A run killed with SIGKILL (which no handler sees) leaves its spill directory; the next run
+/// that spills there removes it and says so, and leaves the directories of live processes.
+#[test]
+fn stale_spill_dirs_of_killed_runs_are_removed_by_the_next_run() {
+    let cube = big_cube();
+    let (w, spill) = work();
+    let out = w.path().join("out.zarr");
+    let mut args: Vec<String> = [
+        "calc",
+        s(cube),
+        "--expr",
+        "v=nir*2",
+        "--reduce",
+        "median:time",
+        "--chunks",
+        "time=1,y=512,x=512",
+        "--threads",
+        "1",
+        "-q",
+        "--spill-dir",
+        s(&spill),
+        "--out",
+        s(&out),
+        "--overwrite",
+        "--memory-limit",
+        "16KiB",
+    ]
+    .map(String::from)
+    .to_vec();
+    // Near the smallest limit, so that the run spills.
+    let (st, o, e) = run(&args);
+    assert_eq!(st.code(), Some(1), "{}", describe(&args, &st, &o, &e));
+    let min = stated_minimum(&e);
+    *args.last_mut().unwrap() = (min + min / 10).to_string();
+    let spill_dirs = || -> Vec<String> {
+        entries(&spill)
+            .into_iter()
+            .filter(|e| e.starts_with("chunkcube-spill-"))
+            .collect()
+    };
+    let mut child = Command::new(common::bin())
+        .args(&args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while spill_dirs().is_empty() && started.elapsed() < Duration::from_secs(30) {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before it spilled"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let left = spill_dirs();
+    assert_eq!(
+        left.len(),
+        1,
+        "a killed run leaves its spill directory: {left:?}"
+    );
+    // A directory of a live process (this test's) is not touched.
+    let live = spill.join(format!(
+        "chunkcube-spill-{}-{}-keep",
+        hostname(),
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&live).unwrap();
+    let (st, _, err) = run(&args);
+    assert!(st.success(), "{err}");
+    assert!(
+        err.contains("removed the spill directory") && err.contains(&left[0]),
+        "the next run says what it removed: {err}"
+    );
+    assert_eq!(
+        spill_dirs(),
+        vec![live.file_name().unwrap().to_string_lossy().to_string()]
+    );
+}
+
+fn hostname() -> String {
+    let h = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    h.trim()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
 // ---------------------------------------------------------------------------------------------
 // 5. A limit below one task
 // ---------------------------------------------------------------------------------------------
