@@ -311,7 +311,7 @@ mod tests {
                 .map(|i| format!("{}={}:{}", dims[i], r[i].0, r[i].1)).collect();
             let q = Query::new().isel_spec(&parts.join(",")).unwrap();
             for (i, (a, b)) in r.iter().enumerate() {
-                let want = (mask & (1 << i) != 0).then(|| *a..*b);
+                let want = (mask & (1 << i) != 0).then_some(*a..*b);
                 prop_assert_eq!(q.isel[i].clone(), want);
             }
         }
