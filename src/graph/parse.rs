@@ -508,4 +508,22 @@ mod tests {
         assert!(e.msg.contains("'×' (U+00D7)"), "{}", e.msg);
         assert_eq!(e.col, 5);
     }
+
+    proptest::proptest! {
+        /// Any text is an expression or an error, never a panic or an overflow.
+        #[test]
+        fn parse_never_panics(s in "\\PC{0,200}") {
+            let _ = parse_assignment(&s);
+            let _ = parse_expr(&s);
+        }
+
+        /// Text made of the language's own tokens, in any order and nesting.
+        #[test]
+        fn token_soup_never_panics(toks in proptest::collection::vec(
+            proptest::sample::select(vec!["nir", "red", "1.5e3", "(", ")", "+", "-", "*", "/", "**",
+                "<=", "==", "!", "&", "|", ",", "where(", "sqrt(", "clip(", "mean(", "float64("]),
+            0..400)) {
+            let _ = parse_expr(&toks.concat());
+        }
+    }
 }

@@ -195,4 +195,24 @@ mod tests {
             assert_eq!(v % [1, 1024, 1024][i], 0);
         }
     }
+
+    proptest::proptest! {
+        /// Any text is a spec or an error (never a panic), and any size text a size or None.
+        #[test]
+        fn parsers_never_panic(s in "\\PC{0,40}") {
+            let _ = ChunkSpec::parse(&s);
+            let _ = parse_bytes(&s);
+        }
+
+        /// Well-formed specs read back.
+        #[test]
+        fn dims_round_trip(t in 1u64..100, y in -1i64..5000, x in 1u64..5000) {
+            let spec = format!("time={t},y={y},x={x}");
+            let y_want = (y > 0).then_some(y as u64);
+            match ChunkSpec::parse(&spec) {
+                Ok(ChunkSpec::Dims(d)) => proptest::prop_assert_eq!(d, [Some(t), y_want, Some(x)]),
+                other => proptest::prop_assert!(y == 0, "{spec}: {other:?}"),
+            }
+        }
+    }
 }

@@ -334,3 +334,101 @@ mod absurd_plans {
         );
     }
 }
+
+/// The fuzz targets' inputs (fuzz/) as bounded properties on stable: crafted manifests and
+/// crafted metadata are errors or values, never panics, loops or huge allocations.
+mod crafted_files {
+    use proptest::prelude::*;
+
+    fn json_like() -> impl Strategy<Value = String> {
+        let atoms = prop::sample::select(vec![
+            "{",
+            "}",
+            "[",
+            "]",
+            ":",
+            ",",
+            "\"zarr_format\"",
+            "3",
+            "2",
+            "\"node_type\"",
+            "\"group\"",
+            "\"array\"",
+            "\"shape\"",
+            "[1,2,3]",
+            "[18446744073709551615,9,9]",
+            "[0,0,0]",
+            "\"chunk_grid\"",
+            "{\"name\":\"regular\",\"configuration\":{\"chunk_shape\":[1,1,1]}}",
+            "\"data_type\"",
+            "\"uint16\"",
+            "\"float32\"",
+            "\"fill_value\"",
+            "0",
+            "\"NaN\"",
+            "\"codecs\"",
+            "[{\"name\":\"bytes\"}]",
+            "\"dimension_names\"",
+            "[\"time\",\"y\",\"x\"]",
+            "\"attributes\"",
+            "{}",
+            "\"chunk_key_encoding\"",
+            "{\"name\":\"default\"}",
+            "null",
+            "-1",
+            "1e308",
+            "\"\"",
+        ]);
+        prop::collection::vec(atoms, 0..60).prop_map(|v| v.concat())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+        #[test]
+        fn manifest_never_panics(text in "(\\PC|\n|\r|\"|,){0,300}") {
+            let dir = tempfile::tempdir().unwrap();
+            let m = dir.path().join("manifest.csv");
+            std::fs::write(&m, text).unwrap();
+            let _ = chunkcube::ingest::read_manifest(&m);
+        }
+
+        /// Well-formed metadata with hostile numbers: shapes up to u64::MAX, chunk shapes of 0
+        /// or larger than the array, odd dtypes and fill values, coordinates of any length.
+        #[test]
+        fn structured_metadata_never_panics(
+            shape in prop::collection::vec(prop_oneof![Just(0u64), 1u64..10, Just(u64::MAX), Just(1u64 << 40)], 3),
+            chunk in prop::collection::vec(prop_oneof![Just(0u64), 1u64..10, Just(u64::MAX)], 3),
+            dtype in prop::sample::select(vec!["uint16", "float32", "int64", "bool", "complex64", "string"]),
+            fill in prop::sample::select(vec!["0", "\"NaN\"", "65535", "-1", "null", "1e400"]),
+            ncoord in prop_oneof![Just(0usize), 1usize..5, Just(3)],
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let d = dir.path();
+            std::fs::write(d.join("zarr.json"), r#"{"zarr_format":3,"node_type":"group","attributes":{}}"#).unwrap();
+            let arr = |shape: &[u64], chunk: &[u64], dtype: &str, fill: &str, dims: &str| format!(
+                r#"{{"zarr_format":3,"node_type":"array","shape":{shape:?},"data_type":"{dtype}","chunk_grid":{{"name":"regular","configuration":{{"chunk_shape":{chunk:?}}}}},"chunk_key_encoding":{{"name":"default","configuration":{{"separator":"/"}}}},"fill_value":{fill},"codecs":[{{"name":"bytes","configuration":{{"endian":"little"}}}}],"dimension_names":{dims},"attributes":{{"_FillValue":{fill}}}}}"#);
+            for (name, doc) in [
+                ("red", arr(&shape, &chunk, dtype, fill, r#"["time","y","x"]"#)),
+                ("x", arr(&[ncoord as u64], &[ncoord.max(1) as u64], "float64", "0", r#"["x"]"#)),
+                ("y", arr(&[ncoord as u64], &[ncoord.max(1) as u64], "float64", "0", r#"["y"]"#)),
+                ("time", arr(&[ncoord as u64], &[ncoord.max(1) as u64], "int64", "0", r#"["time"]"#)),
+            ] {
+                std::fs::create_dir_all(d.join(name)).unwrap();
+                std::fs::write(d.join(name).join("zarr.json"), doc).unwrap();
+            }
+            if let Ok(cube) = chunkcube::Cube::open(d.to_str().unwrap()) {
+                let _ = cube.load(&chunkcube::Query::new().chunks(chunkcube::ChunkSpec::Auto));
+            }
+        }
+
+        #[test]
+        fn metadata_never_panics(group in json_like(), band in json_like()) {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::write(dir.path().join("zarr.json"), group).unwrap();
+            std::fs::create_dir_all(dir.path().join("red")).unwrap();
+            std::fs::write(dir.path().join("red/zarr.json"), band).unwrap();
+            let _ = chunkcube::Cube::open(dir.path().to_str().unwrap());
+        }
+    }
+}
