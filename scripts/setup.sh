@@ -22,6 +22,10 @@ pkgs=(libgdal-dev gdal-bin graphviz pkg-config clang time)
 if ! { command -v python3 >/dev/null && python3 -m pip --version >/dev/null 2>&1; }; then
     pkgs+=(python3 python3-pip)
 fi
+# scripts/test-python.sh makes a venv: Debian's python3 needs python3-venv for that.
+if command -v python3 >/dev/null && ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
+    pkgs+=(python3-venv)
+fi
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg -s "$p" 2>/dev/null | grep -q '^Status: install ok installed' || missing+=("$p")
@@ -40,8 +44,9 @@ fi
 command -v python3 >/dev/null || die "python3 not found after apt-get install"
 python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
     || die "python3 >= 3.11 needed (zarr 3); found $(python3 --version 2>&1)"
-if python3 -c "import xarray, zarr, rioxarray, dask, moto" 2>/dev/null; then
-    say "Python packages present (xarray, zarr, rioxarray, dask, moto)"
+py_mods="xarray, zarr, rioxarray, dask, distributed, moto, maturin, pytest, nbclient, nbformat, ipykernel"
+if python3 -c "import $py_mods" 2>/dev/null; then
+    say "Python packages present ($py_mods)"
 else
     # Debian's own python3 refuses pip installs (PEP 668) unless told otherwise; this machine is
     # a build box, so install next to the system packages (pip puts them in /usr/local).
@@ -51,8 +56,8 @@ else
     say "python3 -m pip install -r scripts/requirements.txt ($(python3 --version 2>&1))"
     python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore \
         -r scripts/requirements.txt || die "pip install -r scripts/requirements.txt failed"
-    python3 -c "import xarray, zarr, rioxarray, dask, moto" \
-        || die "Python packages installed but 'import xarray, zarr, rioxarray, dask, moto' still fails"
+    python3 -c "import $py_mods" \
+        || die "Python packages installed but 'import $py_mods' still fails"
 fi
 
 # --- Rust toolchain (not installed here: say so if it is missing) -----------------------------

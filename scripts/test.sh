@@ -3,7 +3,8 @@
 #   1. installs what is missing (scripts/setup.sh: GDAL, Graphviz, Python helpers, moto)
 #   2. checks formatting, lints and the module layering (scripts/module_graph.py)
 #   3. starts a local S3 server (moto) on 127.0.0.1 for the s3:// tests, stopped on exit
-#   4. builds and runs every test once, in release mode (shares the build with the demo)
+#   4. builds and runs every test once, in release mode (shares the build with the demo),
+#      then the Python package's tests (scripts/test-python.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,7 +15,7 @@ cargo fmt --all -- --check
 echo "test.sh: module layering (no import circle, no file over 800 lines)"
 python3 scripts/module_graph.py
 echo "test.sh: cargo clippy"
-cargo clippy --release --all-targets --quiet -- -D warnings
+cargo clippy --release --workspace --all-targets --quiet -- -D warnings
 
 export CHUNKCUBE_REQUIRE_PYTHON=1 CHUNKCUBE_REQUIRE_S3=1
 
@@ -23,6 +24,8 @@ run_tests() {
     echo "test.sh: cargo test --release (S3 server at $CHUNKCUBE_TEST_S3_ENDPOINT)"
     cargo test --release --all-targets --no-fail-fast -- --test-threads=2
     cargo test --release --doc
+    # The Python package (python/): built into a venv under target/, pytest beside the same S3 server.
+    bash scripts/test-python.sh
 }
 export -f run_tests
 bash scripts/with-s3.sh bash -c run_tests

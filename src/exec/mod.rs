@@ -40,7 +40,7 @@ pub use budget::{Budget, Reservation};
 pub use config::{total_memory, tune_allocator, ExecConfig};
 pub use session::Session;
 pub use spill::{install_interrupt_cleanup, remove_live_spill_dirs};
-pub use stats::{Explain, StatsReport};
+pub use stats::{Explain, Progress, StatsReport};
 
 use crate::graph::{BoxError, ReadError};
 use crate::store::StoreError;
@@ -82,6 +82,10 @@ pub enum ExecError {
     /// Another task failed first.
     #[error("cancelled")]
     Cancelled,
+    /// The session was interrupted ([`Session::interrupt`], Ctrl-C in a notebook) while the
+    /// computation ran; a result being written is left uncommitted.
+    #[error("interrupted; nothing was committed")]
+    Interrupted,
     /// Spill store problem.
     #[error("spill directory {dir}: {source}")]
     Spill {

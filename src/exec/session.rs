@@ -19,7 +19,7 @@ use ndarray::ArrayD;
 use rayon::prelude::*;
 use std::ops::Range;
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -33,6 +33,8 @@ pub struct Session {
     started: Instant,
     counters: Mutex<Vec<Arc<IoCounters>>>,
     pub(crate) spill: SpillArea,
+    /// Bumped by [`Session::interrupt`]: runs started before a bump stop.
+    pub(crate) interrupts: Arc<AtomicU64>,
 }
 
 impl Session {
@@ -59,6 +61,7 @@ impl Session {
             stats: Stats::default(),
             started: Instant::now(),
             counters: Mutex::new(Vec::new()),
+            interrupts: Arc::new(AtomicU64::new(0)),
         }))
     }
 
@@ -82,6 +85,21 @@ impl Session {
     /// The memory budget.
     pub fn budget(&self) -> &Budget {
         &self.budget
+    }
+
+    /// Stop every computation running in this session now (tasks that started finish; no
+    /// new one starts); they fail with [`ExecError::Interrupted`]. Computations started
+    /// afterwards run normally. Safe to call from any thread (a Ctrl-C handler, a notebook).
+    pub fn interrupt(&self) {
+        self.interrupts.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Tasks done and planned so far (poll it to show progress from another thread).
+    pub fn progress(&self) -> super::Progress {
+        super::Progress {
+            done: self.stats.tasks.load(Ordering::Relaxed),
+            planned: self.stats.tasks_planned.load(Ordering::Relaxed),
+        }
     }
 
     /// Statistics so far.

@@ -10,7 +10,19 @@ pub(crate) struct Stats {
     pub(crate) chunks_read: AtomicU64,
     pub(crate) chunks_written: AtomicU64,
     pub(crate) tasks: AtomicU64,
+    /// Tasks of every run started so far (progress: `tasks` of `tasks_planned`).
+    pub(crate) tasks_planned: AtomicU64,
     pub(crate) spilled_bytes: AtomicU64,
+}
+
+/// Tasks done and planned in a session so far, for a progress display that polls (the
+/// difference of two snapshots is the progress of what ran between them).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Progress {
+    /// Tasks finished (or stopped).
+    pub done: u64,
+    /// Tasks of the runs started.
+    pub planned: u64,
 }
 
 /// A snapshot of the statistics, as written by `--stats FILE.json`.

@@ -28,12 +28,32 @@ pub(crate) struct TaskPolicy {
     pub release_slabs: bool,
 }
 
+/// What stops the run a task belongs to: an error in one of its tasks (`run`), or an
+/// interruption of the whole session ([`Session::interrupt`]) after the run started.
+#[derive(Debug, Clone)]
+pub(crate) struct RunCancel {
+    run: Arc<AtomicBool>,
+    interrupts: Arc<AtomicU64>,
+    epoch: u64,
+}
+
+impl RunCancel {
+    /// Whether the run should stop.
+    pub(crate) fn is_set(&self) -> bool {
+        self.run.load(Ordering::Relaxed) || self.interrupted()
+    }
+    /// Whether the session was interrupted since the run started.
+    fn interrupted(&self) -> bool {
+        self.interrupts.load(Ordering::Relaxed) != self.epoch
+    }
+}
+
 thread_local! {
     /// The current task's policy; outside a run: cache everything, release nothing.
     pub(crate) static TASK_POLICY: std::cell::Cell<TaskPolicy> =
         const { std::cell::Cell::new(TaskPolicy { admit: true, release_slabs: false }) };
     /// The cancellation flag of the run the current task belongs to (see `check_cancelled`).
-    pub(crate) static TASK_CANCEL: std::cell::RefCell<Option<Arc<AtomicBool>>> =
+    pub(crate) static TASK_CANCEL: std::cell::RefCell<Option<RunCancel>> =
         const { std::cell::RefCell::new(None) };
     /// The decoded chunks the current task holds (cleared at the start and end of each task).
     static TASK_CHUNKS: std::cell::RefCell<TaskChunks> = std::cell::RefCell::new(HashMap::new());
@@ -44,11 +64,7 @@ impl Session {
     /// its tasks). Each run has its own flag, so computations running side by side on one
     /// session never stop each other.
     pub(crate) fn check_cancelled(&self) -> Result<(), ExecError> {
-        if TASK_CANCEL.with(|c| {
-            c.borrow()
-                .as_ref()
-                .is_some_and(|f| f.load(Ordering::Relaxed))
-        }) {
+        if TASK_CANCEL.with(|c| c.borrow().as_ref().is_some_and(RunCancel::is_set)) {
             Err(ExecError::Cancelled)
         } else {
             Ok(())
@@ -86,7 +102,11 @@ impl Session {
     where
         F: Fn(&[Range<u64>; 3]) -> Result<(), ExecError> + Sync,
     {
-        let cancel = Arc::new(AtomicBool::new(false));
+        let cancel = RunCancel {
+            run: Arc::new(AtomicBool::new(false)),
+            interrupts: self.interrupts.clone(),
+            epoch: self.interrupts.load(Ordering::SeqCst),
+        };
         #[cfg(test)]
         let measured = super::testing::current_run();
         let regions: Vec<[Range<u64>; 3]> = regions(shape, chunks).collect();
@@ -129,6 +149,9 @@ impl Session {
             release_slabs: sole_reduction(nodes),
         };
         let started_tasks = AtomicU64::new(0);
+        self.stats
+            .tasks_planned
+            .fetch_add(regions.len() as u64, Ordering::Relaxed);
         let pb = crate::progress::bar(regions.len() as u64, what, self.config.quiet);
         let start = Instant::now();
         let bytes0 = self.stats().bytes_read;
@@ -136,7 +159,7 @@ impl Session {
         let first_err: Mutex<Option<ExecError>> = Mutex::new(None);
         let r = self.pool.install(|| {
             regions.par_iter().try_for_each(|r| {
-                if cancel.load(Ordering::Relaxed) {
+                if cancel.is_set() {
                     return Err(ExecError::Cancelled);
                 }
                 let i = started_tasks.fetch_add(1, Ordering::Relaxed);
@@ -154,7 +177,7 @@ impl Session {
                 #[cfg(test)]
                 super::testing::task_end(measured, mark, need);
                 if let Err(e) = out {
-                    cancel.store(true, Ordering::Relaxed);
+                    cancel.run.store(true, Ordering::Relaxed);
                     if !matches!(e, ExecError::Cancelled) {
                         if let Ok(mut g) = first_err.lock() {
                             g.get_or_insert(e);
@@ -182,6 +205,7 @@ impl Session {
         pb.finish_and_clear();
         match first_err.into_inner().ok().flatten() {
             Some(e) => Err(e),
+            None if r.is_err() && cancel.interrupted() => Err(ExecError::Interrupted),
             None => r,
         }
     }

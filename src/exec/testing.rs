@@ -23,6 +23,9 @@ pub(crate) struct Synthetic {
     uid: usize,
     /// Chunks read so far.
     pub(crate) reads: AtomicU64,
+    /// Interrupt this session when the read count reaches `interrupt_at` (0: never).
+    interrupt_at: AtomicU64,
+    session: std::sync::OnceLock<std::sync::Weak<crate::exec::Session>>,
 }
 
 impl Synthetic {
@@ -42,7 +45,15 @@ impl Synthetic {
             seed,
             uid: next_uid(),
             reads: AtomicU64::new(0),
+            interrupt_at: AtomicU64::new(0),
+            session: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Interrupt `session` (once) when the `n`-th chunk is read, as a Ctrl-C mid-run would.
+    pub(crate) fn interrupt_after(&self, n: u64, session: &Arc<crate::exec::Session>) {
+        let _ = self.session.set(Arc::downgrade(session));
+        self.interrupt_at.store(n, Ordering::SeqCst);
     }
 
     /// Whether the pixel is missing (about one in seven).
@@ -115,7 +126,16 @@ impl ChunkSource for Synthetic {
                 "outside the grid",
             ));
         }
-        self.reads.fetch_add(1, Ordering::Relaxed);
+        let n = self.reads.fetch_add(1, Ordering::Relaxed) + 1;
+        if self
+            .interrupt_at
+            .compare_exchange(n, 0, Ordering::SeqCst, Ordering::Relaxed)
+            .is_ok()
+        {
+            if let Some(s) = self.session.get().and_then(|w| w.upgrade()) {
+                s.interrupt();
+            }
+        }
         let c = self.chunks.map(|v| v as usize);
         let fill = self.nodata.unwrap_or(f64::NAN);
         let at = |i: &[usize]| -> f64 {

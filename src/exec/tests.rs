@@ -491,3 +491,44 @@ fn spilled_median_written_with_edge_chunks() {
         assert!(s.stats().peak_tracked_bytes <= limit);
     }
 }
+
+#[test]
+fn an_interrupt_stops_the_runs_in_progress_and_not_later_ones() {
+    let a = Synthetic::new("a", [4, 64, 64], [1, 8, 8], DType::U16, 3);
+    let s = Session::new(ExecConfig {
+        threads: 2,
+        memory_limit: 256 << 20,
+        ..ExecConfig::default()
+    })
+    .unwrap();
+    let node = a.node();
+    let tasks = 4 * 8 * 8;
+    a.interrupt_after(5, &s);
+    let before = s.progress();
+    match s.compute(&node, [1, 8, 8]) {
+        Err(ExecError::Interrupted) => {}
+        other => panic!(
+            "expected an interruption, got {:?}",
+            other.map(|v| v.shape())
+        ),
+    }
+    let stopped = s.progress();
+    assert_eq!(stopped.planned - before.planned, tasks);
+    // Tasks already running finish; no new one starts (2 workers: a few, not all).
+    let read = a.reads.load(Ordering::Relaxed);
+    assert!(
+        (5..=8).contains(&read),
+        "{read} chunks read after the interrupt at 5"
+    );
+    // The next computation is not affected, and its values are the source's.
+    let v = s.compute(&node, [1, 8, 8]).unwrap();
+    let Values::U16(v) = v else { panic!("not u16") };
+    for ((t, y, x), got) in v
+        .into_dimensionality::<ndarray::Ix3>()
+        .unwrap()
+        .indexed_iter()
+    {
+        assert_eq!(*got as f64, a.stored([t as u64, y as u64, x as u64]));
+    }
+    assert_eq!(s.progress().done - stopped.done, tasks);
+}

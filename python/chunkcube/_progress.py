@@ -1,0 +1,84 @@
+"""Progress of a computation: a text bar that updates in place, in a notebook (a display
+handle) or on a terminal (carriage return on stderr); nothing elsewhere."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+_options = {"progress": "auto"}
+
+
+def set_options(progress: bool | str | None = None) -> None:
+    """Set chunkcube's options.
+
+    progress: ``True`` (always show a bar), ``False`` (never) or ``"auto"`` (the default: in a
+    notebook, or when stderr is a terminal).
+
+    >>> import chunkcube as cc
+    >>> cc.set_options(progress=False)
+    """
+    if progress is not None:
+        if progress not in (True, False, "auto"):
+            raise ValueError(f"invalid progress {progress!r}: use True, False or 'auto'")
+        _options["progress"] = progress
+
+
+def _in_notebook() -> bool:
+    ip = sys.modules.get("IPython")
+    if ip is None:
+        return False
+    try:
+        shell = ip.get_ipython()
+    except Exception:
+        return False
+    return shell is not None and hasattr(shell, "kernel")
+
+
+def _bar_text(what: str, done: int, total: int, elapsed: float) -> str:
+    total = max(total, 1)
+    done = min(done, total)
+    width = 30
+    filled = int(width * done / total)
+    bar = "=" * filled + (">" if filled < width else "") + " " * (width - filled - 1)
+    return f"{what} [{bar[:width]}] {done}/{total} tasks ({elapsed:.1f} s)"
+
+
+class ProgressBar:
+    """The callback that the native layer calls as ``bar(done, total, finished)``."""
+
+    def __init__(self, what: str, out=None):
+        self.what = what
+        self.start = time.monotonic()
+        self.handle = None
+        self.out = out
+        self.last = ""
+
+    def __call__(self, done: int, total: int, finished: bool) -> None:
+        text = _bar_text(self.what, done, total, time.monotonic() - self.start)
+        if text == self.last:
+            return
+        self.last = text
+        if self.out is not None:
+            self.out.write("\r" + text + ("\n" if finished else ""))
+            self.out.flush()
+            return
+        from IPython.display import display
+
+        obj = {"text/plain": text}
+        if self.handle is None:
+            self.handle = display(obj, raw=True, display_id=True)
+        else:
+            self.handle.update(obj, raw=True)
+
+
+def bar(what: str):
+    """A progress callback for the native layer, or ``None`` when progress is not shown."""
+    mode = _options["progress"]
+    if mode is False:
+        return None
+    if _in_notebook():
+        return ProgressBar(what)
+    if mode is True or sys.stderr.isatty():
+        return ProgressBar(what, out=sys.stderr)
+    return None
