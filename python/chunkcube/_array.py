@@ -80,10 +80,12 @@ class DataArray:
 
     @property
     def ndim(self) -> int:
+        """Number of dimensions."""
         return len(self.dims)
 
     @property
     def size(self) -> int:
+        """Number of elements."""
         return int(np.prod(self.shape, dtype=np.int64))
 
     @property
@@ -93,6 +95,7 @@ class DataArray:
 
     @property
     def nbytes(self) -> int:
+        """Bytes of the whole result."""
         return self.size * self.dtype.itemsize
 
     @property
@@ -106,6 +109,7 @@ class DataArray:
 
     @property
     def chunksizes(self) -> dict[str, tuple[int, ...]]:
+        """``{dim: chunk sizes}``, as xarray's."""
         return dict(zip(self.dims, self.chunks))
 
     @property
@@ -120,10 +124,24 @@ class DataArray:
 
     @property
     def attrs(self) -> dict:
+        """``grid_mapping`` and, for a band as stored, its ``nodata``."""
         a = {"grid_mapping": "spatial_ref"}
         if self._a.nodata is not None:
             a["nodata"] = self._a.nodata
         return a
+
+    @property
+    def data(self) -> "DataArray":
+        """This lazy array itself (``lazy_data.red.data.visualize()`` reads as with Dask)."""
+        return self
+
+    def __getitem__(self, key) -> "DataArray":
+        """Positional slices, as ``red[:, 100:200, 100:200]`` (stays lazy)."""
+        if not isinstance(key, tuple):
+            key = (key,)
+        if len(key) > self.ndim:
+            raise IndexError(f"too many indices: {len(key)} for {self.ndim} dimensions {self.dims}")
+        return self.isel({d: k for d, k in zip(self.dims, key) if not (isinstance(k, slice) and k == slice(None))})
 
     def summary(self) -> dict:
         """The chunk table's numbers: bytes, shape, chunk shape, chunks, tasks, dtype."""
@@ -527,6 +545,7 @@ class Dataset:
 
     @property
     def sizes(self) -> dict[str, int]:
+        """``{dim: size}`` of the variables' grid."""
         first = next(iter(self._vars.values()), None)
         return {} if first is None else first.sizes
 
@@ -545,9 +564,11 @@ class Dataset:
         return "".join(v._repr_html_() for v in self._vars.values()) or "<div>&lt;chunkcube.Dataset&gt; (empty)</div>"
 
     def isel(self, indexers=None, **kw) -> "Dataset":
+        """:meth:`DataArray.isel` on every variable."""
         return Dataset({k: v.isel(indexers, **kw) for k, v in self._vars.items()})
 
     def sel(self, indexers=None, **kw) -> "Dataset":
+        """:meth:`DataArray.sel` on every variable."""
         return Dataset({k: v.sel(indexers, **kw) for k, v in self._vars.items()})
 
     def compute(self):

@@ -55,6 +55,9 @@ class ProgressBar:
         self.last = ""
 
     def __call__(self, done: int, total: int, finished: bool) -> None:
+        quick = time.monotonic() - self.start < 0.1
+        if finished and not self.last and quick and _options["progress"] == "auto":
+            return  # a computation too quick to watch: no bar
         text = _bar_text(self.what, done, total, time.monotonic() - self.start)
         if text == self.last:
             return

@@ -67,7 +67,7 @@ def spatial_ref(g):
     gt = " ".join(str(int(v)) if float(v).is_integer() else repr(float(v)) for v in g["transform"])
     return xr.Variable(
         (),
-        np.int64(0),
+        np.int64(g["epsg"] or 0),  # as the cube stores it
         attrs={"crs_wkt": g["wkt"], "spatial_ref": g["wkt"], "GeoTransform": gt},
     )
 

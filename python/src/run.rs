@@ -30,7 +30,6 @@ where
         let worker = sc.spawn(move || {
             let _ = tx.send(f());
         });
-        let mut shown = false;
         let result = loop {
             // The receiver goes to the GIL-free closure and back (it is Send, not Sync).
             let (got, back) = py.detach(move || (rx.recv_timeout(POLL), rx));
@@ -52,7 +51,6 @@ where
             }
             if let Some(cb) = progress {
                 let p = session.progress();
-                shown = true;
                 if let Err(e) = cb.call1((p.done - before.done, p.planned - before.planned, false))
                 {
                     session.interrupt();
@@ -62,8 +60,10 @@ where
             }
         };
         let _ = worker.join();
-        if let (Some(cb), true, true) = (progress, shown, result.is_ok()) {
-            let p = session.progress();
+        // The final state, also of runs too quick to have been polled (the callback decides
+        // whether a bar that never showed is worth showing).
+        let p = session.progress();
+        if let (Some(cb), true) = (progress, result.is_ok() && p.planned > before.planned) {
             cb.call1((p.done - before.done, p.planned - before.planned, true))?;
         }
         result
