@@ -48,14 +48,25 @@ class DataArray:
     <xarray.DataArray (time: 1, y: 1000, x: 1000)> ...
     """
 
-    __slots__ = ("_a",)
+    __slots__ = ("_a", "_r")
     __array_priority__ = 100
 
-    def __init__(self, native):
+    def __init__(self, native, recipe=None):
         self._a = native
+        # How to build this array again in another process (Dask workers): a picklable tree
+        # of native calls from ("load", ...) leaves; None when it cannot be (persisted).
+        self._r = recipe
         err = native.error()
         if err is not None:
             raise ValueError(err)
+
+    def _call(self, method: str, *args) -> "DataArray":
+        """A native method's result, with the recipe that rebuilds it."""
+        native = [a._a if isinstance(a, DataArray) else a for a in args]
+        rec = None
+        if self._r is not None and all(a._r is not None for a in args if isinstance(a, DataArray)):
+            rec = ("call", self._r, method, tuple(("arr", a._r) if isinstance(a, DataArray) else ("val", a) for a in args))
+        return DataArray(getattr(self._a, method)(*native), rec)
 
     # --- description ---------------------------------------------------------------------
     @property
@@ -237,7 +248,7 @@ class DataArray:
         v = self.values
         return v.astype(dtype) if dtype is not None else v
 
-    def persist(self) -> "DataArray":
+    def persist(self) -> "DataArray":  # noqa: D401
         """Compute once and keep the result in the session (memory, spilled when it does not
         fit); the returned array stays lazy and later computations read the kept chunks."""
         return DataArray(self._a.persist(_progress.bar(f"persisting {self.name}")))
@@ -252,11 +263,11 @@ class DataArray:
     # --- building ------------------------------------------------------------------------
     def rename(self, name: str) -> "DataArray":
         """The same array under another name."""
-        return DataArray(self._a.rename(name))
+        return self._call("rename", name)
 
     def chunk(self, chunks) -> "DataArray":
         """Rechunk the computation (``{"time": 1, "y": 512, "x": 512}``, ``"auto"``, ``"64MiB"``)."""
-        return DataArray(self._a.chunk(_xr.chunk_spec(chunks)))
+        return self._call("chunk", _xr.chunk_spec(chunks))
 
     def isel(self, indexers: dict | None = None, **kw) -> "DataArray":
         """Select index ranges: ``isel(y=slice(100, 200), x=slice(0, 50))`` (stays lazy)."""
@@ -273,7 +284,7 @@ class DataArray:
                 raise ValueError(f"invalid selection isel {d}: use a slice with step 1 or an integer")
             a, b, _ = s.indices(n)
             out.append((d, a, b))
-        return DataArray(self._a.isel(out))
+        return self._call("isel", out)
 
     def sel(self, indexers: dict | None = None, **kw) -> "DataArray":
         """Select coordinate ranges (inclusive): ``sel(x=slice(x0, x1), time=slice("2019", "2020"))``."""
@@ -306,7 +317,7 @@ class DataArray:
 
     def _bin(self, op, other, reflected=False):
         _check_operand(other)
-        return DataArray(self._a.binary(op, float(other) if not isinstance(other, DataArray) else other._a, reflected))
+        return self._call("binary", op, other if isinstance(other, DataArray) else float(other), reflected)
 
     def __add__(self, o): return self._bin("add", o)
     def __radd__(self, o): return self._bin("add", o, True)
@@ -328,10 +339,10 @@ class DataArray:
     def __rand__(self, o): return self._bin("and", o, True)
     def __or__(self, o): return self._bin("or", o)
     def __ror__(self, o): return self._bin("or", o, True)
-    def __neg__(self): return DataArray(self._a.unary("neg"))
+    def __neg__(self): return self._call("unary", "neg")
     def __pos__(self): return self
-    def __abs__(self): return DataArray(self._a.unary("abs"))
-    def __invert__(self): return DataArray(self._a.unary("not"))
+    def __abs__(self): return self._call("unary", "abs")
+    def __invert__(self): return self._call("unary", "not")
     __hash__ = None  # type: ignore[assignment]
 
     def __bool__(self):
@@ -350,7 +361,7 @@ class DataArray:
         if method != "__call__" or kwargs:
             return NotImplemented
         if len(inputs) == 1 and ufunc.__name__ in self._UFUNCS:
-            return DataArray(inputs[0]._a.unary(self._UFUNCS[ufunc.__name__]))
+            return inputs[0]._call("unary", self._UFUNCS[ufunc.__name__])
         if len(inputs) == 2 and ufunc.__name__ in self._BINARY_UFUNCS:
             a, b = inputs
             op = self._BINARY_UFUNCS[ufunc.__name__]
@@ -365,7 +376,7 @@ class DataArray:
         """Clamp to ``[min, max]``."""
         lo = -np.inf if min is None else float(min)
         hi = np.inf if max is None else float(max)
-        return DataArray(self._a.clip(lo, hi))
+        return self._call("clip", lo, hi)
 
     def fillna(self, value) -> "DataArray":
         """Replace missing values (nodata, NaN) by ``value``."""
@@ -373,28 +384,28 @@ class DataArray:
 
     def isnull(self) -> "DataArray":
         """1 where missing, else 0."""
-        return DataArray(self._a.unary("isnull"))
+        return self._call("unary", "isnull")
 
     def notnull(self) -> "DataArray":
         """1 where valid, else 0."""
-        return DataArray(self._a.unary("notnull"))
+        return self._call("unary", "notnull")
 
     def astype(self, dtype) -> "DataArray":
         """Cast (integers round and saturate, missing becomes 0); ``float64`` computes
         everything after it in double precision."""
-        return DataArray(self._a.astype(np.dtype(dtype).name))
+        return self._call("astype", np.dtype(dtype).name)
 
     def reduce(self, op: str, dim) -> "DataArray":
         """A nan-aware reduction (``op`` in mean, median, min, max, sum, count, std) over one
         dimension, or several for mean, min, max, sum and count."""
         dims = [dim] if isinstance(dim, str) else list(self.dims if dim is None else dim)
         if len(dims) == 1:
-            return DataArray(self._a.reduce(op, dims[0]))
+            return self._call("reduce", op, dims[0])
         if op in ("min", "max", "sum", "count"):
             inner = "sum" if op == "count" else op
-            out = DataArray(self._a.reduce(op, dims[0]))
+            out = self._call("reduce", op, dims[0])
             for d in dims[1:]:
-                out = DataArray(out._a.reduce(inner, d))
+                out = out._call("reduce", inner, d)
             return out
         if op == "mean":
             return self.reduce("sum", dims) / self.reduce("count", dims)
@@ -444,9 +455,9 @@ def _time_bound(t, end: bool) -> np.datetime64:
     return d.astype("datetime64[ns]")
 
 
-def _as_operand(x, like: DataArray):
+def _as_operand(x):
     if isinstance(x, DataArray):
-        return x._a
+        return x
     _check_operand(x)
     return float(x)
 
@@ -459,18 +470,17 @@ def where(cond, x, y=np.nan) -> DataArray:
     like = next((v for v in (x, y, cond) if isinstance(v, DataArray)), None)
     if like is None:
         raise TypeError("where: at least one operand must be a chunkcube DataArray")
-    if isinstance(x, DataArray):
-        return DataArray(x._a.where_(_as_operand(cond, like), _as_operand(y, like)))
-    _check_operand(x)
-    base = like._a.scalar(float(x))
-    return DataArray(base.where_(_as_operand(cond, like), _as_operand(y, like)))
+    if not isinstance(x, DataArray):
+        _check_operand(x)
+        x = like._call("scalar", float(x))
+    return x._call("where_", _as_operand(cond), _as_operand(y))
 
 
 def _unary(name):
     def f(x: DataArray) -> DataArray:
         if not isinstance(x, DataArray):
             raise TypeError(f"{name}: expected a chunkcube DataArray, got {type(x).__name__}")
-        return DataArray(x._a.unary(name))
+        return x._call("unary", name)
 
     f.__name__ = name
     f.__doc__ = f"Elementwise ``{name}`` (lazy)."

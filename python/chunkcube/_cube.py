@@ -30,8 +30,10 @@ class Cube:
     the cube as ``chunkcube info --json``, ``cube.load(...)`` selects as ``dc.load``.
     """
 
-    def __init__(self, native: _NativeCube):
+    def __init__(self, native: _NativeCube, recipe=None):
         self._c = native
+        # (url, open keywords): how a Dask worker opens the same cube.
+        self._r = recipe
 
     @property
     def url(self) -> str:
@@ -113,11 +115,13 @@ class Cube:
         lon = None if lon is None else (float(lon[0]), float(lon[1]))
         lat = None if lat is None else (float(lat[0]), float(lat[1]))
         pb = _progress.bar("loading") if spec is None else None
-        arrays = self._c.load(
+        kw = dict(
             measurements=list(measurements) if measurements is not None else None,
-            lon=lon, lat=lat, bbox=bbox, isel=isel_l, time=time, chunks=spec, progress=pb,
+            lon=lon, lat=lat, bbox=bbox, isel=isel_l, time=time, chunks=spec,
         )
-        return Dataset({n: DataArray(a) for n, a in arrays})
+        arrays = self._c.load(**kw, progress=pb)
+        rec = lambda n: None if self._r is None else ("load", self._r, kw, n)
+        return Dataset({n: DataArray(a, rec(n)) for n, a in arrays})
 
     def __repr__(self) -> str:
         i = self.info()
@@ -146,10 +150,8 @@ def open(url, *, threads: int | None = None, memory_limit=None, spill_dir=None, 
         ndvi = (ds.nir - ds.red) / (ds.nir + ds.red)
         ndvi.mean("time").compute()
     """
-    return Cube(
-        _NativeCube.open(os.fspath(url), threads=threads, memory_limit=_limit(memory_limit),
-                         spill_dir=_path(spill_dir), cache_dir=_path(cache_dir))
-    )
+    kw = dict(threads=threads, memory_limit=_limit(memory_limit), spill_dir=_path(spill_dir), cache_dir=_path(cache_dir))
+    return Cube(_NativeCube.open(os.fspath(url), **kw), (os.fspath(url), kw))
 
 
 def ingest(
