@@ -20,7 +20,7 @@ command -v /usr/bin/time >/dev/null || { echo "needs /usr/bin/time (apt-get inst
 venv=target/pyenv
 [ -x $venv/bin/python ] || python3 -m venv --system-site-packages $venv
 $venv/bin/python -c "import maturin" 2>/dev/null || $venv/bin/python -m pip install -q "maturin>=1.5,<2"
-(cd python && VIRTUAL_ENV=$PWD/../$venv PATH=$PWD/../$venv/bin:$PATH maturin develop --release --quiet 2>/dev/null)
+(cd python && VIRTUAL_ENV=$PWD/../$venv PATH=$PWD/../$venv/bin:$PATH maturin develop --release --quiet >/dev/null 2>&1)
 PY=$venv/bin/python
 
 if [ "$TILE" = 4096 ]; then tiles=$D/calc-tiles; cube=$D/cube1024; else tiles=$D/py-tiles-$TILE; cube=$D/py-cube-$TILE; fi
@@ -65,5 +65,5 @@ for w in ndvi mean; do
 done
 echo
 echo "== open + 100x100 window (median of 20, page cache warm) =="
-$PY bench/python_bench.py latency $cube 20 | tee -a $D/python-latency.txt | head -4
+$PY bench/python_bench.py latency $cube 20 | tee $D/python-latency.txt
 echo "results: $results"

@@ -237,3 +237,38 @@ def test_cube_on_s3(s3_env, cube_path, tmp_path):
     with pytest.raises(FileNotFoundError) as e:
         cc.open(f"s3://{s3_env}/missing")
     assert os.environ["AWS_SECRET_ACCESS_KEY"] not in str(e.value)
+
+
+def test_ingest_paths_and_bad_input(cube_path, tmp_path):
+    from conftest import FIXTURES
+
+    out = tmp_path / "bypaths"
+    r = cc.ingest(paths=[FIXTURES / "tiles"], out=out, chunks={"time": 1, "y": 64, "x": 64})
+    assert r["tiles"] == 40 and not r["up_to_date"]
+    assert cc.ingest(paths=[FIXTURES / "tiles"], out=out, chunks={"time": 1, "y": 64, "x": 64})["up_to_date"]
+    a = cc.open(out).load(measurements=["nir"], chunks={}).nir.compute()
+    b = cc.open(cube_path).load(measurements=["nir"], chunks={}).nir.compute()
+    xr.testing.assert_identical(a, b)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("path,band,time\nnope.tif,red,2019\n")
+    with pytest.raises((ValueError, OSError), match="nope.tif"):
+        cc.ingest(manifest=bad, out=tmp_path / "x")
+    with pytest.raises(ValueError, match="manifest"):
+        cc.ingest(out=tmp_path / "y")
+    with pytest.raises(FileExistsError, match="overwrite"):
+        cc.ingest(paths=[FIXTURES / "tiles"], out=out, chunks={"time": 1, "y": 32, "x": 32})
+
+
+def test_dataset_assign_compute_and_write(cube_path, xr_cube, tmp_path):
+    ds = lazy(cube_path)
+    ds["ndvi"] = ndvi_of(ds.red, ds.nir)
+    assert "ndvi" in ds and ds.ndvi.name == "ndvi" and "ndvi" in repr(ds)
+    assert "<table" in ds._repr_html_()
+    got = ds.compute()
+    assert isinstance(got, xr.Dataset) and set(got.data_vars) == {"red", "nir", "ndvi"}
+    np.testing.assert_array_equal(got.red.values, xr_cube.red.values)
+    ds.to_zarr(str(tmp_path / "all"))
+    back = xr.open_zarr(str(tmp_path / "all"), consolidated=False)
+    np.testing.assert_array_equal(back.ndvi.values, got.ndvi.values)
+    with pytest.raises(AttributeError, match="no variable 'blue'"):
+        ds.blue
