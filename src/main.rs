@@ -33,6 +33,74 @@ enum Cmd {
     Load(LoadArgs),
     /// Band math and reductions over a selection, computed chunk by chunk.
     Calc(CalcArgs),
+    /// Check that a cube holds everything its commit declared: metadata, every chunk the
+    /// manifest lists (present, right size), coordinates; with --deep every chunk decoded.
+    Verify(VerifyArgs),
+}
+
+#[derive(Args)]
+#[command(
+    after_help = "Example:\n  chunkcube verify cube --deep\n\nEach problem is printed as one line naming its key; the exit status is 1 if there is any."
+)]
+struct VerifyArgs {
+    /// The cube: local directory or s3://bucket/prefix.
+    cube: String,
+    /// Also fetch and decode every chunk (checks each chunk's crc32c).
+    #[arg(long)]
+    deep: bool,
+    /// Write statistics (arrays, chunks_checked, bytes_checked, chunks_decoded, problems,
+    /// elapsed_s) as JSON.
+    #[arg(long, value_name = "FILE.json")]
+    stats: Option<PathBuf>,
+    /// No progress bar.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+fn run_verify(a: VerifyArgs) -> Result<()> {
+    let t0 = std::time::Instant::now();
+    let store = chunkcube::store::Store::open(&a.cube, false)?;
+    let pb = chunkcube::progress::bar(0, "verify", a.quiet);
+    let rep = chunkcube::store::verify::verify(&store, a.deep, &|done, total| {
+        pb.set_length(total);
+        pb.set_position(done);
+    })?;
+    pb.finish_and_clear();
+    for p in &rep.problems {
+        println!("{}", printable(&p.to_string()));
+    }
+    if let Some(path) = &a.stats {
+        let mut v = serde_json::to_value(&rep)?;
+        v["problems"] = serde_json::json!(rep.problems.len());
+        v["elapsed_s"] = serde_json::json!(t0.elapsed().as_secs_f64());
+        std::fs::write(path, serde_json::to_string_pretty(&v)?)
+            .with_context(|| format!("--stats {}", path.display()))?;
+    }
+    let summary = format!(
+        "{} arrays, {} chunks ({}) checked{}{}",
+        rep.arrays,
+        rep.chunks_checked,
+        chunkcube::store::format_bytes(rep.bytes_checked),
+        if a.deep {
+            format!(", {} decoded", rep.chunks_decoded)
+        } else {
+            String::new()
+        },
+        if rep.has_manifest {
+            ""
+        } else {
+            " (no chunk manifest: an absent chunk cannot be told from one never written)"
+        },
+    );
+    match rep.problems.len() {
+        0 => eprintln!("verify {}: {summary}, no problem", a.cube),
+        n => bail!(
+            "{n} problem{} found in {} (listed above): {summary}",
+            if n == 1 { "" } else { "s" },
+            a.cube
+        ),
+    }
+    Ok(())
 }
 
 #[derive(Args)]
@@ -527,7 +595,7 @@ fn main() {
     let limit = match &cli.cmd {
         Cmd::Load(a) => exec_config(&a.exec).map(|c| c.memory_limit).ok(),
         Cmd::Calc(a) => exec_config(&a.exec).map(|c| c.memory_limit).ok(),
-        Cmd::Ingest(_) | Cmd::Info(_) => None,
+        Cmd::Ingest(_) | Cmd::Info(_) | Cmd::Verify(_) => None,
     };
     chunkcube::exec::tune_allocator(limit.unwrap_or(32 << 20));
     chunkcube::exec::install_interrupt_cleanup();
@@ -536,6 +604,7 @@ fn main() {
         Cmd::Info(a) => run_info(a),
         Cmd::Load(a) => run_load(a),
         Cmd::Calc(a) => run_calc(a),
+        Cmd::Verify(a) => run_verify(a),
     };
     if let Err(e) = r {
         eprintln!(

@@ -24,6 +24,8 @@ pub struct BandReader {
     shards: Option<ShardLayout>,
     /// Sharded bands with codecs around the sharding codec: read through zarrs.
     shard_cache: Option<ArrayShardedReadableExtCache>,
+    /// The band's chunk manifest, loaded the first time a chunk object is absent.
+    manifest: std::sync::OnceLock<Result<crate::store::manifest::ArrayManifest, String>>,
     uid: usize,
 }
 
@@ -70,6 +72,7 @@ impl BandReader {
             array,
             shards,
             shard_cache,
+            manifest: std::sync::OnceLock::new(),
             uid: crate::graph::next_uid(),
         }))
     }
@@ -110,17 +113,44 @@ impl BandReader {
 
     /// The store key holding a decode chunk (the shard key when sharded).
     pub fn chunk_key(&self, idx: [u64; 3]) -> String {
+        self.array.chunk_key(&self.object_index(idx)).to_string()
+    }
+
+    /// The grid index of the stored object holding decode chunk `idx` (its shard when sharded).
+    fn object_index(&self, idx: [u64; 3]) -> [u64; 3] {
         match self.meta.inner_chunk_shape {
-            None => self.array.chunk_key(&idx).to_string(),
+            None => idx,
             Some(inner) => {
                 let outer = self.meta.chunk_shape;
-                let s = [
+                [
                     idx[0] * inner[0] / outer[0],
                     idx[1] * inner[1] / outer[1],
                     idx[2] * inner[2] / outer[2],
-                ];
-                self.array.chunk_key(&s).to_string()
+                ]
             }
+        }
+    }
+
+    /// Decide what an absent chunk object means. Without a manifest (stores other tools
+    /// wrote), Zarr's rule: fill. With one, a chunk the manifest lists was lost after commit:
+    /// an error naming the key, never fill passed off as data. Every read path that finds a
+    /// chunk object absent must call this.
+    pub fn check_absent(&self, idx: [u64; 3]) -> Result<(), ReadError> {
+        let Some(listed) = &self.meta.manifest else {
+            return Ok(());
+        };
+        let key = self.chunk_key(idx);
+        let m = self.manifest.get_or_init(|| {
+            crate::store::manifest::load(&self.store, listed, false).map_err(|e| e.to_string())
+        });
+        match m {
+            Err(e) => Err(self.read_error(key, e.clone())),
+            Ok(m) if m.listed(&self.object_index(idx)) => Err(self.read_error(
+                key,
+                "listed in the cube's chunk manifest but missing from the store (deleted or \
+                 lost after the cube was written); run `chunkcube verify`",
+            )),
+            Ok(_) => Ok(()),
         }
     }
 
@@ -132,7 +162,26 @@ impl BandReader {
         let Some(layout) = &self.shards else {
             return with_dtype!(self.meta.dtype, T => {
                 let a: ndarray::ArrayD<T> = match &self.shard_cache {
-                    None => self.array.retrieve_chunk(&idx).map_err(err)?,
+                    None => match self.array.retrieve_chunk_if_exists(&idx).map_err(err)? {
+                        Some(a) => a,
+                        None => {
+                            self.check_absent(idx)?;
+                            let shape = self.meta.chunk_shape;
+                            let n = shape.iter().product::<u64>();
+                            let fill = ArrayBytes::new_fill_value(
+                                self.array.data_type(),
+                                n,
+                                self.array.fill_value(),
+                            )
+                            .map_err(|e| self.read_error(self.chunk_key(idx), e.to_string()))?;
+                            ndarray::ArrayD::<T>::from_array_bytes(
+                                fill,
+                                &shape,
+                                self.array.data_type(),
+                            )
+                            .map_err(err)?
+                        }
+                    },
                     Some(cache) => self
                         .array
                         .retrieve_subchunk_opt(cache, &idx, &CodecOptions::default())
@@ -168,6 +217,9 @@ impl BandReader {
             ArrayBytes::new_fill_value(self.array.data_type(), n, self.array.fill_value())
                 .map_err(|e| fail(e.to_string()))
         };
+        if index.is_none() {
+            self.check_absent(idx)?;
+        }
         let Some(range) = layout.entry_range(&index, slot, &key).map_err(fail)? else {
             return fill();
         };

@@ -76,7 +76,9 @@ impl CubeInfo {
             let listed = cube.store().list_sizes(&format!("{}/", b.name))?;
             let (n, bytes) = listed
                 .iter()
-                .filter(|(k, _)| !k.ends_with("zarr.json"))
+                .filter(|(k, _)| {
+                    !k.ends_with("zarr.json") && !k.ends_with(crate::store::manifest::MANIFEST_FILE)
+                })
                 .fold((0u64, 0u64), |(n, s), (_, sz)| (n + 1, s + sz));
             bands.push(BandInfo {
                 name: b.name.clone(),

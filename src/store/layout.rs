@@ -83,6 +83,9 @@ pub struct BandMeta {
     pub inner_chunk_shape: Option<[u64; 3]>,
     /// Attributes as stored.
     pub attributes: Map<String, Value>,
+    /// What the cube's chunk manifest says about this band (None: no manifest, Zarr's rule
+    /// that an absent chunk is fill applies).
+    pub manifest: Option<super::manifest::Listed>,
 }
 
 impl BandMeta {
@@ -199,6 +202,12 @@ pub fn band_builder(
     b
 }
 
+/// Coordinates and the CRS carry a crc32c like bands: a flipped bit in a coordinate would
+/// otherwise move every pixel silently.
+fn checksummed(b: &mut ArrayBuilder) {
+    b.bytes_to_bytes_codecs(vec![Arc::new(Crc32cCodec::new())]);
+}
+
 /// Write the coordinate arrays `x`, `y`, `time` and the CRS variable `spatial_ref`.
 pub fn write_coords(store: &Store, geobox: &GeoBox, times: &[i64]) -> Result<(), StoreError> {
     quiet_zarrs_metadata();
@@ -219,6 +228,7 @@ pub fn write_coords(store: &Store, geobox: &GeoBox, times: &[i64]) -> Result<(),
             f64::NAN,
         );
         b.dimension_names(Some([name])).attributes(attrs);
+        checksummed(&mut b);
         let a = b
             .build(st.clone(), &format!("/{name}"))
             .map_err(|e| err(name, e.to_string()))?;
@@ -260,6 +270,7 @@ pub fn write_coords(store: &Store, geobox: &GeoBox, times: &[i64]) -> Result<(),
         0i64,
     );
     b.dimension_names(Some(["time"])).attributes(tattrs);
+    checksummed(&mut b);
     let a = b
         .build(st.clone(), "/time")
         .map_err(|e| err("time", e.to_string()))?;
@@ -287,6 +298,7 @@ pub fn write_coords(store: &Store, geobox: &GeoBox, times: &[i64]) -> Result<(),
     );
     b.attributes(sattrs);
     b.dimension_names(Option::<Vec<&str>>::Some(vec![]));
+    checksummed(&mut b);
     let a = b
         .build(st, "/spatial_ref")
         .map_err(|e| err("spatial_ref", e.to_string()))?;
@@ -321,9 +333,14 @@ pub fn write_group(
 ) -> Result<(), StoreError> {
     let mut attrs = extra;
     attrs.insert("product".into(), json!(product));
+    // The chunk manifest describes exactly what this commit declares: listed after every
+    // array is written, before the group metadata that makes them visible.
+    store.sync()?;
+    let arrays = super::manifest::write_all(store)?;
     attrs.insert(
         "chunkcube".into(),
-        json!({ "format_version": FORMAT_VERSION, "complete": true, "write_id": write_id }),
+        json!({ "format_version": FORMAT_VERSION, "complete": true, "write_id": write_id,
+                "arrays": arrays }),
     );
     let doc = json!({ "zarr_format": 3, "node_type": "group", "attributes": attrs });
     let text =
@@ -414,6 +431,7 @@ fn parse_band(store: &Store, name: &str, doc: &Value) -> Result<Option<BandMeta>
         _ => None,
     };
     Ok(Some(BandMeta {
+        manifest: None,
         name: name.to_string(),
         dtype,
         nodata,
@@ -443,32 +461,56 @@ fn parse_cf_units(units: &str) -> Option<(f64, i64)> {
 }
 
 /// Read a small 1-D coordinate array whole.
-fn read_coord_f64(store: &Store, name: &str) -> Result<Vec<f64>, StoreError> {
+pub(crate) fn read_coord_f64(store: &Store, name: &str) -> Result<Vec<f64>, StoreError> {
+    read_coord(store, name, false)
+}
+
+/// Read a 1-d coordinate as f64. `strict` (a cube with a chunk manifest, whose coordinates
+/// were all written): an absent coordinate chunk is an error naming it, not fill — a lost
+/// `x` chunk would otherwise become NaN coordinates. Without a manifest Zarr's rule holds
+/// (zarr-python skips chunks equal to the fill value).
+pub(crate) fn read_coord(store: &Store, name: &str, strict: bool) -> Result<Vec<f64>, StoreError> {
     let a = zarrs::array::Array::open(store.storage(), &format!("/{name}"))
         .map_err(|e| meta_err(store, &format!("{name}/zarr.json"), e.to_string()))?;
-    let subset = a.subset_all();
     let dt = a.data_type().clone();
     let err = |e: zarrs::array::ArrayError| meta_err(store, name, e.to_string());
+    macro_rules! read {
+        ($t:ty) => {{
+            if strict && a.dimensionality() == 1 {
+                let n = a.shape()[0] as usize;
+                let mut out: Vec<f64> = Vec::with_capacity(n);
+                for i in 0..a.chunk_grid_shape()[0] {
+                    let key = a.chunk_key(&[i]).to_string();
+                    match a.retrieve_chunk_if_exists::<Vec<$t>>(&[i]).map_err(err)? {
+                        Some(v) => out.extend(v.into_iter().map(|v| v as f64)),
+                        None => {
+                            return Err(meta_err(
+                                store,
+                                &key,
+                                "coordinate chunk listed by the cube is missing",
+                            ))
+                        }
+                    }
+                }
+                out.truncate(n);
+                out
+            } else {
+                a.retrieve_array_subset::<Vec<$t>>(&a.subset_all())
+                    .map_err(err)?
+                    .into_iter()
+                    .map(|v| v as f64)
+                    .collect()
+            }
+        }};
+    }
     let vals: Vec<f64> = if dt == zarrs::array::data_type::float64() {
-        a.retrieve_array_subset::<Vec<f64>>(&subset).map_err(err)?
+        read!(f64)
     } else if dt == zarrs::array::data_type::float32() {
-        a.retrieve_array_subset::<Vec<f32>>(&subset)
-            .map_err(err)?
-            .into_iter()
-            .map(f64::from)
-            .collect()
+        read!(f32)
     } else if dt == zarrs::array::data_type::int64() {
-        a.retrieve_array_subset::<Vec<i64>>(&subset)
-            .map_err(err)?
-            .into_iter()
-            .map(|v| v as f64)
-            .collect()
+        read!(i64)
     } else if dt == zarrs::array::data_type::int32() {
-        a.retrieve_array_subset::<Vec<i32>>(&subset)
-            .map_err(err)?
-            .into_iter()
-            .map(f64::from)
-            .collect()
+        read!(i32)
     } else {
         return Err(meta_err(
             store,
@@ -524,6 +566,10 @@ pub fn read_cube_meta(store: &Store) -> Result<CubeMeta, StoreError> {
         }
     }
     bands.sort_by(|a, b| a.name.cmp(&b.name));
+    let listed = super::manifest::listed(&attributes);
+    if let Some(listed) = &listed {
+        check_listed(store, listed, &mut bands)?;
+    }
     if bands.is_empty() {
         return Err(meta_err(
             store,
@@ -532,8 +578,9 @@ pub fn read_cube_meta(store: &Store) -> Result<CubeMeta, StoreError> {
         ));
     }
 
-    let xs = read_coord_f64(store, "x")?;
-    let ys = read_coord_f64(store, "y")?;
+    let strict = listed.is_some();
+    let xs = read_coord(store, "x", strict)?;
+    let ys = read_coord(store, "y", strict)?;
     let shape = bands[0].shape;
     if xs.len() as u64 != shape[2] || ys.len() as u64 != shape[1] {
         return Err(meta_err(
@@ -558,7 +605,7 @@ pub fn read_cube_meta(store: &Store) -> Result<CubeMeta, StoreError> {
     // Time: CF-decoded into days.
     let time_doc = get_json(store, "time/zarr.json")?
         .ok_or_else(|| meta_err(store, "time/zarr.json", "missing time coordinate"))?;
-    let traw = read_coord_f64(store, "time")?;
+    let traw = read_coord(store, "time", strict)?;
     let units = time_doc
         .pointer("/attributes/units")
         .and_then(Value::as_str)
@@ -584,6 +631,13 @@ pub fn read_cube_meta(store: &Store) -> Result<CubeMeta, StoreError> {
 
     // CRS and transform from spatial_ref, else from the coordinates.
     let sref = get_json(store, "spatial_ref/zarr.json")?;
+    if sref.is_none() && listed.iter().flatten().any(|l| l.name == "spatial_ref") {
+        return Err(meta_err(
+            store,
+            "spatial_ref/zarr.json",
+            "the group metadata lists 'spatial_ref' (the CRS) but it is missing",
+        ));
+    }
     let sattr = sref
         .as_ref()
         .and_then(|d| d.get("attributes"))
@@ -644,6 +698,32 @@ pub fn read_cube_meta(store: &Store) -> Result<CubeMeta, StoreError> {
         bands,
         attributes,
     })
+}
+
+/// A committed cube lists its arrays: a listed band that is missing is an error naming it
+/// (never a cube that silently lost a band); bands get their manifest entry.
+fn check_listed(
+    store: &Store,
+    listed: &[super::manifest::Listed],
+    bands: &mut [BandMeta],
+) -> Result<(), StoreError> {
+    for l in listed {
+        match bands.iter_mut().find(|b| b.name == l.name) {
+            Some(b) => b.manifest = Some(l.clone()),
+            None if COORD_NAMES.contains(&l.name.as_str()) => {}
+            None => {
+                return Err(meta_err(
+                    store,
+                    &format!("{}/zarr.json", l.name),
+                    format!(
+                        "the group metadata lists array '{}' but it is missing",
+                        l.name
+                    ),
+                ))
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Open a band array for reading or writing chunks.

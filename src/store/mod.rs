@@ -18,6 +18,7 @@ mod dtype;
 pub mod encode;
 pub mod layout;
 mod local;
+pub mod manifest;
 pub(crate) mod prefetch;
 pub mod redact;
 pub mod remote;
@@ -25,6 +26,7 @@ mod runtime;
 pub(crate) mod shard;
 mod tuning;
 mod values;
+pub mod verify;
 
 pub use chunks::{format_bytes, grid_shape, parse_bytes, ChunkSpec, ChunkSpecError, DIMS};
 pub use counting::{is_data_chunk, CountingStore, IoCounters, IoSnapshot};

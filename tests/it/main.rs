@@ -7,6 +7,7 @@ mod common;
 mod calc;
 mod hostile;
 mod ingest;
+mod integrity;
 mod out_of_core;
 mod query;
 mod s3;

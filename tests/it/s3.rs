@@ -1839,6 +1839,34 @@ fn a_truncated_object_is_an_error_never_wrong_data() {
     );
 }
 
+/// Issue 16 on S3: a deleted chunk object or coordinate is an error naming its key (the
+/// chunk manifest lists it), and `verify --deep` finds each loss, one line per key.
+#[test]
+fn a_deleted_object_on_s3_is_an_error_and_verify_lists_it() {
+    let ep = require_s3!();
+    let bucket = make_bucket(&ep, "lost");
+    let env = Env::new(&ep);
+    let url = ingest_to_s3(&env, &bucket);
+    let (ok, _, err) = env.run(&["verify", &url, "--deep", "-q"]);
+    assert!(ok && err.contains("no problem"), "{err}");
+    let store = bucket_store(&ep, &bucket);
+    for key in ["fx/red/c/1/1/2", "fx/y/c/0"] {
+        block_on(store.delete(&ObjectPath::from(key))).unwrap();
+    }
+    env.err(&["info", &url], &["y/c/0"]);
+    let (ok, out, _) = env.run(&["verify", &url, "--deep", "-q"]);
+    assert!(!ok);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "red/c/1/1/2: chunk listed in the manifest is missing",
+            "y/c/0: chunk listed in the manifest is missing"
+        ],
+        "{out}"
+    );
+}
+
 // ---------------------------------------------------------------------------
 // Faults above the HTTP client, in-process
 

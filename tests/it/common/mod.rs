@@ -613,7 +613,8 @@ pub fn read_stats(path: &Path) -> serde_json::Value {
     v
 }
 
-/// Number of stored chunk objects of an array (every file under `<array>/` except zarr.json).
+/// Number of stored chunk objects of an array (every file under `<array>/` except its
+/// metadata and chunk manifest).
 pub fn stored_chunks(cube: &Path, array: &str) -> usize {
     let dir = cube.join(array);
     if !dir.exists() {
@@ -621,6 +622,8 @@ pub fn stored_chunks(cube: &Path, array: &str) -> usize {
     }
     tree_bytes(&dir)
         .keys()
-        .filter(|k| !k.ends_with("zarr.json"))
+        .filter(|k| {
+            !k.ends_with("zarr.json") && !k.ends_with(chunkcube::store::manifest::MANIFEST_FILE)
+        })
         .count()
 }
