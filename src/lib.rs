@@ -56,6 +56,7 @@
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod cube;
+pub mod dashboard;
 pub mod exec;
 pub mod geo;
 pub mod graph;

@@ -2,9 +2,11 @@
 
 use anyhow::{anyhow, bail, Context, Result};
 use chunkcube::cube::{Calc, CalcOutput, Cube, CubeInfo, DataArray, Query};
+use chunkcube::dashboard::{Dashboard, DEFAULT_ADDR};
 use chunkcube::exec::{ExecConfig, Session};
 use chunkcube::ingest::{ingest, IngestOptions, Sources};
 use chunkcube::on_values;
+use chunkcube::progress::LiveStatus;
 use chunkcube::store::layout::Codecs;
 use chunkcube::store::{parse_bytes, ChunkSpec, Values};
 use clap::{Args, Parser, Subcommand};
@@ -162,6 +164,29 @@ struct ExecArgs {
     /// Replace an existing cube at --out.
     #[arg(long)]
     overwrite: bool,
+    #[command(flatten)]
+    dash: DashboardArgs,
+    /// Pause every task this many milliseconds (for testing the dashboard).
+    #[arg(long, hide = true, value_name = "MS")]
+    pace_tasks_ms: Option<u64>,
+}
+
+#[derive(Args, Clone)]
+struct DashboardArgs {
+    /// Serve a live page of the run (progress per layer, throughput, memory, task stream) at
+    /// http://ADDR/ and its numbers at /status.json. ADDR defaults to 127.0.0.1:8787 (port 0:
+    /// any free port; the URL is printed on stderr); only an address given explicitly can be
+    /// reached from another machine.
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = DEFAULT_ADDR)]
+    dashboard: Option<String>,
+    /// Keep the dashboard up this many seconds after the run ends (it shows the summary).
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = 0.0,
+        requires = "dashboard"
+    )]
+    dashboard_linger: f64,
 }
 
 #[derive(Args)]
@@ -268,6 +293,32 @@ fn build_query(sel: &Selection) -> Result<Query> {
     Ok(q)
 }
 
+/// Run `work` (which returns its final summary), with a dashboard if `--dashboard` asked for
+/// one: started before the work, told how it ended, kept up `--dashboard-linger` seconds.
+fn with_dashboard(
+    d: &DashboardArgs,
+    command: &str,
+    work: impl FnOnce(Option<Arc<LiveStatus>>) -> Result<Option<serde_json::Value>>,
+) -> Result<()> {
+    let Some(addr) = &d.dashboard else {
+        return work(None).map(|_| ());
+    };
+    let linger = d.dashboard_linger;
+    if !linger.is_finite() || !(0.0..=86400.0).contains(&linger) {
+        bail!("invalid --dashboard-linger {linger}: give seconds between 0 and 86400");
+    }
+    let live = LiveStatus::new(command);
+    let dash = Dashboard::start(addr, live.clone())?;
+    eprintln!("dashboard: {}", dash.url());
+    let r = work(Some(live.clone()));
+    live.finish(match &r {
+        Ok(summary) => Ok(summary.clone()),
+        Err(e) => Err(printable(&chunkcube::store::redact(&one_line(e)))),
+    });
+    dash.close(std::time::Duration::from_secs_f64(linger));
+    r.map(|_| ())
+}
+
 fn exec_config(e: &ExecArgs) -> Result<ExecConfig> {
     let mut c = ExecConfig::default();
     if let Some(m) = &e.memory_limit {
@@ -279,6 +330,9 @@ fn exec_config(e: &ExecArgs) -> Result<ExecConfig> {
         c.threads = t;
     }
     c.quiet = e.quiet;
+    if let Some(ms) = e.pace_tasks_ms {
+        chunkcube::exec::pace_tasks(ms);
+    }
     c.spill_dir = e.spill_dir.clone();
     c.store.cache_dir = e.cache_dir.clone();
     Ok(c)
@@ -300,8 +354,10 @@ fn threads_flag(t: Option<usize>) -> Result<Option<usize>> {
     }
 }
 
-fn session(e: &ExecArgs) -> Result<Arc<Session>> {
-    Ok(Session::new(exec_config(e)?)?)
+fn session(e: &ExecArgs, live: &Option<Arc<LiveStatus>>) -> Result<Arc<Session>> {
+    let mut c = exec_config(e)?;
+    c.live = live.clone();
+    Ok(Session::new(c)?)
 }
 
 fn write_stats(e: &ExecArgs, s: &Session) -> Result<()> {
@@ -344,8 +400,8 @@ fn print_values(name: &str, da: &DataArray, v: &Values) {
     });
 }
 
-fn run_load(a: LoadArgs) -> Result<()> {
-    let s = session(&a.exec)?;
+fn run_load(a: LoadArgs, live: Option<Arc<LiveStatus>>) -> Result<Option<serde_json::Value>> {
+    let s = session(&a.exec, &live)?;
     let cube = Cube::open_in(&a.cube, s.clone())?;
     if let Some(out) = &a.out {
         cube.check_output(out)?;
@@ -379,17 +435,22 @@ fn run_load(a: LoadArgs) -> Result<()> {
             print_values(da.name(), da, &v);
         }
     } else if let Some(out) = &a.out {
+        if let Some(l) = &live {
+            for da in ds.vars() {
+                l.add_explain(da.name(), serde_json::to_value(da.explain())?);
+            }
+        }
         ds.to_zarr(out, a.exec.overwrite)?;
         eprintln!("wrote {} band(s) to {out}", ds.names().len());
     } else {
         bail!("load needs one of --out CUBE, --summary, --print or --explain");
     }
     write_stats(&a.exec, &s)?;
-    Ok(())
+    Ok(Some(serde_json::to_value(s.stats())?))
 }
 
-fn run_calc(a: CalcArgs) -> Result<()> {
-    let s = session(&a.exec)?;
+fn run_calc(a: CalcArgs, live: Option<Arc<LiveStatus>>) -> Result<Option<serde_json::Value>> {
+    let s = session(&a.exec, &live)?;
     let cube = Cube::open_in(&a.cube, s.clone())?;
     if let Some(out) = &a.out {
         cube.check_output(out)?;
@@ -421,6 +482,11 @@ fn run_calc(a: CalcArgs) -> Result<()> {
         CalcOutput::Tasks
     };
     calc.check_memory(&ds, output)?;
+    if let (Some(l), false) = (&live, a.explain) {
+        for d in calc.lazy(&ds)?.vars() {
+            l.add_explain(d.name(), serde_json::to_value(d.explain())?);
+        }
+    }
     // Described runs stay lazy; computed runs persist results that later expressions reuse.
     let results = if a.explain || a.graph.is_some() {
         calc.lazy(&ds)?
@@ -452,7 +518,7 @@ fn run_calc(a: CalcArgs) -> Result<()> {
         bail!("calc needs one of --out CUBE, --print, --explain or --graph FILE");
     }
     write_stats(&a.exec, &s)?;
-    Ok(())
+    Ok(Some(serde_json::to_value(s.stats())?))
 }
 
 fn write_graph(path: &std::path::Path, dot: &str) -> Result<()> {
@@ -518,6 +584,8 @@ struct IngestArgs {
     /// than the files: a tile in the wrong place, sparse or corrupt headers).
     #[arg(long)]
     allow_huge: bool,
+    #[command(flatten)]
+    dash: DashboardArgs,
     /// Stop with an error after N chunks (for testing resumption).
     #[arg(long, hide = true)]
     stop_after_chunks: Option<u64>,
@@ -525,7 +593,7 @@ struct IngestArgs {
     paths: Vec<PathBuf>,
 }
 
-fn run_ingest(a: IngestArgs) -> Result<()> {
+fn run_ingest(a: IngestArgs, live: Option<Arc<LiveStatus>>) -> Result<Option<serde_json::Value>> {
     let sources = match (a.manifest, a.paths.is_empty()) {
         (Some(m), _) => Sources::Manifest(m),
         (None, false) => Sources::Paths(a.paths),
@@ -546,6 +614,7 @@ fn run_ingest(a: IngestArgs) -> Result<()> {
         product: a.product,
         quiet: a.quiet,
         allow_huge: a.allow_huge,
+        live,
     };
     chunkcube::ingest::stop_after_chunks(a.stop_after_chunks);
     let r = ingest(&sources, &a.out, &opts)?;
@@ -560,7 +629,7 @@ fn run_ingest(a: IngestArgs) -> Result<()> {
             r.tiles, a.out, r.chunks_written, r.chunks_skipped, r.pixel_bytes as f64 / 1e6, r.elapsed_s
         );
     }
-    Ok(())
+    Ok(Some(serde_json::to_value(&r)?))
 }
 
 fn main() {
@@ -600,10 +669,10 @@ fn main() {
     chunkcube::exec::tune_allocator(limit.unwrap_or(32 << 20));
     chunkcube::exec::install_interrupt_cleanup();
     let r = match cli.cmd {
-        Cmd::Ingest(a) => run_ingest(a),
+        Cmd::Ingest(a) => with_dashboard(&a.dash.clone(), "ingest", |l| run_ingest(a, l)),
         Cmd::Info(a) => run_info(a),
-        Cmd::Load(a) => run_load(a),
-        Cmd::Calc(a) => run_calc(a),
+        Cmd::Load(a) => with_dashboard(&a.exec.dash.clone(), "load", |l| run_load(a, l)),
+        Cmd::Calc(a) => with_dashboard(&a.exec.dash.clone(), "calc", |l| run_calc(a, l)),
         Cmd::Verify(a) => run_verify(a),
     };
     if let Err(e) = r {

@@ -92,6 +92,11 @@ impl Budget {
         let total = used + self.outside();
         self.peak.fetch_max(total, Ordering::Relaxed);
     }
+    /// Tracked bytes now: reservations, the cache and held results (takes the budget's lock
+    /// briefly; for watchers, not for tasks).
+    pub fn in_use(&self) -> u64 {
+        self.used.lock().map(|u| *u).unwrap_or(0) + self.outside()
+    }
     /// High-water mark of reserved + external bytes.
     pub fn peak(&self) -> u64 {
         self.peak.load(Ordering::Relaxed)

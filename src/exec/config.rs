@@ -16,6 +16,8 @@ pub struct ExecConfig {
     pub spill_dir: Option<PathBuf>,
     /// Store options for cubes opened in this session (on-disk cache of remote chunks).
     pub store: crate::store::StoreOptions,
+    /// Report progress, memory and the task stream here as the session works (`--dashboard`).
+    pub live: Option<std::sync::Arc<crate::progress::LiveStatus>>,
 }
 
 impl Default for ExecConfig {
@@ -27,6 +29,7 @@ impl Default for ExecConfig {
             quiet: true,
             spill_dir: None,
             store: Default::default(),
+            live: None,
         }
     }
 }

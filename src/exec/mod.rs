@@ -41,6 +41,7 @@ pub use config::{total_memory, tune_allocator, ExecConfig};
 pub use session::Session;
 pub use spill::{install_interrupt_cleanup, remove_live_spill_dirs};
 pub use stats::{Explain, Progress, StatsReport};
+pub use task::pace_tasks;
 
 use crate::graph::{BoxError, ReadError};
 use crate::store::StoreError;

@@ -32,6 +32,8 @@ pub struct Session {
     pub(crate) stats: Stats,
     started: Instant,
     counters: Mutex<Vec<Arc<IoCounters>>>,
+    /// The I/O counters of the cubes written.
+    written: Mutex<Vec<Arc<IoCounters>>>,
     pub(crate) spill: SpillArea,
     /// Bumped by [`Session::interrupt`]: runs started before a bump stop.
     pub(crate) interrupts: Arc<AtomicU64>,
@@ -51,7 +53,7 @@ impl Session {
                 ExecError::Invalid(format!("cannot start {} threads: {e}", config.threads))
             })?;
         let limit = config.memory_limit;
-        Ok(Arc::new(Session {
+        let s = Arc::new(Session {
             spill: SpillArea::new(config.spill_dir.clone()),
             budget: Budget::new(limit, cache_cap(limit)),
             // Chained computations reuse decoded chunks; single passes gain nothing from a big cache.
@@ -62,7 +64,32 @@ impl Session {
             started: Instant::now(),
             counters: Mutex::new(Vec::new()),
             interrupts: Arc::new(AtomicU64::new(0)),
-        }))
+            written: Mutex::new(Vec::new()),
+        });
+        if let Some(live) = &s.config.live {
+            live.set_workers(s.threads());
+            // Weak: the status outlives the session and must not keep it (and its threads) alive.
+            let weak = Arc::downgrade(&s);
+            live.set_sampler(move |g| {
+                if let Some(s) = weak.upgrade() {
+                    s.fill_gauges(g);
+                }
+            });
+        }
+        Ok(s)
+    }
+
+    /// Copy the numbers a watcher shows into `g`.
+    fn fill_gauges(&self, g: &crate::progress::live::Gauges) {
+        let r = self.stats();
+        let set = |a: &std::sync::atomic::AtomicU64, v: u64| a.store(v, Ordering::Relaxed);
+        set(&g.bytes_read, r.bytes_read);
+        set(&g.bytes_written, r.bytes_written);
+        set(&g.memory_in_use, self.budget.in_use());
+        set(&g.memory_limit, r.memory_limit);
+        set(&g.cache_bytes, self.cache.bytes());
+        set(&g.spilled_bytes, r.spilled_bytes);
+        set(&g.peak_bytes, r.peak_tracked_bytes);
     }
 
     /// The configuration.
@@ -106,10 +133,13 @@ impl Session {
     pub fn stats(&self) -> StatsReport {
         let counters = self.counters.lock().map(|s| s.clone()).unwrap_or_default();
         let bytes_read = counters.iter().map(|c| c.snapshot().bytes_read).sum();
+        let written = self.written.lock().map(|s| s.clone()).unwrap_or_default();
+        let bytes_written = written.iter().map(|c| c.snapshot().bytes_written).sum();
         StatsReport {
             chunks_read: self.stats.chunks_read.load(Ordering::Relaxed),
             bytes_read,
             chunks_written: self.stats.chunks_written.load(Ordering::Relaxed),
+            bytes_written,
             tasks: self.stats.tasks.load(Ordering::Relaxed),
             spilled_bytes: self.stats.spilled_bytes.load(Ordering::Relaxed),
             peak_tracked_bytes: self.budget.peak(),
@@ -137,6 +167,16 @@ impl Session {
             self.budget.set_external(self.cache.bytes());
         }
         Ok(v)
+    }
+
+    /// Remember the I/O counters of a cube being written (its bytes written are in the
+    /// statistics).
+    pub(crate) fn note_written(&self, c: &Arc<IoCounters>) {
+        if let Ok(mut all) = self.written.lock() {
+            if !all.iter().any(|x| Arc::ptr_eq(x, c)) {
+                all.push(c.clone());
+            }
+        }
     }
 
     /// Remember the I/O counters of a source's store (its bytes read are in the statistics).
@@ -370,6 +410,15 @@ impl Session {
             node.present,
             node.dtype,
         ))
+    }
+}
+
+impl Drop for Session {
+    /// The live status keeps the session's last numbers (its sampler can no longer reach it).
+    fn drop(&mut self) {
+        if let Some(live) = &self.config.live {
+            self.fill_gauges(live.gauges());
+        }
     }
 }
 

@@ -34,6 +34,8 @@ pub struct StatsReport {
     pub bytes_read: u64,
     /// Output chunks written.
     pub chunks_written: u64,
+    /// Encoded bytes written to result cubes.
+    pub bytes_written: u64,
     /// Tasks run.
     pub tasks: u64,
     /// Bytes spilled to the scratch store.

@@ -59,6 +59,17 @@ thread_local! {
     static TASK_CHUNKS: std::cell::RefCell<TaskChunks> = std::cell::RefCell::new(HashMap::new());
 }
 
+/// Test hook: every task pauses this long after reserving its memory (0: never), so a test
+/// can watch a small computation while it runs (the dashboard's tests).
+static TASK_PAUSE_MS: AtomicU64 = AtomicU64::new(0);
+
+/// Make every task of later runs in this process pause `ms` milliseconds once its memory is
+/// reserved. A test hook (the command line's hidden `--pace-tasks-ms`), not an option.
+#[doc(hidden)]
+pub fn pace_tasks(ms: u64) {
+    TASK_PAUSE_MS.store(ms, Ordering::Relaxed);
+}
+
 impl Session {
     /// Whether the run the current task belongs to was cancelled (by an error in another of
     /// its tasks). Each run has its own flag, so computations running side by side on one
@@ -153,6 +164,7 @@ impl Session {
             .tasks_planned
             .fetch_add(regions.len() as u64, Ordering::Relaxed);
         let pb = crate::progress::bar(regions.len() as u64, what, self.config.quiet);
+        let live = self.live_run(nodes, chunks, regions.len() as u64, what);
         let start = Instant::now();
         let bytes0 = self.stats().bytes_read;
         // Keep the first real error: tasks stopped by the cancellation report `Cancelled`.
@@ -163,8 +175,13 @@ impl Session {
                     return Err(ExecError::Cancelled);
                 }
                 let i = started_tasks.fetch_add(1, Ordering::Relaxed);
+                let t0 = live.as_ref().map(|l| l.status().now_us());
                 prefetch_upto(i + window);
                 let _res = self.budget.reserve(need);
+                let pause = TASK_PAUSE_MS.load(Ordering::Relaxed);
+                if pause > 0 {
+                    std::thread::sleep(std::time::Duration::from_millis(pause));
+                }
                 TASK_CHUNKS.with(|m| m.borrow_mut().clear());
                 let before = TASK_POLICY.with(|p| p.replace(policy));
                 let run_before = TASK_CANCEL.with(|c| c.replace(Some(cancel.clone())));
@@ -186,6 +203,9 @@ impl Session {
                     out = Err(ExecError::Cancelled);
                 }
                 self.stats.tasks.fetch_add(1, Ordering::Relaxed);
+                if let (Some(l), Some(t0)) = (&live, t0) {
+                    l.task_done(rayon::current_thread_index().unwrap_or(0), t0);
+                }
                 pb.inc(1);
                 if pb.position().is_multiple_of(8) {
                     let s = self.stats();
@@ -208,6 +228,38 @@ impl Session {
             None if r.is_err() && cancel.interrupted() => Err(ExecError::Interrupted),
             None => r,
         }
+    }
+
+    /// Register a run of `tasks` output-chunk tasks over `nodes` with the live status, if
+    /// any: one layer per node of the graph (each output task completes its share of every
+    /// layer), and a write layer when the run writes a cube.
+    fn live_run(
+        &self,
+        nodes: &[&Arc<Node>],
+        chunks: [u64; 3],
+        tasks: u64,
+        what: &str,
+    ) -> Option<Arc<crate::progress::LiveRun>> {
+        let live = self.config.live.as_ref()?;
+        let mut seen = std::collections::HashSet::new();
+        let mut layers: Vec<crate::progress::LayerSpec> = nodes
+            .iter()
+            .flat_map(|n| crate::graph::layers(n, chunks))
+            .filter(|l| seen.insert(l.id))
+            .map(|l| crate::progress::LayerSpec {
+                per_task: l.tasks / tasks.max(1),
+                name: l.label,
+                tasks: l.tasks,
+            })
+            .collect();
+        if what == super::write::WRITING {
+            layers.push(crate::progress::LayerSpec {
+                name: "write".into(),
+                tasks: tasks * nodes.len() as u64,
+                per_task: nodes.len() as u64,
+            });
+        }
+        Some(live.begin_run(what, tasks, &layers))
     }
 
     /// After a reduction's slab: keep in this thread's task memo only the chunks the `next`

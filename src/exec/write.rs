@@ -38,6 +38,9 @@ pub(crate) fn prepare_output(
     Ok(store)
 }
 
+/// What `run_tasks` calls a run that writes its results (the dashboard adds a write layer).
+pub(crate) const WRITING: &str = "writing";
+
 impl Session {
     /// Compute `outputs` (name, node; all on one grid) and write them as a cube at `url`,
     /// one task per output chunk computing every output for that chunk.
@@ -77,6 +80,7 @@ impl Session {
         let plan = self.plan(&nodes, chunks, demand)?;
         let caps: Caps = self.caps(value_width(&nodes));
         let store = prepare_output(url, overwrite, &self.config.store)?;
+        self.note_written(store.counters());
         // Results are written bytes → zstd → crc32c (the chunk writer streams the same).
         let codecs = Codecs::default();
         let mut arrays = Vec::new();
@@ -97,7 +101,7 @@ impl Session {
                 .map_err(|e| ExecError::write(format!("{name}/zarr.json"), e))?;
             arrays.push(a);
         }
-        self.run_tasks(&nodes, shape, chunks, plan.need, "computing chunks", |r| {
+        self.run_tasks(&nodes, shape, chunks, plan.need, WRITING, |r| {
             let idx: [u64; 3] = std::array::from_fn(|i| r[i].start / chunks[i]);
             // Streamed where the plan streams and this chunk's stacks spill; any other chunk
             // runs whole within the same need.

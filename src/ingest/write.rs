@@ -48,6 +48,8 @@ pub struct IngestOptions {
     /// Ingest a mosaic even when its size looks absurd for its tiles (`--allow-huge`; see
     /// [`check_plan_size`]).
     pub allow_huge: bool,
+    /// Report progress and throughput here as the ingest works (`--dashboard`).
+    pub live: Option<std::sync::Arc<crate::progress::LiveStatus>>,
 }
 
 /// Test hook: ingests stop with an error after this many chunks (0: never), so tests can
@@ -72,6 +74,7 @@ impl Default for IngestOptions {
             product: "gm_s2_annual".into(),
             quiet: false,
             allow_huge: false,
+            live: None,
         }
     }
 }
@@ -290,11 +293,25 @@ fn ingest_in_pool(
         Sources::Paths(p) => discover(p)?,
     };
     let pb = crate::progress::bar(srcs.len() as u64, "scanning tiles", opts.quiet);
+    let n = srcs.len() as u64;
+    let live = opts.live.as_ref().map(|l| {
+        l.set_workers(rayon::current_num_threads());
+        let scan = crate::progress::LayerSpec {
+            name: "scan tiles".into(),
+            tasks: n,
+            per_task: 1,
+        };
+        l.begin_run("scanning tiles", n, &[scan])
+    });
     let scanned: Vec<Result<TileInfo, IngestError>> = srcs
         .par_iter()
         .map(|s| {
+            let t0 = live.as_ref().map(|l| l.status().now_us());
             let r = scan_tile(s);
             pb.inc(1);
+            if let (Some(l), Some(t0)) = (&live, t0) {
+                l.task_done(rayon::current_thread_index().unwrap_or(0), t0);
+            }
             r
         })
         .collect();
@@ -380,6 +397,10 @@ fn ingest_in_pool(
     let pb = crate::progress::bar(tasks.len() as u64, "ingesting chunks", opts.quiet);
     let done = AtomicU64::new(0);
     let bytes = AtomicU64::new(0);
+    let live = opts
+        .live
+        .as_ref()
+        .map(|l| live_writes(l, &store, &plan, &tasks, grid));
     let write_start = Instant::now();
     let stop_after = STOP_AFTER_CHUNKS.load(Ordering::SeqCst);
     tasks.par_iter().try_for_each(|&(bi, idx)| {
@@ -388,7 +409,25 @@ fn ingest_in_pool(
         }
         let band = &plan.bands[bi];
         let arr = &arrays[bi];
-        let n = with_dtype!(band.dtype, T => write_chunk::<T>(band, arr, idx, outer, shape))?;
+        let t0 = live.as_ref().map(|l| l.status().now_us());
+        let chunk_bytes = outer.iter().product::<u64>() * band.dtype.size() as u64;
+        if let Some(l) = &live {
+            l.status()
+                .gauges()
+                .memory_in_use
+                .fetch_add(chunk_bytes, Ordering::Relaxed);
+        }
+        let n = with_dtype!(band.dtype, T => write_chunk::<T>(band, arr, idx, outer, shape));
+        if let (Some(l), Some(t0)) = (&live, t0) {
+            let g = l.status().gauges();
+            g.memory_in_use.fetch_sub(chunk_bytes, Ordering::Relaxed);
+            if let Ok(n) = &n {
+                g.bytes_read.fetch_add(*n, Ordering::Relaxed);
+                l.add(bi, 1);
+                l.task_done(rayon::current_thread_index().unwrap_or(0), t0);
+            }
+        }
+        let n = n?;
         bytes.fetch_add(n, Ordering::Relaxed);
         done.fetch_add(1, Ordering::SeqCst);
         pb.inc(1);
@@ -425,6 +464,38 @@ fn ingest_in_pool(
     store.erase(MARKER)?;
     report.elapsed_s = start.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// Register an ingest's chunk writes with the live status: one layer per band (chunks found
+/// from an earlier run count as done), bytes written pulled from the output store's counters.
+fn live_writes(
+    live: &std::sync::Arc<crate::progress::LiveStatus>,
+    store: &Store,
+    plan: &MosaicPlan,
+    tasks: &[(usize, [u64; 3])],
+    grid: [u64; 3],
+) -> std::sync::Arc<crate::progress::LiveRun> {
+    let per_band: u64 = grid.iter().product();
+    let layers: Vec<crate::progress::LayerSpec> = plan
+        .bands
+        .iter()
+        .map(|b| crate::progress::LayerSpec {
+            name: format!("write {}", b.name),
+            tasks: per_band,
+            per_task: 0,
+        })
+        .collect();
+    let run = live.begin_run("ingesting chunks", tasks.len() as u64, &layers);
+    for bi in 0..plan.bands.len() {
+        let todo = tasks.iter().filter(|t| t.0 == bi).count() as u64;
+        run.add(bi, per_band - todo);
+    }
+    let counters = store.counters().clone();
+    live.set_sampler(move |g| {
+        let w = counters.snapshot().bytes_written;
+        g.bytes_written.store(w, Ordering::Relaxed);
+    });
+    run
 }
 
 /// Decide what to do with the output location. Returns `false` when the identical cube is

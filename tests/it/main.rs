@@ -5,6 +5,7 @@
 mod common;
 
 mod calc;
+mod dashboard;
 mod hostile;
 mod ingest;
 mod integrity;

@@ -1,4 +1,5 @@
-//! Progress bars on stderr, shown only when stderr is a terminal and not `--quiet`.
+//! Progress: bars on stderr, shown only when stderr is a terminal and not `--quiet`; and the
+//! live status of a command ([`live`]) that the dashboard shows.
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::IsTerminal;
@@ -17,3 +18,7 @@ pub fn bar(total: u64, what: &str, quiet: bool) -> ProgressBar {
     pb.set_style(style);
     pb
 }
+
+pub mod live;
+
+pub use live::{LayerSpec, LiveRun, LiveStatus, RunState, StatusReport, TaskRecord};
