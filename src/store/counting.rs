@@ -85,8 +85,10 @@ pub fn is_data_chunk(key: &str) -> bool {
     if key.ends_with("zarr.json") || key.ends_with(".tmp") {
         return false;
     }
-    let first = key.split('/').next().unwrap_or("");
-    !matches!(first, "x" | "y" | "time" | "spatial_ref") && key.contains("/c")
+    // `band/c/...` (Zarr v3's default chunk keys); `band/chunkcube.manifest` is metadata.
+    let mut parts = key.split('/');
+    let first = parts.next().unwrap_or("");
+    !matches!(first, "x" | "y" | "time" | "spatial_ref") && parts.next() == Some("c")
 }
 
 /// Counts reads and writes of an inner storage.
