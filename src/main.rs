@@ -406,6 +406,12 @@ fn run_load(a: LoadArgs, live: Option<Arc<LiveStatus>>) -> Result<Option<serde_j
     if let Some(out) = &a.out {
         cube.check_output(out)?;
     }
+    // One writer per output, held until this command returns.
+    let _lock = a
+        .out
+        .as_deref()
+        .map(chunkcube::store::lock::acquire)
+        .transpose()?;
     let mut q = build_query(&a.sel)?;
     if q.chunks.is_none() {
         // Stay lazy until the action decides what to read.
@@ -445,6 +451,7 @@ fn run_load(a: LoadArgs, live: Option<Arc<LiveStatus>>) -> Result<Option<serde_j
     } else {
         bail!("load needs one of --out CUBE, --summary, --print or --explain");
     }
+    cube.check_unchanged()?;
     write_stats(&a.exec, &s)?;
     Ok(Some(serde_json::to_value(s.stats())?))
 }
@@ -455,6 +462,12 @@ fn run_calc(a: CalcArgs, live: Option<Arc<LiveStatus>>) -> Result<Option<serde_j
     if let Some(out) = &a.out {
         cube.check_output(out)?;
     }
+    // One writer per output, held until this command returns.
+    let _lock = a
+        .out
+        .as_deref()
+        .map(chunkcube::store::lock::acquire)
+        .transpose()?;
     let mut q = build_query(&a.sel)?;
     let calc = Calc::parse(&a.exprs, a.reduce.as_deref())?;
     // Every band is available lazily; only those the expressions use are ever read, in the
@@ -517,6 +530,7 @@ fn run_calc(a: CalcArgs, live: Option<Arc<LiveStatus>>) -> Result<Option<serde_j
     } else if a.graph.is_none() {
         bail!("calc needs one of --out CUBE, --print, --explain or --graph FILE");
     }
+    cube.check_unchanged()?;
     write_stats(&a.exec, &s)?;
     Ok(Some(serde_json::to_value(s.stats())?))
 }
@@ -617,6 +631,7 @@ fn run_ingest(a: IngestArgs, live: Option<Arc<LiveStatus>>) -> Result<Option<ser
         live,
     };
     chunkcube::ingest::stop_after_chunks(a.stop_after_chunks);
+    let _lock = chunkcube::store::lock::acquire(&a.out)?;
     let r = ingest(&sources, &a.out, &opts)?;
     if r.up_to_date {
         eprintln!(

@@ -62,6 +62,9 @@ pub enum CubeError {
     /// A problem while computing (a chunk that cannot be read, a memory limit too small…).
     #[error(transparent)]
     Exec(#[from] ExecError),
+    /// The cube was overwritten while it was being read: what was read may mix two cubes.
+    #[error("{0} was replaced while reading (its write_id changed); re-run")]
+    Replaced(String),
 }
 
 /// An open cube: metadata, coordinates and one reader per band.
@@ -117,6 +120,32 @@ impl Cube {
     pub fn meta(&self) -> &CubeMeta {
         &self.meta
     }
+    /// Check that the cube is still the one opened: its commit (`write_id`) unchanged and not
+    /// being rewritten. Call after reading: an `--overwrite` of this cube racing the read would
+    /// otherwise hand back a mix of old and new chunks, or fill where chunks were removed.
+    pub fn check_unchanged(&self) -> Result<(), CubeError> {
+        let id = |attrs: &serde_json::Map<String, serde_json::Value>| {
+            attrs
+                .get("chunkcube")
+                .and_then(|c| c.get("write_id"))
+                .and_then(|w| w.as_str())
+                .map(str::to_string)
+        };
+        let Some(opened) = id(&self.meta.attributes) else {
+            return Ok(()); // another tool's store: nothing to compare
+        };
+        let now = self
+            .store
+            .get("zarr.json")?
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .and_then(|v| v.get("attributes").and_then(|a| a.as_object()).cloned())
+            .and_then(|a| id(&a));
+        if now.as_deref() != Some(opened.as_str()) {
+            return Err(CubeError::Replaced(self.store.url().to_string()));
+        }
+        Ok(())
+    }
+
     /// The store.
     pub fn store(&self) -> &Store {
         &self.store

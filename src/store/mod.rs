@@ -18,6 +18,7 @@ mod dtype;
 pub mod encode;
 pub mod layout;
 mod local;
+pub mod lock;
 pub mod manifest;
 pub(crate) mod prefetch;
 pub mod redact;
@@ -78,6 +79,14 @@ pub enum StoreError {
         key: String,
         /// What went wrong.
         msg: String,
+    },
+    /// Another run is writing the same output.
+    #[error("{url} is being written by another run ({holder}); wait for it to finish, or remove {url}.chunkcube-lock if that run is gone")]
+    Locked {
+        /// The output URL.
+        url: String,
+        /// Who holds the lock.
+        holder: String,
     },
     /// The cube's metadata is malformed.
     #[error("malformed cube metadata at {url} '{key}': {msg}")]

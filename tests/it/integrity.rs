@@ -256,3 +256,163 @@ fn a_calc_result_is_committed_with_its_manifest() {
     let e = run_one_error(&["load", s(&out), "--print"]);
     assert!(e.contains(&format!("ndvi/{first}")), "{e}");
 }
+
+/// The lock file `chunkcube` keeps beside an output while writing it.
+fn lock_of(out: &Path) -> PathBuf {
+    PathBuf::from(format!("{}.chunkcube-lock", out.display()))
+}
+
+#[test]
+fn a_second_writer_to_one_output_is_refused_and_stale_locks_are_taken_over() {
+    let (_d, c) = cube("lock");
+    let out = c.parent().unwrap().join("out");
+    let calc = |out: &Path| {
+        vec![
+            "calc".to_string(),
+            s(&c).to_string(),
+            "--expr".into(),
+            "v=nir-red".into(),
+            "--out".into(),
+            s(out).to_string(),
+            "--quiet".into(),
+        ]
+    };
+    // A live writer (this test process) holds the lock: refused, nothing written.
+    let me = format!(
+        r#"{{"host":"{}","pid":{},"started":0}}"#,
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .unwrap()
+            .trim(),
+        std::process::id()
+    );
+    std::fs::write(lock_of(&out), &me).unwrap();
+    let e = run_one_error(&calc(&out));
+    assert!(e.contains("being written by another run"), "{e}");
+    assert!(e.contains(&format!("pid {}", std::process::id())), "{e}");
+    assert!(!out.exists(), "nothing written while locked");
+    // The holder died (a pid that is gone): the lock is stale and taken over, saying so.
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let dead = child.id();
+    child.wait().unwrap();
+    std::fs::write(
+        lock_of(&out),
+        me.replace(&std::process::id().to_string(), &dead.to_string()),
+    )
+    .unwrap();
+    let o = run_output(&calc(&out));
+    assert!(o.status.success(), "{}", crate::common::output::show(&o));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("stale writer lock"));
+    assert!(!lock_of(&out).exists(), "released at the end");
+    // Another host's lock that has not been refreshed for long is stale too.
+    std::fs::write(lock_of(&out), r#"{"host":"elsewhere","pid":1,"started":0}"#).unwrap();
+    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    std::fs::File::options()
+        .write(true)
+        .open(lock_of(&out))
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    let mut args = calc(&out);
+    args.push("--overwrite".into());
+    crate::common::run_ok(&args);
+    // A fresh lock of another host is respected.
+    std::fs::write(lock_of(&out), r#"{"host":"elsewhere","pid":1,"started":0}"#).unwrap();
+    let e = run_one_error(&args);
+    assert!(e.contains("pid 1 on elsewhere"), "{e}");
+    std::fs::remove_file(lock_of(&out)).unwrap();
+}
+
+#[test]
+fn concurrent_ingests_into_one_output_never_mix() {
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("cube");
+    for round in 0..3 {
+        let args = crate::common::ingest_fixtures_args(
+            &out,
+            &["--chunks", "time=1,y=56,x=56", "--overwrite"],
+        );
+        let kids: Vec<_> = (0..3)
+            .map(|_| {
+                std::process::Command::new(crate::common::bin())
+                    .args(&args)
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        let mut ok = 0;
+        for k in kids {
+            let o = k.wait_with_output().unwrap();
+            let err = String::from_utf8_lossy(&o.stderr).to_string();
+            if o.status.success() {
+                ok += 1;
+            } else {
+                assert!(
+                    err.contains("being written by another run"),
+                    "round {round}: {err}"
+                );
+            }
+        }
+        assert!(ok >= 1, "round {round}: one writer wins");
+        let (code, problems, err) = verify(&out, true);
+        assert_eq!(code, Some(0), "round {round}: {problems:?} {err}");
+        assert!(!lock_of(&out).exists());
+    }
+}
+
+#[test]
+fn a_reader_racing_an_overwrite_never_returns_holes() {
+    let (_d, c) = cube("race");
+    let out = c.parent().unwrap().join("res");
+    let write = [
+        "calc",
+        s(&c),
+        "--expr",
+        "v=nir-red",
+        "--out",
+        s(&out),
+        "--overwrite",
+        "--quiet",
+    ];
+    crate::common::run_ok(&write);
+    let read = ["load", s(&out), "--print", "--quiet"];
+    let want = run_output(&read);
+    assert!(want.status.success());
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let stop = stop.clone();
+        let write: Vec<String> = write.iter().map(|a| a.to_string()).collect();
+        std::thread::spawn(move || {
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && n < 40 {
+                let _ = run_output(&write); // a refusal by the lock is fine too
+                n += 1;
+            }
+            n
+        })
+    };
+    let (mut same, mut refused) = (0, 0);
+    for _ in 0..40 {
+        let o = run_output(&read);
+        if o.status.success() {
+            assert_eq!(
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&want.stdout),
+                "a successful read returns the whole cube"
+            );
+            same += 1;
+        } else {
+            let e = String::from_utf8_lossy(&o.stderr).to_string();
+            assert!(
+                e.contains("replaced while reading")
+                    || e.contains("not a chunkcube cube")
+                    || e.contains("missing"),
+                "{e}"
+            );
+            refused += 1;
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let writes = writer.join().unwrap();
+    eprintln!("race: {writes} overwrites, {same} whole reads, {refused} reads refused");
+}

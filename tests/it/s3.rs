@@ -1867,6 +1867,54 @@ fn a_deleted_object_on_s3_is_an_error_and_verify_lists_it() {
     );
 }
 
+/// One writer per output on S3 too: the lock object is created with a conditional put, a live
+/// holder's lock refuses a second writer, and the lock is gone after the run.
+#[test]
+fn a_second_writer_to_one_s3_output_is_refused() {
+    let ep = require_s3!();
+    let bucket = make_bucket(&ep, "lock");
+    let env = Env::new(&ep);
+    let url = ingest_to_s3(&env, &bucket);
+    let store = bucket_store(&ep, &bucket);
+    assert!(
+        s3_tree(&ep, &bucket, "")
+            .keys()
+            .all(|k| !k.ends_with("chunkcube-lock")),
+        "the ingest released its lock"
+    );
+    let out = format!("s3://{bucket}/res");
+    let holder = format!(
+        r#"{{"host":"{}","pid":{},"started":0}}"#,
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .unwrap()
+            .trim(),
+        std::process::id()
+    );
+    let lock = ObjectPath::from("res.chunkcube-lock");
+    block_on(store.put(&lock, holder.into_bytes().into())).unwrap();
+    let args = ["calc", &url, "--expr", "v=nir-red", "--out", &out, "-q"];
+    env.err(
+        &args,
+        &[
+            "being written by another run",
+            &format!("pid {}", std::process::id()),
+        ],
+    );
+    assert!(
+        s3_tree(&ep, &bucket, "res/").is_empty(),
+        "nothing written while locked"
+    );
+    block_on(store.delete(&lock)).unwrap();
+    env.ok(&args);
+    assert!(
+        matches!(
+            block_on(store.head(&lock)),
+            Err(object_store::Error::NotFound { .. })
+        ),
+        "the lock is released after the run"
+    );
+}
+
 // ---------------------------------------------------------------------------
 // Faults above the HTTP client, in-process
 

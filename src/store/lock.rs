@@ -1,0 +1,249 @@
+//! One writer per output: a lock object beside the cube, created only if absent.
+//!
+//! Two runs writing one `--out` at once would interleave chunks of two different results and
+//! the later commit would declare the mix complete. The lock is `<out>.chunkcube-lock` (a
+//! sibling, so clearing the cube for `--overwrite` never removes it): created with `O_EXCL`
+//! locally and with a conditional put (`If-None-Match: *`) on S3. It records host, pid and
+//! start time, and is refreshed every [`HEARTBEAT`] while held; a lock whose process is gone
+//! (same host) or whose refresh is older than [`STALE_AFTER`] is stale and taken over, saying so.
+//! Released (deleted) when the guard drops.
+
+use super::{Location, StoreError};
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+/// How often a held lock is refreshed.
+pub const HEARTBEAT: Duration = Duration::from_secs(30);
+/// A lock not refreshed for this long belongs to a dead writer.
+pub const STALE_AFTER: Duration = Duration::from_secs(300);
+const SUFFIX: &str = ".chunkcube-lock";
+
+enum Target {
+    Local(PathBuf),
+    S3(Arc<dyn ObjectStore>, ObjectPath),
+}
+
+/// A held writer lock; dropping it releases the lock.
+pub struct WriterLock {
+    target: Arc<Target>,
+    url: String,
+    stop: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for WriterLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "WriterLock({})", self.url)
+    }
+}
+
+fn host() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default()
+}
+
+fn body() -> Vec<u8> {
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    serde_json::to_vec(&serde_json::json!({
+        "host": host(), "pid": std::process::id(), "started": now,
+    }))
+    .unwrap_or_default()
+}
+
+/// Why an existing lock is stale, or None if its writer may still be running.
+fn stale(content: &[u8], age: Duration) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(content).unwrap_or_default();
+    let pid = v.get("pid").and_then(|p| p.as_u64());
+    let same_host = v.get("host").and_then(|h| h.as_str()) == Some(host().as_str());
+    match pid {
+        Some(pid) if same_host && !std::path::Path::new(&format!("/proc/{pid}")).exists() => {
+            Some(format!("its process {pid} is gone"))
+        }
+        _ if age > STALE_AFTER => Some(format!("it was last refreshed {} s ago", age.as_secs())),
+        None => Some("it is unreadable".into()),
+        _ => None,
+    }
+}
+
+impl Target {
+    /// Create the lock if absent: Ok(true) created, Ok(false) it exists.
+    fn create(&self) -> std::io::Result<bool> {
+        match self {
+            Target::Local(p) => {
+                if let Some(parent) = p.parent() {
+                    std::fs::create_dir_all(parent)?;
+                }
+                match std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(p)
+                {
+                    Ok(mut f) => {
+                        use std::io::Write;
+                        f.write_all(&body())?;
+                        Ok(true)
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+                    Err(e) => Err(e),
+                }
+            }
+            Target::S3(store, key) => {
+                let opts = PutOptions {
+                    mode: PutMode::Create,
+                    ..Default::default()
+                };
+                match super::runtime().block_on(store.put_opts(key, body().into(), opts)) {
+                    Ok(_) => Ok(true),
+                    Err(object_store::Error::AlreadyExists { .. })
+                    | Err(object_store::Error::Precondition { .. }) => Ok(false),
+                    Err(e) => Err(std::io::Error::other(e.to_string())),
+                }
+            }
+        }
+    }
+
+    /// The existing lock's content and age.
+    fn read(&self) -> std::io::Result<Option<(Vec<u8>, Duration)>> {
+        match self {
+            Target::Local(p) => match std::fs::read(p) {
+                Ok(b) => {
+                    let age = std::fs::metadata(p)?
+                        .modified()?
+                        .elapsed()
+                        .unwrap_or_default();
+                    Ok(Some((b, age)))
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(e),
+            },
+            Target::S3(store, key) => {
+                let r = super::runtime().block_on(async {
+                    let g = store.get(key).await?;
+                    let modified = g.meta.last_modified;
+                    let b = g.bytes().await?;
+                    Ok::<_, object_store::Error>((b.to_vec(), modified))
+                });
+                match r {
+                    Ok((b, m)) => {
+                        let age = (chrono_now() - m.timestamp()).max(0) as u64;
+                        Ok(Some((b, Duration::from_secs(age))))
+                    }
+                    Err(object_store::Error::NotFound { .. }) => Ok(None),
+                    Err(e) => Err(std::io::Error::other(e.to_string())),
+                }
+            }
+        }
+    }
+
+    /// Refresh (heartbeat) or remove.
+    fn write(&self) {
+        match self {
+            Target::Local(p) => {
+                let _ = std::fs::write(p, body());
+            }
+            Target::S3(store, key) => {
+                let _ = super::runtime().block_on(store.put(key, body().into()));
+            }
+        }
+    }
+    fn remove(&self) {
+        match self {
+            Target::Local(p) => {
+                let _ = std::fs::remove_file(p);
+            }
+            Target::S3(store, key) => {
+                let _ = super::runtime().block_on(store.delete(key));
+            }
+        }
+    }
+}
+
+fn chrono_now() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Take the writer lock of output `url`, or fail naming the writer that holds it.
+pub fn acquire(url: &str) -> Result<WriterLock, StoreError> {
+    let target = match Location::parse(url)? {
+        Location::Local(p) => {
+            let p = PathBuf::from(p.to_string_lossy().trim_end_matches('/').to_string());
+            Target::Local(PathBuf::from(format!("{}{SUFFIX}", p.display())))
+        }
+        Location::S3 { bucket, prefix } => {
+            let store = super::remote::s3::object_store_for(url, &bucket)?;
+            Target::S3(
+                store,
+                ObjectPath::from(format!("{}{SUFFIX}", prefix.trim_end_matches('/'))),
+            )
+        }
+    };
+    let io = |e: std::io::Error| StoreError::Io {
+        url: url.to_string(),
+        key: SUFFIX.trim_start_matches('.').to_string(),
+        msg: e.to_string(),
+    };
+    for _ in 0..3 {
+        if target.create().map_err(io)? {
+            let target = Arc::new(target);
+            let stop = Arc::new(AtomicBool::new(false));
+            let (t, s) = (target.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut slept = Duration::ZERO;
+                while !s.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(200));
+                    slept += Duration::from_millis(200);
+                    if slept >= HEARTBEAT && !s.load(Ordering::Relaxed) {
+                        t.write();
+                        slept = Duration::ZERO;
+                    }
+                }
+            });
+            return Ok(WriterLock {
+                target,
+                url: url.to_string(),
+                stop,
+            });
+        }
+        let Some((content, age)) = target.read().map_err(io)? else {
+            continue; // released meanwhile: try again
+        };
+        match stale(&content, age) {
+            Some(why) => {
+                eprintln!("note: removing the stale writer lock of {url} ({why})");
+                target.remove();
+            }
+            None => {
+                let v: serde_json::Value = serde_json::from_slice(&content).unwrap_or_default();
+                return Err(StoreError::Locked {
+                    url: url.to_string(),
+                    holder: format!(
+                        "pid {} on {}",
+                        v.get("pid").and_then(|p| p.as_u64()).unwrap_or(0),
+                        v.get("host").and_then(|h| h.as_str()).unwrap_or("?")
+                    ),
+                });
+            }
+        }
+    }
+    Err(StoreError::Locked {
+        url: url.to_string(),
+        holder: "another writer (the lock keeps reappearing)".into(),
+    })
+}
+
+impl Drop for WriterLock {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.target.remove();
+    }
+}
