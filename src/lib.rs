@@ -66,4 +66,5 @@ pub mod store;
 
 pub use cube::{Cube, DataArray, Dataset, Query};
 pub use exec::{ExecConfig, Session};
+pub use store::job::{commit, Shard};
 pub use store::{ChunkSpec, DType, Values};

@@ -38,6 +38,9 @@ enum Cmd {
     /// Check that a cube holds everything its commit declared: metadata, every chunk the
     /// manifest lists (present, right size), coordinates; with --deep every chunk decoded.
     Verify(VerifyArgs),
+    /// Complete a cube written by N workers (`ingest`/`calc … --shard I/N`): checks every
+    /// shard finished, then writes the group metadata; lists the missing shards otherwise.
+    Commit(CommitArgs),
 }
 
 #[derive(Args)]
@@ -101,6 +104,46 @@ fn run_verify(a: VerifyArgs) -> Result<()> {
             if n == 1 { "" } else { "s" },
             a.cube
         ),
+    }
+    Ok(())
+}
+
+#[derive(Args)]
+struct CommitArgs {
+    /// The cube the workers wrote: local directory or s3://bucket/prefix.
+    cube: String,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `--shard I/N` or `auto/N`, parsed, with how to name it in the run's one summary or
+/// error line: `shard 2/5 (index from SLURM_ARRAY_TASK_ID)` for `auto`, since a job's logs
+/// should say which worker this was and why.
+fn shard_flag(v: &Option<String>) -> Result<Option<(chunkcube::Shard, String)>> {
+    let Some(v) = v else { return Ok(None) };
+    let (shard, var) = chunkcube::Shard::parse(v)?;
+    let name = match var {
+        Some(var) => format!("shard {shard} (index from {var})"),
+        None => format!("shard {shard}"),
+    };
+    Ok(Some((shard, name)))
+}
+
+fn run_commit(a: CommitArgs) -> Result<()> {
+    let r = chunkcube::commit(&a.cube)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else if r.already {
+        eprintln!("{} is already committed; nothing to do", a.cube);
+    } else {
+        eprintln!(
+            "committed {}: {} shards, {} chunks, {:.1} MB of pixels",
+            a.cube,
+            r.shards,
+            r.chunks,
+            r.bytes as f64 / 1e6
+        );
     }
     Ok(())
 }
@@ -237,6 +280,11 @@ struct CalcArgs {
     /// Write the task graph: FILE.dot (Graphviz), or FILE.svg/.png rendered with `dot`.
     #[arg(long, value_name = "FILE")]
     graph: Option<PathBuf>,
+    /// Write only shard I of N (0-based) of the job, for array jobs: `I/N`, or `auto/N` to
+    /// take I from JOB_COMPLETION_INDEX (Kubernetes), SLURM_ARRAY_TASK_ID or
+    /// AWS_BATCH_JOB_ARRAY_INDEX. Run `chunkcube commit` once every shard finished.
+    #[arg(long, value_name = "I/N")]
+    shard: Option<String>,
 }
 
 fn pair(flag: &str, s: &str) -> Result<(f64, f64)> {
@@ -457,15 +505,21 @@ fn run_load(a: LoadArgs, live: Option<Arc<LiveStatus>>) -> Result<Option<serde_j
 }
 
 fn run_calc(a: CalcArgs, live: Option<Arc<LiveStatus>>) -> Result<Option<serde_json::Value>> {
+    let shard = shard_flag(&a.shard)?;
+    if shard.is_some() && a.out.is_none() {
+        bail!("--shard needs --out CUBE (the workers of a job write one cube)");
+    }
     let s = session(&a.exec, &live)?;
     let cube = Cube::open_in(&a.cube, s.clone())?;
     if let Some(out) = &a.out {
         cube.check_output(out)?;
     }
-    // One writer per output, held until this command returns.
+    // One writer per output, held until this command returns; the workers of a job share
+    // theirs by design (the job's fingerprint keeps other plans out).
     let _lock = a
         .out
         .as_deref()
+        .filter(|_| shard.is_none())
         .map(chunkcube::store::lock::acquire)
         .transpose()?;
     let mut q = build_query(&a.sel)?;
@@ -501,7 +555,8 @@ fn run_calc(a: CalcArgs, live: Option<Arc<LiveStatus>>) -> Result<Option<serde_j
         }
     }
     // Described runs stay lazy; computed runs persist results that later expressions reuse.
-    let results = if a.explain || a.graph.is_some() {
+    // A worker of a job computes only its chunks: nothing is persisted whole.
+    let results = if a.explain || a.graph.is_some() || shard.is_some() {
         calc.lazy(&ds)?
     } else {
         calc.run(&ds)?
@@ -523,6 +578,18 @@ fn run_calc(a: CalcArgs, live: Option<Arc<LiveStatus>>) -> Result<Option<serde_j
             }
             let v = d.compute()?;
             print_values(d.name(), d, &v);
+        }
+    } else if let (Some(out), Some((sh, name))) = (&a.out, &shard) {
+        let r = results
+            .to_zarr_shard(out, *sh)
+            .with_context(|| name.clone())?;
+        if r.up_to_date {
+            eprintln!("{name} of {out} is already written; nothing to do");
+        } else {
+            eprintln!(
+                "{name} of {out}: {} chunks written, {} kept from an earlier run; run `chunkcube commit {out}` once every shard finished",
+                r.written, r.skipped
+            );
         }
     } else if let Some(out) = &a.out {
         results.to_zarr(out, a.exec.overwrite)?;
@@ -603,6 +670,11 @@ struct IngestArgs {
     /// Stop with an error after N chunks (for testing resumption).
     #[arg(long, hide = true)]
     stop_after_chunks: Option<u64>,
+    /// Write only shard I of N (0-based) of the job, for array jobs: `I/N`, or `auto/N` to
+    /// take I from JOB_COMPLETION_INDEX (Kubernetes), SLURM_ARRAY_TASK_ID or
+    /// AWS_BATCH_JOB_ARRAY_INDEX. Run `chunkcube commit` once every shard finished.
+    #[arg(long, value_name = "I/N")]
+    shard: Option<String>,
     /// GeoTIFF files or folders named ..._<YYYY>--P1Y_final_<band>.tif.
     paths: Vec<PathBuf>,
 }
@@ -614,6 +686,7 @@ fn run_ingest(a: IngestArgs, live: Option<Arc<LiveStatus>>) -> Result<Option<ser
         (None, true) => bail!("no input: give --manifest tiles.csv or GeoTIFF files/folders"),
     };
     let threads = threads_flag(a.threads)?;
+    let shard = shard_flag(&a.shard)?;
     let opts = IngestOptions {
         chunks: ChunkSpec::parse(&a.chunks).context("--chunks")?,
         shards: a
@@ -629,11 +702,27 @@ fn run_ingest(a: IngestArgs, live: Option<Arc<LiveStatus>>) -> Result<Option<ser
         quiet: a.quiet,
         allow_huge: a.allow_huge,
         live,
+        shard: shard.as_ref().map(|s| s.0),
     };
     chunkcube::ingest::stop_after_chunks(a.stop_after_chunks);
-    let _lock = chunkcube::store::lock::acquire(&a.out)?;
-    let r = ingest(&sources, &a.out, &opts)?;
-    if r.up_to_date {
+    // One writer per output, held until this command returns; the workers of a job share
+    // theirs by design (the job's fingerprint keeps other plans out).
+    let _lock = match shard {
+        None => Some(chunkcube::store::lock::acquire(&a.out)?),
+        Some(_) => None,
+    };
+    let r = match &shard {
+        Some((_, name)) => ingest(&sources, &a.out, &opts).with_context(|| name.clone())?,
+        None => ingest(&sources, &a.out, &opts)?,
+    };
+    if let (Some((_, sh)), true) = (&shard, r.up_to_date) {
+        eprintln!("{sh} of {} is already written; nothing to do", a.out);
+    } else if let Some((_, sh)) = &shard {
+        eprintln!(
+            "{sh} of {}: {} chunks written, {} kept from an earlier run, {:.1} MB of pixels in {:.2} s; run `chunkcube commit {}` once every shard finished",
+            a.out, r.chunks_written, r.chunks_skipped, r.pixel_bytes as f64 / 1e6, r.elapsed_s, a.out
+        );
+    } else if r.up_to_date {
         eprintln!(
             "{} is already complete ({} tiles); nothing to do",
             a.out, r.tiles
@@ -679,7 +768,7 @@ fn main() {
     let limit = match &cli.cmd {
         Cmd::Load(a) => exec_config(&a.exec).map(|c| c.memory_limit).ok(),
         Cmd::Calc(a) => exec_config(&a.exec).map(|c| c.memory_limit).ok(),
-        Cmd::Ingest(_) | Cmd::Info(_) | Cmd::Verify(_) => None,
+        Cmd::Ingest(_) | Cmd::Info(_) | Cmd::Verify(_) | Cmd::Commit(_) => None,
     };
     chunkcube::exec::tune_allocator(limit.unwrap_or(32 << 20));
     chunkcube::exec::install_interrupt_cleanup();
@@ -689,6 +778,7 @@ fn main() {
         Cmd::Load(a) => with_dashboard(&a.exec.dash.clone(), "load", |l| run_load(a, l)),
         Cmd::Calc(a) => with_dashboard(&a.exec.dash.clone(), "calc", |l| run_calc(a, l)),
         Cmd::Verify(a) => run_verify(a),
+        Cmd::Commit(a) => run_commit(a),
     };
     if let Err(e) = r {
         eprintln!(

@@ -2,7 +2,9 @@
 //! by chunk.
 
 use super::{CubeError, DataArray};
+use crate::exec::job::WriteReport;
 use crate::graph::Node;
+use crate::store::job::Shard;
 use std::sync::Arc;
 
 /// Named variables on one grid, as an xarray Dataset.
@@ -52,6 +54,32 @@ impl Dataset {
     }
     /// Write all variables as a new cube, chunk by chunk.
     pub fn to_zarr(&self, url: &str, overwrite: bool) -> Result<(), CubeError> {
+        self.write(url, overwrite, None).map(|_| ())
+    }
+
+    /// Write one shard of this dataset's cube: the part of worker `shard.index` of
+    /// `shard.count` workers that each run this same computation against `url` (any
+    /// process, any machine). Output chunks are split deterministically and balanced by
+    /// bytes; a re-run keeps the chunks an earlier run of the shard wrote whole. The cube
+    /// opens only after [`crate::commit`] (`chunkcube commit`) once every shard finished;
+    /// workers of a different computation are refused.
+    pub fn to_zarr_shard(&self, url: &str, shard: Shard) -> Result<WriteReport, CubeError> {
+        self.write(url, false, Some(shard))
+    }
+
+    /// The fingerprint of writing this dataset (what every worker of one job shares).
+    pub fn plan_fingerprint(&self) -> Result<String, CubeError> {
+        let (outs, times, first) = self.outputs()?;
+        Ok(crate::exec::job::plan_fingerprint(
+            &outs,
+            first.chunks3(),
+            &times,
+            &first.geobox,
+        ))
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn outputs(&self) -> Result<(Vec<(String, Arc<Node>)>, Vec<i64>, &DataArray), CubeError> {
         let Some((_, first)) = self.vars.first() else {
             return Err(CubeError::Selection {
                 what: "to_zarr".into(),
@@ -68,15 +96,25 @@ impl Dataset {
         } else {
             first.times.clone()
         };
-        first.session.write_cube(
+        Ok((outs, times, first))
+    }
+
+    fn write(
+        &self,
+        url: &str,
+        overwrite: bool,
+        shard: Option<Shard>,
+    ) -> Result<WriteReport, CubeError> {
+        let (outs, times, first) = self.outputs()?;
+        Ok(first.session.write_cube_shard(
             &outs,
             first.chunks3(),
             &times,
             &first.geobox,
             url,
             overwrite,
-        )?;
-        Ok(())
+            shard,
+        )?)
     }
 }
 

@@ -28,6 +28,7 @@ mod budget;
 mod cache;
 mod config;
 mod eval;
+pub mod job;
 mod median;
 mod plan;
 mod session;
@@ -68,6 +69,9 @@ pub enum ExecError {
     /// A store problem (writing results, spilling).
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A sharded job's problem (another plan's workers, a commit refused).
+    #[error(transparent)]
+    Job(#[from] crate::store::job::JobError),
     /// Writing an output chunk or array failed.
     #[error("writing {key}: {source}")]
     Write {

@@ -113,6 +113,23 @@ impl Session {
     where
         F: Fn(&[Range<u64>; 3]) -> Result<(), ExecError> + Sync,
     {
+        let regions: Vec<[Range<u64>; 3]> = regions(shape, chunks).collect();
+        self.run_regions(nodes, chunks, regions, need, what, f)
+    }
+
+    /// [`Session::run_tasks`] over some of the output chunk regions (a shard of a job).
+    pub(crate) fn run_regions<F>(
+        &self,
+        nodes: &[&Arc<Node>],
+        chunks: [u64; 3],
+        regions: Vec<[Range<u64>; 3]>,
+        need: u64,
+        what: &str,
+        f: F,
+    ) -> Result<(), ExecError>
+    where
+        F: Fn(&[Range<u64>; 3]) -> Result<(), ExecError> + Sync,
+    {
         let cancel = RunCancel {
             run: Arc::new(AtomicBool::new(false)),
             interrupts: self.interrupts.clone(),
@@ -120,7 +137,6 @@ impl Session {
         };
         #[cfg(test)]
         let measured = super::testing::current_run();
-        let regions: Vec<[Range<u64>; 3]> = regions(shape, chunks).collect();
         // Remote stores: announce the stored chunks of the next tasks so their fetches run
         // concurrently ahead of the workers (the store bounds what is in flight).
         let remote = nodes.iter().any(|n| has_remote_source(n));

@@ -1,13 +1,15 @@
 //! Writing results as a new cube, chunk by chunk, committed last (as ingest does).
 
 use super::eval::Float;
+use super::job::{calc_job, plan_fingerprint, prepare_shard, shard_regions, WriteReport};
 use super::plan::{computes_f64, streamed_plan, value_width, Caps, Demand};
 use super::{ExecError, Session};
 use crate::geo::GeoBox;
 use crate::graph::{Node, Op};
+use crate::store::job::Shard;
 use crate::store::layout::{self, Codecs};
 use crate::store::Element;
-use crate::store::Store;
+use crate::store::{self, Store};
 use ndarray::{ArrayD, IxDyn, SliceInfoElem};
 use std::ops::Range;
 use std::sync::atomic::Ordering;
@@ -53,6 +55,26 @@ impl Session {
         url: &str,
         overwrite: bool,
     ) -> Result<(), ExecError> {
+        self.write_cube_shard(outputs, chunks, times, geobox, url, overwrite, None)
+            .map(|_| ())
+    }
+
+    /// [`Session::write_cube`] for one worker of a job (`shard`: `Some`): only this shard's
+    /// output chunks are computed (those an earlier run of it wrote whole are kept), then
+    /// the arrays' metadata and the shard's marker are written, never the group metadata:
+    /// [`crate::store::job::commit`] does that once every shard finished. `None`: the whole
+    /// cube, committed at the end (an existing output is replaced only with `overwrite`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn write_cube_shard(
+        &self,
+        outputs: &[(String, Arc<Node>)],
+        chunks: [u64; 3],
+        times: &[i64],
+        geobox: &GeoBox,
+        url: &str,
+        overwrite: bool,
+        shard: Option<Shard>,
+    ) -> Result<WriteReport, ExecError> {
         let first = outputs
             .first()
             .ok_or_else(|| ExecError::Invalid("nothing to write".into()))?;
@@ -79,8 +101,43 @@ impl Session {
         };
         let plan = self.plan(&nodes, chunks, demand)?;
         let caps: Caps = self.caps(value_width(&nodes));
-        let store = prepare_output(url, overwrite, &self.config.store)?;
-        self.note_written(store.counters());
+        let fingerprint = plan_fingerprint(outputs, chunks, times, geobox);
+        let mut report = WriteReport {
+            fingerprint: fingerprint.clone(),
+            ..WriteReport::default()
+        };
+        let (store, job, regions, rerun) = match shard {
+            None => {
+                let store = prepare_output(url, overwrite, &self.config.store)?;
+                self.note_written(store.counters());
+                (
+                    store,
+                    None,
+                    crate::graph::regions(shape, chunks).collect(),
+                    false,
+                )
+            }
+            Some(sh) => {
+                if overwrite {
+                    return Err(ExecError::Invalid("--overwrite cannot be combined with --shard (each worker would erase the others' chunks); clear the output once before submitting the job".into()));
+                }
+                let opts = crate::store::StoreOptions {
+                    deferred_sync: true,
+                    ..self.config.store.clone()
+                };
+                let store = Store::open_with(url, true, &opts)?;
+                self.note_written(store.counters());
+                let job = calc_job(&fingerprint, sh.count);
+                if !prepare_shard(&store, &job)? || store::job::finished(&store, &job, sh.index)? {
+                    report.up_to_date = true;
+                    return Ok(report);
+                }
+                let rerun = store::job::start_shard(&store, sh)?;
+                (store, Some(job), shard_regions(shape, chunks, sh), rerun)
+            }
+        };
+        report.chunks = (regions.len() * outputs.len()) as u64;
+        let skipped = std::sync::atomic::AtomicU64::new(0);
         // Results are written bytes → zstd → crc32c (the chunk writer streams the same).
         let codecs = Codecs::default();
         let mut arrays = Vec::new();
@@ -101,8 +158,13 @@ impl Session {
                 .map_err(|e| ExecError::write(format!("{name}/zarr.json"), e))?;
             arrays.push(a);
         }
-        self.run_tasks(&nodes, shape, chunks, plan.need, WRITING, |r| {
+        self.run_regions(&nodes, chunks, regions, plan.need, WRITING, |r| {
             let idx: [u64; 3] = std::array::from_fn(|i| r[i].start / chunks[i]);
+            // A re-run of a shard keeps the chunks an earlier run wrote whole (all outputs).
+            if rerun && whole_already(&store, &arrays, idx, codecs)? {
+                skipped.fetch_add(arrays.len() as u64, Ordering::Relaxed);
+                return Ok(());
+            }
             // Streamed where the plan streams and this chunk's stacks spill; any other chunk
             // runs whole within the same need.
             let node = &outputs[0].1;
@@ -132,16 +194,55 @@ impl Session {
             }
             Ok(())
         })?;
-        layout::write_coords(&store, geobox, times)?;
-        for ((name, _), a) in outputs.iter().zip(&arrays) {
-            a.store_metadata()
-                .map_err(|e| ExecError::write(format!("{name}/zarr.json"), e))?;
+        // One writer per object: in a job, shard 0 writes the coordinates and metadata.
+        if shard.is_none_or(|s| s.index == 0) {
+            layout::write_coords(&store, geobox, times)?;
+            for ((name, _), a) in outputs.iter().zip(&arrays) {
+                a.store_metadata()
+                    .map_err(|e| ExecError::write(format!("{name}/zarr.json"), e))?;
+            }
         }
-        let mut attrs = serde_json::Map::new();
-        attrs.insert("grid_mapping".into(), serde_json::json!("spatial_ref"));
-        layout::write_group(&store, "chunkcube_result", &layout::new_write_id(), attrs)?;
-        Ok(())
+        report.skipped = skipped.load(Ordering::Relaxed);
+        report.written = report.chunks - report.skipped;
+        if let (Some(job), Some(sh)) = (&job, shard) {
+            let marker = store::job::ShardMarker {
+                fingerprint: fingerprint.clone(),
+                index: sh.index,
+                count: sh.count,
+                chunks: report.chunks,
+                skipped: report.skipped,
+                bytes: report.chunks * chunks.iter().product::<u64>() * 4,
+            };
+            store::job::finish_shard(&store, job, &marker)?;
+            return Ok(report);
+        }
+        // The same group metadata a sharded job's commit writes.
+        let job = calc_job(&fingerprint, 1);
+        layout::write_group(
+            &store,
+            &job.product,
+            &layout::new_write_id(),
+            job.attributes,
+        )?;
+        Ok(report)
     }
+}
+
+/// Whether every output's chunk `idx` is in the store and whole (its checksums hold).
+fn whole_already<S: ?Sized>(
+    store: &Store,
+    arrays: &[zarrs::array::Array<S>],
+    idx: [u64; 3],
+    codecs: Codecs,
+) -> Result<bool, ExecError> {
+    for a in arrays {
+        let key = a.chunk_key(&idx).to_string();
+        match store.get(&key)? {
+            Some(b) if store::job::verify_object(&b, codecs.crc32c, None) => {}
+            _ => return Ok(false),
+        }
+    }
+    Ok(true)
 }
 
 impl Session {

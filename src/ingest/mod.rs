@@ -94,6 +94,9 @@ pub enum IngestError {
     /// Stopped on purpose after N chunks (used by tests of resumption).
     #[error("ingest stopped after {0} chunks as requested; re-run to resume")]
     Stopped(u64),
+    /// A sharded job's problem (a bad --shard, another plan's workers).
+    #[error(transparent)]
+    Job(#[from] crate::store::job::JobError),
     /// A store problem.
     #[error(transparent)]
     Store(#[from] StoreError),

@@ -4,6 +4,7 @@ use super::plan::{plan_mosaic, MosaicPlan, PlanBand};
 use super::scan::{discover, read_manifest, scan_tile, TileInfo, TileSource};
 use super::IngestError;
 use crate::geo::{capture_gdal_errors, take_gdal_errors};
+use crate::store::job::{self, JobMarker, Shard, ShardMarker, Splitter};
 use crate::store::layout::{self, Codecs};
 use crate::store::{grid_shape, ChunkSpec, Element, Store};
 use crate::with_dtype;
@@ -11,13 +12,10 @@ use ndarray::{ArrayD, IxDyn};
 use rayon::prelude::*;
 use serde_json::{json, Value};
 use std::cell::RefCell;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
-
-/// Key of the marker that records an ingest in progress (its plan fingerprint).
-const MARKER: &str = "chunkcube-ingest.json";
 
 /// Where the tiles come from.
 #[derive(Debug, Clone)]
@@ -50,6 +48,10 @@ pub struct IngestOptions {
     pub allow_huge: bool,
     /// Report progress and throughput here as the ingest works (`--dashboard`).
     pub live: Option<std::sync::Arc<crate::progress::LiveStatus>>,
+    /// Write only this shard of the job (`--shard I/N`) and leave the commit to
+    /// [`crate::store::job::commit`] once every shard finished; `None`: the whole job,
+    /// committed at its end.
+    pub shard: Option<Shard>,
 }
 
 /// Test hook: ingests stop with an error after this many chunks (0: never), so tests can
@@ -75,6 +77,7 @@ impl Default for IngestOptions {
             quiet: false,
             allow_huge: false,
             live: None,
+            shard: None,
         }
     }
 }
@@ -337,16 +340,46 @@ fn ingest_in_pool(
             .join(",")
     ));
 
+    let shard = opts.shard.unwrap_or(Shard::WHOLE);
+    if opts.shard.is_some() && opts.overwrite {
+        return Err(IngestError::BadOption {
+            flag: "--overwrite".into(),
+            msg: "cannot be combined with --shard (each worker would erase the others' chunks); clear the output once before submitting the job".into(),
+        });
+    }
+    let mut attrs = serde_json::Map::new();
+    attrs.insert("ingest_fingerprint".into(), json!(fingerprint));
+    attrs.insert(
+        "crs".into(),
+        json!(plan
+            .geobox
+            .epsg
+            .map(|e| format!("EPSG:{e}"))
+            .unwrap_or_default()),
+    );
+    attrs.insert("grid_mapping".into(), json!("spatial_ref"));
+    let job = JobMarker {
+        fingerprint: fingerprint.clone(),
+        shards: shard.count,
+        kind: "ingest".into(),
+        product: opts.product.clone(),
+        write_id: Some(fingerprint.clone()),
+        attributes: attrs,
+    };
+
     let store = Store::open(out, true)?;
     let mut report = IngestReport {
         tiles: infos.len(),
         ..Default::default()
     };
-    if !prepare_output(&store, &fingerprint, opts.overwrite)? {
+    if !prepare_output(&store, &job, opts.overwrite, opts.shard.is_some())?
+        || job::finished(&store, &job, shard.index)?
+    {
         report.up_to_date = true;
         report.elapsed_s = start.elapsed().as_secs_f64();
         return Ok(report);
     }
+    let rerun = job::start_shard(&store, shard)?;
 
     let shape = [
         plan.times.len() as u64,
@@ -354,7 +387,7 @@ fn ingest_in_pool(
         plan.geobox.width,
     ];
     let outer = shards.unwrap_or(chunks);
-    let grid = grid_shape(shape, outer);
+    let inner = shards.map(|s| (0..3).map(|i| s[i] / chunks[i]).product::<u64>());
     let mut arrays = Vec::new();
     for b in &plan.bands {
         let builder = layout::band_builder(
@@ -375,40 +408,37 @@ fn ingest_in_pool(
         arrays.push(arr);
     }
 
-    // What an earlier run already finished.
-    let existing: HashSet<String> = store.list_sizes("")?.into_iter().map(|(k, _)| k).collect();
-    let mut tasks = Vec::new();
-    for (bi, arr) in arrays.iter().enumerate() {
-        for t in 0..grid[0] {
-            for y in 0..grid[1] {
-                for x in 0..grid[2] {
-                    let idx = [t, y, x];
-                    let key = arr.chunk_key(&idx).to_string();
-                    if existing.contains(&key) {
-                        report.chunks_skipped += 1;
-                    } else {
-                        tasks.push((bi, idx));
-                    }
-                }
-            }
-        }
-    }
-
+    let tasks = shard_objects(&plan, shape, outer, shard);
     let pb = crate::progress::bar(tasks.len() as u64, "ingesting chunks", opts.quiet);
     let done = AtomicU64::new(0);
+    let skipped = AtomicU64::new(0);
     let bytes = AtomicU64::new(0);
     let live = opts
         .live
         .as_ref()
-        .map(|l| live_writes(l, &store, &plan, &tasks, grid));
+        .map(|l| live_writes(l, &store, &plan, &tasks));
     let write_start = Instant::now();
     let stop_after = STOP_AFTER_CHUNKS.load(Ordering::SeqCst);
     tasks.par_iter().try_for_each(|&(bi, idx)| {
+        let band = &plan.bands[bi];
+        let arr = &arrays[bi];
+        // A re-run keeps what an earlier run of this shard wrote whole.
+        if rerun {
+            let key = arr.chunk_key(&idx).to_string();
+            if let Some(b) = store.get(&key)? {
+                if job::verify_object(&b, opts.codecs.crc32c, inner) {
+                    skipped.fetch_add(1, Ordering::Relaxed);
+                    if let Some(l) = &live {
+                        l.add(bi, 1);
+                    }
+                    pb.inc(1);
+                    return Ok(());
+                }
+            }
+        }
         if stop_after > 0 && done.load(Ordering::SeqCst) >= stop_after {
             return Err(IngestError::Stopped(stop_after));
         }
-        let band = &plan.bands[bi];
-        let arr = &arrays[bi];
         let t0 = live.as_ref().map(|l| l.status().now_us());
         let chunk_bytes = outer.iter().product::<u64>() * band.dtype.size() as u64;
         if let Some(l) = &live {
@@ -439,57 +469,59 @@ fn ingest_in_pool(
     })?;
     pb.finish_and_clear();
     report.chunks_written = done.load(Ordering::SeqCst);
+    report.chunks_skipped = skipped.load(Ordering::SeqCst);
     report.pixel_bytes = bytes.load(Ordering::Relaxed);
 
-    // Commit: coordinates, array metadata, then the group last.
-    layout::write_coords(&store, &plan.geobox, &plan.times)?;
-    for (arr, b) in arrays.iter().zip(&plan.bands) {
-        arr.store_metadata().map_err(|e| IngestError::Write {
-            key: format!("{}/zarr.json", b.name),
-            msg: e.to_string(),
-        })?;
+    // Shard 0 also writes the coordinates and array metadata (one writer per object), then
+    // each shard its marker. The group metadata is written by the commit alone.
+    if shard.index == 0 {
+        layout::write_coords(&store, &plan.geobox, &plan.times)?;
+        for (arr, b) in arrays.iter().zip(&plan.bands) {
+            arr.store_metadata().map_err(|e| IngestError::Write {
+                key: format!("{}/zarr.json", b.name),
+                msg: e.to_string(),
+            })?;
+        }
     }
-    let mut attrs = serde_json::Map::new();
-    attrs.insert("ingest_fingerprint".into(), json!(fingerprint));
-    attrs.insert(
-        "crs".into(),
-        json!(plan
-            .geobox
-            .epsg
-            .map(|e| format!("EPSG:{e}"))
-            .unwrap_or_default()),
-    );
-    attrs.insert("grid_mapping".into(), json!("spatial_ref"));
-    layout::write_group(&store, &opts.product, &fingerprint, attrs)?;
-    store.erase(MARKER)?;
+    let marker = ShardMarker {
+        fingerprint: fingerprint.clone(),
+        index: shard.index,
+        count: shard.count,
+        chunks: tasks.len() as u64,
+        skipped: report.chunks_skipped,
+        bytes: tasks
+            .iter()
+            .map(|&(bi, idx)| object_bytes(&plan.bands[bi], idx, outer, shape))
+            .sum(),
+    };
+    job::finish_shard(&store, &job, &marker)?;
+    if opts.shard.is_none() {
+        job::commit_store(&store)?;
+    }
     report.elapsed_s = start.elapsed().as_secs_f64();
     Ok(report)
 }
 
-/// Register an ingest's chunk writes with the live status: one layer per band (chunks found
-/// from an earlier run count as done), bytes written pulled from the output store's counters.
+/// Register an ingest's chunk writes (this shard's) with the live status: one layer per
+/// band (chunks kept from an earlier run count as done when found), bytes written pulled
+/// from the output store's counters.
 fn live_writes(
     live: &std::sync::Arc<crate::progress::LiveStatus>,
     store: &Store,
     plan: &MosaicPlan,
     tasks: &[(usize, [u64; 3])],
-    grid: [u64; 3],
 ) -> std::sync::Arc<crate::progress::LiveRun> {
-    let per_band: u64 = grid.iter().product();
     let layers: Vec<crate::progress::LayerSpec> = plan
         .bands
         .iter()
-        .map(|b| crate::progress::LayerSpec {
+        .enumerate()
+        .map(|(bi, b)| crate::progress::LayerSpec {
             name: format!("write {}", b.name),
-            tasks: per_band,
+            tasks: tasks.iter().filter(|t| t.0 == bi).count() as u64,
             per_task: 0,
         })
         .collect();
     let run = live.begin_run("ingesting chunks", tasks.len() as u64, &layers);
-    for bi in 0..plan.bands.len() {
-        let todo = tasks.iter().filter(|t| t.0 == bi).count() as u64;
-        run.add(bi, per_band - todo);
-    }
     let counters = store.counters().clone();
     live.set_sampler(move |g| {
         let w = counters.snapshot().bytes_written;
@@ -498,23 +530,62 @@ fn live_writes(
     run
 }
 
+/// Decoded bytes of object `idx` (clipped to the array).
+fn object_bytes(band: &PlanBand, idx: [u64; 3], outer: [u64; 3], shape: [u64; 3]) -> u64 {
+    (0..3)
+        .map(|i| (shape[i] - idx[i] * outer[i]).min(outer[i]))
+        .product::<u64>()
+        * band.dtype.size() as u64
+}
+
+/// The objects (band, object index) of `shard`, in canonical order (band, time, y, x), split
+/// by their decoded bytes.
+pub(crate) fn shard_objects(
+    plan: &MosaicPlan,
+    shape: [u64; 3],
+    outer: [u64; 3],
+    shard: Shard,
+) -> Vec<(usize, [u64; 3])> {
+    let grid = grid_shape(shape, outer);
+    let all = || {
+        (0..plan.bands.len()).flat_map(move |bi| {
+            (0..grid[0]).flat_map(move |t| {
+                (0..grid[1]).flat_map(move |y| (0..grid[2]).map(move |x| (bi, [t, y, x])))
+            })
+        })
+    };
+    let weight = |(bi, idx): (usize, [u64; 3])| object_bytes(&plan.bands[bi], idx, outer, shape);
+    let total: u64 = all().map(weight).sum();
+    let mut split = Splitter::new(total, shard.count);
+    all()
+        .filter(|o| split.next(weight(*o)) == shard.index)
+        .collect()
+}
+
 /// Decide what to do with the output location. Returns `false` when the identical cube is
-/// already complete there.
-fn prepare_output(store: &Store, fingerprint: &str, overwrite: bool) -> Result<bool, IngestError> {
+/// already complete there. A worker of a job (`sharded`) never erases: another plan's job is
+/// refused.
+fn prepare_output(
+    store: &Store,
+    job: &JobMarker,
+    overwrite: bool,
+    sharded: bool,
+) -> Result<bool, IngestError> {
     let url = store.url().to_string();
     let exists = |msg: &str| IngestError::OutputExists {
         url: url.clone(),
         msg: msg.into(),
     };
+    let fingerprint = job.fingerprint.as_str();
     if let Some(root) = store.get("zarr.json")? {
         let doc: Value = serde_json::from_slice(&root).unwrap_or(Value::Null);
         let fp = doc
             .pointer("/attributes/ingest_fingerprint")
             .and_then(Value::as_str);
         if fp == Some(fingerprint) && !overwrite {
-            // Killed between the commit and removing the marker: the cube is complete.
-            if store.get(MARKER)?.is_some() {
-                store.erase(MARKER)?;
+            // Killed between the commit and removing the markers: the cube is complete.
+            if let Some(j) = job::read_job(store)? {
+                job::clear(store, j.shards)?;
             }
             return Ok(false);
         }
@@ -523,10 +594,11 @@ fn prepare_output(store: &Store, fingerprint: &str, overwrite: bool) -> Result<b
         }
         layout::uncommit(store)?;
         store.erase_prefix("")?;
-    } else if let Some(m) = store.get(MARKER)? {
-        let doc: Value = serde_json::from_slice(&m).unwrap_or(Value::Null);
-        let same = doc.get("fingerprint").and_then(Value::as_str) == Some(fingerprint);
-        if !same {
+    } else if let Some(j) = job::read_job(store)? {
+        if j.fingerprint != job.fingerprint || j.shards != job.shards {
+            if sharded {
+                job::begin(store, job)?; // refused, naming both plans
+            }
             if !overwrite {
                 return Err(exists(
                     "holds an unfinished ingest of different tiles or options",
@@ -546,17 +618,15 @@ fn prepare_output(store: &Store, fingerprint: &str, overwrite: bool) -> Result<b
         }
         store.erase_prefix("")?;
     }
-    // Leftovers of interrupted atomic writes.
-    for (k, _) in store.list_sizes("")? {
-        if k.ends_with(".tmp") {
-            store.erase(&k)?;
+    // Leftovers of interrupted atomic writes (not while other workers may be writing).
+    if job.shards == 1 {
+        for (k, _) in store.list_sizes("")? {
+            if k.ends_with(".tmp") {
+                store.erase(&k)?;
+            }
         }
     }
-    let marker = json!({ "fingerprint": fingerprint, "note": "ingest in progress; re-run the same command to resume" });
-    store.set(
-        MARKER,
-        serde_json::to_vec(&marker).unwrap_or_default().into(),
-    )?;
+    job::begin(store, job)?;
     Ok(true)
 }
 

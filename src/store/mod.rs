@@ -16,6 +16,7 @@ mod counting;
 pub(crate) mod disk_cache;
 mod dtype;
 pub mod encode;
+pub mod job;
 pub mod layout;
 mod local;
 pub mod lock;

@@ -9,6 +9,7 @@ mod dashboard;
 mod hostile;
 mod ingest;
 mod integrity;
+mod jobs;
 mod out_of_core;
 mod query;
 mod s3;
