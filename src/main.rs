@@ -1,5 +1,7 @@
 //! The `chunkcube` command line: a thin layer over the library.
 
+mod cli_jobs;
+
 use anyhow::{anyhow, bail, Context, Result};
 use chunkcube::cube::{Calc, CalcOutput, Cube, CubeInfo, DataArray, Query};
 use chunkcube::dashboard::{Dashboard, DEFAULT_ADDR};
@@ -10,6 +12,7 @@ use chunkcube::progress::LiveStatus;
 use chunkcube::store::layout::Codecs;
 use chunkcube::store::{parse_bytes, ChunkSpec, Values};
 use clap::{Args, Parser, Subcommand};
+use cli_jobs::{run_commit, shard_flag, CommitArgs};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -104,46 +107,6 @@ fn run_verify(a: VerifyArgs) -> Result<()> {
             if n == 1 { "" } else { "s" },
             a.cube
         ),
-    }
-    Ok(())
-}
-
-#[derive(Args)]
-struct CommitArgs {
-    /// The cube the workers wrote: local directory or s3://bucket/prefix.
-    cube: String,
-    /// Print the result as JSON.
-    #[arg(long)]
-    json: bool,
-}
-
-/// `--shard I/N` or `auto/N`, parsed, with how to name it in the run's one summary or
-/// error line: `shard 2/5 (index from SLURM_ARRAY_TASK_ID)` for `auto`, since a job's logs
-/// should say which worker this was and why.
-fn shard_flag(v: &Option<String>) -> Result<Option<(chunkcube::Shard, String)>> {
-    let Some(v) = v else { return Ok(None) };
-    let (shard, var) = chunkcube::Shard::parse(v)?;
-    let name = match var {
-        Some(var) => format!("shard {shard} (index from {var})"),
-        None => format!("shard {shard}"),
-    };
-    Ok(Some((shard, name)))
-}
-
-fn run_commit(a: CommitArgs) -> Result<()> {
-    let r = chunkcube::commit(&a.cube)?;
-    if a.json {
-        println!("{}", serde_json::to_string_pretty(&r)?);
-    } else if r.already {
-        eprintln!("{} is already committed; nothing to do", a.cube);
-    } else {
-        eprintln!(
-            "committed {}: {} shards, {} chunks, {:.1} MB of pixels",
-            a.cube,
-            r.shards,
-            r.chunks,
-            r.bytes as f64 / 1e6
-        );
     }
     Ok(())
 }
