@@ -26,6 +26,8 @@ pub(crate) fn shard_flag(v: &Option<String>) -> Result<Option<(chunkcube::Shard,
 }
 
 pub(crate) fn run_commit(a: CommitArgs) -> Result<()> {
+    // The commit is the job's one writer of the group metadata.
+    let _lock = chunkcube::store::lock::acquire(&a.cube)?;
     let r = chunkcube::commit(&a.cube)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
