@@ -253,12 +253,13 @@ class DataArray:
         fit); the returned array stays lazy and later computations read the kept chunks."""
         return DataArray(self._a.persist(_progress.bar(f"persisting {self.name}")))
 
-    def to_zarr(self, store: str, *, overwrite: bool = False, client=None, shards: int | None = None) -> None:
+    def to_zarr(self, store: str, *, overwrite: bool = False, client=None, shards: int | None = None):
         """Write as a new cube (local path or ``s3://``), as ``chunkcube calc --out``: chunk by
         chunk, never whole in memory, committed last (an interrupted write never looks
         complete). ``client`` (a ``dask.distributed.Client``) and ``shards`` run the write as
-        ``shards`` Dask tasks, then commit."""
-        Dataset({self.name: self}).to_zarr(store, overwrite=overwrite, client=client, shards=shards)
+        ``shards`` Dask tasks (each rebuilds the computation in its worker and writes its share
+        of the output chunks), then commit; returns the commit report."""
+        return Dataset({self.name: self}).to_zarr(store, overwrite=overwrite, client=client, shards=shards)
 
     # --- building ------------------------------------------------------------------------
     def rename(self, name: str) -> "DataArray":
@@ -589,7 +590,7 @@ class Dataset:
 
     load = compute
 
-    def to_zarr(self, store: str, *, overwrite: bool = False, client=None, shards: int | None = None) -> None:
+    def to_zarr(self, store: str, *, overwrite: bool = False, client=None, shards: int | None = None):
         """Write the variables as a new cube (see :meth:`DataArray.to_zarr`)."""
         if not self._vars:
             raise ValueError("to_zarr: the dataset is empty")
@@ -597,5 +598,5 @@ class Dataset:
         if client is not None or shards is not None:
             from ._distributed import to_zarr_distributed
 
-            return to_zarr_distributed(arrays, store, overwrite=overwrite, client=client, shards=shards)
+            return to_zarr_distributed(list(self._vars.values()), store, overwrite=overwrite, client=client, shards=shards)
         _write_cube(arrays, store, overwrite, _progress.bar(f"writing {store}"))

@@ -57,7 +57,10 @@ def write_shard(recipes, store, index, count):
 def to_zarr_distributed(das, store, *, overwrite, client, shards):
     """Write ``das`` (chunkcube DataArrays of one grid) at ``store`` as ``shards`` Dask tasks
     on ``client``, then commit. Returns the commit report."""
-    from ._chunkcube import commit, prepare_shards
+    try:
+        from ._chunkcube import commit
+    except ImportError:
+        raise NotImplementedError("to_zarr(client=...): this build has no shard writer; write without client=") from None
 
     if client is None:
         raise ValueError("to_zarr: shards= needs client= (a dask.distributed.Client)")
@@ -71,9 +74,16 @@ def to_zarr_distributed(das, store, *, overwrite, client, shards):
             f"to_zarr(client=...): {', '.join(missing)} cannot be rebuilt in a Dask worker "
             "(persisted arrays stay in this process); write without client= instead"
         )
+    if overwrite:
+        raise ValueError(
+            "to_zarr(client=...): overwrite=True cannot be combined with shards (each worker "
+            "would erase the others' chunks); remove the output once, then write"
+        )
+    for d in das:
+        err = d._a.error()
+        if err is not None:
+            raise ValueError(err)
     recipes = [d._r for d in das]
-    # Checked here, before any task runs: the same plan every worker will make.
-    prepare_shards([d._a for d in das], store, overwrite)
     futures = client.map(write_shard, [recipes] * shards, [store] * shards, range(shards), [shards] * shards, pure=False)
     reports = client.gather(futures)
     report = json.loads(commit(store))

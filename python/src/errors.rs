@@ -6,6 +6,7 @@
 use chunkcube::cube::CubeError;
 use chunkcube::exec::ExecError;
 use chunkcube::ingest::IngestError;
+use chunkcube::store::job::JobError;
 use chunkcube::store::StoreError;
 use pyo3::exceptions::{
     PyFileExistsError, PyFileNotFoundError, PyKeyboardInterrupt, PyMemoryError, PyOSError,
@@ -28,7 +29,9 @@ pub(crate) fn store(e: &StoreError) -> PyErr {
         StoreError::NotACube(_) | StoreError::NoSuchBucket { .. } => {
             PyFileNotFoundError::new_err(msg)
         }
-        StoreError::Io { .. } | StoreError::Metadata { .. } => PyOSError::new_err(msg),
+        StoreError::Io { .. } | StoreError::Metadata { .. } | StoreError::Locked { .. } => {
+            PyOSError::new_err(msg)
+        }
     }
 }
 
@@ -42,6 +45,7 @@ pub(crate) fn exec(e: &ExecError) -> PyErr {
             PyOSError::new_err(msg)
         }
         ExecError::Store(s) => store(s),
+        ExecError::Job(j) => job(j),
         ExecError::Exists(_) => PyFileExistsError::new_err(msg),
         ExecError::Interrupted => PyKeyboardInterrupt::new_err(msg),
         ExecError::Cancelled => PyRuntimeError::new_err(msg),
@@ -53,10 +57,20 @@ pub(crate) fn cube(e: CubeError) -> PyErr {
     match &e {
         CubeError::Store(s) => store(s),
         CubeError::Exec(x) => exec(x),
+        CubeError::Replaced(_) => PyOSError::new_err(e.to_string()),
         CubeError::UnknownBand { .. }
         | CubeError::Selection { .. }
         | CubeError::BadArg { .. }
         | CubeError::Expr(_) => PyValueError::new_err(e.to_string()),
+    }
+}
+
+/// A sharded job's error: its own storage problems are `OSError`, the rest (a bad shard,
+/// another plan's job at the output, missing shards at commit) is bad input.
+pub(crate) fn job(e: &JobError) -> PyErr {
+    match e {
+        JobError::Store(s) => store(s),
+        _ => PyValueError::new_err(e.to_string()),
     }
 }
 

@@ -10,6 +10,7 @@ mod array;
 mod cube;
 mod errors;
 mod run;
+mod shard;
 
 use pyo3::prelude::*;
 
@@ -19,6 +20,8 @@ fn _chunkcube(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<array::PyArray>()?;
     m.add_function(wrap_pyfunction!(cube::ingest, m)?)?;
     m.add_function(wrap_pyfunction!(array::write_cube, m)?)?;
+    m.add_function(wrap_pyfunction!(shard::write_cube_shard, m)?)?;
+    m.add_function(wrap_pyfunction!(shard::commit, m)?)?;
     m.add(
         "MemoryLimitError",
         m.py().get_type::<errors::MemoryLimitError>(),
