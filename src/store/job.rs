@@ -449,7 +449,11 @@ pub struct CommitReport {
 /// (the commit point), then remove the markers. Refused, listing them, while shards are
 /// missing. Committing a committed cube is a no-op.
 pub fn commit(url: &str) -> Result<CommitReport, JobError> {
-    let store = Store::open(url, false)?;
+    // Opened as a writer (a remote reader would insist on the group metadata this writes),
+    // but a missing local directory is not created.
+    let missing_dir =
+        matches!(super::Location::parse(url)?, super::Location::Local(p) if !p.exists());
+    let store = Store::open(url, !missing_dir)?;
     commit_store(&store)
 }
 

@@ -294,3 +294,159 @@ fn sharded_calc_matches_one_process() {
         .unwrap_err();
     assert!(e.to_string().contains("another plan"), "{e}");
 }
+
+// ---------------------------------------------------------------------------
+// Workers as processes against the loopback S3 server
+
+use crate::s3::{assert_same_objects, endpoint, ingest_args, make_bucket, s3_tree, strs, Env};
+
+/// Run every argument list at once as its own process; all must succeed. Returns stderrs.
+fn all_at_once(env: &Env, runs: &[Vec<String>]) -> Vec<String> {
+    let children: Vec<_> = runs
+        .iter()
+        .map(|a| {
+            env.command(&strs(a))
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    children
+        .into_iter()
+        .zip(runs)
+        .map(|(c, a)| {
+            let o = c.wait_with_output().unwrap();
+            let err = String::from_utf8_lossy(&o.stderr).into_owned();
+            assert!(o.status.success(), "chunkcube {}: {err}", a.join(" "));
+            err
+        })
+        .collect()
+}
+
+fn with_shard(mut a: Vec<String>, shard: &str) -> Vec<String> {
+    a.extend(["--shard".to_string(), shard.to_string()]);
+    a
+}
+
+#[test]
+fn concurrent_worker_processes_on_s3_match_one_process() {
+    let Some(ep) = endpoint() else { return };
+    let env = Env::new(&ep);
+    let bucket = make_bucket(&ep, "jobs");
+    let chunks = ["--chunks", "time=1,y=64,x=64"];
+    let one = format!("s3://{bucket}/one");
+    env.ok(&strs(&ingest_args(&one, &chunks)));
+    let want = s3_tree(&ep, &bucket, "one");
+    for n in [1, 2, 3, 5] {
+        let url = format!("s3://{bucket}/n{n}");
+        let runs: Vec<Vec<String>> = (0..n)
+            .map(|i| with_shard(ingest_args(&url, &chunks), &format!("{i}/{n}")))
+            .collect();
+        all_at_once(&env, &runs);
+        env.err(&["info", &url], &["not a chunkcube cube"]);
+        env.ok(&["commit", &url]);
+        assert_same_objects(
+            &format!("ingest, {n} workers"),
+            &s3_tree(&ep, &bucket, &format!("n{n}")),
+            &want,
+        );
+    }
+
+    // calc: NDVI by 1, 2, 3 and 5 workers, the same chunk objects as one process.
+    let calc = |out: &str| -> Vec<String> {
+        [
+            "calc",
+            &one,
+            "--expr",
+            "ndvi=(nir-red)/(nir+red)",
+            "--out",
+            out,
+            "-q",
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    let calc_one = format!("s3://{bucket}/ndvi");
+    env.ok(&strs(&calc(&calc_one)));
+    let want = s3_tree(&ep, &bucket, "ndvi");
+    for n in [1, 2, 3, 5] {
+        let url = format!("s3://{bucket}/ndvi{n}");
+        let runs: Vec<Vec<String>> = (0..n)
+            .map(|i| with_shard(calc(&url), &format!("{i}/{n}")))
+            .collect();
+        all_at_once(&env, &runs);
+        env.ok(&["commit", &url]);
+        assert_same_objects(
+            &format!("calc, {n} workers"),
+            &s3_tree(&ep, &bucket, &format!("ndvi{n}")),
+            &want,
+        );
+    }
+}
+
+#[test]
+fn auto_shards_killed_workers_missing_shards_and_other_plans_on_s3() {
+    let Some(ep) = endpoint() else { return };
+    let bucket = make_bucket(&ep, "jobsauto");
+    let chunks = ["--chunks", "time=1,y=64,x=64"];
+    let url = format!("s3://{bucket}/c");
+    let worker = |var: &str, i: u32| Env::new(&ep).with(var, &i.to_string());
+    let auto = with_shard(ingest_args(&url, &chunks), "auto/3");
+    // Shard 0 from Kubernetes' variable, killed after 3 chunks.
+    let mut killed = auto.clone();
+    killed.extend(["--stop-after-chunks".to_string(), "3".to_string()]);
+    let line = worker("JOB_COMPLETION_INDEX", 0).err(
+        &strs(&killed),
+        &["shard 0/3 (index from JOB_COMPLETION_INDEX)", "stopped"],
+    );
+    assert!(line.contains("stopped"), "{line}");
+    let killed_chunks = s3_tree(&ep, &bucket, "c")
+        .keys()
+        .filter(|k| k.contains("/c/"))
+        .count();
+    assert!(killed_chunks >= 3, "{killed_chunks}");
+    // Shard 1 from Slurm's.
+    let (_, _, err) = worker("SLURM_ARRAY_TASK_ID", 1).run(&strs(&auto));
+    assert!(
+        err.contains("shard 1/3 (index from SLURM_ARRAY_TASK_ID)"),
+        "{err}"
+    );
+    // Commit refuses while shards 0 and 2 are missing, naming them.
+    let line = Env::new(&ep).err(&["commit", &url], &["2 of 3 shards not finished: 0, 2"]);
+    assert!(line.contains("--shard I/3"), "{line}");
+    // Another plan against the unfinished job: refused.
+    let other = with_shard(ingest_args(&url, &["--chunks", "time=1,y=32,x=32"]), "2/3");
+    Env::new(&ep).err(&strs(&other), &["another plan"]);
+    let fewer = with_shard(ingest_args(&url, &chunks), "1/2");
+    Env::new(&ep).err(&strs(&fewer), &["another plan", "2 shards"]);
+    // Shard 2 from AWS Batch's, and the killed shard 0 re-run: it keeps its 3 chunks.
+    let (_, _, err) = worker("AWS_BATCH_JOB_ARRAY_INDEX", 2).run(&strs(&auto));
+    assert!(
+        err.contains("shard 2/3 (index from AWS_BATCH_JOB_ARRAY_INDEX)"),
+        "{err}"
+    );
+    let (_, _, err) = worker("JOB_COMPLETION_INDEX", 0).run(&strs(&auto));
+    // Every chunk written before the kill (counted in the bucket right after it) is kept.
+    assert!(
+        err.contains(&format!("{killed_chunks} kept from an earlier run")),
+        "{err}"
+    );
+    Env::new(&ep).ok(&["commit", &url]);
+    let one = format!("s3://{bucket}/one");
+    Env::new(&ep).ok(&strs(&ingest_args(&one, &chunks)));
+    assert_same_objects(
+        "auto shards",
+        &s3_tree(&ep, &bucket, "c"),
+        &s3_tree(&ep, &bucket, "one"),
+    );
+    // No index variable at all: a clear error.
+    Env::new(&ep).err(
+        &strs(&auto),
+        &[
+            "JOB_COMPLETION_INDEX",
+            "SLURM_ARRAY_TASK_ID",
+            "AWS_BATCH_JOB_ARRAY_INDEX",
+        ],
+    );
+}

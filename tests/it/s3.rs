@@ -51,7 +51,7 @@ const TOKEN: &str = "FwoGZXIvYXdzTOKENShouldNeverAppear0123456789";
 // The S3 server
 
 /// The moto endpoint, or `None` (skip) when not configured; panics under `CHUNKCUBE_REQUIRE_S3=1`.
-fn endpoint() -> Option<String> {
+pub(crate) fn endpoint() -> Option<String> {
     match std::env::var("CHUNKCUBE_TEST_S3_ENDPOINT") {
         Ok(e) if !e.trim().is_empty() => Some(e.trim().trim_end_matches('/').to_string()),
         _ => {
@@ -104,7 +104,7 @@ fn http(endpoint: &str, method: &str, path: &str, body: &[u8]) -> (u16, Vec<u8>)
 static BUCKETS: AtomicU64 = AtomicU64::new(0);
 
 /// A fresh bucket for one test.
-fn make_bucket(endpoint: &str, tag: &str) -> String {
+pub(crate) fn make_bucket(endpoint: &str, tag: &str) -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -141,7 +141,7 @@ fn block_on<F: Future>(f: F) -> F::Output {
 }
 
 /// Every object under `prefix/` of a bucket, keyed relative to the prefix.
-fn s3_tree(endpoint: &str, bucket: &str, prefix: &str) -> BTreeMap<String, Vec<u8>> {
+pub(crate) fn s3_tree(endpoint: &str, bucket: &str, prefix: &str) -> BTreeMap<String, Vec<u8>> {
     let store = bucket_store(endpoint, bucket);
     block_on(async {
         let p = ObjectPath::from(prefix);
@@ -157,7 +157,7 @@ fn s3_tree(endpoint: &str, bucket: &str, prefix: &str) -> BTreeMap<String, Vec<u
 }
 
 /// Objects compared byte for byte, the root `zarr.json` up to its `write_id` (fresh per commit).
-fn assert_same_objects(
+pub(crate) fn assert_same_objects(
     what: &str,
     got: &BTreeMap<String, Vec<u8>>,
     want: &BTreeMap<String, Vec<u8>>,
@@ -195,24 +195,24 @@ fn assert_same_objects(
 // ---------------------------------------------------------------------------
 // The binary, with its own environment
 
-struct Env {
+pub(crate) struct Env {
     endpoint: String,
     extra: Vec<(String, String)>,
 }
 
 impl Env {
-    fn new(endpoint: &str) -> Env {
+    pub(crate) fn new(endpoint: &str) -> Env {
         Env {
             endpoint: endpoint.to_string(),
             extra: Vec::new(),
         }
     }
-    fn with(mut self, k: &str, v: &str) -> Env {
+    pub(crate) fn with(mut self, k: &str, v: &str) -> Env {
         self.extra.push((k.into(), v.into()));
         self
     }
 
-    fn command(&self, args: &[&str]) -> Command {
+    pub(crate) fn command(&self, args: &[&str]) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_chunkcube"));
         c.args(args);
         for v in [
@@ -240,7 +240,7 @@ impl Env {
     }
 
     /// Run; returns (success, stdout, stderr), asserting no secret in either stream.
-    fn run(&self, args: &[&str]) -> (bool, String, String) {
+    pub(crate) fn run(&self, args: &[&str]) -> (bool, String, String) {
         let o = self.command(args).output().expect("run chunkcube");
         let out = String::from_utf8_lossy(&o.stdout).into_owned();
         let err = String::from_utf8_lossy(&o.stderr).into_owned();
@@ -249,7 +249,7 @@ impl Env {
         (o.status.success(), out, err)
     }
 
-    fn ok(&self, args: &[&str]) -> String {
+    pub(crate) fn ok(&self, args: &[&str]) -> String {
         let (ok, out, err) = self.run(args);
         assert!(
             ok,
@@ -260,7 +260,7 @@ impl Env {
     }
 
     /// Require the error contract (exit 1, one `error: ` line naming every culprit); returns it.
-    fn err(&self, args: &[&str], culprits: &[&str]) -> String {
+    pub(crate) fn err(&self, args: &[&str], culprits: &[&str]) -> String {
         let o = self.command(args).output().expect("run chunkcube");
         let out = String::from_utf8_lossy(&o.stdout).into_owned();
         let err = String::from_utf8_lossy(&o.stderr).into_owned();
@@ -302,11 +302,11 @@ fn assert_no_secret(ctx: &str, text: &str) {
     );
 }
 
-fn ingest_args(out: &str, extra: &[&str]) -> Vec<String> {
+pub(crate) fn ingest_args(out: &str, extra: &[&str]) -> Vec<String> {
     common::ingest_fixtures_args(Path::new(out), extra)
 }
 
-fn strs(v: &[String]) -> Vec<&str> {
+pub(crate) fn strs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
 }
 
