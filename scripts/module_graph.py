@@ -6,7 +6,7 @@
 
 Rules (exit 1 if broken): no import circle among top-level modules, and no source file over
 800 lines. A module "imports" another when its files name `crate::<other>` (in `use` lines or
-paths) -- main.rs is the CLI and is allowed to see everything, so it is left out.
+paths) -- main.rs and cli/ are the CLI and are allowed to see everything, so they are left out.
 """
 import os
 import re
@@ -20,6 +20,8 @@ def top_modules():
     mods = {}
     for entry in sorted(os.listdir(ROOT)):
         path = os.path.join(ROOT, entry)
+        if os.path.isdir(path) and entry == "cli":
+            continue
         if os.path.isdir(path):
             mods[entry] = [
                 os.path.join(dp, f) for dp, _, fs in os.walk(path) for f in fs if f.endswith(".rs")

@@ -7,7 +7,7 @@
 //! a memory limit.
 //!
 //! The modules follow the data: [`geo`] → [`store`] → [`ingest`] → [`cube`] → [`graph`] →
-//! [`exec`]. The walk-through below is the path of DE Africa's "Parallel processing with
+//! [`exec`], and [`export`] writes results back out as GeoTIFF. The walk-through below is the path of DE Africa's "Parallel processing with
 //! Dask" notebook (see `examples/parallel_processing.rs` for all of it).
 //!
 //! ```
@@ -58,6 +58,7 @@
 pub mod cube;
 pub mod dashboard;
 pub mod exec;
+pub mod export;
 pub mod geo;
 pub mod graph;
 pub mod ingest;

@@ -3,18 +3,22 @@
 mod cli_jobs;
 
 use anyhow::{anyhow, bail, Context, Result};
-use chunkcube::cube::{Calc, CalcOutput, Cube, CubeInfo, DataArray, Query};
+use chunkcube::cube::{Calc, CalcOutput, Cube, CubeInfo, Query};
 use chunkcube::dashboard::{Dashboard, DEFAULT_ADDR};
 use chunkcube::exec::{ExecConfig, Session};
 use chunkcube::ingest::{ingest, IngestOptions, Sources};
-use chunkcube::on_values;
 use chunkcube::progress::LiveStatus;
 use chunkcube::store::layout::Codecs;
-use chunkcube::store::{parse_bytes, ChunkSpec, Values};
+use chunkcube::store::{parse_bytes, ChunkSpec};
 use clap::{Args, Parser, Subcommand};
+use cli::output::{print_arrays, stdout, summary, write_graph};
+use cli::{export, help};
 use cli_jobs::{run_commit, shard_flag, CommitArgs};
+use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
+
+mod cli;
 
 #[derive(Parser)]
 #[command(
@@ -31,13 +35,21 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Turn GeoTIFF tiles into a cube (one array per band, dims time, y, x).
+    #[command(after_help = help::INGEST_EXAMPLES)]
     Ingest(IngestArgs),
     /// Describe a cube: bands, shape, chunks, dtype, nodata, CRS, bounds, times, stored bytes.
+    #[command(after_help = help::INFO_EXAMPLES)]
     Info(InfoArgs),
     /// Select from a cube (like dc.load): print, summarise, explain or write the selection.
+    #[command(after_help = help::LOAD_EXAMPLES)]
     Load(LoadArgs),
     /// Band math and reductions over a selection, computed chunk by chunk.
+    #[command(after_help = help::calc_help())]
     Calc(CalcArgs),
+    /// Write GeoTIFFs (COG by default) or PNG quicklooks: one file per band or result per time
+    /// step, named <band>_<YYYY-MM-DD>.tif, for QGIS and every GDAL tool.
+    #[command(after_help = help::export_help())]
+    Export(export::ExportArgs),
     /// Check that a cube holds everything its commit declared: metadata, every chunk the
     /// manifest lists (present, right size), coordinates; with --deep every chunk decoded.
     Verify(VerifyArgs),
@@ -75,7 +87,7 @@ fn run_verify(a: VerifyArgs) -> Result<()> {
     })?;
     pb.finish_and_clear();
     for p in &rep.problems {
-        println!("{}", printable(&p.to_string()));
+        writeln!(stdout(), "{}", printable(&p.to_string()))?;
     }
     if let Some(path) = &a.stats {
         let mut v = serde_json::to_value(&rep)?;
@@ -209,19 +221,28 @@ struct LoadArgs {
     /// Print the lazy dataset and each band's chunk table; reads no chunk.
     #[arg(long, group = "action")]
     summary: bool,
-    /// Print the values of a small selection.
+    /// Print values with their coordinates, large arrays summarised as numpy does (only the
+    /// values shown are read).
     #[arg(long, group = "action")]
     print: bool,
+    /// Print every value (selections up to a million values).
+    #[arg(long, group = "action")]
+    print_all: bool,
     /// Tell what the selection will fetch and hold, without fetching anything.
     #[arg(long, group = "action")]
     explain: bool,
+    /// Write the task graph of the last band: FILE.dot (Graphviz), or FILE.svg/.png rendered
+    /// with `dot`.
+    #[arg(long, value_name = "FILE")]
+    graph: Option<PathBuf>,
 }
 
 #[derive(Args)]
 struct CalcArgs {
     /// The cube: local directory or s3://bucket/prefix.
     cube: String,
-    /// NAME=EXPRESSION, e.g. 'ndvi=(nir-red)/(nir+red)'; repeat; later ones may use earlier names.
+    /// [NAME=]EXPRESSION, e.g. 'ndvi=(nir-red)/(nir+red)' (unnamed: 'result'); repeat; later
+    /// ones may use earlier names.
     #[arg(long = "expr", required = true)]
     exprs: Vec<String>,
     /// Reduce every result: OP:DIM with OP in mean, median, min, max, sum, count, std.
@@ -234,9 +255,12 @@ struct CalcArgs {
     /// Write the results as a new cube.
     #[arg(long, group = "action")]
     out: Option<String>,
-    /// Print the results (small selections).
+    /// Print the results with their coordinates, summarised as numpy does when large.
     #[arg(long, group = "action")]
     print: bool,
+    /// Print every value of the results (up to a million values each).
+    #[arg(long, group = "action")]
+    print_all: bool,
     /// Tell what the computation will fetch and hold, without fetching anything.
     #[arg(long, group = "action")]
     explain: bool,
@@ -382,33 +406,14 @@ fn write_stats(e: &ExecArgs, s: &Session) -> Result<()> {
 
 fn run_info(a: InfoArgs) -> Result<()> {
     let info = CubeInfo::of(&Cube::open(&a.cube)?)?;
+    let mut out = stdout();
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&info)?);
+        writeln!(out, "{}", serde_json::to_string_pretty(&info)?)?;
     } else {
-        print!("{info}");
+        write!(out, "{info}")?;
     }
+    out.flush()?;
     Ok(())
-}
-
-const PRINT_LIMIT: u64 = 1_000_000;
-
-fn print_values(name: &str, da: &DataArray, v: &Values) {
-    let shape = v.shape();
-    println!("{name} ({}) {}", da.dims().join(", "), v.dtype());
-    on_values!(v, a => {
-        let a3 = a.view().into_shape_with_order((shape[0], shape[1], shape[2]));
-        if let Ok(a3) = a3 {
-            for t in 0..shape[0] {
-                if !da.times().is_empty() {
-                    println!("time {}", chunkcube::geo::days_to_iso(da.times()[t]));
-                }
-                for y in 0..shape[1] {
-                    let row: Vec<String> = (0..shape[2]).map(|x| format!("{}", a3[[t, y, x]])).collect();
-                    println!("{}", row.join(" "));
-                }
-            }
-        }
-    });
 }
 
 fn run_load(a: LoadArgs, live: Option<Arc<LiveStatus>>) -> Result<Option<serde_json::Value>> {
@@ -429,28 +434,30 @@ fn run_load(a: LoadArgs, live: Option<Arc<LiveStatus>>) -> Result<Option<serde_j
         q.chunks = Some(ChunkSpec::Auto);
     }
     let ds = cube.load(&q)?;
+    if let Some(g) = &a.graph {
+        let last = ds
+            .vars()
+            .last()
+            .ok_or_else(|| anyhow!("--graph: no band selected"))?;
+        write_graph(g, &last.visualize())?;
+    }
     if a.summary {
-        print!("{ds}");
+        let mut out = stdout();
+        write!(out, "{ds}")?;
         for da in ds.vars() {
-            println!("\n{}:", da.name());
-            print!("{}", da.summary());
+            writeln!(out, "\n{}:", da.name())?;
+            write!(out, "{}", da.summary())?;
         }
+        out.flush()?;
     } else if a.explain {
+        let mut out = stdout();
         for da in ds.vars() {
-            println!("{}:", da.name());
-            print!("{}", da.explain());
+            writeln!(out, "{}:", da.name())?;
+            write!(out, "{}", da.explain())?;
         }
-    } else if a.print {
-        for da in ds.vars() {
-            let n: u64 = da.shape3().iter().product();
-            if n > PRINT_LIMIT {
-                bail!("--print: the selection of '{}' has {n} pixels (more than {PRINT_LIMIT}); narrow it or write it with --out", da.name());
-            }
-        }
-        for da in ds.vars() {
-            let v = da.compute()?;
-            print_values(da.name(), da, &v);
-        }
+        out.flush()?;
+    } else if a.print || a.print_all {
+        print_arrays(ds.vars(), a.print_all)?;
     } else if let Some(out) = &a.out {
         if let Some(l) = &live {
             for da in ds.vars() {
@@ -459,12 +466,31 @@ fn run_load(a: LoadArgs, live: Option<Arc<LiveStatus>>) -> Result<Option<serde_j
         }
         ds.to_zarr(out, a.exec.overwrite)?;
         eprintln!("wrote {} band(s) to {out}", ds.names().len());
-    } else {
-        bail!("load needs one of --out CUBE, --summary, --print or --explain");
+    } else if a.graph.is_none() {
+        bail!("load needs one of --out CUBE, --summary, --print, --explain or --graph FILE");
     }
     cube.check_unchanged()?;
+    summary(a.exec.quiet, &s);
     write_stats(&a.exec, &s)?;
     Ok(Some(serde_json::to_value(s.stats())?))
+}
+
+/// The query of `sel`, in the stored chunks unless `--chunks` says otherwise: every band is
+/// available lazily, and only those the expressions use are ever read.
+fn stored_chunk_query(cube: &Cube, sel: &Selection) -> Result<Query> {
+    let mut q = build_query(sel)?;
+    if q.chunks.is_none() {
+        let first = q
+            .measurements
+            .as_ref()
+            .and_then(|m| m.first())
+            .cloned()
+            .or_else(|| cube.band_names().into_iter().next())
+            .unwrap_or_default();
+        let stored = cube.band(&first)?.chunk_shape();
+        q.chunks = Some(ChunkSpec::Dims(stored.map(Some)));
+    }
+    Ok(q)
 }
 
 fn run_calc(a: CalcArgs, live: Option<Arc<LiveStatus>>) -> Result<Option<serde_json::Value>> {
@@ -485,26 +511,14 @@ fn run_calc(a: CalcArgs, live: Option<Arc<LiveStatus>>) -> Result<Option<serde_j
         .filter(|_| shard.is_none())
         .map(chunkcube::store::lock::acquire)
         .transpose()?;
-    let mut q = build_query(&a.sel)?;
+    let q = stored_chunk_query(&cube, &a.sel)?;
     let calc = Calc::parse(&a.exprs, a.reduce.as_deref())?;
-    // Every band is available lazily; only those the expressions use are ever read, in the
-    // stored chunks unless --chunks says otherwise.
-    if q.chunks.is_none() {
-        let first = q
-            .measurements
-            .as_ref()
-            .and_then(|m| m.first())
-            .cloned()
-            .or_else(|| cube.band_names().into_iter().next())
-            .unwrap_or_default();
-        let stored = cube.band(&first)?.chunk_shape();
-        q.chunks = Some(ChunkSpec::Dims(stored.map(Some)));
-    }
     let ds = cube.load(&q)?;
+    let print = a.print || a.print_all;
     // Plan the whole run before computing anything: every result as it will be written.
     let output = if a.explain {
         CalcOutput::Tasks
-    } else if a.print {
+    } else if print {
         CalcOutput::Memory
     } else if a.out.is_some() {
         CalcOutput::Cube
@@ -529,19 +543,14 @@ fn run_calc(a: CalcArgs, live: Option<Arc<LiveStatus>>) -> Result<Option<serde_j
         write_graph(g, &last.visualize())?;
     }
     if a.explain {
+        let mut out = stdout();
         for d in results.vars() {
-            println!("{}:", d.name());
-            print!("{}", d.explain());
+            writeln!(out, "{}:", d.name())?;
+            write!(out, "{}", d.explain())?;
         }
-    } else if a.print {
-        for d in results.vars() {
-            let n: u64 = d.shape3().iter().product();
-            if n > PRINT_LIMIT {
-                bail!("--print: '{}' has {n} values (more than {PRINT_LIMIT}); narrow the selection or use --out", d.name());
-            }
-            let v = d.compute()?;
-            print_values(d.name(), d, &v);
-        }
+        out.flush()?;
+    } else if print {
+        print_arrays(results.vars(), a.print_all)?;
     } else if let (Some(out), Some((sh, name))) = (&a.out, &shard) {
         let r = results
             .to_zarr_shard(out, *sh)
@@ -561,38 +570,9 @@ fn run_calc(a: CalcArgs, live: Option<Arc<LiveStatus>>) -> Result<Option<serde_j
         bail!("calc needs one of --out CUBE, --print, --explain or --graph FILE");
     }
     cube.check_unchanged()?;
+    summary(a.exec.quiet, &s);
     write_stats(&a.exec, &s)?;
     Ok(Some(serde_json::to_value(s.stats())?))
-}
-
-fn write_graph(path: &std::path::Path, dot: &str) -> Result<()> {
-    let ext = path
-        .extension()
-        .and_then(|e| e.to_str())
-        .unwrap_or("dot")
-        .to_ascii_lowercase();
-    if ext == "dot" || ext == "gv" {
-        std::fs::write(path, dot).with_context(|| format!("writing --graph {}", path.display()))?;
-        return Ok(());
-    }
-    let mut child = std::process::Command::new("dot")
-        .arg(format!("-T{ext}"))
-        .arg("-o")
-        .arg(path)
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .map_err(|_| anyhow!("--graph {}: rendering .{ext} needs Graphviz's `dot` (apt-get install graphviz), or write .dot", path.display()))?;
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .ok_or_else(|| anyhow!("dot: no stdin"))?
-        .write_all(dot.as_bytes())?;
-    let st = child.wait()?;
-    if !st.success() {
-        bail!("--graph {}: dot failed ({st})", path.display());
-    }
-    Ok(())
 }
 
 #[derive(Args)]
@@ -731,6 +711,7 @@ fn main() {
     let limit = match &cli.cmd {
         Cmd::Load(a) => exec_config(&a.exec).map(|c| c.memory_limit).ok(),
         Cmd::Calc(a) => exec_config(&a.exec).map(|c| c.memory_limit).ok(),
+        Cmd::Export(a) => exec_config(&a.exec).map(|c| c.memory_limit).ok(),
         Cmd::Ingest(_) | Cmd::Info(_) | Cmd::Verify(_) | Cmd::Commit(_) => None,
     };
     chunkcube::exec::tune_allocator(limit.unwrap_or(32 << 20));
@@ -740,10 +721,15 @@ fn main() {
         Cmd::Info(a) => run_info(a),
         Cmd::Load(a) => with_dashboard(&a.exec.dash.clone(), "load", |l| run_load(a, l)),
         Cmd::Calc(a) => with_dashboard(&a.exec.dash.clone(), "calc", |l| run_calc(a, l)),
+        Cmd::Export(a) => with_dashboard(&a.exec.dash.clone(), "export", |l| export::run(a, l)),
         Cmd::Verify(a) => run_verify(a),
         Cmd::Commit(a) => run_commit(a),
     };
     if let Err(e) = r {
+        // `chunkcube ... | head`: the reader has what it wanted; stopping is success.
+        if cli::output::is_broken_pipe(&e) {
+            std::process::exit(0);
+        }
         eprintln!(
             "error: {}",
             printable(&chunkcube::store::redact(&one_line(&e)))

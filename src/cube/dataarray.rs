@@ -116,6 +116,14 @@ impl DataArray {
     pub fn geobox(&self) -> &GeoBox {
         &self.geobox
     }
+    /// The value marking missing pixels, as computed and written: a band keeps its own
+    /// nodata (None if it has none), float results are NaN, integer casts 0.
+    pub fn nodata(&self) -> Option<f64> {
+        match &self.node.op {
+            Op::Source { src, .. } if !src.is_persisted() => src.nodata(),
+            _ => Some(crate::exec::result_nodata(&self.node)),
+        }
+    }
     /// Whether values are not held yet.
     pub fn is_lazy(&self) -> bool {
         self.values.is_none()

@@ -133,7 +133,15 @@ pub fn build(
                         }
                         build(src, &args[0], env)?.reduce(op, dim)
                     }
-                    None => return Err(err(*at, format!("unknown function '{f}'"))),
+                    None => {
+                        return Err(err(
+                            *at,
+                            format!(
+                                "unknown function '{f}'; functions are {}",
+                                crate::graph::FUNCTIONS
+                            ),
+                        ))
+                    }
                 },
             }
         }

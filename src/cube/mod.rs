@@ -8,6 +8,7 @@ mod dataset;
 mod expr;
 mod info;
 mod query;
+mod repr;
 mod summary;
 
 pub use band::{BandReader, ChunkBytes};
@@ -16,6 +17,7 @@ pub use dataset::Dataset;
 pub use expr::{build, Calc, CalcOutput};
 pub use info::{BandInfo, CubeInfo};
 pub use query::Query;
+pub use repr::{EDGE_ITEMS, THRESHOLD};
 pub use summary::ChunkSummary;
 
 use crate::exec::{ExecConfig, ExecError, Session};
@@ -65,6 +67,9 @@ pub enum CubeError {
     /// The cube was overwritten while it was being read: what was read may mix two cubes.
     #[error("{0} was replaced while reading (its write_id changed); re-run")]
     Replaced(String),
+    /// Writing printed values failed (a closed pipe: the reader went away).
+    #[error("writing the output: {0}")]
+    Output(#[source] std::io::Error),
 }
 
 /// An open cube: metadata, coordinates and one reader per band.

@@ -80,6 +80,15 @@ impl Budget {
         let u = self.used.lock().map(|u| *u).unwrap_or(0);
         self.note_peak(u);
     }
+    /// Stop accounting bytes added with [`Budget::add_held`] (their holder let go of them).
+    pub fn release_held(&self, bytes: u64) {
+        let _ = self
+            .held
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |h| {
+                Some(h.saturating_sub(bytes))
+            });
+        self.cv.notify_all();
+    }
     /// What reservations must leave free: the cache's whole share and the held bytes.
     fn room_outside(&self) -> u64 {
         self.external.load(Ordering::Relaxed).max(self.external_cap)

@@ -43,6 +43,7 @@ pub use session::Session;
 pub use spill::{install_interrupt_cleanup, remove_live_spill_dirs};
 pub use stats::{Explain, Progress, StatsReport};
 pub use task::pace_tasks;
+pub use write::result_nodata;
 
 use crate::graph::{BoxError, ReadError};
 use crate::store::StoreError;

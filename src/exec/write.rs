@@ -265,7 +265,7 @@ impl Session {
 }
 
 /// The nodata of a result: a loaded band keeps its own; other results are NaN (floats) or 0.
-fn result_nodata(node: &Node) -> f64 {
+pub fn result_nodata(node: &Node) -> f64 {
     match &node.op {
         Op::Source { src, .. } if !src.is_persisted() => src.nodata().unwrap_or(0.0),
         _ if node.dtype.is_float() => f64::NAN,

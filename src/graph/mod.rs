@@ -10,7 +10,8 @@ mod source;
 pub use dot::to_dot;
 pub use node::{BinaryOp, Node, Op, ReduceOp, UnaryOp};
 pub use parse::{
-    parse_assignment, parse_expr, Ast, ParseError, MAX_DEPTH, MAX_EXPR_LEN, MAX_NESTING,
+    parse_assignment, parse_expr, Ast, ParseError, DEFAULT_NAME, FUNCTIONS, MAX_DEPTH,
+    MAX_EXPR_LEN, MAX_NESTING, OPERATORS,
 };
 pub use plan::{
     count_tasks, group_by_source, input_region, layers, regions, source_chunks, ChunksBySource,

@@ -412,26 +412,46 @@ impl Ast {
     }
 }
 
-/// Parse `NAME=EXPR`.
+/// The name an expression given without `NAME=` gets (`--expr '(nir-red)/(nir+red)'`).
+pub const DEFAULT_NAME: &str = "result";
+
+/// The functions of the language, as `--help` and the unknown-function error list them.
+pub const FUNCTIONS: &str = "where(cond,a,b) sqrt(x) abs(x) log(x) exp(x) clip(x,lo,hi) isnull(x) notnull(x) fillna(x,v) minimum(a,b) maximum(a,b) float32(x) float64(x) mean(x,DIM) median(x,DIM) min(x,DIM) max(x,DIM) sum(x,DIM) count(x,DIM) std(x,DIM)";
+
+/// The operators of the language, loosest first, as `--help` lists them.
+pub const OPERATORS: &str =
+    "| & < <= > >= == != + - * / ** (power) unary - and ! (not), parentheses, numbers";
+
+/// Whether `s` is a valid result name (a letter or `_`, then letters, digits, `_`).
+fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !s.chars().next().is_some_and(|c| c.is_ascii_digit())
+}
+
+/// Parse `NAME=EXPR`, or a bare `EXPR` named [`DEFAULT_NAME`] (what precedes the first `=`
+/// is then not a name, as in `(nir-red)/(nir+red)` or `nir>=red`).
 pub fn parse_assignment(src: &str) -> Result<(String, Ast), ParseError> {
-    let Some((name, rhs)) = src.split_once('=').filter(|(_, r)| !r.starts_with('=')) else {
-        return Err(ParseError {
-            expr: src.into(),
-            col: 1,
-            msg: "expected NAME=EXPRESSION, e.g. ndvi=(nir-red)/(nir+red)".into(),
+    let named = src
+        .split_once('=')
+        .filter(|(n, r)| !r.starts_with('=') && valid_name(n.trim()));
+    let Some((name, rhs)) = named else {
+        // A single token before a lone `=` was meant as a name: say that it is not valid.
+        let meant = src.split_once('=').filter(|(n, r)| {
+            !r.starts_with('=')
+                && !n.trim().is_empty()
+                && !n.trim().contains(|c: char| "()<>!=+-*/&|, ".contains(c))
         });
+        if let Some((n, _)) = meant {
+            return Err(ParseError {
+                expr: src.into(),
+                col: 1,
+                msg: format!("'{}' is not a valid result name", n.trim()),
+            });
+        }
+        return parse_expr(src).map(|ast| (DEFAULT_NAME.to_string(), ast));
     };
     let n = name.trim();
-    if n.is_empty()
-        || !n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-        || n.chars().next().is_some_and(|c| c.is_ascii_digit())
-    {
-        return Err(ParseError {
-            expr: src.into(),
-            col: 1,
-            msg: format!("'{n}' is not a valid result name"),
-        });
-    }
     let off = name.len() + 1;
     let ast = parse_expr(rhs).map_err(|e| ParseError {
         expr: src.into(),
@@ -472,6 +492,27 @@ mod tests {
         assert_eq!(e.col, 5);
         assert!(parse_expr("1 + 2 * -x ** 2").is_ok());
         assert!(parse_expr("where(nir > red, 1, 0)").is_ok());
+    }
+
+    #[test]
+    fn unnamed_expressions_are_named_result() {
+        for src in [
+            "(nir-red)/(nir+red)",
+            "nir>=red",
+            "nir==red",
+            "where(nir<=red, 1, 0)",
+        ] {
+            let (n, _) = parse_assignment(src).unwrap_or_else(|e| panic!("{src}: {e}"));
+            assert_eq!(n, DEFAULT_NAME, "{src}");
+        }
+        let (n, a) = parse_assignment(" hi = nir>=red").unwrap();
+        assert_eq!(n, "hi");
+        assert!(matches!(a, Ast::Binary(BinaryOp::Ge, _, _)), "{a:?}");
+        let e = parse_assignment("1ndvi=nir").unwrap_err();
+        assert!(e.msg.contains("'1ndvi' is not a valid result name"), "{e}");
+        // Positions point into the whole text either way.
+        let e = parse_assignment("(nir-red)/(nir+").unwrap_err();
+        assert_eq!(e.col, 16, "{e}");
     }
 
     #[test]

@@ -50,6 +50,9 @@ pub enum IngestError {
         /// How.
         msg: String,
     },
+    /// A URL where a local file is expected (`https://…`, `s3://…`, `/vsicurl/…`).
+    #[error("remote inputs are not supported yet: {0} (download it and ingest the local copy)")]
+    Remote(String),
     /// The same (band, time, tile) twice.
     #[error("duplicate (band, time, tile): {0}")]
     Duplicate(String),

@@ -97,16 +97,31 @@ pub fn read_manifest(manifest: &Path) -> Result<Vec<TileSource>, IngestError> {
         }
         crate::store::layout::validate_band_name(b).map_err(|m| bad(row, m))?;
         let time = parse_time(t).map_err(|e| bad(row, e.to_string()))?;
+        if is_remote(p) {
+            return Err(IngestError::Remote(format!(
+                "{p} ({} row {row})",
+                manifest.display()
+            )));
+        }
         let path = canonical(&if Path::new(p).is_absolute() {
             PathBuf::from(p)
         } else {
             base.join(p)
         });
+        // A relative path is resolved against the manifest's folder: say so where it fails.
+        let origin = if Path::new(p).is_absolute() {
+            format!("{} row {row}", manifest.display())
+        } else {
+            format!(
+                "{} row {row}: '{p}' relative to the manifest's folder",
+                manifest.display()
+            )
+        };
         out.push(TileSource {
-            path,
+            path: std::path::absolute(&path).unwrap_or(path),
             band: b.to_string(),
             time,
-            origin: format!("{} row {row}", manifest.display()),
+            origin,
         });
     }
     if out.is_empty() {
@@ -121,6 +136,14 @@ pub fn read_manifest(manifest: &Path) -> Result<Vec<TileSource>, IngestError> {
 /// reports it.
 fn canonical(p: &Path) -> PathBuf {
     std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+/// Whether a tile path is a URL or a GDAL virtual file system path rather than a local file.
+pub(crate) fn is_remote(p: &str) -> bool {
+    let lower = p.to_ascii_lowercase();
+    ["http://", "https://", "s3://", "gs://", "az://", "/vsi"]
+        .iter()
+        .any(|s| lower.starts_with(s))
 }
 
 /// Band and time from a DE Africa style name `..._<YYYY>--P1Y_final_<band>.tif`.
@@ -141,6 +164,9 @@ pub fn parse_deafrica_name(path: &Path) -> Option<(String, i64)> {
 pub fn discover(paths: &[PathBuf]) -> Result<Vec<TileSource>, IngestError> {
     let mut files = Vec::new();
     for p in paths {
+        if p.to_str().is_some_and(is_remote) {
+            return Err(IngestError::Remote(p.display().to_string()));
+        }
         if p.is_dir() {
             walk(p, &mut files)?;
         } else if p.is_file() {

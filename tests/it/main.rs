@@ -1,11 +1,13 @@
 //! chunkcube's integration tests, one binary (so `common` compiles once), one module per
-//! capability: ingest, query, calc, out-of-core execution, S3, and the store format as
-//! xarray / rioxarray / zarr-python read it.
+//! capability: ingest, query, calc, export, the command line, out-of-core execution, S3, and
+//! the store format as xarray / rioxarray / zarr-python read it.
 
 mod common;
 
 mod calc;
+mod cli;
 mod dashboard;
+mod export;
 mod hostile;
 mod ingest;
 mod integrity;

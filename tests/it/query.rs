@@ -1385,18 +1385,22 @@ fn cli_print_of_a_3x3_window() {
     ]);
     let text = String::from_utf8_lossy(&o.stdout).to_string();
     let m = mosaic();
-    // Parse: a header per band, "time DATE" then 3 rows of 3 numbers.
+    // Parse: a header per band, "time = DATE", the x coordinates, then 3 rows of a y
+    // coordinate and 3 numbers.
     let mut band = String::new();
     let mut t = 0usize;
     let mut row = 0usize;
     let mut seen = 0usize;
     for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
-        if line.starts_with("red") || line.starts_with("smad") {
-            band = line.split_whitespace().next().unwrap().to_string();
+        if let Some(rest) = line.strip_prefix("<chunkcube.DataArray '") {
+            band = rest.split('\'').next().unwrap().to_string();
             t = usize::MAX;
             continue;
         }
-        if let Some(d) = line.strip_prefix("time ") {
+        if line.starts_with("y \\ x") {
+            continue;
+        }
+        if let Some(d) = line.strip_prefix("time = ") {
             t = match d.trim() {
                 "2019-01-01" => 0,
                 "2020-01-01" => 1,
@@ -1407,6 +1411,7 @@ fn cli_print_of_a_3x3_window() {
         }
         let vals: Vec<f64> = line
             .split_whitespace()
+            .skip(1)
             .map(|v| {
                 v.parse::<f64>()
                     .unwrap_or_else(|_| panic!("not a number '{v}' in:\n{text}"))
