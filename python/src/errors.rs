@@ -57,7 +57,7 @@ pub(crate) fn cube(e: CubeError) -> PyErr {
     match &e {
         CubeError::Store(s) => store(s),
         CubeError::Exec(x) => exec(x),
-        CubeError::Replaced(_) => PyOSError::new_err(e.to_string()),
+        CubeError::Replaced(_) | CubeError::Output(_) => PyOSError::new_err(e.to_string()),
         CubeError::UnknownBand { .. }
         | CubeError::Selection { .. }
         | CubeError::BadArg { .. }
