@@ -411,4 +411,30 @@ impl ChunkSource for BandReader {
     fn read_cost(&self, idxs: &[[u64; 3]]) -> ReadCost {
         self.cost(idxs)
     }
+    fn rows_bytes(&self) -> Option<u64> {
+        let codecs = self.meta.stream_codecs?;
+        if self.meta.inner_chunk_shape.is_some() {
+            return None;
+        }
+        let bytes = crate::graph::chunk_bytes(self);
+        // Object stores hand over the encoded chunk whole (at most its decoded size, plus
+        // zstd's bound on incompressible data).
+        let encoded = if self.store.is_remote() {
+            bytes + bytes / 128 + (64 << 10)
+        } else {
+            0
+        };
+        Some(crate::store::rows::rows_bytes(codecs, bytes) + encoded)
+    }
+    fn open_rows(&self, idx: [u64; 3]) -> Result<Box<dyn crate::store::RowRead>, ReadError> {
+        let key = self.chunk_key(idx);
+        let Some(codecs) = self.meta.stream_codecs.filter(|_| self.shards.is_none()) else {
+            return Err(self.read_error(key, "cannot be read as a stream of rows"));
+        };
+        let fill = self.array.fill_value().as_ne_bytes().to_vec();
+        let total = crate::graph::chunk_bytes(self);
+        crate::store::ChunkRows::open(&self.store, &key, codecs, total, &fill)
+            .map(|r| Box::new(r) as Box<dyn crate::store::RowRead>)
+            .map_err(|e| self.read_error(key, e))
+    }
 }

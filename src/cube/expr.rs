@@ -282,7 +282,8 @@ impl Calc {
         first.session().check_memory(
             &nodes,
             first.chunks3(),
-            output == CalcOutput::Cube,
+            // Described runs are planned as they would be written.
+            output != CalcOutput::Memory,
             persisting,
             hold,
         )?;

@@ -41,6 +41,9 @@ impl Session {
         Ok(match &node.op {
             Op::Invalid(m) => return Err(ExecError::Invalid(m.clone())),
             Op::Const(v) => ArrayD::from_elem(IxDyn(&[1, 1, 1]), F::of_f64(*v)),
+            Op::Source { src, offset } if super::rows::reads_rows(src) => {
+                self.eval_rows::<F>(src, *offset, region)?
+            }
             Op::Source { src, offset } => {
                 let shape = lens(region);
                 let pieces = chunk_pieces(&**src, *offset, region);

@@ -8,10 +8,13 @@
 //!
 //! One idea a file:
 //! - `config`: [`ExecConfig`] and allocator tuning;
-//! - `plan`: the planner, pure functions of shapes, chunk grids, dtypes and a limit;
+//! - `plan`: the planner, pure functions of shapes, chunk grids, dtypes and a limit; `path`:
+//!   which way each task runs (whole, strips, spilled, streamed) and what it holds there;
 //! - `session`: the [`Session`], its chunk cache and budget, compute / persist / explain;
 //! - `task`: running the tasks of one computation (prefetch, cancellation, per-task policy);
 //! - `eval`: the body of a task, an elementwise chain or a streaming reduction;
+//! - `strips`: planning tasks evaluated in row strips; `rows`: running them (stored chunks
+//!   read as streams of rows);
 //! - `median`: medians over time whose stacks do not fit, rechunked through the spill store;
 //! - `spill`: the scratch area, persisted intermediates and scratch arrays;
 //! - `stats`: the counters `--stats` writes and [`Explain`];
@@ -30,10 +33,13 @@ mod config;
 mod eval;
 pub mod job;
 mod median;
+mod path;
 mod plan;
+mod rows;
 mod session;
 mod spill;
 mod stats;
+mod strips;
 mod task;
 mod write;
 
@@ -41,7 +47,7 @@ pub use budget::{Budget, Reservation};
 pub use config::{total_memory, tune_allocator, ExecConfig};
 pub use session::Session;
 pub use spill::{install_interrupt_cleanup, remove_live_spill_dirs};
-pub use stats::{Explain, Progress, StatsReport};
+pub use stats::{Explain, Progress, StatsReport, TaskShape};
 pub use task::pace_tasks;
 pub use write::result_nodata;
 

@@ -10,6 +10,7 @@
 //! median streaming its chunk) is taken only by the tasks it applies to; the others run whole
 //! within the same need.
 
+use super::path::{path_need, task_path, Mode};
 use super::ExecError;
 use crate::graph::{chunk_bytes, chunk_pieces, input_region, source_chunks, Node, Op};
 use crate::store::{format_bytes, DType};
@@ -50,17 +51,20 @@ pub(crate) struct Demand {
     /// Results will be persisted beside the tasks (room for their chunks kept in memory),
     /// besides any persisted intermediate the graph already reads.
     pub(crate) persisting: bool,
+    /// The run can evaluate tasks in row strips (it writes or assigns each strip as it comes).
+    pub(crate) strips: bool,
 }
 
 /// How the tasks of a run are sized.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct TaskPlan {
-    /// Bytes each task reserves: the most any task of the run holds.
+    /// Bytes each task reserves: the most any task of the run holds on its path.
     pub(crate) need: u64,
-    /// Whether spilled medians write their chunk strip by strip (`Session::median_streamed`)
-    /// where that applies ([`streamed_plan`] is `Some` for the task's region); other tasks run
-    /// whole, within the same need.
-    pub(crate) streamed: bool,
+    /// The path tasks take where it applies; the others take the cheapest that does (see
+    /// [`task_path`]).
+    pub(crate) mode: Mode,
+    /// Rows per strip, for the tasks that run in row strips.
+    pub(crate) rows: u64,
 }
 
 /// How a median over time too large for memory rechunks through the spill store.
@@ -236,7 +240,7 @@ const CHUNK_OVERHEAD: u64 = 512;
 /// header).
 const PIECE_OVERHEAD: u64 = 256;
 
-fn px(r: &[Range<u64>; 3]) -> u64 {
+pub(crate) fn px(r: &[Range<u64>; 3]) -> u64 {
     r.iter().map(|r| r.end - r.start).product()
 }
 
@@ -440,7 +444,7 @@ fn gcd(a: u64, b: u64) -> u64 {
 
 /// The alignment period along `axis` of the sources of `nodes`: their chunk sizes' least
 /// common multiple (past 2^24, every start is its own class).
-fn alignment_period(nodes: &[&Arc<Node>], axis: usize) -> u64 {
+pub(crate) fn alignment_period(nodes: &[&Arc<Node>], axis: usize) -> u64 {
     let mut sizes = Vec::new();
     source_chunk_sizes(nodes, axis, &mut sizes);
     sizes
@@ -520,7 +524,7 @@ pub(crate) fn representative_regions(
 
 /// What one task of `nodes` over `region` holds, computed whole (and its output chunk
 /// encoded, if writing).
-fn whole_need(
+pub(crate) fn whole_need(
     nodes: &[&Arc<Node>],
     region: &[Range<u64>; 3],
     chunks: [u64; 3],
@@ -529,17 +533,29 @@ fn whole_need(
 ) -> u64 {
     let mut need = task_bytes(nodes, region, caps);
     if d.writing {
-        // The compressed output chunks (the result array itself becomes the encoder input).
+        // Per output, one after another: an edge chunk padded to the chunk shape, its bytes,
+        // their compressed copy and the checksummed one (each at most the chunk's size, about),
+        // and the encoder's context.
+        let chunk_px = chunks.iter().product::<u64>();
         need += nodes
             .iter()
-            .map(|n| chunks.iter().product::<u64>() * n.dtype.size() as u64)
-            .sum::<u64>();
+            .map(|n| {
+                let bytes = chunk_px * n.dtype.size() as u64;
+                let pad = if px(region) < chunk_px {
+                    chunk_px * caps.width
+                } else {
+                    0
+                };
+                pad + 3 * bytes + crate::store::encode::encoder_bytes(bytes)
+            })
+            .max()
+            .unwrap_or(0);
     }
     need
 }
 
 /// What a task over `region` holds when spilled medians stream where they can.
-fn streamed_need(
+pub(crate) fn streamed_need(
     nodes: &[&Arc<Node>],
     region: &[Range<u64>; 3],
     chunks: [u64; 3],
@@ -558,42 +574,6 @@ fn streamed_need(
     streamed_plan(node, region, caps, held).map(|p| p.need)
 }
 
-/// What one task over `region` holds computed whole, and streamed if it can stream (a
-/// spilled median written to a cube).
-pub(crate) fn needs_of_region(
-    nodes: &[&Arc<Node>],
-    region: &[Range<u64>; 3],
-    chunks: [u64; 3],
-    caps: Caps,
-    d: Demand,
-) -> (u64, Option<u64>) {
-    (
-        whole_need(nodes, region, chunks, caps, d),
-        streamed_need(nodes, region, chunks, caps, d),
-    )
-}
-
-/// The per-task need of `nodes` under `limit`, computed whole, and when some task can stream,
-/// the per-task need with streaming where it applies (other tasks whole).
-fn needs_at(
-    nodes: &[&Arc<Node>],
-    regions: &[[Range<u64>; 3]],
-    chunks: [u64; 3],
-    limit: u64,
-    threads: u64,
-    d: Demand,
-) -> (u64, Option<u64>) {
-    let caps = Caps::new(limit, threads, nodes);
-    let (mut whole, mut mixed, mut any) = (0u64, 0u64, false);
-    for r in regions {
-        let (w, s) = needs_of_region(nodes, r, chunks, caps, d);
-        whole = whole.max(w);
-        any |= s.is_some();
-        mixed = mixed.max(s.unwrap_or(w));
-    }
-    (whole, any.then_some(mixed))
-}
-
 /// What tasks may reserve under `limit`: the limit less the decoded-chunk cache, the persisted
 /// chunks kept in memory (at most another cache's worth) and what is held beside the tasks.
 fn room(limit: u64, persisting: bool, hold: u64) -> u64 {
@@ -605,6 +585,9 @@ fn room(limit: u64, persisting: bool, hold: u64) -> u64 {
 /// `threads` workers, or a [`ExecError::MemoryLimit`] stating the smallest limit under which
 /// they run (found by bisection, since what a task holds depends on the limit: a median
 /// rechunks through the spill store when its stacks exceed a share of it).
+///
+/// Of the paths that fit (whole, streamed medians where they apply, row strips), the one
+/// letting most tasks run side by side wins, whole before strips before streamed on a tie.
 pub(crate) fn plan_tasks(
     nodes: &[&Arc<Node>],
     chunks: [u64; 3],
@@ -620,34 +603,88 @@ pub(crate) fn plan_tasks(
     let Some(first) = nodes.first() else {
         return Ok(TaskPlan {
             need: 0,
-            streamed: false,
+            mode: Mode::Whole,
+            rows: 1,
         });
     };
     let persisting = d.persisting || nodes.iter().any(|n| has_persisted(n));
     let regions = representative_regions(nodes, first.shape, chunks);
     let room = |l: u64| room(l, persisting, d.hold);
-    let (need, streamed) = needs_at(nodes, &regions, chunks, limit, threads, d);
-    let fits = need <= room(limit);
-    if let Some(s) = streamed {
-        // Streaming when it is the only way to fit, or lets two tasks share the cores.
-        if s < need && s <= room(limit) && (!fits || (threads > 1 && 2 * s <= room(limit))) {
-            return Ok(TaskPlan {
-                need: s,
-                streamed: true,
-            });
-        }
-    }
-    if fits {
-        return Ok(TaskPlan {
-            need,
-            streamed: false,
-        });
-    }
-    // The smallest limit under which either way fits.
-    let any_fits = |l: u64| {
-        let (w, s) = needs_at(nodes, &regions, chunks, l, threads, d);
-        w <= room(l) || s.is_some_and(|s| s <= room(l))
+    // What a plan of `mode` with strips of `rows` needs: the most any region needs on its path.
+    let need_of = |l: u64, mode: Mode, rows: u64| -> u64 {
+        let caps = Caps::new(l, threads, nodes);
+        let plan = TaskPlan {
+            need: 0,
+            mode,
+            rows,
+        };
+        regions
+            .iter()
+            .map(|r| {
+                let path = task_path(nodes, r, chunks, caps, d, plan);
+                path_need(nodes, r, chunks, caps, d, path)
+            })
+            .max()
+            .unwrap_or(0)
     };
+    let full = [
+        0..chunks[0].max(1),
+        0..chunks[1].max(1),
+        0..chunks[2].max(1),
+    ];
+    let threads = threads.max(1);
+    let side_by_side = |l: u64, need: u64| (room(l) / need.max(1)).min(threads);
+    // The plans worth considering under `l`: whole, and for each other mode the strip height
+    // letting most tasks run side by side (the tallest such; `shortest`: one row, the least
+    // memory, for finding the minimum).
+    let candidates = |l: u64, shortest: bool| -> Vec<TaskPlan> {
+        let mut out = vec![TaskPlan {
+            need: need_of(l, Mode::Whole, 1),
+            mode: Mode::Whole,
+            rows: 1,
+        }];
+        let strips = super::strips::strips_apply(nodes, d);
+        let streams = nodes.len() == 1 && d.writing;
+        for mode in [Mode::Strips, Mode::Streamed] {
+            if (mode == Mode::Strips && !strips) || (mode == Mode::Streamed && !streams) {
+                continue;
+            }
+            let mut rows = if shortest || !strips {
+                1
+            } else {
+                super::strips::default_rows(&full)
+            };
+            let mut best: Option<TaskPlan> = None;
+            loop {
+                let p = TaskPlan {
+                    need: need_of(l, mode, rows),
+                    mode,
+                    rows,
+                };
+                if best.is_none_or(|b| side_by_side(l, p.need) > side_by_side(l, b.need)) {
+                    best = Some(p);
+                }
+                if rows == 1 || (p.need <= room(l) && side_by_side(l, p.need) == threads) {
+                    break;
+                }
+                rows = (rows / 2).max(1);
+            }
+            out.extend(best);
+        }
+        out
+    };
+    let best = candidates(limit, false)
+        .into_iter()
+        .filter(|p| p.need <= room(limit))
+        .fold(None::<TaskPlan>, |best, p| match best {
+            Some(b) if side_by_side(limit, b.need) >= side_by_side(limit, p.need) => Some(b),
+            _ => Some(p),
+        });
+    if let Some(p) = best {
+        return Ok(p);
+    }
+    // The smallest limit under which some way fits.
+    let any_fits = |l: u64| candidates(l, true).iter().any(|p| p.need <= room(l));
     let min = minimum_limit(limit, any_fits);
     let min_text = format_bytes(min);
     Err(ExecError::MemoryLimit {

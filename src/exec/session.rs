@@ -5,6 +5,7 @@
 use super::budget::Budget;
 use super::cache::ChunkCache;
 use super::eval::Float;
+use super::path::{task_path, TaskPath};
 use super::plan::{cache_cap, computes_f64, plan_tasks, stack_cap, Caps, Demand, TaskPlan};
 use super::spill::{Persisted, SpillArea};
 use super::stats::{Explain, Stats, StatsReport};
@@ -180,7 +181,7 @@ impl Session {
     }
 
     /// Remember the I/O counters of a source's store (its bytes read are in the statistics).
-    fn note_counters(&self, src: &Arc<dyn ChunkSource>) {
+    pub(crate) fn note_counters(&self, src: &Arc<dyn ChunkSource>) {
         let Some(c) = src.counters() else { return };
         if let Ok(mut all) = self.counters.lock() {
             if !all.iter().any(|x| Arc::ptr_eq(x, &c)) {
@@ -222,6 +223,7 @@ impl Session {
             remote: false,
             hold,
             persisting,
+            strips: true,
         };
         self.plan(nodes, chunks, demand).map(|_| ())
     }
@@ -244,16 +246,13 @@ impl Session {
         let dims: Vec<usize> = shape.iter().map(|v| *v as usize).collect();
         let result_bytes = shape.iter().product::<u64>() * node.dtype.size() as u64;
         // The tasks, the cache and the whole result must fit together.
-        let need = self
-            .plan(
-                &[node],
-                chunks,
-                Demand {
-                    hold: result_bytes,
-                    ..Demand::default()
-                },
-            )?
-            .need;
+        let demand = Demand {
+            hold: result_bytes,
+            strips: true,
+            ..Demand::default()
+        };
+        let plan = self.plan(&[node], chunks, demand)?;
+        let need = plan.need;
         let _hold = self.budget.reserve(result_bytes);
         if let Op::Source { src, offset } = &node.op {
             let fill = src.nodata().unwrap_or(0.0);
@@ -263,7 +262,25 @@ impl Session {
         }
         let out = Mutex::new(Values::filled(node.dtype, &dims, f64::NAN));
         let wide = computes_f64(&[node]);
+        let caps = self.caps(super::plan::value_width(&[node]));
         self.run_tasks(&[node], shape, chunks, need, "computing", |r| {
+            if let TaskPath::Strips(rows) = task_path(&[node], r, chunks, caps, demand, plan) {
+                // Each strip goes straight into the result (a failed task fails the whole
+                // computation, so no half result is ever returned).
+                let assign = |s: &[Range<u64>; 3], v: Values| -> Result<(), ExecError> {
+                    out.lock().map_err(|_| ExecError::Cancelled)?.assign(s, &v);
+                    Ok(())
+                };
+                return if wide {
+                    self.run_strips::<f64>(&[node], r, rows, &mut |_, s, v| {
+                        assign(s, to_dtype(v, node.dtype))
+                    })
+                } else {
+                    self.run_strips::<f32>(&[node], r, rows, &mut |_, s, v| {
+                        assign(s, to_dtype(v, node.dtype))
+                    })
+                };
+            }
             let v = if wide {
                 to_dtype(self.eval::<f64>(node, r)?, node.dtype)
             } else {
@@ -336,10 +353,16 @@ impl Session {
         }
         let limit = self.config.memory_limit;
         let output_chunks: u64 = grid_shape(node.shape, chunks).iter().product();
-        let (task_bytes, minimum_limit) = match self.plan(&[node], chunks, Demand::default()) {
-            Ok(p) => (p.need, None),
-            Err(ExecError::MemoryLimit { minimum, .. }) => (0, Some(minimum)),
-            Err(_) => (0, None),
+        // As `calc --out` would run it.
+        let demand = Demand {
+            writing: true,
+            strips: true,
+            ..Demand::default()
+        };
+        let (task_bytes, minimum_limit, task_shapes) = match self.plan(&[node], chunks, demand) {
+            Ok(p) => (p.need, None, self.task_shapes(node, chunks, demand, p)),
+            Err(ExecError::MemoryLimit { minimum, .. }) => (0, Some(minimum), Vec::new()),
+            Err(_) => (0, None, Vec::new()),
         };
         let threads = self.threads();
         let conc = (threads as u64).min(output_chunks).max(1);
@@ -358,7 +381,72 @@ impl Session {
             projected_peak_bytes: conc * task_bytes + cache_bytes.min(dec),
             memory_limit: limit,
             minimum_limit,
+            task_shapes,
         }
+    }
+
+    /// How each distinct task shape of `node` in `chunks` runs under `plan` (the planner's
+    /// own path and figures), with how many tasks have that shape.
+    fn task_shapes(
+        &self,
+        node: &Arc<Node>,
+        chunks: [u64; 3],
+        d: Demand,
+        plan: TaskPlan,
+    ) -> Vec<super::stats::TaskShape> {
+        use super::path::{is_spilled, path_need};
+        use super::plan::representative_regions;
+        let nodes = [node];
+        let caps = Caps::new(self.config.memory_limit, self.threads() as u64, &nodes);
+        // Tasks per extent along each axis: full chunks and the edge.
+        let counts: [Vec<(u64, u64)>; 3] = std::array::from_fn(|i| {
+            let (n, c) = (node.shape[i], chunks[i].max(1));
+            let mut v = vec![(c.min(n), n / c)];
+            if n % c != 0 && n > c {
+                v.push((n % c, 1));
+            }
+            v.retain(|&(_, k)| k > 0);
+            if v.is_empty() {
+                v.push((n, 1));
+            }
+            v
+        });
+        let mut out: Vec<super::stats::TaskShape> = Vec::new();
+        for r in representative_regions(&nodes, node.shape, chunks) {
+            let shape: [u64; 3] = std::array::from_fn(|i| r[i].end - r[i].start);
+            let path = task_path(&nodes, &r, chunks, caps, d, plan);
+            let bytes = path_need(&nodes, &r, chunks, caps, d, path);
+            let name = if path == TaskPath::Whole && is_spilled(&nodes, &r, caps) {
+                "spilled"
+            } else {
+                path.name()
+            };
+            let rows = match path {
+                TaskPath::Strips(rows) => Some(rows.min(shape[1])),
+                _ => None,
+            };
+            if let Some(t) = out.iter_mut().find(|t| t.shape == shape && t.path == name) {
+                t.bytes = t.bytes.max(bytes);
+                continue;
+            }
+            let tasks = (0..3)
+                .map(|i| {
+                    counts[i]
+                        .iter()
+                        .find(|(len, _)| *len == shape[i])
+                        .map(|(_, k)| *k)
+                        .unwrap_or(1)
+                })
+                .product();
+            out.push(super::stats::TaskShape {
+                shape,
+                tasks,
+                path: name.to_string(),
+                rows,
+                bytes,
+            });
+        }
+        out
     }
 
     /// Materialise a node once (memory within budget, the rest spilled) and return a node

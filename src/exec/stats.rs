@@ -79,6 +79,25 @@ pub struct Explain {
     pub memory_limit: u64,
     /// The smallest limit the computation runs under, when the limit is below it.
     pub minimum_limit: Option<u64>,
+    /// How each distinct task shape runs, written to a cube (empty if no limit fits).
+    pub task_shapes: Vec<TaskShape>,
+}
+
+/// How the tasks of one shape run (see [`Explain::task_shapes`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct TaskShape {
+    /// The output region's `[time, y, x]` extent.
+    pub shape: [u64; 3],
+    /// Tasks of this shape.
+    pub tasks: u64,
+    /// `whole` (stored chunks decoded whole), `strips` (row strips of streamed chunks),
+    /// `spilled` (a median's stacks rechunked through the spill store) or `streamed` (a spilled
+    /// median written to its chunk strip by strip).
+    pub path: String,
+    /// Rows per strip (strips only).
+    pub rows: Option<u64>,
+    /// What one such task holds at its peak.
+    pub bytes: u64,
 }
 
 impl std::fmt::Display for Explain {
@@ -103,7 +122,7 @@ impl std::fmt::Display for Explain {
         writeln!(f, "tasks                   {}", self.tasks)?;
         writeln!(
             f,
-            "per-task memory         {}",
+            "per-task memory         {} (written to a cube; by task shape below)",
             format_bytes(self.task_bytes)
         )?;
         writeln!(
@@ -118,6 +137,17 @@ impl std::fmt::Display for Explain {
             self.threads,
             format_bytes(self.memory_limit)
         )?;
+        for t in &self.task_shapes {
+            let rows = t.rows.map(|r| format!(" of {r} rows")).unwrap_or_default();
+            writeln!(
+                f,
+                "  {:>6} x {:<18} {}{rows}, {}",
+                t.tasks,
+                format!("{}x{}x{}", t.shape[0], t.shape[1], t.shape[2]),
+                t.path,
+                format_bytes(t.bytes)
+            )?;
+        }
         if let Some(m) = self.minimum_limit {
             writeln!(
                 f,

@@ -3,7 +3,7 @@
 //! what each task really allocates, so tests can hold the planner to what the executor does.
 
 use crate::graph::{next_uid, ChunkSource, Node, Op, ReadError};
-use crate::store::{DType, Values};
+use crate::store::{DType, RowRead, StoreError, Values};
 use ndarray::{ArrayD, Dimension, IxDyn};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -20,6 +20,8 @@ pub(crate) struct Synthetic {
     pub(crate) dtype: DType,
     pub(crate) nodata: Option<f64>,
     pub(crate) seed: u64,
+    /// Whether chunks can be read as streams of rows (as a stored band's can).
+    pub(crate) streams: bool,
     uid: usize,
     /// Chunks read so far.
     pub(crate) reads: AtomicU64,
@@ -29,14 +31,17 @@ pub(crate) struct Synthetic {
 }
 
 impl Synthetic {
+    /// A source whose chunks stream as rows when `streams`.
     pub(crate) fn new(
         name: &str,
         shape: [u64; 3],
         chunks: [u64; 3],
         dtype: DType,
         seed: u64,
+        streams: bool,
     ) -> Arc<Synthetic> {
         Arc::new(Synthetic {
+            streams,
             name: name.to_string(),
             shape,
             chunks,
@@ -75,6 +80,19 @@ impl Synthetic {
             f64::NAN
         } else {
             self.stored(i)
+        }
+    }
+
+    /// The stored value at chunk `idx`, element `i` of the chunk in C order (fill beyond the
+    /// array edge).
+    fn at_chunk(&self, idx: [u64; 3], i: u64) -> f64 {
+        let c = self.chunks;
+        let local = [i / (c[1] * c[2]), i / c[2] % c[1], i % c[2]];
+        let g: [u64; 3] = std::array::from_fn(|k| idx[k] * c[k] + local[k]);
+        if (0..3).any(|k| g[k] >= self.shape[k]) {
+            self.nodata.unwrap_or(f64::NAN)
+        } else {
+            self.stored(g)
         }
     }
 
@@ -155,6 +173,70 @@ impl ChunkSource for Synthetic {
             |i| <T as crate::store::Element>::from_f64(at(i.slice())),
         )));
         Ok(Arc::new(v))
+    }
+    fn rows_bytes(&self) -> Option<u64> {
+        self.streams.then_some(ROWS_BYTES)
+    }
+    fn open_rows(&self, idx: [u64; 3]) -> Result<Box<dyn RowRead>, ReadError> {
+        if !self.streams {
+            return Err(ReadError::new(
+                "synthetic",
+                self.chunk_key(idx),
+                "does not stream",
+            ));
+        }
+        self.reads.fetch_add(1, Ordering::Relaxed);
+        Ok(Box::new(SyntheticRows {
+            src: Synthetic {
+                name: self.name.clone(),
+                uid: self.uid,
+                reads: AtomicU64::new(0),
+                ..*self
+            },
+            idx,
+            pos: 0,
+        }))
+    }
+}
+
+/// What a synthetic row reader claims to hold.
+const ROWS_BYTES: u64 = 4 << 10;
+
+/// A synthetic chunk read front to back (values made as they are read).
+struct SyntheticRows {
+    src: Synthetic,
+    idx: [u64; 3],
+    /// Elements handed out so far.
+    pos: u64,
+}
+
+impl RowRead for SyntheticRows {
+    fn read(&mut self, dst: &mut [u8]) -> Result<(), StoreError> {
+        let elem = self.src.dtype.size();
+        let total = self.src.chunks.iter().product::<u64>();
+        let n = (dst.len() / elem) as u64;
+        if self.pos + n > total {
+            return Err(StoreError::Io {
+                url: "synthetic".into(),
+                key: self.src.chunk_key(self.idx),
+                msg: "read past the end of the chunk".into(),
+            });
+        }
+        for (k, out) in dst.chunks_exact_mut(elem).enumerate() {
+            let v = self.src.at_chunk(self.idx, self.pos + k as u64);
+            crate::with_dtype!(self.src.dtype, T => {
+                let t = <T as crate::store::Element>::from_f64(v);
+                out.copy_from_slice(bytemuck::bytes_of(&t));
+            });
+        }
+        self.pos += n;
+        Ok(())
+    }
+    fn finish(self: Box<Self>) -> Result<(), StoreError> {
+        Ok(())
+    }
+    fn memory(&self) -> u64 {
+        0
     }
 }
 

@@ -9,9 +9,8 @@
 //!   the tracked peak within the limit, and no task allocates more than it reserved;
 //! - `explain` reports the planner's numbers.
 
-use super::plan::{
-    cache_cap, needs_of_region, plan_tasks, representative_regions, Caps, Demand, TaskPlan,
-};
+use super::path::{path_need, task_path};
+use super::plan::{cache_cap, plan_tasks, representative_regions, Caps, Demand, TaskPlan};
 use super::testing::{measure, take_uses, Synthetic};
 use super::{ExecConfig, ExecError, Session};
 use crate::geo::GeoBox;
@@ -81,6 +80,8 @@ struct Case {
     threads: usize,
     /// Limit as a multiple of the smallest accepted one (in percent).
     headroom: u64,
+    /// The sources stream their chunks as rows (row strips may be planned).
+    streams: bool,
 }
 
 fn case() -> impl Strategy<Value = Case> {
@@ -92,41 +93,45 @@ fn case() -> impl Strategy<Value = Case> {
         1usize..=3,
         prop_oneof![Just(100u64), 100u64..400],
         any::<[u64; 12]>(),
+        any::<bool>(),
     )
-        .prop_map(|((t, y, x), _, dtype, kind, threads, headroom, r)| {
-            let shape = [t, y, x];
-            let pick = |i: usize, n: u64| 1 + r[i] % n;
-            let chunks_a = [pick(0, t), pick(1, y), pick(2, x)];
-            let chunks_b = [pick(3, t), pick(4, y), pick(5, x)];
-            let window: [Range<u64>; 3] = std::array::from_fn(|i| {
-                let s = r[6 + i] % shape[i];
-                let len = 1 + r[9 + i] % (shape[i] - s);
-                s..s + len
-            });
-            let wshape: [u64; 3] = std::array::from_fn(|i| window[i].end - window[i].start);
-            let query = [
-                pick(0, wshape[0]),
-                1 + (r[1] / 7) % wshape[1],
-                1 + (r[2] / 7) % wshape[2],
-            ];
-            Case {
-                shape,
-                chunks_a,
-                chunks_b,
-                window,
-                query,
-                dtype,
-                kind,
-                threads,
-                headroom,
-            }
-        })
+        .prop_map(
+            |((t, y, x), _, dtype, kind, threads, headroom, r, streams)| {
+                let shape = [t, y, x];
+                let pick = |i: usize, n: u64| 1 + r[i] % n;
+                let chunks_a = [pick(0, t), pick(1, y), pick(2, x)];
+                let chunks_b = [pick(3, t), pick(4, y), pick(5, x)];
+                let window: [Range<u64>; 3] = std::array::from_fn(|i| {
+                    let s = r[6 + i] % shape[i];
+                    let len = 1 + r[9 + i] % (shape[i] - s);
+                    s..s + len
+                });
+                let wshape: [u64; 3] = std::array::from_fn(|i| window[i].end - window[i].start);
+                let query = [
+                    pick(0, wshape[0]),
+                    1 + (r[1] / 7) % wshape[1],
+                    1 + (r[2] / 7) % wshape[2],
+                ];
+                Case {
+                    shape,
+                    chunks_a,
+                    chunks_b,
+                    window,
+                    query,
+                    dtype,
+                    kind,
+                    threads,
+                    headroom,
+                    streams,
+                }
+            },
+        )
 }
 
 /// The graph of a case, its two sources, and the output's `present` dims.
 fn graph(c: &Case) -> (Arc<Node>, Arc<Synthetic>, Arc<Synthetic>) {
-    let a = Synthetic::new("a", c.shape, c.chunks_a, c.dtype, 1);
-    let b = Synthetic::new("b", c.shape, c.chunks_b, c.dtype, 2);
+    let a = Synthetic::new("a", c.shape, c.chunks_a, c.dtype, 1, c.streams);
+    let b = Synthetic::new("b", c.shape, c.chunks_b, c.dtype, 2, c.streams);
     let (na, nb) = (a.node().slice(&c.window), b.node().slice(&c.window));
     let shape = na.shape;
     let f = if c.dtype == DType::F64 {
@@ -270,7 +275,8 @@ fn close(got: &[f64], want: &[f64]) -> Result<(), String> {
     Ok(())
 }
 
-/// The most any task of `nodes` over the whole grid needs (each region sized alone).
+/// The most any task of `nodes` over the whole grid needs on the path it takes (each region
+/// sized alone, its path asked as the executor asks it).
 fn max_region_need(
     nodes: &[&Arc<Node>],
     chunks: [u64; 3],
@@ -282,12 +288,8 @@ fn max_region_need(
     let caps = Caps::new(limit, threads, nodes);
     regions(nodes[0].shape, chunks)
         .map(|r| {
-            let (whole, streamed) = needs_of_region(nodes, &r, chunks, caps, d);
-            if plan.streamed {
-                streamed.unwrap_or(whole)
-            } else {
-                whole
-            }
+            let path = task_path(nodes, &r, chunks, caps, d, plan);
+            path_need(nodes, &r, chunks, caps, d, path)
         })
         .max()
         .unwrap_or(0)
@@ -326,7 +328,7 @@ proptest! {
     ) {
         let (node, _, _) = graph(&c);
         let nodes = [&node];
-        let d = Demand { writing, remote: remote && writing, ..Demand::default() };
+        let d = Demand { writing, remote: remote && writing, strips: true, ..Demand::default() };
         let threads = c.threads as u64;
         let limit = limit_kib << 10;
         match plan_tasks(&nodes, c.query, limit, threads, d) {
@@ -356,7 +358,7 @@ proptest! {
         let (node, a, b) = graph(&c);
         let nodes = [&node];
         let result = node.shape.iter().product::<u64>() * node.dtype.size() as u64;
-        let d = Demand { hold: result, ..Demand::default() };
+        let d = Demand { hold: result, strips: true, ..Demand::default() };
         let threads = c.threads as u64;
         let limit = accepted_limit(&nodes, c.query, threads, d) * c.headroom / 100;
         let s = Session::new(ExecConfig {
@@ -364,9 +366,20 @@ proptest! {
             memory_limit: limit,
             ..ExecConfig::default()
         }).unwrap();
-        let plan = s.plan(&nodes, c.query, Demand::default()).unwrap();
+        let plan = s.plan(&nodes, c.query, Demand { writing: true, strips: true, ..Demand::default() });
         let ex = s.explain(&node, c.query);
-        prop_assert_eq!(ex.task_bytes, plan.need);
+        // `explain` tells the planner's numbers for a write, shape by shape.
+        match plan {
+            Ok(p) => {
+                prop_assert_eq!(ex.task_bytes, p.need);
+                let most = ex.task_shapes.iter().map(|t| t.bytes).max().unwrap_or(0);
+                prop_assert!(most <= p.need);
+                let tasks: u64 = ex.task_shapes.iter().map(|t| t.tasks).sum();
+                prop_assert!(tasks >= 1);
+            }
+            Err(ExecError::MemoryLimit { minimum, .. }) => prop_assert_eq!(ex.minimum_limit, Some(minimum)),
+            Err(e) => prop_assert!(false, "planner error {e}"),
+        }
         prop_assert_eq!(ex.cache_bytes, cache_cap(limit));
         prop_assert_eq!(ex.memory_limit, limit);
         let id = RUN_IDS.fetch_add(1, Ordering::Relaxed);
@@ -444,6 +457,7 @@ fn spilled_median_written_with_edge_chunks() {
         kind: Kind::MedianOfBand,
         threads: 2,
         headroom: 100,
+        streams: false,
     };
     let (node, a, b) = graph(&c);
     let nodes = [&node];
@@ -531,4 +545,59 @@ fn an_interrupt_stops_the_runs_in_progress_and_not_later_ones() {
         assert_eq!(*got as f64, a.stored([t as u64, y as u64, x as u64]));
     }
     assert_eq!(s.progress().done - stopped.done, tasks);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: cases(48), ..ProptestConfig::default() })]
+
+    /// Written to a cube under the smallest accepted limit (or more), on whatever path each
+    /// task takes (whole, strips, spilled, streamed): plain loops' values read back, the tracked
+    /// peak within the limit, and no task allocating more than it reserved.
+    #[test]
+    fn writes_within_the_plan(c in case()) {
+        let (node, a, b) = graph(&c);
+        let nodes = [&node];
+        let d = Demand { writing: true, strips: true, ..Demand::default() };
+        let threads = c.threads as u64;
+        let limit = accepted_limit(&nodes, c.query, threads, d) * c.headroom / 100;
+        let s = Session::new(ExecConfig {
+            threads: c.threads,
+            memory_limit: limit,
+            ..ExecConfig::default()
+        }).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let url = dir.path().join("out");
+        let shape = node.shape;
+        let geobox = GeoBox {
+            wkt: String::new(),
+            epsg: None,
+            transform: [0.0, 10.0, 0.0, 0.0, 0.0, -10.0],
+            width: shape[2],
+            height: shape[1],
+        };
+        let times: Vec<i64> = (0..shape[0] as i64).collect();
+        let id = RUN_IDS.fetch_add(1, Ordering::Relaxed);
+        let res = {
+            let _m = measure(id);
+            s.write_cube(&[("v".to_string(), node.clone())], c.query, &times, &geobox,
+                url.to_str().unwrap(), false)
+        };
+        if let Err(e) = res {
+            return Err(TestCaseError::fail(format!("write under {limit}: {e}")));
+        }
+        let store = Arc::new(zarrs::filesystem::FilesystemStore::new(&url).unwrap());
+        let arr = zarrs::array::Array::open(store, "/v").unwrap();
+        let all = zarrs::array::ArraySubset::new_with_ranges(&[0..shape[0], 0..shape[1], 0..shape[2]]);
+        let got: Values = crate::with_dtype!(node.dtype, T => Values::from(
+            arr.retrieve_array_subset::<ndarray::ArrayD<T>>(&all).unwrap()));
+        let nodata = if matches!(c.kind, Kind::Source) { a.nodata } else { None };
+        close(&as_f64(&got, nodata), &reference(&c, &node, &a, &b)).map_err(TestCaseError::fail)?;
+        prop_assert!(s.stats().peak_tracked_bytes <= limit,
+            "tracked peak {} over the limit {limit}", s.stats().peak_tracked_bytes);
+        for u in take_uses(id) {
+            let slack = 32 << 10;
+            prop_assert!(u.peak <= u.reserved + slack,
+                "a task allocated {} with {} reserved", u.peak, u.reserved);
+        }
+    }
 }

@@ -2,7 +2,8 @@
 
 use super::eval::Float;
 use super::job::{calc_job, plan_fingerprint, prepare_shard, shard_regions, WriteReport};
-use super::plan::{computes_f64, streamed_plan, value_width, Caps, Demand};
+use super::path::{task_path, TaskPath};
+use super::plan::{computes_f64, value_width, Caps, Demand};
 use super::{ExecError, Session};
 use crate::geo::GeoBox;
 use crate::graph::{Node, Op};
@@ -97,6 +98,7 @@ impl Session {
         let demand = Demand {
             writing: true,
             remote,
+            strips: true,
             ..Demand::default()
         };
         let plan = self.plan(&nodes, chunks, demand)?;
@@ -165,23 +167,32 @@ impl Session {
                 skipped.fetch_add(arrays.len() as u64, Ordering::Relaxed);
                 return Ok(());
             }
-            // Streamed where the plan streams and this chunk's stacks spill; any other chunk
-            // runs whole within the same need.
             let node = &outputs[0].1;
-            let held = if remote {
-                chunks.iter().product::<u64>() * node.dtype.size() as u64
-            } else {
-                0
-            };
-            if plan.streamed && streamed_plan(node, r, caps, held).is_some() {
-                let key = arrays[0].chunk_key(&idx).to_string();
-                if computes_f64(&[node]) {
-                    self.write_streamed::<f64>(&store, &key, node, r, chunks, codecs)?;
-                } else {
-                    self.write_streamed::<f32>(&store, &key, node, r, chunks, codecs)?;
+            match task_path(&nodes, r, chunks, caps, demand, plan) {
+                TaskPath::Streamed => {
+                    let key = arrays[0].chunk_key(&idx).to_string();
+                    if computes_f64(&[node]) {
+                        self.write_streamed::<f64>(&store, &key, node, r, chunks, codecs)?;
+                    } else {
+                        self.write_streamed::<f32>(&store, &key, node, r, chunks, codecs)?;
+                    }
+                    self.stats.chunks_written.fetch_add(1, Ordering::Relaxed);
+                    return Ok(());
                 }
-                self.stats.chunks_written.fetch_add(1, Ordering::Relaxed);
-                return Ok(());
+                TaskPath::Strips(rows) => {
+                    let keys: Vec<String> = arrays
+                        .iter()
+                        .map(|a| a.chunk_key(&idx).to_string())
+                        .collect();
+                    let wide = computes_f64(&nodes);
+                    if wide {
+                        self.write_strips::<f64>(&store, &keys, &nodes, r, chunks, rows, codecs)?;
+                    } else {
+                        self.write_strips::<f32>(&store, &keys, &nodes, r, chunks, rows, codecs)?;
+                    }
+                    return Ok(());
+                }
+                TaskPath::Whole => {}
             }
             for ((_, node), arr) in outputs.iter().zip(&arrays) {
                 let res = if computes_f64(&[node]) {
@@ -262,6 +273,63 @@ impl Session {
         w.finish()?;
         Ok(())
     }
+}
+
+impl Session {
+    /// Compute the output chunks of `nodes` over `r` in strips of `rows` rows, each strip
+    /// encoded as it comes; the chunks read are verified before any output chunk is committed.
+    #[allow(clippy::too_many_arguments)]
+    fn write_strips<F: Float + bytemuck::Pod>(
+        &self,
+        store: &Store,
+        keys: &[String],
+        nodes: &[&Arc<Node>],
+        r: &[Range<u64>; 3],
+        chunks: [u64; 3],
+        rows: u64,
+        codecs: Codecs,
+    ) -> Result<(), ExecError> {
+        let region = [0, 1, 2].map(|i| r[i].end - r[i].start);
+        let mut writers = Vec::new();
+        for (node, key) in nodes.iter().zip(keys) {
+            let nd = result_nodata(node);
+            let w = crate::with_dtype!(node.dtype, T => crate::store::ChunkWriter::new(
+                store, key, codecs, chunks, region, <T as Element>::from_f64(nd),
+            ))?;
+            writers.push(w);
+        }
+        self.run_strips::<F>(nodes, r, rows, &mut |i, _, v| {
+            let (node, w) = (nodes[i], &mut writers[i]);
+            push_strip(w, node, v).map_err(|e| ExecError::write(keys[i].clone(), e))
+        })?;
+        for w in writers {
+            w.finish()?;
+            self.stats.chunks_written.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+}
+
+/// Push a strip computed in `F` as the node's dtype (missing values become its nodata).
+fn push_strip<F: Float + bytemuck::Pod>(
+    w: &mut crate::store::ChunkWriter<'_>,
+    node: &Node,
+    v: ArrayD<F>,
+) -> Result<(), crate::store::StoreError> {
+    if node.dtype == F::DTYPE {
+        if let Some(flat) = v.as_slice() {
+            return w.push_rows(flat, F::nan());
+        }
+        let flat: Vec<F> = v.iter().copied().collect();
+        return w.push_rows(&flat, F::nan());
+    }
+    let nd = result_nodata(node);
+    crate::with_dtype!(node.dtype, T => {
+        let typed: Vec<T> = v.iter().map(|&x| {
+            <T as Element>::from_f64(if x.is_nan() { nd } else { <F as Element>::to_f64(x) })
+        }).collect();
+        w.push_rows(&typed, <T as Element>::from_f64(nd))
+    })
 }
 
 /// The nodata of a result: a loaded band keeps its own; other results are NaN (floats) or 0.

@@ -3,7 +3,7 @@
 //! synthetic array in tests. Graph and executor see only this trait, so they never depend on
 //! how a cube is opened, and the planner can be tested over shapes alone.
 
-use crate::store::{DType, IoCounters, Values};
+use crate::store::{DType, IoCounters, RowRead, Values};
 use std::ops::Range;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -69,6 +69,21 @@ pub trait ChunkSource: Send + Sync + std::fmt::Debug {
     fn chunk_key(&self, idx: [u64; 3]) -> String;
     /// Read and decode chunk `idx`: the full chunk shape, fill beyond the array edge.
     fn read_chunk(&self, idx: [u64; 3]) -> Result<Arc<Values>, ReadError>;
+    /// The bytes one open row reader of a chunk holds ([`ChunkSource::open_rows`]), when this
+    /// source's chunks can be read front to back as a stream of rows; `None`: whole chunks
+    /// only (sharded, persisted, or a codec chain that does not stream).
+    fn rows_bytes(&self) -> Option<u64> {
+        None
+    }
+    /// Open chunk `idx` to read front to back in C order (raw little-endian values of its
+    /// dtype, the full chunk shape, fill beyond the array edge), verified when finished.
+    fn open_rows(&self, idx: [u64; 3]) -> Result<Box<dyn RowRead>, ReadError> {
+        Err(ReadError::new(
+            format!("'{}'", self.name()),
+            self.chunk_key(idx),
+            "cannot be read as a stream of rows",
+        ))
+    }
     /// Announce chunks about to be read, so a remote source fetches them concurrently ahead
     /// of the workers. Returns at once.
     fn prefetch(self: Arc<Self>, _idxs: Vec<[u64; 3]>) {}

@@ -69,6 +69,13 @@ impl IoCounters {
         }
     }
 
+    /// Count a chunk value read outside the layers (streamed from its file).
+    pub(crate) fn record_read(&self, key: &str, bytes: u64) {
+        if let Ok(k) = StoreKey::new(key) {
+            self.record_get(&k, bytes);
+        }
+    }
+
     fn record_get(&self, key: &StoreKey, bytes: u64) {
         if is_data_chunk(key.as_str()) {
             self.chunk_gets.fetch_add(1, Ordering::Relaxed);

@@ -11,12 +11,46 @@ use std::path::PathBuf;
 use zstd::zstd_safe::{CCtx, CParameter, InBuffer, OutBuffer};
 
 /// The bytes a [`ChunkWriter`] holds for a chunk of `chunk_bytes` decoded bytes, besides the
-/// encoded value itself when the store is not local: zstd's window of recent input (a
-/// streaming encoder keeps its own copy) and the output buffer. zstd's match tables (at most
-/// about 1.5 MiB a thread at level 3, as for any encoder of a whole chunk) belong to the fixed
-/// overhead.
+/// encoded value itself when the store is not local: the encoder's context (see
+/// [`encoder_bytes`]) and the output buffer.
 pub fn writer_bytes(chunk_bytes: u64) -> u64 {
-    chunk_bytes.min(2 << 20) + (128 << 10)
+    encoder_bytes(chunk_bytes) + CCtx::out_size() as u64
+}
+
+/// What a zstd encoder at the results' level (3) holds for a chunk of `chunk_bytes`: its
+/// window, match tables and buffers, measured once per size class from a real context (zstd
+/// sizes them from the level and the pledged size alone).
+pub fn encoder_bytes(chunk_bytes: u64) -> u64 {
+    static MEASURED: std::sync::Mutex<Vec<(u64, u64)>> = std::sync::Mutex::new(Vec::new());
+    // zstd's parameters change at powers of two of the source size.
+    let class = chunk_bytes.max(1).next_power_of_two();
+    if let Some(&(_, b)) = MEASURED
+        .lock()
+        .ok()
+        .and_then(|m| m.iter().find(|(c, _)| *c == class).copied())
+        .as_ref()
+    {
+        return b;
+    }
+    let mut c = CCtx::create();
+    let mut out = vec![0u8; CCtx::out_size()];
+    let measured = c
+        .set_parameter(CParameter::CompressionLevel(
+            Codecs::default().zstd_level.unwrap_or(3),
+        ))
+        .and_then(|_| c.set_pledged_src_size(Some(class)))
+        .and_then(|_| {
+            let mut input = InBuffer::around(&[0u8; 1][..]);
+            let mut o = OutBuffer::around(&mut out[..]);
+            c.compress_stream(&mut o, &mut input)
+        })
+        .map(|_| c.sizeof() as u64)
+        // A generous bound if zstd refused (it does not at level 3).
+        .unwrap_or(class.min(8 << 20) + (2 << 20));
+    if let Ok(mut m) = MEASURED.lock() {
+        m.push((class, measured));
+    }
+    measured
 }
 
 /// Where the encoded bytes go.
@@ -215,7 +249,11 @@ impl<'s> ChunkWriter<'s> {
     /// Pass encoded bytes (`bytes`, or the first `n` of the output buffer) to the checksum and
     /// the sink.
     fn emit(&mut self, n: usize, bytes: Option<&[u8]>) -> Result<(), StoreError> {
-        let b = bytes.unwrap_or(&self.out[..n]);
+        // Not `unwrap_or`: it would slice the output buffer even when `bytes` is given.
+        let b = match bytes {
+            Some(b) => b,
+            None => &self.out[..n],
+        };
         if b.is_empty() {
             return Ok(());
         }

@@ -86,6 +86,10 @@ pub struct BandMeta {
     /// What the cube's chunk manifest says about this band (None: no manifest, Zarr's rule
     /// that an absent chunk is fill applies).
     pub manifest: Option<super::manifest::Listed>,
+    /// The codecs, when the chain is one a chunk can be decoded from as a stream of rows
+    /// (`bytes` little-endian, then optionally `zstd`, then optionally `crc32c`; no sharding,
+    /// no transpose): see [`crate::store::ChunkRows`].
+    pub stream_codecs: Option<Codecs>,
 }
 
 impl BandMeta {
@@ -419,6 +423,10 @@ fn parse_band(store: &Store, name: &str, doc: &Value) -> Result<Option<BandMeta>
             inner = Some([cs[0], cs[1], cs[2]]);
         }
     }
+    let stream_codecs = doc
+        .get("codecs")
+        .and_then(Value::as_array)
+        .and_then(|c| streamable(c));
     let attributes = doc
         .get("attributes")
         .and_then(Value::as_object)
@@ -439,7 +447,36 @@ fn parse_band(store: &Store, name: &str, doc: &Value) -> Result<Option<BandMeta>
         chunk_shape: [grid[0], grid[1], grid[2]],
         inner_chunk_shape: inner,
         attributes,
+        stream_codecs,
     }))
+}
+
+/// The codecs of a chain that decodes as a stream of rows (see [`BandMeta::stream_codecs`]).
+fn streamable(codecs: &[Value]) -> Option<Codecs> {
+    let name = |c: &Value| c.get("name").and_then(Value::as_str).map(str::to_string);
+    let mut it = codecs.iter();
+    let first = it.next()?;
+    let endian = first
+        .pointer("/configuration/endian")
+        .and_then(Value::as_str);
+    if name(first)? != "bytes" || !matches!(endian, None | Some("little")) {
+        return None;
+    }
+    let mut out = Codecs {
+        zstd_level: None,
+        crc32c: false,
+    };
+    let mut next = it.next();
+    if let Some(c) = next.filter(|c| name(c).as_deref() == Some("zstd")) {
+        let level = c.pointer("/configuration/level").and_then(Value::as_i64)?;
+        out.zstd_level = Some(i32::try_from(level).ok()?);
+        next = it.next();
+    }
+    if next.is_some_and(|c| name(c).as_deref() == Some("crc32c")) {
+        out.crc32c = true;
+        next = it.next();
+    }
+    next.is_none().then_some(out)
 }
 
 /// Parse a CF time unit (`days since 1970-01-01`, `seconds since 2019-01-01 00:00:00`, …)
