@@ -587,7 +587,7 @@ fn room(limit: u64, persisting: bool, hold: u64) -> u64 {
 /// rechunks through the spill store when its stacks exceed a share of it).
 ///
 /// Of the paths that fit (whole, streamed medians where they apply, row strips), the one
-/// letting most tasks run side by side wins, whole before strips before streamed on a tie.
+/// letting most tasks run side by side wins (see the ranking below).
 pub(crate) fn plan_tasks(
     nodes: &[&Arc<Node>],
     chunks: [u64; 3],
@@ -673,11 +673,25 @@ pub(crate) fn plan_tasks(
         }
         out
     };
-    let best = candidates(limit, false)
+    // Most tasks side by side first; on a tie a streamed median (it never holds its result,
+    // and its tasks share the cores) when there are cores to share, else whole (the fastest),
+    // then strips.
+    let rank = |p: &TaskPlan| {
+        let pref = match p.mode {
+            Mode::Streamed if threads > 1 => 3,
+            Mode::Whole => 2,
+            Mode::Strips => 1,
+            Mode::Streamed => 0,
+        };
+        (side_by_side(limit, p.need), pref)
+    };
+    let all = candidates(limit, false);
+    let whole = all[0].need;
+    let best = all
         .into_iter()
-        .filter(|p| p.need <= room(limit))
+        .filter(|p| p.need <= room(limit) && (p.mode != Mode::Streamed || p.need < whole))
         .fold(None::<TaskPlan>, |best, p| match best {
-            Some(b) if side_by_side(limit, b.need) >= side_by_side(limit, p.need) => Some(b),
+            Some(b) if rank(&b) >= rank(&p) => Some(b),
             _ => Some(p),
         });
     if let Some(p) = best {

@@ -13,8 +13,16 @@ use zstd::zstd_safe::{DCtx, DParameter, InBuffer, OutBuffer};
 const READ_BUF: usize = 128 << 10;
 /// zstd's largest block: the decoder keeps two of them beside its window, and an input block.
 const ZSTD_BLOCK: u64 = 128 << 10;
-/// A decoder context's own tables (measured: about 160 KiB with zstd 1.5; see the tests).
-const DCTX_BASE: u64 = 224 << 10;
+/// A decoder context's own tables, before any window (measured once).
+fn dctx_base() -> u64 {
+    static BASE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *BASE.get_or_init(|| DCtx::create().sizeof() as u64)
+}
+
+/// The read buffer of a chunk of `chunk_bytes` (never more than the chunk's encoded bound).
+fn read_buf(chunk_bytes: u64) -> usize {
+    READ_BUF.min((chunk_bytes + chunk_bytes / 128 + 1024) as usize)
+}
 
 /// A chunk read front to back, as raw little-endian bytes of its dtype in C order.
 pub trait RowRead: Send {
@@ -44,12 +52,12 @@ pub fn window_log(level: i32) -> u32 {
 /// What one [`ChunkRows`] of a chunk of `chunk_bytes` decoded bytes, written with `codecs`,
 /// holds at most (the planner's figure; [`ChunkRows::open`] refuses frames that would ask more).
 pub fn rows_bytes(codecs: Codecs, chunk_bytes: u64) -> u64 {
-    let read = READ_BUF as u64;
+    let read = read_buf(chunk_bytes) as u64;
     match codecs.zstd_level {
         None => read,
         Some(level) => {
             let window = chunk_bytes.min(1 << window_log(level));
-            window + 3 * ZSTD_BLOCK.min(window.max(1)) + DCTX_BASE + read
+            window + 3 * ZSTD_BLOCK.min(window.max(1)) + dctx_base() + read
         }
     }
 }
@@ -165,7 +173,7 @@ impl ChunkRows {
             None => None,
         };
         let inline = match &input {
-            Input::File(_) => READ_BUF.min(size as usize),
+            Input::File(_) => read_buf(total).min(size as usize),
             Input::Mem(..) => 0,
         };
         Ok(ChunkRows {
