@@ -191,6 +191,8 @@ impl ChunkSource for Synthetic {
                 name: self.name.clone(),
                 uid: self.uid,
                 reads: AtomicU64::new(0),
+                interrupt_at: AtomicU64::new(0),
+                session: std::sync::OnceLock::new(),
                 ..*self
             },
             idx,

@@ -508,7 +508,7 @@ fn spilled_median_written_with_edge_chunks() {
 
 #[test]
 fn an_interrupt_stops_the_runs_in_progress_and_not_later_ones() {
-    let a = Synthetic::new("a", [4, 64, 64], [1, 8, 8], DType::U16, 3);
+    let a = Synthetic::new("a", [4, 64, 64], [1, 8, 8], DType::U16, 3, false);
     let s = Session::new(ExecConfig {
         threads: 2,
         memory_limit: 256 << 20,
