@@ -6,6 +6,8 @@
 # mean) and 2048x2048 chunks (median over time under a 48 MiB limit).
 #   bash bench/calc.sh            # prints a table and writes bench-data/calc-results.jsonl
 #   SKIP_DISTRIBUTED=1 bash bench/calc.sh   # without the (slow) dask distributed runs
+# Also (issue 12): a 3600x4200x6 cube ingested with 4096² chunks (NDVI and mean under 64 MiB vs
+# 4 GiB) and with 2048² chunks (a limit sweep of NDVI, mean and median vs dask threads).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 B=./target/release/chunkcube
@@ -59,6 +61,26 @@ if [ "${SKIP_DISTRIBUTED:-0}" != 1 ]; then
     run "dask distributed (memory_limit 48MiB) median" timeout $T python3 bench/calc_dask.py $D/cube2048 $D/out-med-dist median --distributed 48MiB
     run "dask distributed (memory_limit 64MiB) ndvi" timeout $T python3 bench/calc_dask.py $D/cube1024 $D/out-ndvi-dist ndvi --distributed 64MiB
 fi
+echo
+echo "== memory independent of the chunk size: 4096x4096 chunks (edge chunks both ways) =="
+[ -f $D/edge-tiles/manifest.csv ] || ./target/release/examples/make_fixtures --out $D/edge-tiles --tile-size 3600x4200 \
+    --grid 1 --bands red,nir --years 2015,2016,2017,2018,2019,2020 --block 512 --no-float-band
+[ -f $D/edge4096/zarr.json ] || $B ingest --manifest $D/edge-tiles/manifest.csv --out $D/edge4096 --chunks time=1,y=4096,x=4096 --quiet --overwrite
+[ -f $D/edge2048/zarr.json ] || $B ingest --manifest $D/edge-tiles/manifest.csv --out $D/edge2048 --chunks time=1,y=2048,x=2048 --quiet --overwrite
+for L in 64MiB 4GiB; do
+    run "chunkcube 4096² ndvi --memory-limit $L" $B calc $D/edge4096 --expr 'ndvi=(nir-red)/(nir+red)' --out $D/out-e4-ndvi --overwrite --quiet --memory-limit $L
+    run "chunkcube 4096² ndvi mean --memory-limit $L" $B calc $D/edge4096 --expr 'ndvi=(nir-red)/(nir+red)' --reduce mean:time --out $D/out-e4-mean --overwrite --quiet --memory-limit $L
+done
+echo
+echo "== limit sweep, 2048x2048 chunks with edge chunks, vs dask threads =="
+for L in 48MiB 64MiB 128MiB 1GiB; do
+    run "chunkcube ndvi --memory-limit $L" $B calc $D/edge2048 --expr 'ndvi=(nir-red)/(nir+red)' --out $D/out-e2-ndvi --overwrite --quiet --memory-limit $L
+    run "chunkcube mean --memory-limit $L" $B calc $D/edge2048 --expr 'ndvi=(nir-red)/(nir+red)' --reduce mean:time --out $D/out-e2-mean --overwrite --quiet --memory-limit $L
+    run "chunkcube median --memory-limit $L" $B calc $D/edge2048 --expr 'm=nir' --reduce median:time --out $D/out-e2-med --overwrite --quiet --memory-limit $L
+done
+run "dask threads ndvi (edge2048)" python3 bench/calc_dask.py $D/edge2048 $D/out-e2-ndvi-dask ndvi
+run "dask threads mean (edge2048)" python3 bench/calc_dask.py $D/edge2048 $D/out-e2-mean-dask mean
+run "dask threads median (edge2048)" python3 bench/calc_dask.py $D/edge2048 $D/out-e2-med-dask median
 echo
 echo "median spill stats: $(tr -d '\n ' < $D/med48-stats.json)"
 echo
