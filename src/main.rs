@@ -146,7 +146,9 @@ struct Selection {
     /// Index ranges in cube indices, e.g. time=0:1,y=100:200,x=100:200 (end exclusive).
     #[arg(long, value_name = "DIM=A:B,...")]
     isel: Option<String>,
-    /// Inclusive time range START/END (ISO dates or years), e.g. 2019-01-01/2019-12-31.
+    /// Time range START/END, inclusive, of ISO periods: a year or year-month END means its
+    /// whole period (2019/2020 is both years), a single period (2019, 2019-06) that period;
+    /// e.g. 2019-01-01/2019-06-30, 2019-07-02T10:00/2019-07-02T12:00.
     #[arg(long, value_name = "START/END")]
     time: Option<String>,
     /// Bands to use, e.g. red,nir (default: all).
@@ -317,10 +319,7 @@ fn build_query(sel: &Selection) -> Result<Query> {
         q = q.isel_spec(s)?;
     }
     if let Some(t) = &sel.time {
-        let (a, b) = t
-            .split_once('/')
-            .ok_or_else(|| anyhow!("invalid --time '{t}': expected START/END"))?;
-        q = q.time(a, b)?;
+        q = q.time_spec(t)?;
     }
     if let Some(c) = &sel.chunks {
         q.chunks = Some(ChunkSpec::parse(c)?);

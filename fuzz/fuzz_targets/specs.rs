@@ -8,6 +8,8 @@ fuzz_target!(|data: &[u8]| {
         let _ = chunkcube::store::parse_bytes(s);
         let _ = chunkcube::Query::new().isel_spec(s);
         let _ = chunkcube::geo::parse_time(s);
+        let _ = chunkcube::geo::parse_time_range(s);
+        let _ = chunkcube::geo::CfUnits::parse(s);
         let _ = chunkcube::store::Location::parse(s);
     }
 });

@@ -46,8 +46,8 @@ def mask_nodata(a: np.ndarray, nodata) -> np.ndarray:
     return out
 
 
-def times_to_datetime(days) -> np.ndarray:
-    return (np.asarray(days, dtype="int64").astype("datetime64[D]")).astype("datetime64[ns]")
+def times_to_datetime(micros) -> np.ndarray:
+    return (np.asarray(micros, dtype="int64").astype("datetime64[us]")).astype("datetime64[ns]")
 
 
 def x_coords(g) -> np.ndarray:

@@ -101,7 +101,7 @@ class ChunkcubeBackendEntrypoint(BackendEntrypoint):
             variables[b] = xr.Variable(_xr.DIMS, data, attrs, {"preferred_chunks": chunks, "dtype": np.dtype(a.dtype)})
         coords = {
             "time": xr.Variable("time", np.asarray(first.times, "int64"),
-                                {"units": "days since 1970-01-01", "calendar": "proleptic_gregorian"}),
+                                {"units": "microseconds since 1970-01-01", "calendar": "proleptic_gregorian"}),
             "y": xr.Variable("y", _xr.y_coords(g)),
             "x": xr.Variable("x", _xr.x_coords(g)),
             "spatial_ref": _xr.spatial_ref(g),

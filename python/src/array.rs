@@ -147,10 +147,11 @@ impl PyArray {
     fn nodata(&self) -> Option<f64> {
         self.nodata
     }
-    /// Time coordinates, days since 1970-01-01 (empty once time is reduced).
+    /// Time coordinates, microseconds since 1970-01-01 (times of day kept; empty once time
+    /// is reduced).
     #[getter]
     fn times(&self) -> Vec<i64> {
-        self.inner.times().to_vec()
+        self.inner.times().iter().map(|t| t.micros()).collect()
     }
     /// The grid: `{wkt, epsg, transform, width, height}` (transform as GDAL's geotransform).
     #[getter]

@@ -7,7 +7,7 @@
 
 use super::{BandReader, ChunkSummary, Cube, CubeError, Dataset};
 use crate::exec::Session;
-use crate::geo::GeoBox;
+use crate::geo::{GeoBox, Time};
 use crate::graph::{BinaryOp, Node, Op, ReduceOp, UnaryOp};
 use crate::store::{format_bytes, ChunkSpec, DType, Values, DIMS};
 use std::ops::Range;
@@ -18,13 +18,14 @@ use std::sync::Arc;
 pub struct DataArray {
     name: String,
     pub(super) node: Arc<Node>,
-    pub(super) times: Vec<i64>,
+    pub(super) times: Vec<Time>,
     pub(super) geobox: GeoBox,
     chunks: [u64; 3],
     values: Option<Values>,
     pub(super) session: Arc<Session>,
-    /// The first time step of the input of a reduction over time (the label written to cubes).
-    pub(super) time_label: Option<i64>,
+    /// The first and last time steps a reduction over time reduced: the label (first) and
+    /// the CF time bounds written to cubes.
+    pub(super) time_span: Option<[Time; 2]>,
 }
 
 impl DataArray {
@@ -65,7 +66,7 @@ impl DataArray {
             chunks,
             values: None,
             session: cube.session().clone(),
-            time_label: None,
+            time_span: None,
         }
     }
 
@@ -108,9 +109,13 @@ impl DataArray {
     pub fn dtype(&self) -> DType {
         self.node.dtype
     }
-    /// Time coordinates (days since 1970-01-01); empty when time was reduced.
-    pub fn times(&self) -> &[i64] {
+    /// Time coordinates; empty when time was reduced.
+    pub fn times(&self) -> &[Time] {
         &self.times
+    }
+    /// When time was reduced: the first and last steps reduced (CF `bounds` of the result).
+    pub fn time_span(&self) -> Option<[Time; 2]> {
+        self.time_span
     }
     /// The grid of the selection (CRS, transform of its first pixel, size).
     pub fn geobox(&self) -> &GeoBox {
@@ -194,9 +199,11 @@ impl DataArray {
 
     fn with_node(&self, node: Arc<Node>) -> DataArray {
         let mut times = self.times.clone();
-        let mut time_label = self.time_label;
+        let mut time_span = self.time_span;
         if !node.present[0] {
-            time_label = time_label.or(times.first().copied());
+            if let (Some(a), Some(b)) = (times.first(), times.last()) {
+                time_span = time_span.or(Some([*a, *b]));
+            }
             times.clear();
         }
         DataArray {
@@ -207,7 +214,7 @@ impl DataArray {
             chunks: self.chunks,
             values: None,
             session: self.session.clone(),
-            time_label,
+            time_span,
         }
     }
 
@@ -255,7 +262,8 @@ impl DataArray {
     }
 
     /// Select by coordinate ranges (inclusive): `("x", min, max)`, `("y", min, max)` in the
-    /// cube CRS, or `("time", start_day, end_day)`.
+    /// cube CRS, or `("time", start_day, end_day)` in days since 1970-01-01 (fractions are
+    /// times of day).
     pub fn sel(&self, sel: &[(&str, f64, f64)]) -> Result<DataArray, CubeError> {
         let mut isel: Vec<(&str, Range<u64>)> = Vec::new();
         for (dim, lo, hi) in sel {
@@ -271,7 +279,7 @@ impl DataArray {
                         .times
                         .iter()
                         .enumerate()
-                        .filter(|(_, t)| (**t as f64) >= *lo && (**t as f64) <= *hi)
+                        .filter(|(_, t)| t.days_f64() >= *lo && t.days_f64() <= *hi)
                         .map(|(i, _)| i)
                         .collect();
                     match (idx.first(), idx.last()) {
@@ -375,7 +383,7 @@ impl DataArray {
         out.values = None;
         out.node = Node::new(op_, shape, present, float_of(&[a, b]));
         if !present[0] {
-            out.time_label = out.time_label.or(self.time_label).or(other.time_label);
+            out.time_span = out.time_span.or(self.time_span).or(other.time_span);
             out.times.clear();
         }
         out
@@ -564,12 +572,7 @@ impl std::fmt::Display for DataArray {
             None => write!(f, "{}", self.summary())?,
         }
         if !self.times.is_empty() {
-            let t: Vec<String> = self
-                .times
-                .iter()
-                .take(4)
-                .map(|d| crate::geo::days_to_iso(*d))
-                .collect();
+            let t: Vec<String> = self.times.iter().take(4).map(|d| d.to_string()).collect();
             writeln!(
                 f,
                 "  * time  {}{}",
@@ -597,9 +600,11 @@ impl std::fmt::Display for DataArray {
         writeln!(
             f,
             "    spatial_ref  {}",
-            g.epsg
-                .map(|e| format!("EPSG:{e}"))
-                .unwrap_or_else(|| "(custom CRS)".into())
+            match (g.epsg, g.wkt.is_empty()) {
+                (Some(e), _) => format!("EPSG:{e}"),
+                (None, true) => "none (no CRS)".into(),
+                (None, false) => "(custom CRS)".into(),
+            }
         )
     }
 }

@@ -3,6 +3,7 @@
 
 use super::{CubeError, DataArray};
 use crate::exec::job::WriteReport;
+use crate::geo::Time;
 use crate::graph::Node;
 use crate::store::job::Shard;
 use std::sync::Arc;
@@ -69,7 +70,7 @@ impl Dataset {
 
     /// The fingerprint of writing this dataset (what every worker of one job shares).
     pub fn plan_fingerprint(&self) -> Result<String, CubeError> {
-        let (outs, times, first) = self.outputs()?;
+        let (outs, times, _, first) = self.outputs()?;
         Ok(crate::exec::job::plan_fingerprint(
             &outs,
             first.chunks3(),
@@ -78,8 +79,19 @@ impl Dataset {
         ))
     }
 
+    /// The outputs, the time steps and their CF bounds (steps that stand for a reduced range).
     #[allow(clippy::type_complexity)]
-    fn outputs(&self) -> Result<(Vec<(String, Arc<Node>)>, Vec<i64>, &DataArray), CubeError> {
+    fn outputs(
+        &self,
+    ) -> Result<
+        (
+            Vec<(String, Arc<Node>)>,
+            Vec<Time>,
+            Option<Vec<[Time; 2]>>,
+            &DataArray,
+        ),
+        CubeError,
+    > {
         let Some((_, first)) = self.vars.first() else {
             return Err(CubeError::Selection {
                 what: "to_zarr".into(),
@@ -91,12 +103,14 @@ impl Dataset {
             .iter()
             .map(|(n, d)| (n.clone(), d.node.clone()))
             .collect();
-        let times = if first.times.is_empty() {
-            vec![first.time_label.unwrap_or(0)]
-        } else {
-            first.times.clone()
+        // A reduced time axis is one step labelled with its first date, its CF bounds the
+        // first and last steps reduced.
+        let (times, bounds) = match (first.times.is_empty(), first.time_span) {
+            (false, _) => (first.times.clone(), None),
+            (true, Some(span)) => (vec![span[0]], Some(vec![span])),
+            (true, None) => (vec![Time::EPOCH], None),
         };
-        Ok((outs, times, first))
+        Ok((outs, times, bounds, first))
     }
 
     fn write(
@@ -105,11 +119,12 @@ impl Dataset {
         overwrite: bool,
         shard: Option<Shard>,
     ) -> Result<WriteReport, CubeError> {
-        let (outs, times, first) = self.outputs()?;
+        let (outs, times, bounds, first) = self.outputs()?;
         Ok(first.session.write_cube_shard(
             &outs,
             first.chunks3(),
             &times,
+            bounds.as_deref(),
             &first.geobox,
             url,
             overwrite,

@@ -18,13 +18,19 @@ pub struct CubeInfo {
     pub shape: [u64; 3],
     /// `EPSG:n` when the CRS has an EPSG code.
     pub crs: Option<String>,
+    /// Whether the cube has a CRS at all (without one it is computed in pixel space).
+    pub has_crs: bool,
     /// Bounds in the cube's CRS: min x, min y, max x, max y.
     pub bounds: [f64; 4],
+    /// The extent in EPSG:4326: min lon, min lat, max lon, max lat (none without a CRS).
+    pub lonlat_bounds: Option<[f64; 4]>,
+    /// The store's Zarr format (2 for Zarr v2 stores other tools wrote).
+    pub zarr_format: u8,
     /// GDAL geotransform of the first pixel.
     pub transform: [f64; 6],
     /// Pixel size along x and y (y negative for north-up).
     pub resolution: [f64; 2],
-    /// Time steps as ISO dates.
+    /// Time steps: ISO dates at midnight, ISO datetimes (UTC) otherwise.
     pub time: Vec<String>,
     /// The bands.
     pub bands: Vec<BandInfo>,
@@ -98,14 +104,13 @@ impl CubeInfo {
             dims: crate::store::DIMS,
             shape: [m.times.len() as u64, g.height, g.width],
             crs: g.epsg.map(|e| format!("EPSG:{e}")),
+            has_crs: g.has_crs(),
             bounds: g.bounds(),
+            lonlat_bounds: g.lonlat_bounds().ok(),
+            zarr_format: m.zarr_format,
             transform: g.transform,
             resolution: [g.dx(), g.dy()],
-            time: m
-                .times
-                .iter()
-                .map(|t| crate::geo::days_to_iso(*t))
-                .collect(),
+            time: m.times.iter().map(|t| t.to_string()).collect(),
             chunks: bands.iter().map(|b| b.chunks).sum(),
             stored_bytes: bands.iter().map(|b| b.stored_bytes).sum(),
             bands,
@@ -122,17 +127,28 @@ impl std::fmt::Display for CubeInfo {
             "dims        time: {}, y: {}, x: {}",
             self.shape[0], self.shape[1], self.shape[2]
         )?;
-        writeln!(
-            f,
-            "crs         {}",
-            self.crs.as_deref().unwrap_or("custom (see spatial_ref)")
-        )?;
+        if self.zarr_format != 3 {
+            writeln!(f, "format      Zarr v{}", self.zarr_format)?;
+        }
+        let crs = match (&self.crs, self.has_crs) {
+            (Some(c), _) => c.as_str(),
+            (None, true) => "custom (see spatial_ref)",
+            (None, false) => "none (x/y as stored; select with --bbox or --isel)",
+        };
+        writeln!(f, "crs         {crs}")?;
         let b = self.bounds;
         writeln!(
             f,
             "bounds      {:.2}, {:.2}, {:.2}, {:.2} (minx, miny, maxx, maxy)",
             b[0], b[1], b[2], b[3]
         )?;
+        if let Some(l) = self.lonlat_bounds {
+            writeln!(
+                f,
+                "lon/lat     {:.6}, {:.6}, {:.6}, {:.6} (min lon, min lat, max lon, max lat; EPSG:4326)",
+                l[0], l[1], l[2], l[3]
+            )?;
+        }
         writeln!(
             f,
             "resolution  {} x {}",

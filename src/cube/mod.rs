@@ -165,9 +165,19 @@ impl Cube {
     }
     /// A band's reader.
     pub fn band(&self, name: &str) -> Result<&Arc<BandReader>, CubeError> {
-        self.bands.get(name).ok_or_else(|| CubeError::UnknownBand {
-            name: name.to_string(),
-            available: self.band_names().join(", "),
+        self.bands.get(name).ok_or_else(|| {
+            let mut available = self.band_names().join(", ");
+            // An array the cube skipped: say why it is not a band.
+            if let Some((_, dims)) = self.meta.skipped.iter().find(|(n, _)| n == name) {
+                available += &format!(
+                    " ('{name}' has dimensions ({}); chunkcube reads (time, y, x))",
+                    dims.join(", ")
+                );
+            }
+            CubeError::UnknownBand {
+                name: name.to_string(),
+                available,
+            }
         })
     }
 

@@ -1,7 +1,7 @@
 //! Queries: what `dc.load` takes, mapped to a pixel window of the cube.
 
 use super::{Cube, CubeError, DataArray, Dataset};
-use crate::geo::PixelWindow;
+use crate::geo::{GeoBox, PixelWindow, Time};
 use crate::store::ChunkSpec;
 use std::ops::Range;
 
@@ -22,8 +22,8 @@ pub struct Query {
     pub bbox: Option<[f64; 4]>,
     /// Index ranges along time, y, x.
     pub isel: [Option<Range<u64>>; 3],
-    /// Inclusive time range (days since 1970-01-01).
-    pub time: Option<(i64, i64)>,
+    /// Time range, half-open `[start, end)` (see [`Query::time`]).
+    pub time: Option<(Time, Time)>,
     /// Query chunks (lazy); `None` = eager.
     pub chunks: Option<ChunkSpec>,
     /// A problem found while building the query, reported when it runs.
@@ -98,15 +98,19 @@ impl Query {
         Ok(self)
     }
 
-    /// Select an inclusive time range of ISO dates or years.
+    /// Select an inclusive time range of ISO periods, from the start of `start`'s to the end
+    /// of `end`'s, as `dc.load(time=(start, end))` and xarray's `.sel(time=slice(...))`:
+    /// `("2019", "2020")` is both whole years, `("2019-06", "2019-08")` June to August,
+    /// `("2019-07-02", "2019-07-02")` every step of that day.
     pub fn time(mut self, start: &str, end: &str) -> Result<Query, CubeError> {
-        let p = |s: &str| {
-            crate::geo::parse_time(s).map_err(|e| CubeError::Selection {
-                what: "--time".into(),
-                msg: e.to_string(),
-            })
-        };
-        self.time = Some((p(start)?, p(end)?));
+        let p = |s: &str| crate::geo::parse_period(s).map_err(time_err);
+        self.time = Some((p(start)?.0, p(end)?.1));
+        Ok(self)
+    }
+    /// Select by a `--time` text: `START/END` as [`Query::time`], or one period (`2019`,
+    /// `2019-06`, `2019-06-01`), which selects that whole period.
+    pub fn time_spec(mut self, spec: &str) -> Result<Query, CubeError> {
+        self.time = Some(crate::geo::parse_time_range(spec).map_err(time_err)?);
         Ok(self)
     }
     /// Lazy load with chunks (`dask_chunks`).
@@ -114,6 +118,10 @@ impl Query {
         self.chunks = Some(c);
         self
     }
+}
+
+fn time_err(e: crate::geo::TimeError) -> CubeError {
+    sel_err("--time", e.to_string())
 }
 
 fn sel_err(what: &str, msg: impl Into<String>) -> CubeError {
@@ -160,13 +168,19 @@ pub(crate) fn resolve_window(cube: &Cube, q: &Query) -> Result<[Range<u64>; 3], 
                 "longitudes must lie in -180..180 and latitudes in -90..90",
             ));
         }
+        if !g.has_crs() {
+            return Err(sel_err(
+                "--lon/--lat",
+                "this cube has no CRS; select with --bbox (in the cube's x/y coordinates) or --isel",
+            ));
+        }
         let nb = g
             .lonlat_to_native([lon.0, lat.0, lon.1, lat.1])
             .map_err(|e| sel_err("--lon/--lat", e.to_string()))?;
         let PixelWindow { rows, cols } = g.window_for_bbox(nb);
         if rows.is_empty() || cols.is_empty() {
-            let b = g.bounds();
-            return Err(sel_err("--lon/--lat", format!("the box lies outside the cube (cube bounds in its CRS: {:.0},{:.0},{:.0},{:.0})", b[0], b[1], b[2], b[3])));
+            let given = [lon.0, lat.0, lon.1, lat.1];
+            return Err(sel_err("--lon/--lat", empty_box(g, nb, Some(given))));
         }
         w[1] = intersect(w[1].clone(), rows);
         w[2] = intersect(w[2].clone(), cols);
@@ -176,14 +190,7 @@ pub(crate) fn resolve_window(cube: &Cube, q: &Query) -> Result<[Range<u64>; 3], 
         ordered("--bbox y", b[1], b[3])?;
         let PixelWindow { rows, cols } = g.window_for_bbox(b);
         if rows.is_empty() || cols.is_empty() {
-            let cb = g.bounds();
-            return Err(sel_err(
-                "--bbox",
-                format!(
-                    "the box lies outside the cube (bounds {:.0},{:.0},{:.0},{:.0})",
-                    cb[0], cb[1], cb[2], cb[3]
-                ),
-            ));
+            return Err(sel_err("--bbox", empty_box(g, b, None)));
         }
         w[1] = intersect(w[1].clone(), rows);
         w[2] = intersect(w[2].clone(), cols);
@@ -208,37 +215,29 @@ pub(crate) fn resolve_window(cube: &Cube, q: &Query) -> Result<[Range<u64>; 3], 
         }
     }
     if let Some((a, b)) = q.time {
-        if a > b {
+        if a >= b {
             return Err(sel_err(
                 "--time",
-                format!(
-                    "{}/{} is reversed",
-                    crate::geo::days_to_iso(a),
-                    crate::geo::days_to_iso(b)
-                ),
+                format!("is reversed: it starts at {a} and ends before it, at {b}"),
             ));
         }
         let idx: Vec<u64> = meta
             .times
             .iter()
             .enumerate()
-            .filter(|(_, t)| **t >= a && **t <= b)
+            .filter(|(_, t)| **t >= a && **t < b)
             .map(|(i, _)| i as u64)
             .collect();
         let (Some(first), Some(last)) = (idx.first(), idx.last()) else {
             let have = meta
                 .times
                 .iter()
-                .map(|t| crate::geo::days_to_iso(*t))
+                .map(Time::to_string)
                 .collect::<Vec<_>>()
                 .join(", ");
             return Err(sel_err(
                 "--time",
-                format!(
-                    "no time steps in {}/{}; the cube has {have}",
-                    crate::geo::days_to_iso(a),
-                    crate::geo::days_to_iso(b)
-                ),
+                format!("no time steps from {a} to before {b}; the cube has {have}"),
             ));
         };
         w[0] = intersect(w[0].clone(), *first..last + 1);
@@ -252,6 +251,58 @@ pub(crate) fn resolve_window(cube: &Cube, q: &Query) -> Result<[Range<u64>; 3], 
         }
     }
     Ok(w)
+}
+
+/// Why a box selects no pixel: outside the cube, or inside its bounds but holding no pixel
+/// centre; with the cube's bounds, in lon/lat too when the box was given in lon/lat
+/// (`lonlat`) or looks like degrees.
+fn empty_box(g: &GeoBox, b: [f64; 4], lonlat: Option<[f64; 4]>) -> String {
+    let cb = g.bounds();
+    let overlaps = b[0] <= cb[2] && b[2] >= cb[0] && b[1] <= cb[3] && b[3] >= cb[1];
+    let crs = g
+        .epsg
+        .map(|e| format!("EPSG:{e}"))
+        .unwrap_or_else(|| "the cube's CRS".into());
+    let mut msg = match lonlat {
+        Some(l) => format!("the box lon {},{} lat {},{}", l[0], l[2], l[1], l[3]),
+        None => "the box".into(),
+    };
+    if overlaps {
+        msg += &format!(
+            " lies within the cube's bounds but holds no pixel centre (pixels are {} x {}); widen it",
+            g.dx().abs(),
+            g.dy().abs()
+        );
+    } else {
+        msg += " lies outside the cube";
+    }
+    msg += &format!(
+        " (cube bounds {:.0},{:.0},{:.0},{:.0} in {crs}",
+        cb[0], cb[1], cb[2], cb[3]
+    );
+    let degrees = |v: [f64; 4]| {
+        v[0].abs() <= 180.0 && v[2].abs() <= 180.0 && v[1].abs() <= 90.0 && v[3].abs() <= 90.0
+    };
+    let projected = !degrees(cb);
+    let like_degrees = lonlat.is_none() && projected && degrees(b);
+    if lonlat.is_some() || like_degrees {
+        if let Ok(l) = g.lonlat_bounds() {
+            msg += &format!("; lon {:.4},{:.4} lat {:.4},{:.4}", l[0], l[2], l[1], l[3]);
+            if let Some(x) = lonlat {
+                let swapped = x[1] <= l[2] && x[3] >= l[0] && x[0] <= l[3] && x[2] >= l[1];
+                if !overlaps && swapped {
+                    msg += "; --lon and --lat look swapped";
+                }
+            }
+        }
+    }
+    msg.push(')');
+    if like_degrees {
+        msg += &format!(
+            "; --bbox is in the cube's CRS ({crs}): for longitudes and latitudes use --lon/--lat"
+        );
+    }
+    msg
 }
 
 /// Run a query.

@@ -190,11 +190,9 @@ impl DataArray {
             };
             if let Pos::At(ti) = tp {
                 match self.times.get(*ti as usize) {
-                    Some(day) => writeln!(out, "time = {}", crate::geo::days_to_iso(*day))?,
-                    None if !self.node.present[0] => match self.time_label {
-                        Some(day) => {
-                            writeln!(out, "time reduced (from {})", crate::geo::days_to_iso(day))?
-                        }
+                    Some(t) => writeln!(out, "time = {t}")?,
+                    None if !self.node.present[0] => match self.time_span {
+                        Some([a, b]) => writeln!(out, "time reduced (from {a} to {b})")?,
                         None => writeln!(out, "time reduced")?,
                     },
                     None => {}

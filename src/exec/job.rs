@@ -37,7 +37,7 @@ fn fnv(h: u64, s: &str) -> u64 {
 pub fn plan_fingerprint(
     outputs: &[(String, Arc<Node>)],
     chunks: [u64; 3],
-    times: &[i64],
+    times: &[crate::geo::Time],
     geobox: &GeoBox,
 ) -> String {
     let basis = 0xcbf29ce484222325u64;
@@ -105,9 +105,11 @@ pub fn shard_regions(shape: [u64; 3], chunks: [u64; 3], shard: Shard) -> Vec<[Ra
 }
 
 /// The job of writing a result cube with this fingerprint in `count` shards.
-pub(crate) fn calc_job(fingerprint: &str, count: u32) -> JobMarker {
+pub(crate) fn calc_job(fingerprint: &str, count: u32, has_crs: bool) -> JobMarker {
     let mut attributes = Map::new();
-    attributes.insert("grid_mapping".into(), json!("spatial_ref"));
+    if has_crs {
+        attributes.insert("grid_mapping".into(), json!("spatial_ref"));
+    }
     attributes.insert("job_fingerprint".into(), json!(fingerprint));
     JobMarker {
         fingerprint: fingerprint.to_string(),

@@ -485,7 +485,8 @@ fn spilled_median_written_with_edge_chunks() {
         s.write_cube(
             &[("m".to_string(), node.clone())],
             c.query,
-            &[0],
+            &[crate::geo::Time::EPOCH],
+            None,
             &geobox,
             url.to_str().unwrap(),
             false,
@@ -575,11 +576,12 @@ proptest! {
             width: shape[2],
             height: shape[1],
         };
-        let times: Vec<i64> = (0..shape[0] as i64).collect();
+        let times: Vec<crate::geo::Time> =
+            (0..shape[0] as i64).map(crate::geo::Time::from_days).collect();
         let id = RUN_IDS.fetch_add(1, Ordering::Relaxed);
         let res = {
             let _m = measure(id);
-            s.write_cube(&[("v".to_string(), node.clone())], c.query, &times, &geobox,
+            s.write_cube(&[("v".to_string(), node.clone())], c.query, &times, None, &geobox,
                 url.to_str().unwrap(), false)
         };
         if let Err(e) = res {

@@ -5,8 +5,8 @@ use super::job::{calc_job, plan_fingerprint, prepare_shard, shard_regions, Write
 use super::path::{task_path, TaskPath};
 use super::plan::{computes_f64, value_width, Caps, Demand};
 use super::{ExecError, Session};
-use crate::geo::GeoBox;
-use crate::graph::{Node, Op};
+use crate::geo::{GeoBox, Time};
+use crate::graph::{Node, Op, ReduceOp};
 use crate::store::job::Shard;
 use crate::store::layout::{self, Codecs};
 use crate::store::Element;
@@ -46,18 +46,31 @@ pub(crate) const WRITING: &str = "writing";
 
 impl Session {
     /// Compute `outputs` (name, node; all on one grid) and write them as a cube at `url`,
-    /// one task per output chunk computing every output for that chunk.
+    /// one task per output chunk computing every output for that chunk. `time_bounds` (one
+    /// `[first, last]` per step) are the CF bounds of steps that stand for reduced ranges;
+    /// reductions are named in each variable's `cell_methods`.
+    #[allow(clippy::too_many_arguments)]
     pub fn write_cube(
         &self,
         outputs: &[(String, Arc<Node>)],
         chunks: [u64; 3],
-        times: &[i64],
+        times: &[Time],
+        time_bounds: Option<&[[Time; 2]]>,
         geobox: &GeoBox,
         url: &str,
         overwrite: bool,
     ) -> Result<(), ExecError> {
-        self.write_cube_shard(outputs, chunks, times, geobox, url, overwrite, None)
-            .map(|_| ())
+        self.write_cube_shard(
+            outputs,
+            chunks,
+            times,
+            time_bounds,
+            geobox,
+            url,
+            overwrite,
+            None,
+        )
+        .map(|_| ())
     }
 
     /// [`Session::write_cube`] for one worker of a job (`shard`: `Some`): only this shard's
@@ -70,7 +83,8 @@ impl Session {
         &self,
         outputs: &[(String, Arc<Node>)],
         chunks: [u64; 3],
-        times: &[i64],
+        times: &[Time],
+        time_bounds: Option<&[[Time; 2]]>,
         geobox: &GeoBox,
         url: &str,
         overwrite: bool,
@@ -129,7 +143,7 @@ impl Session {
                 };
                 let store = Store::open_with(url, true, &opts)?;
                 self.note_written(store.counters());
-                let job = calc_job(&fingerprint, sh.count);
+                let job = calc_job(&fingerprint, sh.count, geobox.has_crs());
                 if !prepare_shard(&store, &job)? || store::job::finished(&store, &job, sh.index)? {
                     report.up_to_date = true;
                     return Ok(report);
@@ -146,6 +160,10 @@ impl Session {
         for (name, node) in outputs {
             // Results are float32 (NaN = missing) unless cast; casts keep nodata 0.
             let nodata = Some(result_nodata(node));
+            let mut attrs = serde_json::Map::new();
+            if let Some(cm) = cell_methods(node) {
+                attrs.insert("cell_methods".into(), serde_json::json!(cm));
+            }
             let b = layout::band_builder(
                 node.dtype,
                 nodata,
@@ -153,7 +171,8 @@ impl Session {
                 chunks,
                 None,
                 codecs,
-                &serde_json::Map::new(),
+                &attrs,
+                geobox.has_crs(),
             );
             let a = b
                 .build(store.storage(), &format!("/{name}"))
@@ -207,7 +226,7 @@ impl Session {
         })?;
         // One writer per object: in a job, shard 0 writes the coordinates and metadata.
         if shard.is_none_or(|s| s.index == 0) {
-            layout::write_coords(&store, geobox, times)?;
+            layout::write_coords(&store, geobox, times, time_bounds)?;
             for ((name, _), a) in outputs.iter().zip(&arrays) {
                 a.store_metadata()
                     .map_err(|e| ExecError::write(format!("{name}/zarr.json"), e))?;
@@ -228,7 +247,7 @@ impl Session {
             return Ok(report);
         }
         // The same group metadata a sharded job's commit writes.
-        let job = calc_job(&fingerprint, 1);
+        let job = calc_job(&fingerprint, 1, geobox.has_crs());
         layout::write_group(
             &store,
             &job.product,
@@ -273,6 +292,38 @@ impl Session {
         w.finish()?;
         Ok(())
     }
+}
+
+/// CF `cell_methods` of a result: its reductions in the order applied (`time: mean`,
+/// `time: median x: mean`), or `None` when nothing was reduced.
+fn cell_methods(node: &Node) -> Option<String> {
+    let parts: Vec<String> = node.fold(|n, kids: &[Vec<String>]| {
+        let mut v: Vec<String> = Vec::new();
+        let own = match &n.op {
+            Op::Reduce { op, axis, .. } => Some(format!(
+                "{}: {}",
+                crate::store::DIMS[*axis],
+                match op {
+                    ReduceOp::Mean => "mean",
+                    ReduceOp::Median => "median",
+                    ReduceOp::Min => "minimum",
+                    ReduceOp::Max => "maximum",
+                    ReduceOp::Sum => "sum",
+                    // Not a CF method; says plainly what the values are.
+                    ReduceOp::Count => "count",
+                    ReduceOp::Std => "standard_deviation",
+                }
+            )),
+            _ => None,
+        };
+        for s in kids.iter().flatten().chain(own.as_ref()) {
+            if !v.contains(s) {
+                v.push(s.clone());
+            }
+        }
+        v
+    });
+    (!parts.is_empty()).then(|| parts.join(" "))
 }
 
 impl Session {

@@ -166,10 +166,11 @@ struct Job {
     path: PathBuf,
 }
 
-/// The file stem of time step `t` of `da`: `<name>_<YYYY-MM-DD>`, or `<name>` without time.
+/// The file stem of time step `t` of `da`: `<name>_<YYYY-MM-DD>` (`<name>_<YYYY-MM-DDThhmmss>`
+/// for steps that are not a midnight), or `<name>` without time.
 fn stem(da: &DataArray, t: usize) -> String {
     match da.times().get(t) {
-        Some(day) => format!("{}_{}", da.name(), crate::geo::days_to_iso(*day)),
+        Some(day) => format!("{}_{}", da.name(), day.to_string().replace(':', "")),
         None => da.name().to_string(),
     }
 }

@@ -263,10 +263,14 @@ fn put_block<T: Element>(
     band.write(at, size, &mut buf)
 }
 
-/// TIFF's `YYYY:MM:DD HH:MM:SS` of a day.
-fn tiff_datetime(day: i64) -> String {
+/// TIFF's `YYYY:MM:DD HH:MM:SS` of an instant (UTC).
+fn tiff_datetime(t: crate::geo::Time) -> String {
+    let us = t.micros().rem_euclid(86_400_000_000) / 1_000_000;
     format!(
-        "{} 00:00:00",
-        crate::geo::days_to_iso(day).replace('-', ":")
+        "{} {:02}:{:02}:{:02}",
+        t.date_iso().replace('-', ":"),
+        us / 3600,
+        us % 3600 / 60,
+        us % 60
     )
 }

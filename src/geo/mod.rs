@@ -8,7 +8,9 @@ mod gdal_errors;
 mod time;
 
 pub use gdal_errors::{capture_gdal_errors, take_gdal_errors};
-pub use time::{days_to_iso, parse_time, TimeError};
+pub use time::{
+    days_to_iso, encode_times, parse_period, parse_time, parse_time_range, CfUnits, Time, TimeError,
+};
 
 use gdal::spatial_ref::{AxisMappingStrategy, CoordTransform, SpatialRef};
 use std::ops::Range;
@@ -30,6 +32,9 @@ pub enum GeoError {
     /// A box with min > max or non-finite numbers.
     #[error("invalid box {0}: expected MIN,MAX with MIN <= MAX")]
     BadBox(String),
+    /// A lon/lat operation on a grid without a CRS.
+    #[error("this cube has no CRS, so longitudes and latitudes cannot be placed on it")]
+    NoCrs,
 }
 
 /// A north-up raster grid: CRS, affine geotransform (GDAL order) and shape in pixels.
@@ -120,13 +125,43 @@ impl GeoBox {
         PixelWindow { rows, cols }
     }
 
-    /// Reproject a lon/lat (EPSG:4326) box `[lon_min, lat_min, lon_max, lat_max]` to the bounds
-    /// of its image in this grid's CRS (edges densified, as rasterio's `transform_bounds`).
-    pub fn lonlat_to_native(&self, b: [f64; 4]) -> Result<[f64; 4], GeoError> {
+    /// Whether the grid has a CRS (stores without one are computed in pixel space).
+    pub fn has_crs(&self) -> bool {
+        !self.wkt.trim().is_empty()
+    }
+
+    /// The grid's extent in longitude and latitude (EPSG:4326), `[lon_min, lat_min, lon_max,
+    /// lat_max]`: the bounds of its outer edges reprojected, densified as rasterio's
+    /// `transform_bounds` (for EPSG:6933 the same as gdalinfo's corner coordinates).
+    pub fn lonlat_bounds(&self) -> Result<[f64; 4], GeoError> {
+        let (src, dst) = self.lonlat_pair()?;
+        let ct = CoordTransform::new(&dst, &src).map_err(|e| GeoError::Reproject {
+            what: "the cube's bounds".into(),
+            msg: e.to_string(),
+        })?;
+        ct.transform_bounds(&self.bounds(), 21)
+            .map_err(|e| GeoError::Reproject {
+                what: "the cube's bounds".into(),
+                msg: e.to_string(),
+            })
+    }
+
+    /// EPSG:4326 and this grid's CRS, both in lon/lat (x, y) axis order.
+    fn lonlat_pair(&self) -> Result<(SpatialRef, SpatialRef), GeoError> {
+        if !self.has_crs() {
+            return Err(GeoError::NoCrs);
+        }
         let mut src = SpatialRef::from_epsg(4326).map_err(|e| GeoError::Crs(e.to_string()))?;
         src.set_axis_mapping_strategy(AxisMappingStrategy::TraditionalGisOrder);
         let mut dst = SpatialRef::from_wkt(&self.wkt).map_err(|e| GeoError::Crs(e.to_string()))?;
         dst.set_axis_mapping_strategy(AxisMappingStrategy::TraditionalGisOrder);
+        Ok((src, dst))
+    }
+
+    /// Reproject a lon/lat (EPSG:4326) box `[lon_min, lat_min, lon_max, lat_max]` to the bounds
+    /// of its image in this grid's CRS (edges densified, as rasterio's `transform_bounds`).
+    pub fn lonlat_to_native(&self, b: [f64; 4]) -> Result<[f64; 4], GeoError> {
+        let (src, dst) = self.lonlat_pair()?;
         let ct = CoordTransform::new(&src, &dst).map_err(|e| GeoError::Reproject {
             what: "lon/lat box".into(),
             msg: e.to_string(),

@@ -42,8 +42,8 @@ pub struct PlanBand {
 pub struct MosaicPlan {
     /// The mosaic grid.
     pub geobox: GeoBox,
-    /// Sorted unique times (days since 1970-01-01).
-    pub times: Vec<i64>,
+    /// Sorted unique times.
+    pub times: Vec<crate::geo::Time>,
     /// Bands sorted by name.
     pub bands: Vec<PlanBand>,
 }
@@ -122,7 +122,7 @@ pub fn plan_mosaic(tiles: &[TileInfo]) -> Result<MosaicPlan, IngestError> {
         width,
         height,
     };
-    let times: Vec<i64> = tiles
+    let times: Vec<crate::geo::Time> = tiles
         .iter()
         .map(|t| t.source.time)
         .collect::<BTreeSet<_>>()
@@ -172,7 +172,7 @@ pub fn plan_mosaic(tiles: &[TileInfo]) -> Result<MosaicPlan, IngestError> {
             if let Some(prev) = extents.insert((ti, col, row, t.width, t.height), t) {
                 return Err(IngestError::Duplicate(format!(
                     "band '{name}' at {} has two tiles with the same extent: {} ({}) and {} ({})",
-                    crate::geo::days_to_iso(t.source.time),
+                    t.source.time,
                     file(prev),
                     prev.source.origin,
                     file(t),

@@ -17,8 +17,8 @@ pub struct TileSource {
     pub path: PathBuf,
     /// Band (measurement) name.
     pub band: String,
-    /// Time, days since 1970-01-01.
-    pub time: i64,
+    /// Time of the tile's step.
+    pub time: crate::geo::Time,
     /// Where the tile was declared, for error messages (`manifest.csv row 3`, or the path).
     pub origin: String,
 }
@@ -147,7 +147,7 @@ pub(crate) fn is_remote(p: &str) -> bool {
 }
 
 /// Band and time from a DE Africa style name `..._<YYYY>--P1Y_final_<band>.tif`.
-pub fn parse_deafrica_name(path: &Path) -> Option<(String, i64)> {
+pub fn parse_deafrica_name(path: &Path) -> Option<(String, crate::geo::Time)> {
     let name = path.file_name()?.to_str()?;
     let stem = name
         .strip_suffix(".tif")

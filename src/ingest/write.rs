@@ -357,7 +357,9 @@ fn ingest_in_pool(
             .map(|e| format!("EPSG:{e}"))
             .unwrap_or_default()),
     );
-    attrs.insert("grid_mapping".into(), json!("spatial_ref"));
+    if plan.geobox.has_crs() {
+        attrs.insert("grid_mapping".into(), json!("spatial_ref"));
+    }
     let job = JobMarker {
         fingerprint: fingerprint.clone(),
         shards: shard.count,
@@ -398,6 +400,7 @@ fn ingest_in_pool(
             shards,
             opts.codecs,
             &serde_json::Map::new(),
+            !plan.geobox.wkt.is_empty(),
         );
         let arr = builder
             .build(store.storage(), &format!("/{}", b.name))
@@ -475,7 +478,7 @@ fn ingest_in_pool(
     // Shard 0 also writes the coordinates and array metadata (one writer per object), then
     // each shard its marker. The group metadata is written by the commit alone.
     if shard.index == 0 {
-        layout::write_coords(&store, &plan.geobox, &plan.times)?;
+        layout::write_coords(&store, &plan.geobox, &plan.times, None)?;
         for (arr, b) in arrays.iter().zip(&plan.bands) {
             arr.store_metadata().map_err(|e| IngestError::Write {
                 key: format!("{}/zarr.json", b.name),

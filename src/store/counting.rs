@@ -87,15 +87,21 @@ impl IoCounters {
     }
 }
 
-/// Whether a key is a chunk of a data (band) array.
+/// Whether a key is a chunk of a data (band) array: `band/c/…` (Zarr v3), or `band/0.0.0`
+/// and `band/0/0/0` (Zarr v2).
 pub fn is_data_chunk(key: &str) -> bool {
     if key.ends_with("zarr.json") || key.ends_with(".tmp") {
         return false;
     }
-    // `band/c/...` (Zarr v3's default chunk keys); `band/chunkcube.manifest` is metadata.
-    let mut parts = key.split('/');
-    let first = parts.next().unwrap_or("");
-    !matches!(first, "x" | "y" | "time" | "spatial_ref") && parts.next() == Some("c")
+    // `band/c/...` (Zarr v3's default chunk keys); `band/chunkcube.manifest` is metadata;
+    // Zarr v2 keys are `band/0.0.0` or `band/0/0/0`.
+    let (first, rest) = key.split_once('/').unwrap_or((key, ""));
+    let v3_chunk = rest.split('/').next() == Some("c");
+    let v2_chunk = rest.starts_with(|c: char| c.is_ascii_digit())
+        && rest
+            .bytes()
+            .all(|c| c.is_ascii_digit() || c == b'.' || c == b'/');
+    !matches!(first, "x" | "y" | "time" | "spatial_ref" | "time_bnds") && (v3_chunk || v2_chunk)
 }
 
 /// Counts reads and writes of an inner storage.

@@ -369,6 +369,7 @@ mod tests {
             None,
             codecs,
             &serde_json::Map::new(),
+            true,
         );
         let arr = b.build(store.storage(), "/v").unwrap();
         arr.store_metadata().unwrap();

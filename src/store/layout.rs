@@ -7,24 +7,29 @@
 //!                        attributes _FillValue, grid_mapping = "spatial_ref"
 //! <band>/c/t/j/i         chunks: bytes → zstd → crc32c (optionally inside shards)
 //! x/, y/                 float64 pixel-centre coordinates
-//! time/                  int64 days since 1970-01-01 (CF units, proleptic_gregorian)
-//! spatial_ref/           0-d int64 with crs_wkt, spatial_ref and GeoTransform attributes
+//! time/                  int64 CF time: days since 1970-01-01 (finer units for sub-daily steps)
+//! time_bnds/             [time, 2] CF bounds of reduced steps (first and last step reduced)
+//! spatial_ref/           0-d int64 with crs_wkt, spatial_ref and GeoTransform (absent: no CRS)
 //! ```
-//! The group `zarr.json` is the commit point: a cube without it does not open.
+//! The group `zarr.json` is the commit point: a cube without it does not open. It carries
+//! every array's metadata as zarr-python's inline consolidated metadata, so xarray opens a
+//! cube with one read. Zarr v2 stores (`.zgroup`) are read too ([`super::v2`]).
 
+pub(crate) use super::coords::{read_coord, read_coord_f64};
+pub use super::coords::{write_coords, TIME_BOUNDS};
 use super::{DType, Store, StoreError};
-use crate::geo::GeoBox;
+use crate::geo::{GeoBox, Time};
 use serde_json::{json, Map, Value};
 use std::sync::Arc;
 use zarrs::array::codec::{Crc32cCodec, ZstdCodec};
-use zarrs::array::{ArrayBuilder, ArraySubset};
+use zarrs::array::ArrayBuilder;
 use zarrs::storage::ReadableWritableListableStorage;
 
 /// The version of the chunkcube store format written by this crate.
 pub const FORMAT_VERSION: u32 = 1;
 
 /// Names of the coordinate arrays (never bands).
-pub const COORD_NAMES: [&str; 4] = ["time", "y", "x", "spatial_ref"];
+pub const COORD_NAMES: [&str; 5] = ["time", "y", "x", "spatial_ref", TIME_BOUNDS];
 
 /// The codecs of band chunks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,12 +111,16 @@ pub struct CubeMeta {
     pub product: String,
     /// The cube's grid.
     pub geobox: GeoBox,
-    /// Time steps, days since 1970-01-01.
-    pub times: Vec<i64>,
+    /// Time steps, at full resolution.
+    pub times: Vec<Time>,
     /// Bands in store order (sorted by name).
     pub bands: Vec<BandMeta>,
     /// Group attributes.
     pub attributes: Map<String, Value>,
+    /// The store's Zarr format: 3, or 2 for stores other tools wrote.
+    pub zarr_format: u8,
+    /// Arrays that are not `[time, y, x]` (name, dimension names), left out of the bands.
+    pub skipped: Vec<(String, Vec<String>)>,
 }
 
 impl CubeMeta {
@@ -133,27 +142,77 @@ fn meta_err(store: &Store, key: &str, msg: impl Into<String>) -> StoreError {
     }
 }
 
-/// The fill value JSON of a band.
-fn fill_json(dtype: DType, nodata: Option<f64>) -> Value {
-    match nodata {
-        Some(v) if v.is_nan() => json!("NaN"),
-        Some(v) if dtype.is_float() => json!(v),
-        Some(v) => json!(v as i64),
-        None if dtype.is_float() => json!("NaN"),
-        None => json!(0),
+/// The `_FillValue` attribute of a band as xarray writes it for Zarr v3: floats (NaN included)
+/// as the base64 of their little-endian float64 bytes, integers as numbers.
+fn fill_attr(dtype: DType, nodata: f64) -> Value {
+    if dtype.is_float() {
+        json!(base64_encode(&nodata.to_le_bytes()))
+    } else {
+        json!(nodata as i64)
     }
+}
+
+/// The nodata a `_FillValue` attribute states: a number, `"NaN"`, or xarray's base64 float64.
+pub(crate) fn fill_attr_value(v: &Value) -> Option<f64> {
+    match v {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) if s.eq_ignore_ascii_case("nan") => Some(f64::NAN),
+        Value::String(s) => {
+            let b: [u8; 8] = base64_decode(s)?.try_into().ok()?;
+            Some(f64::from_le_bytes(b))
+        }
+        _ => None,
+    }
+}
+
+const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/// Standard base64 with padding (what Python's `base64.standard_b64encode` writes).
+fn base64_encode(bytes: &[u8]) -> String {
+    let mut out = String::new();
+    for c in bytes.chunks(3) {
+        let n = (c[0] as u32) << 16
+            | (*c.get(1).unwrap_or(&0) as u32) << 8
+            | *c.get(2).unwrap_or(&0) as u32;
+        for i in 0..4 {
+            if i <= c.len() {
+                out.push(B64[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+fn base64_decode(s: &str) -> Option<Vec<u8>> {
+    let s = s.trim_end_matches('=');
+    let mut out = Vec::new();
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for c in s.bytes() {
+        let v = B64.iter().position(|x| *x == c)? as u32;
+        acc = acc << 6 | v;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits & 0xff) as u8);
+        }
+    }
+    Some(out)
 }
 
 /// Keep zarrs' own provenance attribute out of the arrays we write (it would show up in
 /// every xarray `.attrs`).
-fn quiet_zarrs_metadata() {
+pub(super) fn quiet_zarrs_metadata() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         zarrs::config::global_config_mut().set_include_zarrs_metadata(false);
     });
 }
 
-/// An array builder for a band with the cube's conventions.
+/// An array builder for a band with the cube's conventions. `grid_mapping`: the cube has a
+/// CRS (a `spatial_ref` variable the band names); cubes without one name none.
+#[allow(clippy::too_many_arguments)]
 pub fn band_builder(
     dtype: DType,
     nodata: Option<f64>,
@@ -162,10 +221,10 @@ pub fn band_builder(
     shards: Option<[u64; 3]>,
     codecs: Codecs,
     extra_attrs: &Map<String, Value>,
+    grid_mapping: bool,
 ) -> ArrayBuilder {
     quiet_zarrs_metadata();
     let outer = shards.unwrap_or(chunks);
-    let fill = fill_json(dtype, nodata);
     let nod = nodata.unwrap_or(if dtype.is_float() { f64::NAN } else { 0.0 });
     let mut b = crate::with_dtype!(dtype, T => ArrayBuilder::new(
         shape.to_vec(),
@@ -196,122 +255,18 @@ pub fn band_builder(
     }
     b.dimension_names(Some(["time", "y", "x"]));
     let mut attrs = extra_attrs.clone();
-    if !matches!(nodata, Some(v) if v.is_nan()) && nodata.is_some() {
-        attrs.insert("_FillValue".into(), fill);
+    // Float bands always have a nodata (NaN unless another is given): xarray masks with
+    // `_FillValue`, and rioxarray and GDAL read the nodata from it.
+    if nodata.is_some() || dtype.is_float() {
+        attrs.insert("_FillValue".into(), fill_attr(dtype, nod));
     }
-    attrs.insert("grid_mapping".into(), json!("spatial_ref"));
-    // So that xarray keeps spatial_ref as a coordinate of each band (`ds.red.rio.crs`).
-    attrs.insert("coordinates".into(), json!("spatial_ref"));
+    if grid_mapping {
+        attrs.insert("grid_mapping".into(), json!("spatial_ref"));
+        // So that xarray keeps spatial_ref as a coordinate of each band (`ds.red.rio.crs`).
+        attrs.insert("coordinates".into(), json!("spatial_ref"));
+    }
     b.attributes(attrs);
     b
-}
-
-/// Coordinates and the CRS carry a crc32c like bands: a flipped bit in a coordinate would
-/// otherwise move every pixel silently.
-fn checksummed(b: &mut ArrayBuilder) {
-    b.bytes_to_bytes_codecs(vec![Arc::new(Crc32cCodec::new())]);
-}
-
-/// Write the coordinate arrays `x`, `y`, `time` and the CRS variable `spatial_ref`.
-pub fn write_coords(store: &Store, geobox: &GeoBox, times: &[i64]) -> Result<(), StoreError> {
-    quiet_zarrs_metadata();
-    let st = store.storage();
-    // Writing fails for storage reasons (a full disk, a refused PUT), never because of
-    // malformed metadata: report it as the storage error it is.
-    let err = |key: &str, e: String| StoreError::Io {
-        url: store.url().to_string(),
-        key: key.to_string(),
-        msg: e,
-    };
-    let write_1d_f64 = |name: &str, vals: Vec<f64>, attrs: Map<String, Value>| {
-        let n = vals.len().max(1) as u64;
-        let mut b = ArrayBuilder::new(
-            vec![vals.len() as u64],
-            vec![n],
-            zarrs::array::data_type::float64(),
-            f64::NAN,
-        );
-        b.dimension_names(Some([name])).attributes(attrs);
-        checksummed(&mut b);
-        let a = b
-            .build(st.clone(), &format!("/{name}"))
-            .map_err(|e| err(name, e.to_string()))?;
-        a.store_metadata().map_err(|e| err(name, e.to_string()))?;
-        if !vals.is_empty() {
-            a.store_array_subset(&ArraySubset::new_with_shape(vec![vals.len() as u64]), vals)
-                .map_err(|e| err(name, e.to_string()))?;
-        }
-        Ok::<(), StoreError>(())
-    };
-    let axis_attrs = |axis: &str, std: &str| {
-        let mut m = Map::new();
-        m.insert("axis".into(), json!(axis));
-        m.insert("standard_name".into(), json!(std));
-        m.insert("units".into(), json!("metre"));
-        m
-    };
-    write_1d_f64(
-        "x",
-        geobox.x_coords(),
-        axis_attrs("X", "projection_x_coordinate"),
-    )?;
-    write_1d_f64(
-        "y",
-        geobox.y_coords(),
-        axis_attrs("Y", "projection_y_coordinate"),
-    )?;
-
-    let mut tattrs = Map::new();
-    tattrs.insert("units".into(), json!("days since 1970-01-01"));
-    tattrs.insert("calendar".into(), json!("proleptic_gregorian"));
-    tattrs.insert("standard_name".into(), json!("time"));
-    tattrs.insert("axis".into(), json!("T"));
-    let n = times.len().max(1) as u64;
-    let mut b = ArrayBuilder::new(
-        vec![times.len() as u64],
-        vec![n],
-        zarrs::array::data_type::int64(),
-        0i64,
-    );
-    b.dimension_names(Some(["time"])).attributes(tattrs);
-    checksummed(&mut b);
-    let a = b
-        .build(st.clone(), "/time")
-        .map_err(|e| err("time", e.to_string()))?;
-    a.store_metadata().map_err(|e| err("time", e.to_string()))?;
-    if !times.is_empty() {
-        a.store_array_subset(
-            &ArraySubset::new_with_shape(vec![times.len() as u64]),
-            times.to_vec(),
-        )
-        .map_err(|e| err("time", e.to_string()))?;
-    }
-
-    let mut sattrs = Map::new();
-    sattrs.insert("crs_wkt".into(), json!(geobox.wkt));
-    sattrs.insert("spatial_ref".into(), json!(geobox.wkt));
-    sattrs.insert("GeoTransform".into(), json!(geobox.gdal_transform_string()));
-    if let Some(code) = geobox.epsg {
-        sattrs.insert("epsg".into(), json!(code));
-    }
-    let mut b = ArrayBuilder::new(
-        Vec::<u64>::new(),
-        Vec::<u64>::new(),
-        zarrs::array::data_type::int64(),
-        0i64,
-    );
-    b.attributes(sattrs);
-    b.dimension_names(Option::<Vec<&str>>::Some(vec![]));
-    checksummed(&mut b);
-    let a = b
-        .build(st, "/spatial_ref")
-        .map_err(|e| err("spatial_ref", e.to_string()))?;
-    a.store_metadata()
-        .map_err(|e| err("spatial_ref", e.to_string()))?;
-    let code = geobox.epsg.unwrap_or(0) as i64;
-    a.store_array_subset(&ArraySubset::new_with_shape(vec![]), vec![code])
-        .map_err(|e| err("spatial_ref", e.to_string()))?;
-    Ok(())
 }
 
 /// A fresh write id: unique per commit, so caches keyed by it never serve stale chunks.
@@ -346,13 +301,45 @@ pub fn write_group(
         json!({ "format_version": FORMAT_VERSION, "complete": true, "write_id": write_id,
                 "arrays": arrays }),
     );
-    let doc = json!({ "zarr_format": 3, "node_type": "group", "attributes": attrs });
+    let doc = json!({
+        "zarr_format": 3,
+        "node_type": "group",
+        "attributes": attrs,
+        "consolidated_metadata": consolidated(store)?,
+    });
     let text =
         serde_json::to_vec_pretty(&doc).map_err(|e| meta_err(store, "zarr.json", e.to_string()))?;
     // Everything the cube holds reaches the disk before it is declared complete.
     store.sync()?;
     store.set("zarr.json", text.into())?;
     store.sync()
+}
+
+/// Every array's `zarr.json` as zarr-python's inline consolidated metadata (what
+/// `xr.open_zarr` reads in one request instead of warning and listing the store).
+fn consolidated(store: &Store) -> Result<Value, StoreError> {
+    let mut metadata = Map::new();
+    for name in children(store)? {
+        let key = format!("{name}/zarr.json");
+        if let Some(doc) = get_json(store, &key)? {
+            metadata.insert(name, doc);
+        }
+    }
+    Ok(json!({ "kind": "inline", "must_understand": false, "metadata": metadata }))
+}
+
+/// The names of the store's top-level folders.
+fn children(store: &Store) -> Result<Vec<String>, StoreError> {
+    let dirs = store
+        .storage()
+        .list_dir(&zarrs::storage::StorePrefix::root())
+        .map_err(|e| store.io_err("", e))?;
+    Ok(dirs
+        .prefixes()
+        .iter()
+        .map(|p| p.as_str().trim_end_matches('/').to_string())
+        .filter(|n| !n.is_empty() && !n.contains('/'))
+        .collect())
 }
 
 /// Remove the commit point first, so a cube being rewritten never looks complete.
@@ -373,24 +360,43 @@ fn u64_vec(v: Option<&Value>) -> Option<Vec<u64>> {
     v?.as_array()?.iter().map(|x| x.as_u64()).collect()
 }
 
-/// Parse one array's `zarr.json` into a band, or `None` if it is not a `[time, y, x]` array.
-fn parse_band(store: &Store, name: &str, doc: &Value) -> Result<Option<BandMeta>, StoreError> {
-    let key = format!("{name}/zarr.json");
-    let bad = |m: &str| meta_err(store, &key, m.to_string());
-    if doc.get("node_type").and_then(Value::as_str) != Some("array") {
-        return Ok(None);
-    }
-    let dims: Vec<String> = doc
-        .get("dimension_names")
+/// What one array of a store is to a cube.
+enum Parsed {
+    /// A `[time, y, x]` data variable.
+    Band(Box<BandMeta>),
+    /// An array with other dimensions (its dimension names).
+    Other(Vec<String>),
+    /// Not an array, or a coordinate, bounds or grid-mapping variable.
+    Ignored,
+}
+
+fn dim_names(doc: &Value) -> Vec<String> {
+    doc.get("dimension_names")
         .and_then(Value::as_array)
         .map(|a| {
             a.iter()
                 .map(|d| d.as_str().unwrap_or("").to_string())
                 .collect()
         })
-        .unwrap_or_default();
+        .unwrap_or_default()
+}
+
+/// Parse one array's metadata document (v3, or v2 converted; `key` names it) into a band.
+fn parse_band(store: &Store, name: &str, key: &str, doc: &Value) -> Result<Parsed, StoreError> {
+    let bad = |m: &str| meta_err(store, key, m.to_string());
+    if doc.get("node_type").and_then(Value::as_str) != Some("array") {
+        return Ok(Parsed::Ignored);
+    }
+    let dims = dim_names(doc);
     if dims != ["time", "y", "x"] {
-        return Ok(None);
+        // Coordinates (1-D), grid mappings (0-d) and CF bounds are no data variables.
+        let bounds = dims
+            .iter()
+            .any(|d| matches!(d.as_str(), "nv" | "bnds" | "bounds" | "nbnd"));
+        if dims.len() < 2 || bounds {
+            return Ok(Parsed::Ignored);
+        }
+        return Ok(Parsed::Other(dims));
     }
     let shape = u64_vec(doc.get("shape")).ok_or_else(|| bad("missing or invalid 'shape'"))?;
     if shape.len() != 3 {
@@ -432,13 +438,18 @@ fn parse_band(store: &Store, name: &str, doc: &Value) -> Result<Option<BandMeta>
         .and_then(Value::as_object)
         .cloned()
         .unwrap_or_default();
+    // `_FillValue` is what xarray masks with (and what chunkcube writes); Zarr's fill_value
+    // stands in for stores that have none.
     let fill = doc.get("fill_value");
-    let nodata = match fill {
-        Some(Value::Number(n)) => n.as_f64(),
-        Some(Value::String(s)) if s == "NaN" => Some(f64::NAN),
-        _ => None,
+    let nodata = match attributes.get("_FillValue").and_then(fill_attr_value) {
+        Some(v) => Some(v),
+        None => match fill {
+            Some(Value::Number(n)) => n.as_f64(),
+            Some(Value::String(s)) if s == "NaN" => Some(f64::NAN),
+            _ => None,
+        },
     };
-    Ok(Some(BandMeta {
+    Ok(Parsed::Band(Box::new(BandMeta {
         manifest: None,
         name: name.to_string(),
         dtype,
@@ -448,7 +459,7 @@ fn parse_band(store: &Store, name: &str, doc: &Value) -> Result<Option<BandMeta>
         inner_chunk_shape: inner,
         attributes,
         stream_codecs,
-    }))
+    })))
 }
 
 /// The codecs of a chain that decodes as a stream of rows (see [`BandMeta::stream_codecs`]).
@@ -479,96 +490,40 @@ fn streamable(codecs: &[Value]) -> Option<Codecs> {
     next.is_none().then_some(out)
 }
 
-/// Parse a CF time unit (`days since 1970-01-01`, `seconds since 2019-01-01 00:00:00`, …)
-/// into (seconds per unit, epoch days).
-fn parse_cf_units(units: &str) -> Option<(f64, i64)> {
-    let (unit, since) = units.split_once(" since ")?;
-    let secs = match unit.trim() {
-        "days" | "day" | "d" => 86400.0,
-        "hours" | "hour" | "h" => 3600.0,
-        "minutes" | "minute" | "min" => 60.0,
-        "seconds" | "second" | "s" => 1.0,
-        "milliseconds" | "ms" => 1e-3,
-        "microseconds" | "us" => 1e-6,
-        "nanoseconds" | "ns" => 1e-9,
-        _ => return None,
-    };
-    let epoch = crate::geo::parse_time(since.trim()).ok()?;
-    Some((secs, epoch))
-}
-
-/// Read a small 1-D coordinate array whole.
-pub(crate) fn read_coord_f64(store: &Store, name: &str) -> Result<Vec<f64>, StoreError> {
-    read_coord(store, name, false)
-}
-
-/// Read a 1-d coordinate as f64. `strict` (a cube with a chunk manifest, whose coordinates
-/// were all written): an absent coordinate chunk is an error naming it, not fill — a lost
-/// `x` chunk would otherwise become NaN coordinates. Without a manifest Zarr's rule holds
-/// (zarr-python skips chunks equal to the fill value).
-pub(crate) fn read_coord(store: &Store, name: &str, strict: bool) -> Result<Vec<f64>, StoreError> {
-    let a = zarrs::array::Array::open(store.storage(), &format!("/{name}"))
-        .map_err(|e| meta_err(store, &format!("{name}/zarr.json"), e.to_string()))?;
-    let dt = a.data_type().clone();
-    let err = |e: zarrs::array::ArrayError| meta_err(store, name, e.to_string());
-    macro_rules! read {
-        ($t:ty) => {{
-            if strict && a.dimensionality() == 1 {
-                let n = a.shape()[0] as usize;
-                let mut out: Vec<f64> = Vec::with_capacity(n);
-                for i in 0..a.chunk_grid_shape()[0] {
-                    let key = a.chunk_key(&[i]).to_string();
-                    match a.retrieve_chunk_if_exists::<Vec<$t>>(&[i]).map_err(err)? {
-                        Some(v) => out.extend(v.into_iter().map(|v| v as f64)),
-                        None => {
-                            return Err(meta_err(
-                                store,
-                                &key,
-                                "coordinate chunk listed by the cube is missing",
-                            ))
-                        }
-                    }
-                }
-                out.truncate(n);
-                out
-            } else {
-                a.retrieve_array_subset::<Vec<$t>>(&a.subset_all())
-                    .map_err(err)?
-                    .into_iter()
-                    .map(|v| v as f64)
-                    .collect()
-            }
-        }};
+/// The root group document and the store's Zarr format (3, or 2 from `.zgroup`).
+fn root_doc(store: &Store) -> Result<(Value, u8), StoreError> {
+    if let Some(root) = get_json(store, "zarr.json")? {
+        if root.get("node_type").and_then(Value::as_str) != Some("group") {
+            return Err(meta_err(
+                store,
+                "zarr.json",
+                "the root is not a Zarr v3 group",
+            ));
+        }
+        return Ok((root, 3));
     }
-    let vals: Vec<f64> = if dt == zarrs::array::data_type::float64() {
-        read!(f64)
-    } else if dt == zarrs::array::data_type::float32() {
-        read!(f32)
-    } else if dt == zarrs::array::data_type::int64() {
-        read!(i64)
-    } else if dt == zarrs::array::data_type::int32() {
-        read!(i32)
-    } else {
-        return Err(meta_err(
-            store,
-            name,
-            format!("unsupported coordinate dtype {dt:?}"),
-        ));
-    };
-    Ok(vals)
+    match super::v2::group_doc(store)? {
+        Some(g) => Ok((g, 2)),
+        None => Err(StoreError::NotACube(store.url().to_string())),
+    }
 }
 
-/// Read a cube's metadata and coordinates (never a band chunk).
+/// Read a cube's metadata and coordinates (never a band chunk), from a Zarr v3 store or a
+/// Zarr v2 store (as xarray writes with `zarr_format=2`, consolidated or not).
 pub fn read_cube_meta(store: &Store) -> Result<CubeMeta, StoreError> {
-    let root = get_json(store, "zarr.json")?
-        .ok_or_else(|| StoreError::NotACube(store.url().to_string()))?;
-    if root.get("node_type").and_then(Value::as_str) != Some("group") {
-        return Err(meta_err(
-            store,
-            "zarr.json",
-            "the root is not a Zarr v3 group",
-        ));
-    }
+    let (root, zarr_format) = root_doc(store)?;
+    let root_key = if zarr_format == 3 {
+        "zarr.json"
+    } else {
+        ".zgroup"
+    };
+    let array_key = |name: &str| {
+        if zarr_format == 3 {
+            format!("{name}/zarr.json")
+        } else {
+            format!("{name}/.zarray")
+        }
+    };
     let attributes = root
         .get("attributes")
         .and_then(Value::as_object)
@@ -585,33 +540,46 @@ pub fn read_cube_meta(store: &Store) -> Result<CubeMeta, StoreError> {
         .unwrap_or("")
         .to_string();
 
-    // Children: every top-level folder with a zarr.json.
-    let st = store.storage();
-    let dirs = st
-        .list_dir(&zarrs::storage::StorePrefix::root())
-        .map_err(|e| store.io_err("", e))?;
+    // Children: every top-level folder with array metadata.
     let mut bands = Vec::new();
-    for p in dirs.prefixes() {
-        let name = p.as_str().trim_end_matches('/').to_string();
-        if COORD_NAMES.contains(&name.as_str()) || name.contains('/') {
+    let mut skipped = Vec::new();
+    for name in children(store)? {
+        if COORD_NAMES.contains(&name.as_str()) {
             continue;
         }
-        if let Some(doc) = get_json(store, &format!("{name}/zarr.json"))? {
-            if let Some(b) = parse_band(store, &name, &doc)? {
-                bands.push(b);
+        let doc = if zarr_format == 3 {
+            get_json(store, &array_key(&name))?
+        } else {
+            super::v2::array_doc(store, &name)?
+        };
+        if let Some(doc) = doc {
+            match parse_band(store, &name, &array_key(&name), &doc)? {
+                Parsed::Band(b) => bands.push(*b),
+                Parsed::Other(dims) => skipped.push((name, dims)),
+                Parsed::Ignored => {}
             }
         }
     }
     bands.sort_by(|a, b| a.name.cmp(&b.name));
+    skipped.sort();
     let listed = super::manifest::listed(&attributes);
     if let Some(listed) = &listed {
         check_listed(store, listed, &mut bands)?;
     }
     if bands.is_empty() {
+        let found = if skipped.is_empty() {
+            "it has no data variables".to_string()
+        } else {
+            let list: Vec<String> = skipped
+                .iter()
+                .map(|(n, d)| format!("'{n}' ({})", d.join(", ")))
+                .collect();
+            format!("found {}", list.join(", "))
+        };
         return Err(meta_err(
             store,
-            "zarr.json",
-            "the cube has no [time, y, x] arrays",
+            root_key,
+            format!("no array with dimensions (time, y, x): {found}; chunkcube reads data variables of dimensions (time, y, x), e.g. written from xarray after ds.transpose('time', 'y', 'x') or ds.expand_dims('time')"),
         ));
     }
 
@@ -622,7 +590,7 @@ pub fn read_cube_meta(store: &Store) -> Result<CubeMeta, StoreError> {
     if xs.len() as u64 != shape[2] || ys.len() as u64 != shape[1] {
         return Err(meta_err(
             store,
-            "x/zarr.json",
+            &array_key("x"),
             "coordinate lengths do not match the band shape",
         ));
     }
@@ -630,7 +598,7 @@ pub fn read_cube_meta(store: &Store) -> Result<CubeMeta, StoreError> {
         if b.shape != shape {
             return Err(meta_err(
                 store,
-                &format!("{}/zarr.json", b.name),
+                &array_key(&b.name),
                 format!(
                     "shape {:?} differs from {:?} of '{}'",
                     b.shape, shape, bands[0].name
@@ -639,85 +607,60 @@ pub fn read_cube_meta(store: &Store) -> Result<CubeMeta, StoreError> {
         }
     }
 
-    // Time: CF-decoded into days.
-    let time_doc = get_json(store, "time/zarr.json")?
-        .ok_or_else(|| meta_err(store, "time/zarr.json", "missing time coordinate"))?;
-    let traw = read_coord(store, "time", strict)?;
-    let units = time_doc
-        .pointer("/attributes/units")
-        .and_then(Value::as_str)
-        .unwrap_or("days since 1970-01-01");
-    let (secs, epoch) = parse_cf_units(units).ok_or_else(|| {
-        meta_err(
-            store,
-            "time/zarr.json",
-            format!("unsupported time units '{units}'"),
-        )
-    })?;
-    let times: Vec<i64> = traw
-        .iter()
-        .map(|v| epoch + (v * secs / 86400.0).floor() as i64)
-        .collect();
+    // Time: CF-decoded at full resolution.
+    let time_key = array_key("time");
+    let time_doc = if zarr_format == 3 {
+        get_json(store, &time_key)?
+    } else {
+        super::v2::array_doc(store, "time")?
+    }
+    .ok_or_else(|| meta_err(store, &time_key, "missing time coordinate"))?;
+    let times = super::coords::read_times(store, &time_doc, &time_key, strict)?;
     if times.len() as u64 != shape[0] {
         return Err(meta_err(
             store,
-            "time/zarr.json",
+            &time_key,
             "time length does not match the band shape",
         ));
     }
 
-    // CRS and transform from spatial_ref, else from the coordinates.
-    let sref = get_json(store, "spatial_ref/zarr.json")?;
-    if sref.is_none() && listed.iter().flatten().any(|l| l.name == "spatial_ref") {
+    // CRS and transform from the grid-mapping variable, else from the coordinates.
+    let gm = bands[0]
+        .attributes
+        .get("grid_mapping")
+        .and_then(Value::as_str)
+        .filter(|n| validate_band_name(n).is_ok() || *n == "spatial_ref")
+        .unwrap_or("spatial_ref");
+    if gm == "spatial_ref"
+        && listed.iter().flatten().any(|l| l.name == "spatial_ref")
+        && get_json(store, "spatial_ref/zarr.json")?.is_none()
+    {
         return Err(meta_err(
             store,
             "spatial_ref/zarr.json",
             "the group metadata lists 'spatial_ref' (the CRS) but it is missing",
         ));
     }
-    let sattr = sref
-        .as_ref()
-        .and_then(|d| d.get("attributes"))
-        .cloned()
-        .unwrap_or(Value::Null);
-    let wkt = sattr
-        .get("crs_wkt")
-        .or_else(|| sattr.get("spatial_ref"))
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_string();
-    let transform = match sattr.get("GeoTransform").and_then(Value::as_str) {
-        Some(s) => {
-            let v: Vec<f64> = s
-                .split_whitespace()
-                .filter_map(|t| t.parse().ok())
-                .collect();
-            if v.len() != 6 {
-                return Err(meta_err(
-                    store,
-                    "spatial_ref/zarr.json",
-                    format!("invalid GeoTransform '{s}'"),
-                ));
-            }
-            [v[0], v[1], v[2], v[3], v[4], v[5]]
-        }
-        None => {
-            let dx = if xs.len() > 1 { xs[1] - xs[0] } else { 1.0 };
-            let dy = if ys.len() > 1 { ys[1] - ys[0] } else { -1.0 };
-            [
-                xs.first().copied().unwrap_or(0.0) - dx / 2.0,
-                dx,
-                0.0,
-                ys.first().copied().unwrap_or(0.0) - dy / 2.0,
-                0.0,
-                dy,
-            ]
-        }
-    };
+    let super::coords::GridMapping {
+        wkt,
+        transform,
+        epsg: recorded,
+    } = super::coords::read_grid_mapping(store, gm)?;
+    let transform = transform.unwrap_or_else(|| {
+        let dx = if xs.len() > 1 { xs[1] - xs[0] } else { 1.0 };
+        let dy = if ys.len() > 1 { ys[1] - ys[0] } else { -1.0 };
+        [
+            xs.first().copied().unwrap_or(0.0) - dx / 2.0,
+            dx,
+            0.0,
+            ys.first().copied().unwrap_or(0.0) - dy / 2.0,
+            0.0,
+            dy,
+        ]
+    });
     // The EPSG code chunkcube records at write time spares a PROJ database lookup per open.
-    let recorded = sattr.get("epsg").and_then(Value::as_u64).map(|e| e as u32);
     let epsg = if recorded.is_some() || wkt.is_empty() {
-        recorded
+        recorded.filter(|_| !wkt.is_empty())
     } else {
         crate::geo::crs_info(&wkt).ok().and_then(|(_, e)| e)
     };
@@ -734,6 +677,8 @@ pub fn read_cube_meta(store: &Store) -> Result<CubeMeta, StoreError> {
         times,
         bands,
         attributes,
+        zarr_format,
+        skipped,
     })
 }
 

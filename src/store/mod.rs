@@ -12,6 +12,7 @@
 mod chunks;
 #[cfg(test)]
 mod conformance;
+mod coords;
 mod counting;
 pub(crate) mod disk_cache;
 mod dtype;
@@ -28,6 +29,7 @@ pub mod rows;
 mod runtime;
 pub(crate) mod shard;
 mod tuning;
+mod v2;
 mod values;
 pub mod verify;
 
@@ -61,7 +63,7 @@ pub enum StoreError {
         reason: String,
     },
     /// The location holds no cube.
-    #[error("{0} is not a chunkcube cube (no zarr.json group metadata found)")]
+    #[error("{0} is not a chunkcube cube (no Zarr group metadata found: zarr.json, or .zgroup for Zarr v2)")]
     NotACube(String),
     /// The S3 bucket of a cube URL does not exist.
     #[error("S3 bucket '{bucket}' does not exist (endpoint {endpoint}, cube {url})")]

@@ -24,8 +24,8 @@ use std::sync::OnceLock;
 // ---------------------------------------------------------------------------------------------
 
 const STORED: [u64; 3] = [1, 64, 64];
-const DAY_2019: i64 = 17897;
-const DAY_2020: i64 = 18262;
+const DAY_2019: chunkcube::geo::Time = chunkcube::geo::Time::from_days(17897);
+const DAY_2020: chunkcube::geo::Time = chunkcube::geo::Time::from_days(18262);
 const NDVI: &str = "ndvi=(nir-red)/(nir+red)";
 const ALL_REDUCTIONS: [ReduceOp; 7] = [
     ReduceOp::Mean,

@@ -192,7 +192,7 @@ fn metadata_matches_tiles() {
     assert_eq!((m.geobox.width, m.geobox.height), (W as u64, H as u64));
     assert_eq!(m.geobox.epsg, Some(6933));
     assert_eq!(
-        m.times,
+        m.times.iter().map(|t| t.days()).collect::<Vec<_>>(),
         vec![17897, 18262],
         "2019-01-01 and 2020-01-01 in days since 1970-01-01"
     );

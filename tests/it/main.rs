@@ -11,6 +11,7 @@ mod export;
 mod hostile;
 mod ingest;
 mod integrity;
+mod interop;
 mod jobs;
 mod out_of_core;
 mod query;

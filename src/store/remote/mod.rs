@@ -114,11 +114,21 @@ pub(crate) fn open_layers(
                 if is_no_such_bucket(&e) {
                     return Err(no_bucket(url, bucket, host));
                 }
-                // An S3 GET of a key in a missing bucket is also a 404: ask the bucket.
-                return Err(match runtime().block_on(store.list_with_delimiter(None)) {
-                    Err(e) if is_no_such_bucket(&e) => no_bucket(url, bucket, host),
-                    _ => StoreError::NotACube(url.to_string()),
-                });
+                // A Zarr v2 store (read only): its `.zgroup` stands for the version.
+                match runtime().block_on(store.head(&ObjectPath::from(".zgroup"))) {
+                    Ok(meta) => {
+                        let id = meta.e_tag.unwrap_or_else(|| format!("size{}", meta.size));
+                        let t = meta.last_modified.timestamp_millis();
+                        write_id = Some(format!("v2-{id}@{t}"));
+                    }
+                    // An S3 GET of a key in a missing bucket is also a 404: ask the bucket.
+                    Err(_) => {
+                        return Err(match runtime().block_on(store.list_with_delimiter(None)) {
+                            Err(e) if is_no_such_bucket(&e) => no_bucket(url, bucket, host),
+                            _ => StoreError::NotACube(url.to_string()),
+                        })
+                    }
+                }
             }
             Err(e) => return Err(fail("zarr.json", &e)),
         }

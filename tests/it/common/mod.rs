@@ -10,6 +10,7 @@
 //! Not every test file uses every helper.
 
 pub mod output;
+pub mod python;
 
 use gdal::raster::{Buffer, GdalType, RasterCreationOptions};
 use gdal::spatial_ref::SpatialRef;
