@@ -513,7 +513,7 @@ fn selection_errors_say_why_and_where_the_cube_is() {
 
 /// A Zarr v2 store as xarray writes it: uint16 `red` (nodata 0), float32 `nir`, a CRS from
 /// rioxarray, chunks of 1 x 4 x 4.
-fn write_v2_store(dir: &Path, consolidated: bool) {
+pub(crate) fn write_v2_store(dir: &Path, consolidated: bool) {
     let code = format!(
         r#"{PY_PRELUDE}
 import rioxarray

@@ -2125,3 +2125,40 @@ fn store_api_reports_missing_buckets() {
     .to_string();
     assert!(e.contains("does not exist"), "{e}");
 }
+
+#[test]
+fn zarr_v2_stores_on_s3_open_and_compute() {
+    let ep = require_s3!();
+    if !common::python::python_ready("zarr_v2_stores_on_s3_open_and_compute") {
+        return;
+    }
+    let env = Env::new(&ep);
+    let tmp = tempfile::tempdir().unwrap();
+    let local = tmp.path().join("v2.zarr");
+    crate::interop::write_v2_store(&local, true);
+    let bucket = make_bucket(&ep, "v2");
+    let store = bucket_store(&ep, &bucket);
+    for (key, bytes) in common::tree_bytes(&local) {
+        block_on(store.put(&ObjectPath::from(format!("v2/{key}")), bytes.into())).unwrap();
+    }
+    let url = format!("s3://{bucket}/v2");
+    let info: serde_json::Value = serde_json::from_str(&env.ok(&["info", &url, "--json"])).unwrap();
+    assert_eq!(info["zarr_format"], 2, "{info}");
+    assert_eq!(info["crs"], "EPSG:6933", "{info}");
+    // The same result as from the local copy of the store.
+    let expr = ["--expr", "ndvi=(nir-red)/(nir+red)", "--quiet", "--out"];
+    let from_s3 = tmp.path().join("s3.zarr");
+    let from_local = tmp.path().join("local.zarr");
+    let mut a = vec!["calc", url.as_str()];
+    a.extend(expr);
+    a.push(common::s(&from_s3));
+    env.ok(&a);
+    let mut b = vec!["calc", common::s(&local)];
+    b.extend(expr);
+    b.push(common::s(&from_local));
+    env.ok(&b);
+    assert_eq!(
+        common::load_band::<f32>(&from_s3, "ndvi").mapv(f32::to_bits),
+        common::load_band::<f32>(&from_local, "ndvi").mapv(f32::to_bits)
+    );
+}
