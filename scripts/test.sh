@@ -17,7 +17,7 @@ python3 scripts/module_graph.py
 echo "test.sh: cargo clippy"
 cargo clippy --release --workspace --all-targets --quiet -- -D warnings
 
-export CHUNKCUBE_REQUIRE_PYTHON=1 CHUNKCUBE_REQUIRE_S3=1
+export CHUNKCUBE_REQUIRE_PYTHON=1 CHUNKCUBE_REQUIRE_S3=1 CHUNKCUBE_REQUIRE_BROWSER=1
 
 # A real S3-compatible server on loopback for the s3 tests, started and stopped by with-s3.sh.
 run_tests() {

@@ -189,6 +189,9 @@ struct ExecArgs {
     /// Pause every task this many milliseconds (for testing the dashboard).
     #[arg(long, hide = true, value_name = "MS")]
     pace_tasks_ms: Option<u64>,
+    /// Tasks wait while FILE exists (for testing the dashboard).
+    #[arg(long, hide = true, value_name = "FILE")]
+    hold_tasks_while: Option<PathBuf>,
 }
 
 #[derive(Args, Clone)]
@@ -366,6 +369,9 @@ fn exec_config(e: &ExecArgs) -> Result<ExecConfig> {
     c.quiet = e.quiet;
     if let Some(ms) = e.pace_tasks_ms {
         chunkcube::exec::pace_tasks(ms);
+    }
+    if let Some(p) = &e.hold_tasks_while {
+        chunkcube::exec::hold_tasks_while(p.clone());
     }
     c.spill_dir = e.spill_dir.clone();
     c.store.cache_dir = e.cache_dir.clone();

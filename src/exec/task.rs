@@ -70,6 +70,30 @@ pub fn pace_tasks(ms: u64) {
     TASK_PAUSE_MS.store(ms, Ordering::Relaxed);
 }
 
+/// Test hook: while this file exists, tasks wait before they start (set once per process).
+static HOLD_FILE: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+
+/// Make tasks of this process wait, before they start, while `path` exists: a test holds a
+/// run in mid-flight for as long as it needs (the dashboard's browser test). A test hook
+/// (the command line's hidden `--hold-tasks-while`), not an option.
+#[doc(hidden)]
+pub fn hold_tasks_while(path: std::path::PathBuf) {
+    let _ = HOLD_FILE.set(path);
+}
+
+/// Apply the test hooks (pacing, holding) to a task about to start.
+fn test_hooks() {
+    let pause = TASK_PAUSE_MS.load(Ordering::Relaxed);
+    if pause > 0 {
+        std::thread::sleep(std::time::Duration::from_millis(pause));
+    }
+    if let Some(p) = HOLD_FILE.get() {
+        while p.exists() {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
+
 impl Session {
     /// Whether the run the current task belongs to was cancelled (by an error in another of
     /// its tasks). Each run has its own flag, so computations running side by side on one
@@ -194,10 +218,7 @@ impl Session {
                 let t0 = live.as_ref().map(|l| l.status().now_us());
                 prefetch_upto(i + window);
                 let _res = self.budget.reserve(need);
-                let pause = TASK_PAUSE_MS.load(Ordering::Relaxed);
-                if pause > 0 {
-                    std::thread::sleep(std::time::Duration::from_millis(pause));
-                }
+                test_hooks();
                 TASK_CHUNKS.with(|m| m.borrow_mut().clear());
                 let before = TASK_POLICY.with(|p| p.replace(policy));
                 let run_before = TASK_CANCEL.with(|c| c.replace(Some(cancel.clone())));

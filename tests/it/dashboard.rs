@@ -343,3 +343,172 @@ fn an_ingest_shows_its_bands_and_bad_addresses_are_refused() {
     let (st, _, err) = run(args);
     assert!(!st.success() && err.contains("--dashboard"), "{err}");
 }
+
+/// Debian's Chromium, or None (with the reason printed) when it is not installed and the
+/// run does not require it (`CHUNKCUBE_REQUIRE_BROWSER=1`, as scripts/test.sh sets).
+fn chromium() -> Option<PathBuf> {
+    let found = ["chromium", "chromium-browser"].iter().find_map(|name| {
+        std::env::var_os("PATH").and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|d| d.join(name))
+                .find(|p| p.is_file())
+        })
+    });
+    if found.is_none() {
+        assert!(
+            std::env::var("CHUNKCUBE_REQUIRE_BROWSER").as_deref() != Ok("1"),
+            "chromium not found and CHUNKCUBE_REQUIRE_BROWSER=1 (scripts/setup.sh installs it)"
+        );
+        eprintln!("skipped: chromium not found (apt-get install chromium, or scripts/setup.sh)");
+    }
+    found
+}
+
+/// Run headless Chromium on `url` with `what` (`--dump-dom` or `--screenshot=FILE`), in a new
+/// profile, with everything that would reach the network switched off: no background
+/// networking, component updates, sync or QUIC, and a proxy that does not exist for anything
+/// but loopback. Returns stdout.
+fn browse(chromium: &Path, url: &str, what: &str) -> String {
+    let profile = tempfile::tempdir().unwrap();
+    let o = Command::new(chromium)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--proxy-server=127.0.0.1:9",
+            "--window-size=1280,1000",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(what)
+        .arg(url)
+        .output()
+        .expect("cannot run chromium");
+    assert!(
+        o.status.success(),
+        "chromium {what} failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn the_page_shows_layers_and_progress_in_a_browser_mid_run() {
+    let Some(chromium) = chromium() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let cube = cube(dir.path());
+    let out = dir.path().join("ndvi");
+    let hold = dir.path().join("hold");
+    let w = Watched::start(&[
+        "calc",
+        s(&cube),
+        "--expr",
+        "ndvi=(nir-red)/(nir+red)",
+        "--out",
+        s(&out),
+        "--threads",
+        "2",
+        "--memory-limit",
+        "32MiB",
+        "--dashboard",
+        "127.0.0.1:0",
+        "--pace-tasks-ms",
+        "150",
+        "--hold-tasks-while",
+        s(&hold),
+    ]);
+    // Hold the run once some tasks are done: the browser gets all the time it needs mid-run.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let st = w.status().expect("the dashboard went away");
+        assert_eq!(
+            st["state"], "running",
+            "the run ended before it was held: {st}"
+        );
+        if u(&st, "tasks_done") > 0 {
+            std::fs::write(&hold, b"").unwrap();
+            break;
+        }
+        assert!(Instant::now() < deadline, "no task finished: {st}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let url = format!("http://{}/", w.addr);
+
+    // The page itself names nothing outside the process: no URL, no external asset.
+    let (code, page) = get(w.addr, "/").unwrap();
+    assert_eq!(code, 200);
+    for outside in [
+        "http:", "https:", "src=", "href=", "url(", "@import", "//cdn",
+    ] {
+        assert!(!page.contains(outside), "the page refers to {outside}");
+    }
+
+    let dom = browse(&chromium, &url, "--dump-dom");
+    let shot = dir.path().join("dashboard.png");
+    browse(&chromium, &url, &format!("--screenshot={}", shot.display()));
+    let held = w.status().unwrap();
+    std::fs::remove_file(&hold).unwrap();
+
+    // The rendered DOM: every layer by name, with progress above zero and below the end.
+    let attr = |tag: &str, name: &str| -> Option<u64> {
+        let at = tag.find(&format!("{name}=\""))? + name.len() + 2;
+        tag[at..].split('"').next()?.parse().ok()
+    };
+    let layers: Vec<(String, u64, u64)> = dom
+        .split("<div class=\"layer\"")
+        .skip(1)
+        .map(|t| {
+            let tag = &t[..t.find('>').unwrap()];
+            let name = tag.split("data-name=\"").nth(1).unwrap().split('"').next();
+            let done = attr(tag, "data-done").unwrap();
+            (
+                name.unwrap().to_string(),
+                done,
+                attr(tag, "data-total").unwrap(),
+            )
+        })
+        .collect();
+    let names: Vec<&str> = layers.iter().map(|l| l.0.as_str()).collect();
+    for want in ["load red", "load nir", "sub", "add", "truediv", "write"] {
+        assert!(
+            names.contains(&want),
+            "the page shows no layer {want}: {names:?}\n{dom}"
+        );
+        assert!(
+            dom.contains(&format!(">{want}</span>")),
+            "{want} not shown as text"
+        );
+    }
+    for (name, done, total) in &layers {
+        assert!(
+            *done > 0 && done < total,
+            "{name}: {done} / {total} mid-run\n{dom}"
+        );
+        assert!(*done <= u(&held, "tasks_total"), "{name}");
+    }
+    assert!(
+        dom.contains(">running</span>"),
+        "the page does not say running"
+    );
+    assert!(dom.contains("explain-table") && dom.contains("stored chunks to fetch"));
+    // The screenshot: a PNG of the window's size, not an empty page.
+    let png = std::fs::read(&shot).unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    let (pw, ph) = (
+        u32::from_be_bytes(png[16..20].try_into().unwrap()),
+        u32::from_be_bytes(png[20..24].try_into().unwrap()),
+    );
+    assert_eq!((pw, ph), (1280, 1000));
+    assert!(
+        png.len() > 20_000,
+        "a near-empty screenshot ({} bytes)",
+        png.len()
+    );
+
+    let (ok, err) = w.wait();
+    assert!(ok, "calc failed: {err}");
+}
