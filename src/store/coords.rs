@@ -183,6 +183,18 @@ fn read_raw(store: &Store, name: &str, strict: bool) -> Result<Raw, StoreError> 
         .map_err(|e| meta_err(store, &format!("{name}/zarr.json"), e.to_string()))?;
     let d = a.data_type().clone();
     let err = |e: zarrs::array::ArrayError| meta_err(store, name, e.to_string());
+    // Read whole at open: a crafted shape must not allocate gigabytes.
+    if a.shape().iter().product::<u64>() > super::limits::MAX_COORD_LEN || a.dimensionality() > 1 {
+        return Err(meta_err(
+            store,
+            &format!("{name}/zarr.json"),
+            format!(
+                "a coordinate must be 1-d with at most {} values; found shape {:?}",
+                super::limits::MAX_COORD_LEN,
+                a.shape()
+            ),
+        ));
+    }
     macro_rules! read {
         ($t:ty) => {{
             let v: Vec<$t> = if strict && a.dimensionality() == 1 {
@@ -329,6 +341,17 @@ pub(crate) fn read_grid_mapping(store: &Store, name: &str) -> Result<GridMapping
         .unwrap_or("")
         .trim()
         .to_string();
+    if wkt.len() > super::limits::MAX_WKT_BYTES {
+        return Err(meta_err(
+            store,
+            &format!("{name}/zarr.json"),
+            format!(
+                "crs_wkt of {} bytes is longer than the {} a CRS needs",
+                wkt.len(),
+                super::limits::MAX_WKT_BYTES
+            ),
+        ));
+    }
     let transform = match sattr.get("GeoTransform").and_then(Value::as_str) {
         Some(s) => {
             let v: Vec<f64> = s

@@ -416,6 +416,7 @@ fn parse_band(store: &Store, name: &str, key: &str, doc: &Value) -> Result<Parse
         return Err(bad("chunk_shape must be 3 positive numbers"));
     }
     let mut inner = None;
+    super::limits::check_sizes(&shape, &grid, dtype.size() as u64).map_err(|m| bad(&m))?;
     if let Some(codecs) = doc.get("codecs").and_then(Value::as_array) {
         if let Some(sh) = codecs
             .iter()
@@ -426,6 +427,9 @@ fn parse_band(store: &Store, name: &str, key: &str, doc: &Value) -> Result<Parse
                 .and_then(|v| u64_vec(Some(v)))
                 .filter(|v| v.len() == 3 && !v.contains(&0))
                 .ok_or_else(|| bad("invalid sharding chunk_shape"))?;
+            if cs.iter().zip(&grid).any(|(i, o)| o % i != 0) {
+                return Err(bad("the sharding chunk_shape must divide the chunk_shape"));
+            }
             inner = Some([cs[0], cs[1], cs[2]]);
         }
     }
@@ -564,7 +568,7 @@ pub fn read_cube_meta(store: &Store) -> Result<CubeMeta, StoreError> {
     skipped.sort();
     let listed = super::manifest::listed(&attributes);
     if let Some(listed) = &listed {
-        check_listed(store, listed, &mut bands)?;
+        super::manifest::check_listed(store, listed, &mut bands)?;
     }
     if bands.is_empty() {
         let found = if skipped.is_empty() {
@@ -680,32 +684,6 @@ pub fn read_cube_meta(store: &Store) -> Result<CubeMeta, StoreError> {
         zarr_format,
         skipped,
     })
-}
-
-/// A committed cube lists its arrays: a listed band that is missing is an error naming it
-/// (never a cube that silently lost a band); bands get their manifest entry.
-fn check_listed(
-    store: &Store,
-    listed: &[super::manifest::Listed],
-    bands: &mut [BandMeta],
-) -> Result<(), StoreError> {
-    for l in listed {
-        match bands.iter_mut().find(|b| b.name == l.name) {
-            Some(b) => b.manifest = Some(l.clone()),
-            None if COORD_NAMES.contains(&l.name.as_str()) => {}
-            None => {
-                return Err(meta_err(
-                    store,
-                    &format!("{}/zarr.json", l.name),
-                    format!(
-                        "the group metadata lists array '{}' but it is missing",
-                        l.name
-                    ),
-                ))
-            }
-        }
-    }
-    Ok(())
 }
 
 /// Open a band array for reading or writing chunks.

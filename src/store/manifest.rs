@@ -331,6 +331,32 @@ pub fn load(store: &Store, l: &Listed, with_sizes: bool) -> Result<ArrayManifest
     ArrayManifest::decode(&bytes, with_sizes).map_err(|e| err(store, &key, e))
 }
 
+/// A committed cube lists its arrays: a listed band that is missing is an error naming it
+/// (never a cube that silently lost a band); bands get their manifest entry.
+pub(crate) fn check_listed(
+    store: &Store,
+    listed: &[Listed],
+    bands: &mut [super::layout::BandMeta],
+) -> Result<(), StoreError> {
+    for l in listed {
+        match bands.iter_mut().find(|b| b.name == l.name) {
+            Some(b) => b.manifest = Some(l.clone()),
+            None if super::layout::COORD_NAMES.contains(&l.name.as_str()) => {}
+            None => {
+                return Err(err(
+                    store,
+                    &format!("{}/zarr.json", l.name),
+                    format!(
+                        "the group metadata lists array '{}' but it is missing",
+                        l.name
+                    ),
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -19,6 +19,7 @@ mod dtype;
 pub mod encode;
 pub mod job;
 pub mod layout;
+pub mod limits;
 mod local;
 pub mod lock;
 pub mod manifest;

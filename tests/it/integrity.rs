@@ -98,7 +98,7 @@ fn a_lost_chunk_is_an_error_naming_its_key_not_fill() {
     let (_d, c) = cube("lost");
     std::fs::remove_file(c.join("red/c/1/2/3")).unwrap();
     for args in [
-        vec!["load", s(&c), "--measurements", "red", "--print"],
+        vec!["load", s(&c), "--measurements", "red", "--print-all"],
         vec![
             "calc",
             s(&c),
@@ -106,7 +106,7 @@ fn a_lost_chunk_is_an_error_naming_its_key_not_fill() {
             "v=red*2",
             "--isel",
             "time=1:2",
-            "--print",
+            "--print-all",
         ],
     ] {
         let e = run_one_error(&args);
@@ -253,7 +253,7 @@ fn a_calc_result_is_committed_with_its_manifest() {
     assert_eq!(code, Some(0), "{problems:?} {err}");
     let first = chunks_on_disk(&out, "ndvi").into_keys().next().unwrap();
     std::fs::remove_file(out.join("ndvi").join(&first)).unwrap();
-    let e = run_one_error(&["load", s(&out), "--print"]);
+    let e = run_one_error(&["load", s(&out), "--print-all"]);
     assert!(e.contains(&format!("ndvi/{first}")), "{e}");
 }
 
@@ -375,7 +375,7 @@ fn a_reader_racing_an_overwrite_never_returns_holes() {
         "--quiet",
     ];
     crate::common::run_ok(&write);
-    let read = ["load", s(&out), "--print", "--quiet"];
+    let read = ["load", s(&out), "--print-all", "--quiet"];
     let want = run_output(&read);
     assert!(want.status.success());
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -415,4 +415,58 @@ fn a_reader_racing_an_overwrite_never_returns_holes() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let writes = writer.join().unwrap();
     eprintln!("race: {writes} overwrites, {same} whole reads, {refused} reads refused");
+}
+
+#[test]
+fn crafted_metadata_sizes_are_refused_before_anything_is_allocated() {
+    let edit = |c: &Path, key: &str, f: &dyn Fn(&mut serde_json::Value)| {
+        let p = c.join(key);
+        let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+        f(&mut v);
+        std::fs::write(&p, serde_json::to_vec(&v).unwrap()).unwrap();
+    };
+    type Edit = Box<dyn Fn(&mut serde_json::Value)>;
+    let cases: Vec<(&str, &str, Edit)> = vec![
+        (
+            "red/zarr.json",
+            "GiB per chunk",
+            Box::new(|v| {
+                v["chunk_grid"]["configuration"]["chunk_shape"] =
+                    serde_json::json!([1, 1u64 << 20, 1u64 << 20])
+            }),
+        ),
+        (
+            "red/zarr.json",
+            "elements",
+            Box::new(|v| v["shape"] = serde_json::json!([u64::MAX, 200, 240])),
+        ),
+        (
+            "red/zarr.json",
+            "chunks",
+            Box::new(|v| {
+                v["shape"] = serde_json::json!([1u64 << 20, 1u64 << 20, 240]);
+                v["chunk_grid"]["configuration"]["chunk_shape"] = serde_json::json!([1, 1, 240])
+            }),
+        ),
+        (
+            "x/zarr.json",
+            "at most",
+            Box::new(|v| {
+                v["shape"] = serde_json::json!([1u64 << 40]);
+            }),
+        ),
+        (
+            "spatial_ref/zarr.json",
+            "longer than",
+            Box::new(|v| v["attributes"]["crs_wkt"] = serde_json::json!("A".repeat(1 << 20))),
+        ),
+    ];
+    for (key, want, f) in cases {
+        let (_d, c) = cube("crafted");
+        edit(&c, key, &*f);
+        let t = std::time::Instant::now();
+        let e = run_one_error(&["info", s(&c)]);
+        assert!(e.contains(key) && e.contains(want), "{key}: {e}");
+        assert!(t.elapsed().as_secs() < 10, "{key}: refused at once");
+    }
 }
