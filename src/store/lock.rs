@@ -3,7 +3,7 @@
 //! Two runs writing one `--out` at once would interleave chunks of two different results and
 //! the later commit would declare the mix complete. The lock is `<out>.chunkcube-lock` (a
 //! sibling, so clearing the cube for `--overwrite` never removes it): created with `O_EXCL`
-//! locally and with a conditional put (`If-None-Match: *`) on S3. It records host, pid and
+//! locally (written whole, then hard-linked into place) and with a conditional put (`If-None-Match: *`) on S3. It records host, pid and
 //! start time, and is refreshed every [`HEARTBEAT`] while held; a lock whose process is gone
 //! (same host) or whose refresh is older than [`STALE_AFTER`] is stale and taken over, saying so.
 //! Released (deleted) when the guard drops.
@@ -80,16 +80,14 @@ impl Target {
                 if let Some(parent) = p.parent() {
                     std::fs::create_dir_all(parent)?;
                 }
-                match std::fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .open(p)
-                {
-                    Ok(mut f) => {
-                        use std::io::Write;
-                        f.write_all(&body())?;
-                        Ok(true)
-                    }
+                // Written whole beside it, then linked into place: link(2) fails if the lock
+                // exists (as O_EXCL), and a reader never sees a lock without its content.
+                let tmp = PathBuf::from(format!("{}.{}.tmp", p.display(), std::process::id()));
+                std::fs::write(&tmp, body())?;
+                let r = std::fs::hard_link(&tmp, p);
+                let _ = std::fs::remove_file(&tmp);
+                match r {
+                    Ok(()) => Ok(true),
                     Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
                     Err(e) => Err(e),
                 }
