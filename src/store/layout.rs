@@ -293,8 +293,8 @@ pub fn write_group(
     let mut attrs = extra;
     attrs.insert("product".into(), json!(product));
     // The chunk manifest describes exactly what this commit declares: listed after every
-    // array is written, before the group metadata that makes them visible.
-    store.sync()?;
+    // array is written, before the group metadata that makes them visible (the sync below
+    // makes the manifests durable with everything else).
     let arrays = super::manifest::write_all(store)?;
     attrs.insert(
         "chunkcube".into(),
