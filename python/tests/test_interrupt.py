@@ -9,8 +9,8 @@ import pytest
 
 import chunkcube as cc
 
-# Tiny chunks on one thread: tens of thousands of tasks, about two seconds of work.
-SLOW = {"time": 1, "y": 2, "x": 2}
+# One-pixel chunks on one thread: ~10^5 tasks, well over the 100 ms between Ctrl-C polls.
+SLOW = {"time": 1, "y": 1, "x": 1}
 
 
 def slow_ndvi(cube):

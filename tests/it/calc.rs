@@ -1551,7 +1551,15 @@ fn a_corrupt_chunk_mid_computation_fails_naming_the_key_and_leaves_no_cube() {
         lines.push((extra.clone(), run_err(&args)));
         open_fails(&out, "corrupt chunk");
         let _ = std::fs::remove_dir_all(&out);
-        let mut args = vec!["calc", srcs, "--expr", NDVI, "--print", "--threads", "2"];
+        let mut args = vec![
+            "calc",
+            srcs,
+            "--expr",
+            NDVI,
+            "--print-all",
+            "--threads",
+            "2",
+        ];
         args.extend(extra.iter().copied());
         lines.push((extra, run_err(&args)));
     }
