@@ -21,6 +21,8 @@ export CHUNKCUBE_REQUIRE_PYTHON=1 CHUNKCUBE_REQUIRE_S3=1 CHUNKCUBE_REQUIRE_BROWS
 
 # A real S3-compatible server on loopback for the s3 tests, started and stopped by with-s3.sh.
 run_tests() {
+    # bash -c does not inherit set -e: without it a failing cargo test would not fail CI.
+    set -euo pipefail
     echo "test.sh: cargo test --release (S3 server at $CHUNKCUBE_TEST_S3_ENDPOINT)"
     cargo test --release --all-targets --no-fail-fast -- --test-threads=2
     cargo test --release --doc

@@ -613,6 +613,11 @@ fn prepare_output(
         .list_sizes("")?
         .iter()
         .any(|(k, _)| !k.ends_with(".tmp"))
+        // Workers start together: what the listing found may be another worker of this job
+        // that wrote its job marker after the check above.
+        && !(sharded
+            && job::read_job(store)?
+                .is_some_and(|j| j.fingerprint == job.fingerprint && j.shards == job.shards))
     {
         // (Only leftovers of failed atomic writes, e.g. the marker's own when the disk was
         // full, are no reason to refuse: they are removed below.)
