@@ -68,11 +68,7 @@ const SPILL_PREFIX: &str = "chunkcube-spill-";
 
 /// This machine's host name, made safe for a file name.
 fn host() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: gethostname writes at most `buf.len()` bytes into the buffer we own.
-    let ok = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0;
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    let name: String = String::from_utf8_lossy(&buf[..end])
+    let name: String = crate::store::lock::host()
         .chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || c == '.' {
@@ -82,19 +78,14 @@ fn host() -> String {
             }
         })
         .collect();
-    if ok && !name.is_empty() {
-        name
-    } else {
+    if name.is_empty() {
         "localhost".into()
+    } else {
+        name
     }
 }
 
-/// Whether process `pid` exists on this machine.
-fn alive(pid: u32) -> bool {
-    // SAFETY: signal 0 only checks that the process exists and may be signalled.
-    let r = unsafe { libc::kill(pid as libc::pid_t, 0) };
-    r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
-}
+use crate::store::lock::alive;
 
 /// Remove the spill directories under `parent` left by processes of this host that are gone,
 /// saying so on stderr (directories of other hosts, on a shared file system, are left alone).

@@ -40,10 +40,25 @@ impl std::fmt::Debug for WriterLock {
     }
 }
 
-fn host() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_default()
+/// This machine's host name as the kernel reports it (empty if unknown). Shared with the
+/// spill directories' names, which mark their owner the same way.
+pub(crate) fn host() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most `buf.len()` bytes into the buffer we own.
+    let ok = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0;
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    if ok {
+        String::from_utf8_lossy(&buf[..end]).into_owned()
+    } else {
+        String::new()
+    }
+}
+
+/// Whether process `pid` exists on this machine.
+pub(crate) fn alive(pid: u32) -> bool {
+    // SAFETY: signal 0 only checks that the process exists and may be signalled.
+    let r = unsafe { libc::kill(pid as libc::pid_t, 0) };
+    r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
 fn body() -> Vec<u8> {
@@ -63,9 +78,7 @@ fn stale(content: &[u8], age: Duration) -> Option<String> {
     let pid = v.get("pid").and_then(|p| p.as_u64());
     let same_host = v.get("host").and_then(|h| h.as_str()) == Some(host().as_str());
     match pid {
-        Some(pid) if same_host && !std::path::Path::new(&format!("/proc/{pid}")).exists() => {
-            Some(format!("its process {pid} is gone"))
-        }
+        Some(pid) if same_host && !alive(pid as u32) => Some(format!("its process {pid} is gone")),
         _ if age > STALE_AFTER => Some(format!("it was last refreshed {} s ago", age.as_secs())),
         None => Some("it is unreadable".into()),
         _ => None,

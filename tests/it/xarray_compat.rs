@@ -5,62 +5,15 @@
 //! these tests print a skip note and pass, unless `CHUNKCUBE_REQUIRE_PYTHON=1` (as in CI),
 //! where they fail and say to run `scripts/setup.sh`.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn crate_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// True when the Python side can run; otherwise skip (or fail when it is required).
-fn python_ready(test: &str) -> bool {
-    let probe = Command::new("python3")
-        .args(["-c", "import xarray, zarr, rioxarray"])
-        .output();
-    let why = match &probe {
-        Ok(o) if o.status.success() => return true,
-        Ok(o) => String::from_utf8_lossy(&o.stderr)
-            .trim()
-            .lines()
-            .last()
-            .unwrap_or("")
-            .to_string(),
-        Err(e) => format!("cannot run python3: {e}"),
-    };
-    if std::env::var("CHUNKCUBE_REQUIRE_PYTHON").as_deref() == Ok("1") {
-        panic!("{test}: python3 cannot import xarray, zarr, rioxarray ({why}); run scripts/setup.sh (as root) or `python3 -m pip install -r scripts/requirements.txt`");
-    }
-    eprintln!("SKIP {test}: python3 cannot import xarray, zarr, rioxarray ({why}); run scripts/setup.sh to enable it");
-    false
-}
-
-fn show(o: &Output) -> String {
-    format!(
-        "status: {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+use crate::common::output::show;
+use crate::common::python::python_ready;
+use crate::common::{crate_dir, ingest_fixtures_with};
+use std::path::Path;
+use std::process::Command;
 
 /// `chunkcube ingest --manifest fixtures/manifest.csv --out CUBE --quiet EXTRA...`
 fn ingest(cube: &Path, extra: &[&str]) {
-    let manifest = crate_dir().join("fixtures/manifest.csv");
-    let o = Command::new(env!("CARGO_BIN_EXE_chunkcube"))
-        .arg("ingest")
-        .arg("--manifest")
-        .arg(&manifest)
-        .arg("--out")
-        .arg(cube)
-        .arg("--quiet")
-        .args(extra)
-        .output()
-        .expect("run chunkcube");
-    assert!(
-        o.status.success(),
-        "chunkcube ingest {extra:?} failed\n{}",
-        show(&o)
-    );
+    ingest_fixtures_with(cube, extra);
 }
 
 /// Run the Python checks on a cube, comparing its pixels with the fixture tiles too.
