@@ -220,7 +220,8 @@ struct LoadArgs {
     sel: Selection,
     #[command(flatten)]
     exec: ExecArgs,
-    /// Write the selection as a new cube (coordinates and CRS kept).
+    /// Write the selection as a new cube (coordinates and CRS kept), in the stored chunks
+    /// unless --chunks says otherwise, task by task inside --memory-limit.
     #[arg(long, group = "action")]
     out: Option<String>,
     /// Print the lazy dataset and each band's chunk table; reads no chunk.
@@ -433,12 +434,22 @@ fn run_load(a: LoadArgs, live: Option<Arc<LiveStatus>>) -> Result<Option<serde_j
         .as_deref()
         .map(chunkcube::store::lock::acquire)
         .transpose()?;
-    let mut q = build_query(&a.sel)?;
+    // A copy keeps the stored chunking unless --chunks says otherwise (bounded tasks, and the
+    // output reads like its source); other actions stay lazy until they decide what to read.
+    // (The actions are exclusive: --out is the action when given.)
+    let writes = a.out.is_some();
+    let mut q = if writes {
+        stored_chunk_query(&cube, &a.sel)?
+    } else {
+        build_query(&a.sel)?
+    };
     if q.chunks.is_none() {
-        // Stay lazy until the action decides what to read.
         q.chunks = Some(ChunkSpec::Auto);
     }
     let ds = cube.load(&q)?;
+    if writes {
+        ds.check_write_memory()?;
+    }
     if let Some(g) = &a.graph {
         let last = ds
             .vars()

@@ -53,6 +53,20 @@ impl Dataset {
         }
         Ok(())
     }
+    /// Check, before anything runs, that writing this dataset (to a local cube, in its
+    /// chunks) fits the session's memory limit: the same plan `calc --out` checks, so a copy
+    /// is refused up front, with the smallest limit that works, rather than mid-write.
+    pub fn check_write_memory(&self) -> Result<(), CubeError> {
+        let Some((_, first)) = self.vars.first() else {
+            return Ok(());
+        };
+        let nodes: Vec<&Arc<Node>> = self.vars().map(|d| d.node()).collect();
+        first
+            .session()
+            .check_memory(&nodes, first.chunks3(), true, false, 0)?;
+        Ok(())
+    }
+
     /// Write all variables as a new cube, chunk by chunk.
     pub fn to_zarr(&self, url: &str, overwrite: bool) -> Result<(), CubeError> {
         self.write(url, overwrite, None).map(|_| ())

@@ -1567,6 +1567,113 @@ fn cli_out_writes_a_cube_with_the_same_crs_coords_and_values() {
     );
 }
 
+/// The chunk shape an array's `zarr.json` declares, read as plain JSON.
+fn declared_chunks(cube: &Path, array: &str) -> Vec<u64> {
+    let meta = common::read_json(&cube.join(array).join("zarr.json"));
+    meta["chunk_grid"]["configuration"]["chunk_shape"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{array}: no regular chunk grid in {meta}"))
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect()
+}
+
+#[test]
+fn cli_out_keeps_the_stored_chunks_inside_a_small_memory_limit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (out, stats) = (tmp.path().join("copy"), tmp.path().join("s.json"));
+    // A limit far below the bands (2 x 200 x 240 each) but above one stored chunk's task.
+    let limit: u64 = 1 << 20;
+    let copy = |dst: &Path, limit: &str, extra: &[&str]| -> Vec<String> {
+        let mut a: Vec<String> = [
+            "load",
+            &cube_str(),
+            "--measurements",
+            "nir,smad",
+            "--memory-limit",
+            limit,
+            "--out",
+            dst.to_str().unwrap(),
+            "--quiet",
+            "--stats",
+            stats.to_str().unwrap(),
+        ]
+        .map(String::from)
+        .to_vec();
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    };
+    run_ok(&copy(&out, "1MiB", &[]));
+    let s = common::read_stats(&stats);
+    let peak = s["peak_tracked_bytes"].as_u64().unwrap();
+    assert!(
+        peak > 0 && peak <= limit,
+        "peak {peak} > limit {limit}: {s}"
+    );
+    let w = [0..2, 0..200, 0..240];
+    // Every stored chunk is read once, and written once in the same chunking.
+    assert_eq!(
+        s["chunks_read"].as_u64().unwrap(),
+        2 * expected_count(&w),
+        "{s}"
+    );
+    assert_eq!(
+        s["chunks_written"].as_u64().unwrap(),
+        2 * expected_count(&w),
+        "{s}"
+    );
+    let c = Cube::open(out.to_str().unwrap()).expect("the --out cube opens");
+    let ds = c.load(&Query::new()).unwrap();
+    for b in ["nir", "smad"] {
+        assert_eq!(
+            declared_chunks(&out, b),
+            STORED.to_vec(),
+            "{b}: chunk shape"
+        );
+        assert_window(
+            ds.get(b).unwrap().values().unwrap(),
+            b,
+            &w,
+            &format!("copy {b}"),
+        );
+    }
+
+    // --chunks still decides when given.
+    let rechunked = tmp.path().join("rechunked");
+    run_ok(&copy(&rechunked, "8MiB", &["--chunks", "time=2,y=50,x=-1"]));
+    let c = Cube::open(rechunked.to_str().unwrap()).unwrap();
+    let ds = c.load(&Query::new()).unwrap();
+    for b in ["nir", "smad"] {
+        assert_eq!(declared_chunks(&rechunked, b), vec![2, 50, 240], "{b}");
+        assert_window(
+            ds.get(b).unwrap().values().unwrap(),
+            b,
+            &w,
+            &format!("rechunked {b}"),
+        );
+    }
+
+    // Below what one task needs: refused before anything is written, stating the minimum.
+    let small = tmp.path().join("small");
+    let line = run_err(&copy(&small, "64KiB", &[]));
+    assert!(line.contains("--memory-limit"), "{line}");
+    let min = common::stated_minimum(&line);
+    assert!(
+        !small.exists(),
+        "a refused copy created {}",
+        small.display()
+    );
+    // ... and a limit just above the stated minimum (it is printed rounded) works, within it.
+    let near = chunkcube::store::parse_bytes(&min.replace(' ', "")).unwrap() * 11 / 10;
+    run_ok(&copy(&small, &near.to_string(), &[]));
+    let s = common::read_stats(&stats);
+    let peak = s["peak_tracked_bytes"].as_u64().unwrap();
+    assert!(
+        peak <= near,
+        "peak {peak} > limit {near} (minimum {min}): {s}"
+    );
+}
+
 #[test]
 fn sharded_cubes_read_the_same_pixels() {
     let tmp = tempfile::tempdir().unwrap();
