@@ -8,6 +8,9 @@
 #   SKIP_DISTRIBUTED=1 bash bench/calc.sh   # without the (slow) dask distributed runs
 # Also (issue 12): a 3600x4200x6 cube ingested with 4096² chunks (NDVI and mean under 64 MiB vs
 # 4 GiB) and with 2048² chunks (a limit sweep of NDVI, mean and median vs dask threads).
+# Also (issue 18): max/min/sum/count/mean over time of nir on the 3600x4200x6 cube in 1024² chunks,
+# each beside its decode+reduce+encode bound (examples/bound_calc.rs --reduce OP BAND).
+# Every run is one line of bench-data/calc-results.jsonl: {name, wall_s, peak_rss_mib, ok}.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 B=./target/release/chunkcube
@@ -70,6 +73,15 @@ echo "== memory independent of the chunk size: 4096x4096 chunks (edge chunks bot
 for L in 64MiB 4GiB; do
     run "chunkcube 4096² ndvi --memory-limit $L" $B calc $D/edge4096 --expr 'ndvi=(nir-red)/(nir+red)' --out $D/out-e4-ndvi --overwrite --quiet --memory-limit $L
     run "chunkcube 4096² ndvi mean --memory-limit $L" $B calc $D/edge4096 --expr 'ndvi=(nir-red)/(nir+red)' --reduce mean:time --out $D/out-e4-mean --overwrite --quiet --memory-limit $L
+done
+echo
+echo "== reductions over time of one uint16 band: 6 x 3600 x 4200, 1024x1024 chunks (edge chunks both ways) =="
+# bound_calc --reduce: zarrs decode of every time step + a plain nodata-aware integer loop +
+# zstd encode of the float32 result, on rayon. Target: chunkcube <= 1.2x the bound.
+[ -f $D/edge1024/zarr.json ] || $B ingest --manifest $D/edge-tiles/manifest.csv --out $D/edge1024 --chunks time=1,y=1024,x=1024 --quiet --overwrite
+for op in max min sum count mean; do
+    run "bound: decode+$op+encode (bound_calc)" ./target/release/examples/bound_calc $D/edge1024 --reduce $op nir
+    run "chunkcube calc s=nir $op:time --out" $B calc $D/edge1024 --expr s=nir --reduce $op:time --out $D/out-r-$op --overwrite --quiet
 done
 echo
 echo "== limit sweep, 2048x2048 chunks with edge chunks, vs dask threads =="

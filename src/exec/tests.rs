@@ -443,6 +443,40 @@ proptest! {
     }
 }
 
+/// Under a roomy limit a single written output takes whole tasks: a plan preferring streamed
+/// medians where nothing streams (no median, or one that does not spill) is strips in disguise,
+/// decoding and encoding every chunk as a stream (issue 18: 1.3x slower on reductions).
+#[test]
+fn a_roomy_limit_plans_whole_tasks() {
+    for kind in [
+        Kind::Reduce(ReduceOp::Sum, 0),
+        Kind::Reduce(ReduceOp::Max, 0),
+        Kind::Ndvi,
+        Kind::MedianOfBand,
+    ] {
+        let c = Case {
+            shape: [6, 128, 128],
+            chunks_a: [1, 64, 64],
+            chunks_b: [1, 64, 64],
+            window: [0..6, 0..128, 0..128],
+            query: [1, 64, 64],
+            dtype: DType::U16,
+            kind,
+            threads: 2,
+            headroom: 100,
+            streams: true,
+        };
+        let (node, _, _) = graph(&c);
+        let d = Demand {
+            writing: true,
+            strips: true,
+            ..Demand::default()
+        };
+        let plan = plan_tasks(&[&node], c.query, 1 << 30, 2, d).unwrap();
+        assert_eq!(plan.mode, super::path::Mode::Whole, "{kind:?}: {plan:?}");
+    }
+}
+
 /// A median over time written to a cube whose stacks spill, on a grid with edge chunks:
 /// the streamed path where it applies, every chunk written, the values of plain loops.
 #[test]
