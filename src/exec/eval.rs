@@ -188,6 +188,11 @@ impl Session {
             return ArrayD::from_shape_vec(IxDyn(&out_shape), vals)
                 .map_err(|e| ExecError::Invalid(e.to_string()));
         }
+        // A narrow integer band as stored: reduced in its own integers (see `reduce_int`).
+        let all: Vec<[Range<u64>; 3]> = (0..slabs.len()).map_while(at).collect();
+        if let Some(v) = self.reduce_stored::<F>(op, axis, input, &all, out_shape)? {
+            return Ok(v);
+        }
         // Only the state the reduction needs (the planner counts the same bytes).
         let wants = |ops: &[ReduceOp]| ops.contains(&op);
         let mut cnt = vec![0u32; px];

@@ -35,6 +35,7 @@ pub mod job;
 mod median;
 mod path;
 mod plan;
+mod reduce_int;
 mod rows;
 mod session;
 mod spill;

@@ -32,6 +32,9 @@ enum Kind {
     Where,
     /// A reduction of `a * 2` over one axis.
     Reduce(ReduceOp, usize),
+    /// A reduction of the band `a` as stored over one axis (narrow integers take
+    /// `exec::reduce_int`).
+    ReduceOfBand(ReduceOp, usize),
     /// A median over time of a band as stored (the spilled path keeps narrow integers).
     MedianOfBand,
 }
@@ -50,7 +53,8 @@ fn kind() -> impl Strategy<Value = Kind> {
         Just(Kind::Source),
         Just(Kind::Ndvi),
         Just(Kind::Where),
-        (op, 0usize..3).prop_map(|(o, a)| Kind::Reduce(o, a)),
+        (op.clone(), 0usize..3).prop_map(|(o, a)| Kind::Reduce(o, a)),
+        (op, 0usize..3).prop_map(|(o, a)| Kind::ReduceOfBand(o, a)),
         Just(Kind::MedianOfBand),
     ]
 }
@@ -172,6 +176,7 @@ fn graph(c: &Case) -> (Arc<Node>, Arc<Synthetic>, Arc<Synthetic>) {
             Node::new(Op::Where(cond, na, nb), shape, [true; 3], f)
         }
         Kind::Reduce(op, axis) => reduce(op, axis, bin(BinaryOp::Mul, &na, &konst(2.0))),
+        Kind::ReduceOfBand(op, axis) => reduce(op, axis, na),
         Kind::MedianOfBand => reduce(ReduceOp::Median, 0, na),
     };
     (node, a, b)
@@ -206,9 +211,10 @@ fn reference(c: &Case, node: &Arc<Node>, a: &Synthetic, b: &Synthetic) -> Vec<f6
                             at(b, i)
                         }
                     }
-                    Kind::Reduce(..) | Kind::MedianOfBand => {
+                    Kind::Reduce(..) | Kind::ReduceOfBand(..) | Kind::MedianOfBand => {
                         let (op, axis, scale) = match c.kind {
                             Kind::Reduce(op, axis) => (op, axis, 2.0),
+                            Kind::ReduceOfBand(op, axis) => (op, axis, 1.0),
                             _ => (ReduceOp::Median, 0, 1.0),
                         };
                         let vals: Vec<f64> = (0..ws[axis])
@@ -475,6 +481,84 @@ fn a_roomy_limit_plans_whole_tasks() {
         let plan = plan_tasks(&[&node], c.query, 1 << 30, 2, d).unwrap();
         assert_eq!(plan.mode, super::path::Mode::Whole, "{kind:?}: {plan:?}");
     }
+}
+
+/// Reductions of a uint8/uint16/int16 band as stored (integer state, no float slabs) equal the
+/// float path's (the same reduction of `a + 0`) bit for bit and plain loops, over every axis,
+/// with missing pixels, pixels missing at every step (one time step: one in seven), edge chunks
+/// and a window cutting stored chunks.
+#[test]
+fn narrow_band_reductions_equal_the_float_path_and_plain_loops() {
+    let ops = [
+        ReduceOp::Max,
+        ReduceOp::Min,
+        ReduceOp::Sum,
+        ReduceOp::Count,
+        ReduceOp::Mean,
+        ReduceOp::Std,
+    ];
+    let before = super::reduce_int::NARROW_RUNS.load(Ordering::Relaxed);
+    for dtype in [DType::U8, DType::U16, DType::I16] {
+        for (t, window) in [(1u64, [0..1, 0..37, 0..45]), (5, [1..5, 3..37, 2..41])] {
+            for axis in 0..3 {
+                for op in ops {
+                    let c = Case {
+                        shape: [t, 37, 45],
+                        chunks_a: [2, 16, 32],
+                        chunks_b: [2, 16, 32],
+                        window: window.clone(),
+                        query: [4, 16, 16],
+                        dtype,
+                        kind: Kind::ReduceOfBand(op, axis),
+                        threads: 2,
+                        headroom: 100,
+                        streams: false,
+                    };
+                    let (node, a, b) = graph(&c);
+                    let Op::Reduce { input, .. } = &node.op else {
+                        unreachable!()
+                    };
+                    let zero = Node::new(Op::Const(0.0), [1, 1, 1], [false; 3], DType::F32);
+                    let plus0 = Node::new(
+                        Op::Binary(BinaryOp::Add, input.clone(), zero),
+                        input.shape,
+                        [true; 3],
+                        DType::F32,
+                    );
+                    let float = Node::new(
+                        Op::Reduce {
+                            op,
+                            axis,
+                            input: plus0,
+                            offset: [0; 3],
+                        },
+                        node.shape,
+                        node.present,
+                        node.dtype,
+                    );
+                    let s = Session::new(ExecConfig {
+                        threads: 2,
+                        memory_limit: 256 << 20,
+                        ..ExecConfig::default()
+                    })
+                    .unwrap();
+                    let got = s.compute(&node, c.query).unwrap();
+                    let via_float = s.compute(&float, c.query).unwrap();
+                    let what = format!("{dtype:?} {op:?} over {axis}, {t} steps");
+                    assert!(
+                        got.equals(&via_float),
+                        "{what}: differs from the float path"
+                    );
+                    close(&as_f64(&got, None), &reference(&c, &node, &a, &b))
+                        .unwrap_or_else(|e| panic!("{what}: {e}"));
+                }
+            }
+        }
+    }
+    assert!(
+        super::reduce_int::NARROW_RUNS.load(Ordering::Relaxed) > before,
+        "the integer path ran"
+    );
 }
 
 /// A median over time written to a cube whose stacks spill, on a grid with edge chunks:
