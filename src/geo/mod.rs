@@ -1,13 +1,18 @@
 //! Georeferencing: the [`GeoBox`] of a raster grid (CRS + affine transform + shape),
-//! bounding boxes ↔ pixel windows, lon/lat → native CRS through GDAL/PROJ, dates of the
+//! bounding boxes ↔ pixel windows, lon/lat → native CRS (EPSG:6933 in [`ease`], others through
+//! GDAL/PROJ), dates of the
 //! time axis, and the capture of GDAL's error messages.
 //!
 //! This module owns every call into GDAL's spatial-reference API; nothing else reprojects.
+//! [`gdal_lazy`] makes the binaries load GDAL only on its first call.
 
+pub mod ease;
 mod gdal_errors;
+pub mod gdal_lazy;
 mod time;
 
 pub use gdal_errors::{capture_gdal_errors, take_gdal_errors};
+pub use gdal_lazy::gdal_loaded;
 pub use time::{
     days_to_iso, encode_times, parse_period, parse_time, parse_time_range, CfUnits, Time, TimeError,
 };
@@ -134,6 +139,12 @@ impl GeoBox {
     /// lat_max]`: the bounds of its outer edges reprojected, densified as rasterio's
     /// `transform_bounds` (for EPSG:6933 the same as gdalinfo's corner coordinates).
     pub fn lonlat_bounds(&self) -> Result<[f64; 4], GeoError> {
+        if let Some(b) = self
+            .ease()
+            .and_then(|_| ease::inverse_bounds(self.bounds()))
+        {
+            return Ok(b);
+        }
         let (src, dst) = self.lonlat_pair()?;
         let ct = CoordTransform::new(&dst, &src).map_err(|e| GeoError::Reproject {
             what: "the cube's bounds".into(),
@@ -144,6 +155,12 @@ impl GeoBox {
                 what: "the cube's bounds".into(),
                 msg: e.to_string(),
             })
+    }
+
+    /// `Some` if this grid is in EPSG:6933, reprojected without GDAL (see [`ease`]); boxes
+    /// outside its domain still go to GDAL, which decides how to wrap or refuse them.
+    fn ease(&self) -> Option<()> {
+        (self.has_crs() && self.epsg == Some(ease::EPSG)).then_some(())
     }
 
     /// EPSG:4326 and this grid's CRS, both in lon/lat (x, y) axis order.
@@ -161,6 +178,9 @@ impl GeoBox {
     /// Reproject a lon/lat (EPSG:4326) box `[lon_min, lat_min, lon_max, lat_max]` to the bounds
     /// of its image in this grid's CRS (edges densified, as rasterio's `transform_bounds`).
     pub fn lonlat_to_native(&self, b: [f64; 4]) -> Result<[f64; 4], GeoError> {
+        if let Some(n) = self.ease().and_then(|_| ease::forward_bounds(b)) {
+            return Ok(n);
+        }
         let (src, dst) = self.lonlat_pair()?;
         let ct = CoordTransform::new(&src, &dst).map_err(|e| GeoError::Reproject {
             what: "lon/lat box".into(),

@@ -347,3 +347,76 @@ fn strip_ansi(s: &str) -> String {
     }
     out
 }
+
+/// The shared libraries a run of `chunkcube ARGS` loads (glibc's `LD_DEBUG=libs` trace),
+/// checking it succeeds.
+fn libraries_loaded(args: &[&str]) -> String {
+    let o = Command::new(bin())
+        .args(args)
+        .env("LD_DEBUG", "libs")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(o.status.success(), "chunkcube {args:?} failed:\n{err}");
+    err
+}
+
+#[test]
+fn commands_that_need_no_gdal_never_load_it() {
+    if !chunkcube::geo::gdal_lazy::LAZY {
+        eprintln!("skipped: GDAL is linked eagerly on this platform");
+        return;
+    }
+    let c = s(cube());
+    for args in [
+        vec!["info", c],
+        vec!["info", c, "--json"],
+        vec!["load", c, "--isel", "time=0:1,y=0:3,x=0:3", "--print"],
+        vec![
+            "load",
+            c,
+            "--lon",
+            "24.01,24.02",
+            "--lat=-20,-19.995",
+            "--summary",
+        ],
+        vec![
+            "calc",
+            c,
+            "--expr",
+            "n=nir*2",
+            "--isel",
+            "y=0:9,x=0:9",
+            "--print",
+        ],
+    ] {
+        let trace = libraries_loaded(&args);
+        assert!(
+            trace.contains("libc.so") && !trace.contains("libgdal"),
+            "chunkcube {args:?} loaded GDAL (or the trace is empty):\n{}",
+            trace
+                .lines()
+                .filter(|l| l.contains("libgdal"))
+                .take(5)
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
+    // ... while ingest and export load it on their first GDAL call, and work.
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("c");
+    let a = crate::common::ingest_fixtures_args(&out, &["--chunks", "time=1,y=64,x=64"]);
+    let a: Vec<&str> = a.iter().map(|x| x.as_str()).collect();
+    assert!(
+        libraries_loaded(&a).contains("libgdal"),
+        "ingest without GDAL?"
+    );
+    let e = tmp.path().join("e");
+    let trace = libraries_loaded(&["export", c, "--out", s(&e), "--measurements", "red", "-q"]);
+    assert!(trace.contains("libgdal"), "export without GDAL?");
+    assert_eq!(
+        std::fs::read_dir(&e).unwrap().count(),
+        2,
+        "one file per time step"
+    );
+}
