@@ -596,6 +596,10 @@ struct IngestArgs {
     /// CSV with header path,band,time (time: ISO date or year); paths relative to the CSV.
     #[arg(long, conflicts_with = "paths")]
     manifest: Option<PathBuf>,
+    /// A STAC ItemCollection JSON file: each item a tile at its `datetime`, each GeoTIFF asset
+    /// a band named by its key; hrefs local (relative to the file), http(s):// or s3://.
+    #[arg(long, value_name = "ITEMS.json", conflicts_with_all = ["paths", "manifest"])]
+    stac: Option<PathBuf>,
     /// Output cube: a local directory or s3://bucket/prefix.
     #[arg(long)]
     out: String,
@@ -634,15 +638,18 @@ struct IngestArgs {
     /// AWS_BATCH_JOB_ARRAY_INDEX. Run `chunkcube commit` once every shard finished.
     #[arg(long, value_name = "I/N")]
     shard: Option<String>,
-    /// GeoTIFF files or folders named ..._<YYYY>--P1Y_final_<band>.tif.
+    /// GeoTIFF files, folders or s3:// / http(s):// URLs named ..._<YYYY>--P1Y_final_<band>.tif.
     paths: Vec<PathBuf>,
 }
 
 fn run_ingest(a: IngestArgs, live: Option<Arc<LiveStatus>>) -> Result<Option<serde_json::Value>> {
-    let sources = match (a.manifest, a.paths.is_empty()) {
-        (Some(m), _) => Sources::Manifest(m),
-        (None, false) => Sources::Paths(a.paths),
-        (None, true) => bail!("no input: give --manifest tiles.csv or GeoTIFF files/folders"),
+    let sources = match (a.manifest, a.stac, a.paths.is_empty()) {
+        (Some(m), _, _) => Sources::Manifest(m),
+        (None, Some(s), _) => Sources::Stac(s),
+        (None, None, false) => Sources::Paths(a.paths),
+        (None, None, true) => {
+            bail!("no input: give --manifest tiles.csv, --stac items.json or GeoTIFF files/folders/URLs")
+        }
     };
     let threads = threads_flag(a.threads)?;
     let shard = shard_flag(&a.shard)?;

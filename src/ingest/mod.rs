@@ -10,7 +10,9 @@
 
 mod csv;
 pub mod plan;
+pub mod remote;
 pub mod scan;
+pub mod stac;
 mod write;
 
 pub use plan::{plan_mosaic, MosaicPlan, Placed, PlanBand};
@@ -50,9 +52,19 @@ pub enum IngestError {
         /// How.
         msg: String,
     },
-    /// A URL where a local file is expected (`https://…`, `s3://…`, `/vsicurl/…`).
-    #[error("remote inputs are not supported yet: {0} (download it and ingest the local copy)")]
+    /// A tile URL chunkcube cannot read (a scheme other than `http(s)://` and `s3://`).
+    #[error("{0}")]
     Remote(String),
+    /// A STAC ItemCollection problem, naming the item (and asset).
+    #[error("{file} item '{item}': {msg}")]
+    Stac {
+        /// The STAC file.
+        file: String,
+        /// The item's id (or `#N`, its position, without one).
+        item: String,
+        /// What is wrong.
+        msg: String,
+    },
     /// The same (band, time, tile) twice.
     #[error("duplicate (band, time, tile): {0}")]
     Duplicate(String),

@@ -65,7 +65,7 @@ pub fn plan_mosaic(tiles: &[TileInfo]) -> Result<MosaicPlan, IngestError> {
     let mut maxy = f64::NEG_INFINITY;
     let mut maxx = f64::NEG_INFINITY;
     let mut miny = f64::INFINITY;
-    let file = |t: &TileInfo| t.source.path.display().to_string();
+    let file = |t: &TileInfo| super::remote::display_name(&t.source.path);
     for t in tiles {
         if !seen_paths.insert(t.source.path.clone()) {
             return Err(IngestError::Duplicate(format!(

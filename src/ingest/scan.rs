@@ -97,11 +97,14 @@ pub fn read_manifest(manifest: &Path) -> Result<Vec<TileSource>, IngestError> {
         }
         crate::store::layout::validate_band_name(b).map_err(|m| bad(row, m))?;
         let time = parse_time(t).map_err(|e| bad(row, e.to_string()))?;
-        if is_remote(p) {
-            return Err(IngestError::Remote(format!(
-                "{p} ({} row {row})",
-                manifest.display()
-            )));
+        if let Some(path) = super::remote::gdal_path(p).map_err(|m| bad(row, m))? {
+            out.push(TileSource {
+                path,
+                band: b.to_string(),
+                time,
+                origin: format!("{} row {row}", manifest.display()),
+            });
+            continue;
         }
         let path = canonical(&if Path::new(p).is_absolute() {
             PathBuf::from(p)
@@ -138,17 +141,11 @@ fn canonical(p: &Path) -> PathBuf {
     std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf())
 }
 
-/// Whether a tile path is a URL or a GDAL virtual file system path rather than a local file.
-pub(crate) fn is_remote(p: &str) -> bool {
-    let lower = p.to_ascii_lowercase();
-    ["http://", "https://", "s3://", "gs://", "az://", "/vsi"]
-        .iter()
-        .any(|s| lower.starts_with(s))
-}
-
-/// Band and time from a DE Africa style name `..._<YYYY>--P1Y_final_<band>.tif`.
+/// Band and time from a DE Africa style name `..._<YYYY>--P1Y_final_<band>.tif` (of a path
+/// or URL; a URL's query string is ignored).
 pub fn parse_deafrica_name(path: &Path) -> Option<(String, crate::geo::Time)> {
-    let name = path.file_name()?.to_str()?;
+    let name = path.to_str()?.split(['?', '#']).next()?;
+    let name = name.rsplit('/').next()?;
     let stem = name
         .strip_suffix(".tif")
         .or_else(|| name.strip_suffix(".tiff"))?;
@@ -160,12 +157,16 @@ pub fn parse_deafrica_name(path: &Path) -> Option<(String, crate::geo::Time)> {
     Some((band.to_string(), time))
 }
 
-/// Collect tiles from files and folders (recursively), named the DE Africa way.
+/// Collect tiles from files and folders (recursively), and `s3://` or `http(s)://` URLs of
+/// single files, named the DE Africa way.
 pub fn discover(paths: &[PathBuf]) -> Result<Vec<TileSource>, IngestError> {
     let mut files = Vec::new();
+    let mut remote = Vec::new();
     for p in paths {
-        if p.to_str().is_some_and(is_remote) {
-            return Err(IngestError::Remote(p.display().to_string()));
+        let spec = p.to_string_lossy();
+        if let Some(g) = super::remote::gdal_path(&spec).map_err(IngestError::Remote)? {
+            remote.push(g);
+            continue;
         }
         if p.is_dir() {
             walk(p, &mut files)?;
@@ -181,21 +182,23 @@ pub fn discover(paths: &[PathBuf]) -> Result<Vec<TileSource>, IngestError> {
     let mut files: Vec<PathBuf> = files.iter().map(|f| canonical(f)).collect();
     files.sort();
     files.dedup();
+    remote.sort();
+    remote.dedup();
     let mut out = Vec::new();
-    for f in files {
+    for f in files.into_iter().chain(remote) {
         let is_tif = f
             .extension()
             .and_then(|e| e.to_str())
             .is_some_and(|e| e.eq_ignore_ascii_case("tif") || e.eq_ignore_ascii_case("tiff"));
-        if !is_tif {
+        if !is_tif && !super::remote::is_remote_path(&f) {
             continue;
         }
         let (band, time) = parse_deafrica_name(&f).ok_or_else(|| IngestError::Tile {
-            file: f.display().to_string(),
+            file: super::remote::display_name(&f),
             msg: "name does not follow ..._<YYYY>--P1Y_final_<band>.tif; use --manifest to name band and time".into(),
         })?;
         out.push(TileSource {
-            origin: f.display().to_string(),
+            origin: super::remote::display_name(&f),
             path: f,
             band,
             time,
@@ -243,18 +246,28 @@ fn dtype_of(t: GdalDataType) -> Option<DType> {
 
 /// Open a tile with GDAL and read its header.
 pub fn scan_tile(src: &TileSource) -> Result<TileInfo, IngestError> {
-    let file = src.path.display().to_string();
+    let remote = super::remote::is_remote_path(&src.path);
+    let file = super::remote::display_name(&src.path);
     let fail = |msg: String| IngestError::Tile {
         file: file.clone(),
         msg,
     };
-    if src.path.is_dir() {
+    if remote {
+        super::remote::configure_gdal();
+        if let Err(why) = super::remote::probe(&src.path) {
+            return Err(fail(super::remote::with_origin(
+                super::remote::why_not_opened(&why),
+                &src.origin,
+                &file,
+            )));
+        }
+    } else if src.path.is_dir() {
         return Err(fail(format!(
             "is a folder, not a GeoTIFF (from {}); list its files, or pass the folder on the command line instead of --manifest",
             src.origin
         )));
     }
-    if !src.path.is_file() {
+    if !remote && !src.path.is_file() {
         return Err(fail(format!("no such file (from {})", src.origin)));
     }
     capture_gdal_errors();
@@ -265,7 +278,21 @@ pub fn scan_tile(src: &TileSource) -> Result<TileInfo, IngestError> {
         } else {
             why.join("; ")
         };
-        fail(format!("not a raster GDAL can read: {why}"))
+        if remote {
+            // GDAL's "returned a NULL pointer" says nothing: the object was there.
+            let why = if why.contains("NULL pointer") {
+                "not recognised as a raster format"
+            } else {
+                &why
+            };
+            fail(super::remote::with_origin(
+                super::remote::why_not_opened(why),
+                &src.origin,
+                &file,
+            ))
+        } else {
+            fail(format!("not a raster GDAL can read: {why}"))
+        }
     })?;
     match ds.raster_count() {
         0 => return Err(fail("has no raster bands".into())),

@@ -22,8 +22,10 @@ use std::time::Instant;
 pub enum Sources {
     /// A `path,band,time` CSV.
     Manifest(PathBuf),
-    /// GeoTIFF files or folders named the DE Africa way.
+    /// GeoTIFF files or folders (or `s3://`, `http(s)://` URLs) named the DE Africa way.
     Paths(Vec<PathBuf>),
+    /// A STAC ItemCollection JSON file (`--stac`): asset keys are bands, `datetime` the time.
+    Stac(PathBuf),
 }
 
 /// Options of an ingest.
@@ -131,7 +133,13 @@ pub fn check_plan_size(plan: &MosaicPlan, infos: &[TileInfo]) -> Result<(), Inge
         .unwrap_or(0);
     let file_bytes: u64 = infos
         .iter()
-        .map(|t| std::fs::metadata(&t.source.path).map_or(0, |m| m.len()))
+        .map(|t| {
+            if super::remote::is_remote_path(&t.source.path) {
+                super::remote::stat(&t.source.path).map_or(0, |s| s.0)
+            } else {
+                std::fs::metadata(&t.source.path).map_or(0, |m| m.len())
+            }
+        })
         .sum();
     let decoded: u64 = plan
         .bands
@@ -174,6 +182,9 @@ pub fn check_plan_size(plan: &MosaicPlan, infos: &[TileInfo]) -> Result<(), Inge
 /// place is a different input even within the file system's time resolution.
 fn tile_identity(path: &Path) -> String {
     use std::io::{Read, Seek, SeekFrom};
+    if super::remote::is_remote_path(path) {
+        return super::remote::identity(path);
+    }
     let m = std::fs::metadata(path).ok();
     let len = m.as_ref().map(|m| m.len()).unwrap_or(0);
     let mtime = m
@@ -294,6 +305,7 @@ fn ingest_in_pool(
     let srcs: Vec<TileSource> = match sources {
         Sources::Manifest(m) => read_manifest(m)?,
         Sources::Paths(p) => discover(p)?,
+        Sources::Stac(f) => super::stac::read_stac(f)?,
     };
     let pb = crate::progress::bar(srcs.len() as u64, "scanning tiles", opts.quiet);
     let n = srcs.len() as u64;
@@ -652,7 +664,7 @@ fn read_window<T: Element>(
     h: usize,
     buf: &mut [T],
 ) -> Result<(), IngestError> {
-    let file = path.display().to_string();
+    let file = super::remote::display_name(path);
     HANDLES.with(|cell| {
         let mut handles = cell.borrow_mut();
         if handles.len() > 256 {
@@ -661,7 +673,7 @@ fn read_window<T: Element>(
         if !handles.contains_key(path) {
             let ds = gdal::Dataset::open(path).map_err(|e| IngestError::Read {
                 file: file.clone(),
-                msg: e.to_string(),
+                msg: crate::store::redact::clean(&e.to_string()),
             })?;
             handles.insert(path.to_path_buf(), ds);
         }
@@ -669,18 +681,21 @@ fn read_window<T: Element>(
         capture_gdal_errors();
         let band = ds.rasterband(1).map_err(|e| IngestError::Read {
             file: file.clone(),
-            msg: e.to_string(),
+            msg: crate::store::redact::clean(&e.to_string()),
         })?;
         let r = band.read_into_slice::<T>((x as isize, y as isize), (w, h), (w, h), buf, None);
         let errs = take_gdal_errors();
         match r {
             Err(e) => Err(IngestError::Read {
                 file: file.clone(),
-                msg: e.to_string(),
+                msg: crate::store::redact::clean(&e.to_string()),
             }),
             Ok(()) if !errs.is_empty() => Err(IngestError::Read {
                 file: file.clone(),
-                msg: format!("corrupt or truncated: {}", errs.join("; ")),
+                msg: crate::store::redact::clean(&format!(
+                    "corrupt or truncated: {}",
+                    errs.join("; ")
+                )),
             }),
             Ok(()) => Ok(()),
         }

@@ -254,12 +254,13 @@ fn remote_inputs_and_missing_manifest_files_say_what_was_tried() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("c");
     for url in [
-        "https://example.com/x_2019--P1Y_final_red.tif",
-        "s3://bucket/x_2019--P1Y_final_red.tif",
+        "gs://bucket/x_2019--P1Y_final_red.tif",
+        "/vsiaz/c/x_2019--P1Y_final_red.tif",
     ] {
         let e = run_one_error(&["ingest", "--out", s(&out), url]);
         assert!(
-            e.contains("remote inputs are not supported yet") && e.contains(url),
+            e.contains("only local paths, http(s):// and s3:// tiles are supported")
+                && e.contains(url),
             "{e}"
         );
     }
@@ -268,10 +269,10 @@ fn remote_inputs_and_missing_manifest_files_say_what_was_tried() {
     let e = run_one_error(&["ingest", "--manifest", s(&m), "--out", s(&out)]);
     let resolved = dir.path().canonicalize().unwrap().join("sub/missing.tif");
     assert!(e.contains(s(&resolved)) && e.contains("row 2"), "{e}");
-    std::fs::write(&m, "path,band,time\nhttps://host/a.tif,red,2019\n").unwrap();
+    std::fs::write(&m, "path,band,time\ngs://host/a.tif,red,2019\n").unwrap();
     let e = run_one_error(&["ingest", "--manifest", s(&m), "--out", s(&out)]);
     assert!(
-        e.contains("remote inputs are not supported yet: https://host/a.tif"),
+        e.contains("row 2") && e.contains("gs://host/a.tif: only local paths"),
         "{e}"
     );
     assert!(!out.exists());

@@ -15,5 +15,6 @@ mod interop;
 mod jobs;
 mod out_of_core;
 mod query;
+mod remote;
 mod s3;
 mod xarray_compat;

@@ -122,7 +122,7 @@ pub(crate) fn make_bucket(endpoint: &str, tag: &str) -> String {
 }
 
 /// The bucket as an object store, in this process (listing and comparing objects).
-fn bucket_store(endpoint: &str, bucket: &str) -> Arc<dyn ObjectStore> {
+pub(crate) fn bucket_store(endpoint: &str, bucket: &str) -> Arc<dyn ObjectStore> {
     Arc::new(
         AmazonS3Builder::new()
             .with_endpoint(endpoint)
@@ -136,7 +136,7 @@ fn bucket_store(endpoint: &str, bucket: &str) -> Arc<dyn ObjectStore> {
     )
 }
 
-fn block_on<F: Future>(f: F) -> F::Output {
+pub(crate) fn block_on<F: Future>(f: F) -> F::Output {
     chunkcube::store::runtime().block_on(f)
 }
 

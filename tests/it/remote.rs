@@ -1,0 +1,364 @@
+//! Remote sources for ingest: the fixture tiles served over plain HTTP (a small range-capable
+//! server started here, read through GDAL's /vsicurl/) and from the loopback S3 server (moto,
+//! through /vsis3/), named in a manifest, on the command line and in a STAC ItemCollection,
+//! ingest to the same cube as the local files. Bad URLs and bad STAC are one-line errors
+//! naming the URL or item, without secrets.
+
+use crate::common::{self, s};
+use crate::s3::{block_on, bucket_store, endpoint, make_bucket, strs, Env};
+use object_store::{path::Path as ObjectPath, ObjectStoreExt, PutPayload};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+// ---------------------------------------------------------------------------
+// A static file server with HEAD, byte ranges, ETag and 404, on 127.0.0.1:0
+
+struct FileServer {
+    base: String,
+    requests: Arc<AtomicU64>,
+}
+
+impl FileServer {
+    /// Serve the files under `root` (read from disk on every request, so a file replaced on
+    /// disk is a new version: its ETag changes).
+    fn start(root: &Path) -> FileServer {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let requests = Arc::new(AtomicU64::new(0));
+        let (root, count) = (root.to_path_buf(), requests.clone());
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let (root, count) = (root.clone(), count.clone());
+                std::thread::spawn(move || {
+                    let _ = serve(conn, &root, &count);
+                });
+            }
+        });
+        FileServer { base, requests }
+    }
+
+    fn url(&self, rel: &str) -> String {
+        format!("{}/{rel}", self.base)
+    }
+}
+
+fn serve(conn: std::net::TcpStream, root: &Path, count: &AtomicU64) -> std::io::Result<()> {
+    let mut reader = BufReader::new(conn.try_clone()?);
+    let mut out = conn;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 {
+            return Ok(());
+        }
+        let mut parts = line.split_whitespace();
+        let (method, target) = (
+            parts.next().unwrap_or("").to_string(),
+            parts.next().unwrap_or("/").to_string(),
+        );
+        let mut range = None;
+        loop {
+            let mut h = String::new();
+            if reader.read_line(&mut h)? == 0 || h.trim().is_empty() {
+                break;
+            }
+            if let Some((k, v)) = h.split_once(':') {
+                if k.eq_ignore_ascii_case("range") {
+                    range = v.trim().strip_prefix("bytes=").map(str::to_string);
+                }
+            }
+        }
+        count.fetch_add(1, Ordering::SeqCst);
+        let rel = target.split('?').next().unwrap().trim_start_matches('/');
+        let file = root.join(rel);
+        let body = match (rel.contains(".."), std::fs::read(&file)) {
+            (false, Ok(b)) if file.is_file() => b,
+            _ => {
+                out.write_all(
+                    b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: keep-alive\r\n\r\n",
+                )?;
+                continue;
+            }
+        };
+        let etag = format!("\"{:08x}\"", crc32c::crc32c(&body));
+        let len = body.len() as u64;
+        let (status, lo, hi) = match range.as_deref().and_then(|r| r.split_once('-')) {
+            Some((a, b)) => {
+                let lo: u64 = a.parse().unwrap_or(0);
+                let hi: u64 = b.parse().unwrap_or(len - 1).min(len - 1);
+                ("206 Partial Content", lo, hi)
+            }
+            None => ("200 OK", 0, len - 1),
+        };
+        let mut head = format!(
+            "HTTP/1.1 {status}\r\nContent-Length: {}\r\nAccept-Ranges: bytes\r\nETag: {etag}\r\nLast-Modified: Tue, 01 Dec 2026 00:00:00 GMT\r\nConnection: keep-alive\r\n",
+            hi + 1 - lo
+        );
+        if status.starts_with("206") {
+            head.push_str(&format!("Content-Range: bytes {lo}-{hi}/{len}\r\n"));
+        }
+        head.push_str("\r\n");
+        out.write_all(head.as_bytes())?;
+        if method != "HEAD" {
+            out.write_all(&body[lo as usize..=hi as usize])?;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Helpers
+
+/// The fixture manifest's rows: (relative path, band, time).
+fn fixture_rows() -> Vec<(String, String, String)> {
+    let text = std::fs::read_to_string(common::fixtures_manifest()).unwrap();
+    text.lines()
+        .skip(1)
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            (f[0].to_string(), f[1].to_string(), f[2].to_string())
+        })
+        .collect()
+}
+
+/// A manifest naming each fixture tile at `url(relative path)`.
+fn manifest_at(path: &Path, url: impl Fn(&str) -> String) {
+    let mut t = String::from("path,band,time\n");
+    for (p, b, time) in fixture_rows() {
+        t.push_str(&format!("{},{b},{time}\n", url(&p)));
+    }
+    std::fs::write(path, t).unwrap();
+}
+
+/// The fixtures' cube ingested from the local files (64² chunks).
+fn local_cube(dir: &Path) -> PathBuf {
+    let out = dir.join("local");
+    common::ingest_fixtures(&out, "time=1,y=64,x=64");
+    out
+}
+
+/// A store tree with what names the input location taken out of the root metadata (the
+/// fingerprint and the write id derived from it): everything else must be byte-identical.
+fn comparable(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    let mut t = common::tree_bytes(dir);
+    fn strip(v: &mut Value) {
+        if let Some(o) = v.as_object_mut() {
+            for k in ["ingest_fingerprint", "write_id", "job_fingerprint"] {
+                o.remove(k);
+            }
+            o.values_mut().for_each(strip);
+        }
+    }
+    let root = t.get_mut("zarr.json").expect("a committed cube");
+    let mut v: Value = serde_json::from_slice(root).unwrap();
+    strip(&mut v);
+    *root = serde_json::to_vec(&v).unwrap();
+    t
+}
+
+fn assert_same_cube(what: &str, got: &Path, want: &Path) {
+    let (g, w) = (comparable(got), comparable(want));
+    assert_eq!(
+        g.keys().collect::<Vec<_>>(),
+        w.keys().collect::<Vec<_>>(),
+        "{what}: the same objects"
+    );
+    let chunks = w.keys().filter(|k| k.contains("/c/")).count();
+    assert!(chunks > 8, "{what}: {chunks} chunk objects");
+    for (k, v) in &w {
+        assert!(&g[k] == v, "{what}: {k} differs");
+    }
+}
+
+/// A fake endpoint for runs that touch no S3 (the secrets are still in their environment).
+fn no_s3() -> Env {
+    Env::new("http://127.0.0.1:9")
+}
+
+fn ingest_args(out: &Path, inputs: &[&str]) -> Vec<String> {
+    let mut a: Vec<String> = ["ingest", "--out", s(out), "--quiet", "--chunks"]
+        .iter()
+        .map(|x| x.to_string())
+        .collect();
+    a.push("time=1,y=64,x=64".into());
+    a.extend(inputs.iter().map(|x| x.to_string()));
+    a
+}
+
+/// Upload every fixture tile to `bucket` under `fx/`.
+fn upload_fixtures(ep: &str, bucket: &str) {
+    let store = bucket_store(ep, bucket);
+    block_on(async {
+        for (p, _, _) in fixture_rows() {
+            let bytes = std::fs::read(common::fixtures_dir().join(&p)).unwrap();
+            store
+                .put(
+                    &ObjectPath::from(format!("fx/{p}")),
+                    PutPayload::from(bytes),
+                )
+                .await
+                .unwrap();
+        }
+    });
+}
+
+// ---------------------------------------------------------------------------
+// Tests
+
+#[test]
+fn http_tiles_ingest_to_the_local_cube_and_resume() {
+    let tmp = tempfile::tempdir().unwrap();
+    let want = local_cube(tmp.path());
+    // Serve a copy, so a tile can be replaced below.
+    let served = tmp.path().join("www");
+    common::output::copy_dir(&common::fixtures_dir(), &served);
+    let srv = FileServer::start(&served);
+    let env = no_s3();
+
+    let m = tmp.path().join("http.csv");
+    manifest_at(&m, |p| srv.url(p));
+    let out = tmp.path().join("from-http");
+    env.ok(&strs(&ingest_args(&out, &["--manifest", s(&m)])));
+    assert_same_cube("manifest of http:// URLs", &out, &want);
+    assert!(srv.requests.load(Ordering::SeqCst) > 0);
+
+    // URLs on the command line (band and year from their DE Africa names).
+    let urls: Vec<String> = fixture_rows().iter().map(|r| srv.url(&r.0)).collect();
+    let out2 = tmp.path().join("from-args");
+    let mut a = ingest_args(&out2, &[]);
+    a.extend(urls.iter().cloned());
+    env.ok(&strs(&a));
+    assert_same_cube("http:// URLs as arguments", &out2, &want);
+
+    // Resume: the same remote tiles are the same input...
+    let (ok, _, err) = env.run(&strs(&ingest_args(&out, &["--manifest", s(&m)])));
+    assert!(ok && err.contains("already complete"), "{err}");
+    // ...and a tile replaced on the server (new ETag) is not.
+    let rows = fixture_rows();
+    let (red, nir) = (&rows[3].0, &rows[2].0);
+    assert!(red.ends_with("red.tif") && nir.ends_with("nir.tif"));
+    std::fs::copy(served.join(nir), served.join(red)).unwrap();
+    env.err(
+        &strs(&ingest_args(&out, &["--manifest", s(&m)])),
+        &["from-http", "different cube"],
+    );
+}
+
+#[test]
+fn s3_tiles_and_a_stac_collection_ingest_to_the_local_cube() {
+    let Some(ep) = endpoint() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let want = local_cube(tmp.path());
+    let bucket = make_bucket(&ep, "tiles");
+    upload_fixtures(&ep, &bucket);
+    let env = Env::new(&ep);
+
+    let m = tmp.path().join("s3.csv");
+    manifest_at(&m, |p| format!("s3://{bucket}/fx/{p}"));
+    let out = tmp.path().join("from-s3");
+    env.ok(&strs(&ingest_args(&out, &["--manifest", s(&m)])));
+    assert_same_cube("manifest of s3:// URLs", &out, &want);
+    let (ok, _, err) = env.run(&strs(&ingest_args(&out, &["--manifest", s(&m)])));
+    assert!(ok && err.contains("already complete"), "{err}");
+
+    // STAC: one item per tile and year, red and nir over http, blue and green from S3, smad
+    // local (relative to the JSON file). Each band keeps one source kind, so overlapping
+    // tiles keep their order.
+    let srv = FileServer::start(&common::fixtures_dir());
+    let mut items: BTreeMap<(String, String), serde_json::Map<String, Value>> = BTreeMap::new();
+    for (p, band, time) in fixture_rows() {
+        let tile = p.split('/').nth(1).unwrap().to_string() + p.split('/').nth(2).unwrap();
+        let href = match band.as_str() {
+            "red" | "nir" => srv.url(&p),
+            "blue" | "green" => format!("s3://{bucket}/fx/{p}"),
+            _ => p.clone(),
+        };
+        let year = time[..4].to_string();
+        items.entry((tile, year)).or_default().insert(
+            band,
+            json!({"href": href, "type": "image/tiff; application=geotiff; profile=cloud-optimized", "roles": ["data"]}),
+        );
+    }
+    let features: Vec<Value> = items
+        .into_iter()
+        .map(|((tile, year), mut assets)| {
+            assets.insert(
+                "thumbnail".into(),
+                json!({"href": "thumb.png", "type": "image/png", "roles": ["thumbnail"]}),
+            );
+            json!({"type": "Feature", "stac_version": "1.0.0", "id": format!("{tile}_{year}"),
+                   "properties": {"datetime": format!("{year}-01-01T00:00:00Z")}, "assets": assets})
+        })
+        .collect();
+    let stac_dir = tmp.path().join("stac");
+    std::fs::create_dir_all(&stac_dir).unwrap();
+    std::os::unix::fs::symlink(common::fixtures_dir().join("tiles"), stac_dir.join("tiles"))
+        .unwrap();
+    let stac = stac_dir.join("items.json");
+    let doc = json!({"type": "FeatureCollection", "features": features});
+    std::fs::write(&stac, serde_json::to_vec_pretty(&doc).unwrap()).unwrap();
+    let out = tmp.path().join("from-stac");
+    env.ok(&strs(&ingest_args(&out, &["--stac", s(&stac)])));
+    assert_same_cube("STAC ItemCollection", &out, &want);
+
+    // A missing object and a missing bucket: named, no secret (Env::err checks).
+    let bad = tmp.path().join("bad.csv");
+    let url = format!("s3://{bucket}/fx/nothere_2019--P1Y_final_red.tif");
+    std::fs::write(&bad, format!("path,band,time\n{url},red,2019\n")).unwrap();
+    env.err(
+        &strs(&ingest_args(
+            &tmp.path().join("x"),
+            &["--manifest", s(&bad)],
+        )),
+        &[&url, "not found", "row 2"],
+    );
+    assert!(!tmp.path().join("x").exists());
+}
+
+#[test]
+fn bad_urls_and_bad_stac_are_one_line_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let srv = FileServer::start(&common::fixtures_dir());
+    let env = no_s3();
+    let out = tmp.path().join("c");
+    // Nothing listens on port 1; the server has no such file; a file that is not a raster.
+    let unreachable = "http://127.0.0.1:1/t_2019--P1Y_final_red.tif".to_string();
+    env.err(
+        &strs(&ingest_args(&out, &[&unreachable])),
+        &[&unreachable, "cannot be reached"],
+    );
+    let missing = srv.url("tiles/t_2019--P1Y_final_red.tif");
+    env.err(&strs(&ingest_args(&out, &[&missing])), &[&missing, "404"]);
+
+    let write = |doc: Value| {
+        let p = tmp.path().join("items.json");
+        std::fs::write(&p, serde_json::to_vec(&doc).unwrap()).unwrap();
+        p
+    };
+    let tile = fixture_rows()[3].0.clone();
+    let no_time = write(json!({"type": "FeatureCollection", "features": [
+        {"type": "Feature", "id": "tile-7", "properties": {}, "assets": {"red": {"href": srv.url(&tile)}}}]}));
+    env.err(
+        &strs(&ingest_args(&out, &["--stac", s(&no_time)])),
+        &["items.json", "item 'tile-7'", "datetime"],
+    );
+    let readme = srv.url("README.md");
+    let not_raster = write(json!({"type": "FeatureCollection", "features": [
+        {"type": "Feature", "id": "tile-8", "properties": {"datetime": "2019-01-01T00:00:00Z"},
+         "assets": {"red": {"href": srv.url(&tile), "roles": ["data"]},
+                    "nir": {"href": readme, "type": "image/tiff", "roles": ["data"]}}}]}));
+    env.err(
+        &strs(&ingest_args(&out, &["--stac", s(&not_raster)])),
+        &[&readme, "item 'tile-8' asset 'nir'", "not a raster"],
+    );
+    let not_stac = write(json!({"features": 3}));
+    env.err(
+        &strs(&ingest_args(&out, &["--stac", s(&not_stac)])),
+        &["items.json", "ItemCollection"],
+    );
+    assert!(!out.exists(), "no output after bad input");
+}
