@@ -6,6 +6,7 @@
 # mean) and 2048x2048 chunks (median over time under a 48 MiB limit).
 #   bash bench/calc.sh            # prints a table and writes bench-data/calc-results.jsonl
 #   SKIP_DISTRIBUTED=1 bash bench/calc.sh   # without the (slow) dask distributed runs
+#   QUICK=1 bash bench/calc.sh    # 1024² tiles (2048x2048x6), the first two sections only
 # Also (issue 12): a 3600x4200x6 cube ingested with 4096² chunks (NDVI and mean under 64 MiB vs
 # 4 GiB) and with 2048² chunks (a limit sweep of NDVI, mean and median vs dask threads).
 # Also (issue 18): max/min/sum/count/mean over time of nir on the 3600x4200x6 cube in 1024² chunks,
@@ -13,17 +14,23 @@
 # Every run is one line of bench-data/calc-results.jsonl: {name, wall_s, peak_rss_mib, ok}.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 B=./target/release/chunkcube
 D=bench-data
+# QUICK=1: 1024² tiles (a 2048x2048x6 cube), the first two sections only.
+TILE=${TILE:-4096}
+[ "$QUICK" = 1 ] && TILE=1024
+tiles=$D/calc-tiles; c1=$D/cube1024; c2=$D/cube2048
+[ "$TILE" = 4096 ] || { tiles=$D/calc-tiles-$TILE; c1=$D/cube1024-t$TILE; c2=$D/cube2048-t$TILE; }
 cargo build --release --quiet --example make_fixtures --example bound_calc
 cargo build --release --quiet
-command -v /usr/bin/time >/dev/null || { echo "needs /usr/bin/time (apt-get install time)"; exit 1; }
-if [ ! -f $D/calc-tiles/manifest.csv ]; then
-    ./target/release/examples/make_fixtures --out $D/calc-tiles --tile-size 4096 --grid 2 --bands red,nir \
+if [ ! -f $tiles/manifest.csv ]; then
+    ./target/release/examples/make_fixtures --out $tiles --tile-size $TILE --grid 2 --bands red,nir \
         --years 2015,2016,2017,2018,2019,2020 --block 512 --no-float-band
 fi
-[ -f $D/cube1024/zarr.json ] || $B ingest --manifest $D/calc-tiles/manifest.csv --out $D/cube1024 --chunks time=1,y=1024,x=1024 --quiet --overwrite
-[ -f $D/cube2048/zarr.json ] || $B ingest --manifest $D/calc-tiles/manifest.csv --out $D/cube2048 --chunks time=1,y=2048,x=2048 --quiet --overwrite
+[ -f $c1/zarr.json ] || $B ingest --manifest $tiles/manifest.csv --out $c1 --chunks time=1,y=1024,x=1024 --quiet --overwrite
+[ -f $c2/zarr.json ] || $B ingest --manifest $tiles/manifest.csv --out $c2 --chunks time=1,y=2048,x=2048 --quiet --overwrite
+SZ="$((2 * TILE))²x6"
 
 results=$D/calc-results.jsonl
 : > $results
@@ -32,38 +39,48 @@ run() {
     local name=$1; shift
     local log; log=$(mktemp)
     sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true
-    if /usr/bin/time -v "$@" >"$log.out" 2>"$log"; then ok=true; else ok=false; fi
-    local wall rss
-    wall=$(grep "Elapsed (wall clock)" "$log" | awk '{print $NF}' | awk -F: '{ if (NF==3) print $1*3600+$2*60+$3; else print $1*60+$2 }')
-    rss=$(grep "Maximum resident set size" "$log" | awk '{printf "%.0f", $NF/1024}')
+    if bench_time "$log" "$@"; then ok=true; else ok=false; fi
+    local wall=$BT_WALL rss=${BT_RSS_MIB%.*}
     printf '%-44s %8.2f s %8s MiB  %s\n' "$name" "$wall" "$rss" "$($ok && echo ok || echo FAILED)"
     echo "{\"name\": \"$name\", \"wall_s\": $wall, \"peak_rss_mib\": $rss, \"ok\": $ok}" >> $results
-    rm -f "$log" "$log.out"
+    rm -f "$log" "$log.time"
 }
+# res PATH ROLE TOOL: the run just made as a result line for bench/report.sh (if it succeeded).
+res() { if $ok; then bench_result calc "$1" "$2" "$3" "$BT_WALL" s lower "$BT_RSS_MIB"; fi; }
 
-echo "== NDVI and NDVI mean over time: 8192x8192x6, 1024x1024 chunks, zstd 3 =="
-run "bound: decode+ndvi+encode (bound_calc)" ./target/release/examples/bound_calc $D/cube1024
-run "chunkcube calc ndvi --out" $B calc $D/cube1024 --expr 'ndvi=(nir-red)/(nir+red)' --out $D/out-ndvi --overwrite --quiet
-run "dask threads ndvi to_zarr" python3 bench/calc_dask.py $D/cube1024 $D/out-ndvi-dask ndvi
-run "chunkcube calc ndvi mean:time --out" $B calc $D/cube1024 --expr 'ndvi=(nir-red)/(nir+red)' --reduce mean:time --out $D/out-mean --overwrite --quiet
-run "dask threads ndvi mean(time) to_zarr" python3 bench/calc_dask.py $D/cube1024 $D/out-mean-dask mean
+echo "== NDVI and NDVI mean over time: $SZ, 1024x1024 chunks, zstd 3 =="
+run "bound: decode+ndvi+encode (bound_calc)" ./target/release/examples/bound_calc $c1
+res "ndvi $SZ to Zarr" bound "decode+ndvi+encode (bound_calc)"
+run "chunkcube calc ndvi --out" $B calc $c1 --expr 'ndvi=(nir-red)/(nir+red)' --out $D/out-ndvi --overwrite --quiet
+res "ndvi $SZ to Zarr" chunkcube "chunkcube calc"
+run "dask threads ndvi to_zarr" python3 bench/calc_dask.py $c1 $D/out-ndvi-dask ndvi
+res "ndvi $SZ to Zarr" peer "xarray+dask threads"
+run "chunkcube calc ndvi mean:time --out" $B calc $c1 --expr 'ndvi=(nir-red)/(nir+red)' --reduce mean:time --out $D/out-mean --overwrite --quiet
+res "ndvi mean:time $SZ to Zarr" chunkcube "chunkcube calc"
+run "dask threads ndvi mean(time) to_zarr" python3 bench/calc_dask.py $c1 $D/out-mean-dask mean
+res "ndvi mean:time $SZ to Zarr" peer "xarray+dask threads"
 echo
 echo "== out of core: NDVI under 64MiB; median over 6 steps of 2048x2048 chunks under 48MiB =="
-run "chunkcube ndvi --memory-limit 64MiB" $B calc $D/cube1024 --expr 'ndvi=(nir-red)/(nir+red)' --out $D/out-ndvi64 --overwrite --quiet --memory-limit 64MiB
-run "chunkcube ndvi --memory-limit 4GiB" $B calc $D/cube1024 --expr 'ndvi=(nir-red)/(nir+red)' --out $D/out-ndvi4g --overwrite --quiet --memory-limit 4GiB
-run "chunkcube median:time --memory-limit 48MiB" $B calc $D/cube2048 --expr 'm=nir' --reduce median:time --out $D/out-med48 --overwrite --quiet --memory-limit 48MiB --stats $D/med48-stats.json
-run "chunkcube median:time --memory-limit 4GiB" $B calc $D/cube2048 --expr 'm=nir' --reduce median:time --out $D/out-med4g --overwrite --quiet --memory-limit 4GiB
+run "chunkcube ndvi --memory-limit 64MiB" $B calc $c1 --expr 'ndvi=(nir-red)/(nir+red)' --out $D/out-ndvi64 --overwrite --quiet --memory-limit 64MiB
+res "ndvi $SZ under 64MiB" chunkcube "chunkcube calc --memory-limit 64MiB"
+run "chunkcube ndvi --memory-limit 4GiB" $B calc $c1 --expr 'ndvi=(nir-red)/(nir+red)' --out $D/out-ndvi4g --overwrite --quiet --memory-limit 4GiB
+run "chunkcube median:time --memory-limit 48MiB" $B calc $c2 --expr 'm=nir' --reduce median:time --out $D/out-med48 --overwrite --quiet --memory-limit 48MiB --stats $D/med48-stats.json
+res "median:time $SZ (2048² chunks) under 48MiB" chunkcube "chunkcube calc --memory-limit 48MiB"
+run "chunkcube median:time --memory-limit 4GiB" $B calc $c2 --expr 'm=nir' --reduce median:time --out $D/out-med4g --overwrite --quiet --memory-limit 4GiB
 # Near the smallest limit the planner accepts for this median (it states 11.28 MB).
-run "chunkcube median:time --memory-limit 12MiB" $B calc $D/cube2048 --expr 'm=nir' --reduce median:time --out $D/out-med12 --overwrite --quiet --memory-limit 12MiB
-run "dask threads median(time)" python3 bench/calc_dask.py $D/cube2048 $D/out-med-dask median
+run "chunkcube median:time --memory-limit 12MiB" $B calc $c2 --expr 'm=nir' --reduce median:time --out $D/out-med12 --overwrite --quiet --memory-limit 12MiB
+run "dask threads median(time)" python3 bench/calc_dask.py $c2 $D/out-med-dask median
+res "median:time $SZ (2048² chunks) under 48MiB" peer "xarray+dask threads (no limit)"
 # dask distributed under these limits may never finish (its workers pause, spill and restart):
 # bounded by DIST_TIMEOUT seconds (default 900; a timed-out run shows FAILED); SKIP_DISTRIBUTED=1
 # leaves them out.
-if [ "${SKIP_DISTRIBUTED:-0}" != 1 ]; then
+[ "$QUICK" = 1 ] && echo "(QUICK=1: the distributed, chunk-size and limit-sweep sections are left out)"
+if [ "$QUICK" != 1 ] && [ "${SKIP_DISTRIBUTED:-0}" != 1 ]; then
     T=${DIST_TIMEOUT:-900}
-    run "dask distributed (memory_limit 48MiB) median" timeout $T python3 bench/calc_dask.py $D/cube2048 $D/out-med-dist median --distributed 48MiB
-    run "dask distributed (memory_limit 64MiB) ndvi" timeout $T python3 bench/calc_dask.py $D/cube1024 $D/out-ndvi-dist ndvi --distributed 64MiB
+    run "dask distributed (memory_limit 48MiB) median" timeout $T python3 bench/calc_dask.py $c2 $D/out-med-dist median --distributed 48MiB
+    run "dask distributed (memory_limit 64MiB) ndvi" timeout $T python3 bench/calc_dask.py $c1 $D/out-ndvi-dist ndvi --distributed 64MiB
 fi
+if [ "$QUICK" != 1 ]; then
 echo
 echo "== memory independent of the chunk size: 4096x4096 chunks (edge chunks both ways) =="
 [ -f $D/edge-tiles/manifest.csv ] || ./target/release/examples/make_fixtures --out $D/edge-tiles --tile-size 3600x4200 \
@@ -74,15 +91,27 @@ for L in 64MiB 4GiB; do
     run "chunkcube 4096² ndvi --memory-limit $L" $B calc $D/edge4096 --expr 'ndvi=(nir-red)/(nir+red)' --out $D/out-e4-ndvi --overwrite --quiet --memory-limit $L
     run "chunkcube 4096² ndvi mean --memory-limit $L" $B calc $D/edge4096 --expr 'ndvi=(nir-red)/(nir+red)' --reduce mean:time --out $D/out-e4-mean --overwrite --quiet --memory-limit $L
 done
+fi
 echo
-echo "== reductions over time of one uint16 band: 6 x 3600 x 4200, 1024x1024 chunks (edge chunks both ways) =="
+# QUICK=1: max only, over the small cube.
+RCUBE=$D/edge1024 RSZ="6x3600x4200" OPS="max min sum count mean"
+[ "$QUICK" = 1 ] && { RCUBE=$c1; RSZ=$SZ; OPS=max; }
+echo "== reductions over time of one uint16 band: $RSZ, 1024x1024 chunks =="
 # bound_calc --reduce: zarrs decode of every time step + a plain nodata-aware integer loop +
 # zstd encode of the float32 result, on rayon. Target: chunkcube <= 1.2x the bound.
-[ -f $D/edge1024/zarr.json ] || $B ingest --manifest $D/edge-tiles/manifest.csv --out $D/edge1024 --chunks time=1,y=1024,x=1024 --quiet --overwrite
-for op in max min sum count mean; do
-    run "bound: decode+$op+encode (bound_calc)" ./target/release/examples/bound_calc $D/edge1024 --reduce $op nir
-    run "chunkcube calc s=nir $op:time --out" $B calc $D/edge1024 --expr s=nir --reduce $op:time --out $D/out-r-$op --overwrite --quiet
+[ -f $RCUBE/zarr.json ] || $B ingest --manifest $D/edge-tiles/manifest.csv --out $D/edge1024 --chunks time=1,y=1024,x=1024 --quiet --overwrite
+for op in $OPS; do
+    run "bound: decode+$op+encode (bound_calc)" ./target/release/examples/bound_calc $RCUBE --reduce $op nir
+    res "$op:time of nir $RSZ to Zarr" bound "decode+$op+encode (bound_calc)"
+    run "chunkcube calc s=nir $op:time --out" $B calc $RCUBE --expr s=nir --reduce $op:time --out $D/out-r-$op --overwrite --quiet
+    res "$op:time of nir $RSZ to Zarr" chunkcube "chunkcube calc"
 done
+# A copy of one band (issue 18: load --out in the stored chunks, inside the limit).
+run "chunkcube load nir --out --memory-limit 256MiB" $B load $RCUBE --measurements nir --out $D/out-copy --overwrite --quiet --memory-limit 256MiB
+res "copy nir $RSZ (load --out, 256MiB limit)" chunkcube "chunkcube load --out"
+run "chunkcube calc s=nir --out (the same copy)" $B calc $RCUBE --expr s=nir --out $D/out-copy2 --overwrite --quiet --memory-limit 256MiB
+res "copy nir $RSZ (load --out, 256MiB limit)" other "chunkcube calc s=nir --out"
+if [ "$QUICK" = 1 ]; then echo "results: $results"; exit 0; fi
 echo
 echo "== limit sweep, 2048x2048 chunks with edge chunks, vs dask threads =="
 for L in 48MiB 64MiB 128MiB 1GiB; do

@@ -15,14 +15,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+. bench/lib.sh
 TILE=${TILE:-4096}
+[ "$QUICK" = 1 ] && TILE=1024
 DATA=bench-data/export-tiles-$TILE
 CUBE=bench-data/export-cube-$TILE
 OUT=bench-data/export-out
 RESULTS=bench-data/export-results.json
 BANDS=red,green,blue,nir
 
-[ -x /usr/bin/time ] || { echo "bench: /usr/bin/time missing: run scripts/setup.sh" >&2; exit 1; }
 command -v gdalinfo >/dev/null || { echo "bench: gdalinfo missing: run scripts/setup.sh" >&2; exit 1; }
 python3 -c "import xarray, rioxarray, zarr, dask" 2>/dev/null \
     || { echo "bench: python3 cannot import xarray, rioxarray, zarr, dask: run scripts/setup.sh" >&2; exit 1; }
@@ -43,8 +44,7 @@ fi
 find "$CUBE" -type f -exec cat {} + >/dev/null      # warm the page cache: both tools read it warm
 
 export LOAD_BEFORE; LOAD_BEFORE=$(cut -d' ' -f1 /proc/loadavg)
-awk -v l="$LOAD_BEFORE" 'BEGIN {exit !(l > 0.5)}' \
-    && echo "bench: warning: load average $LOAD_BEFORE before the run: other processes will skew the timings"
+bench_load_warning
 
 rm -rf "$OUT" && mkdir -p "$OUT"
 TSV="$OUT/results.tsv"
@@ -55,17 +55,16 @@ measure() {
     local name=$1 outdir=$2; shift 2
     local log="$OUT/${name//[^a-zA-Z0-9]/_}.log"
     echo "bench: $name: $*"
-    if ! /usr/bin/time -v -o "$log.time" "$@" >"$log" 2>&1; then
+    if ! bench_time "$log" "$@"; then
         cat "$log" "$log.time" >&2
         echo "bench: $name failed (log above: $log)" >&2
         exit 1
     fi
-    local wall cpu rss bytes
-    wall=$(awk -F': ' '/Elapsed \(wall clock\)/ {n=split($2,p,":"); s=0; for(i=1;i<=n;i++) s=s*60+p[i]; print s}' "$log.time")
-    cpu=$(awk -F': ' '/(User|System) time \(seconds\)/ {s += $2} END {print s}' "$log.time")
-    rss=$(awk -F': ' '/Maximum resident set size/ {print $2}' "$log.time")
+    local bytes role=peer
     bytes=$(du -sb "$outdir" | cut -f1)
-    printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$wall" "$cpu" "$rss" "$bytes" "$*" >>"$TSV"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$BT_WALL" "$BT_CPU" "$BT_RSS_MIB" "$bytes" "$*" >>"$TSV"
+    [ "$name" = chunkcube ] && role=chunkcube
+    bench_result export "export $((2 * TILE))² x 4 bands to COG" $role "$name" "$BT_WALL" s lower "$BT_RSS_MIB"
 }
 
 measure chunkcube "$OUT/chunkcube" ./target/release/chunkcube export "$CUBE" --out "$OUT/chunkcube" \
@@ -87,7 +86,7 @@ import json, os, platform, subprocess, sys
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
 base = float(rows[0][1])
 res = [{"tool": n, "wall_s": float(w), "ratio_to_chunkcube": round(float(w) / base, 3), "cpu_s": float(u),
-        "peak_rss_mib": round(int(r) / 1024, 1), "output_mb": round(int(b) / 1e6, 1), "command": c}
+        "peak_rss_mib": float(r), "output_mb": round(int(b) / 1e6, 1), "command": c}
        for n, w, u, r, b, c in rows]
 print(f"\n{'tool':<20}{'wall s':>8}{'ratio':>8}{'peak RSS MiB':>14}{'CPU s':>8}{'out MB':>8}")
 for r in res:

@@ -15,13 +15,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+. bench/lib.sh
+TILE=${TILE:-4096}
+[ "$QUICK" = 1 ] && TILE=1024
 DATA=bench-data/ingest-tiles
+[ "$TILE" = 4096 ] || DATA=bench-data/ingest-tiles-$TILE
 OUT=bench-data/ingest-out
 RESULTS=bench-data/ingest-results.json
 BANDS=(red green blue nir)
 THREADS=$(nproc)
 
-[ -x /usr/bin/time ] || { echo "bench: /usr/bin/time missing: run scripts/setup.sh" >&2; exit 1; }
 command -v gdal_translate >/dev/null || { echo "bench: gdal_translate missing: run scripts/setup.sh" >&2; exit 1; }
 python3 -c "import xarray, rioxarray, zarr, dask" 2>/dev/null \
     || { echo "bench: python3 cannot import xarray, rioxarray, zarr, dask: run scripts/setup.sh" >&2; exit 1; }
@@ -30,16 +33,15 @@ echo "bench: cargo build --release (chunkcube, make_fixtures, bound_ingest)"
 cargo build --release -q --bin chunkcube --example make_fixtures --example bound_ingest
 
 if [ ! -f "$DATA/manifest.csv" ]; then
-    echo "bench: generating $DATA (2x2 tiles of 4096x4096, 4 uint16 bands, DEFLATE, 512 blocks)"
-    ./target/release/examples/make_fixtures --out "$DATA" --tile-size 4096 --grid 2 \
+    echo "bench: generating $DATA (2x2 tiles of ${TILE}x${TILE}, 4 uint16 bands, DEFLATE, 512 blocks)"
+    ./target/release/examples/make_fixtures --out "$DATA" --tile-size "$TILE" --grid 2 \
         --bands "$(IFS=,; echo "${BANDS[*]}")" --years 2019 --block 512 --no-float-band >/dev/null
 fi
 cat "$DATA"/tiles/*/*/*/*.tif >/dev/null          # warm the page cache: every tool reads it warm
 
 # Other work on the machine skews every number: say so, and record the load in the JSON.
 export LOAD_BEFORE; LOAD_BEFORE=$(cut -d' ' -f1 /proc/loadavg)
-awk -v l="$LOAD_BEFORE" 'BEGIN {exit !(l > 0.5)}' \
-    && echo "bench: warning: load average $LOAD_BEFORE before the run: other processes will skew the timings"
+bench_load_warning
 
 rm -rf "$OUT" && mkdir -p "$OUT"
 TSV="$OUT/results.tsv"
@@ -51,18 +53,16 @@ measure() {
     local name=$1 outdir=$2; shift 2
     local log="$OUT/${name//[^a-zA-Z0-9]/_}.log"
     echo "bench: $name: $*"
-    if ! /usr/bin/time -v -o "$log.time" "$@" >"$log" 2>&1; then
+    if ! bench_time "$log" "$@"; then
         cat "$log" "$log.time" >&2
         echo "bench: $name failed (log above: $log)" >&2
         exit 1
     fi
-    local wall cpu rss bytes=0
-    # "Elapsed (wall clock) time (h:mm:ss or m:ss): 0:13.45" -> seconds
-    wall=$(awk -F': ' '/Elapsed \(wall clock\)/ {n=split($2,p,":"); s=0; for(i=1;i<=n;i++) s=s*60+p[i]; print s}' "$log.time")
-    cpu=$(awk -F': ' '/(User|System) time \(seconds\)/ {s += $2} END {print s}' "$log.time")
-    rss=$(awk -F': ' '/Maximum resident set size/ {print $2}' "$log.time")
+    local bytes=0 role=peer
     [ -n "$outdir" ] && bytes=$(du -sb "$outdir" | cut -f1)
-    printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$wall" "$cpu" "$rss" "$bytes" "$*" >>"$TSV"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$BT_WALL" "$BT_CPU" "$BT_RSS_MIB" "$bytes" "$*" >>"$TSV"
+    case $name in chunkcube) role=chunkcube ;; bound*) role=bound ;; esac
+    bench_result ingest "ingest ${TILE}² x 2x2 tiles x 4 bands" $role "$name" "$BT_WALL" s lower "$BT_RSS_MIB"
 }
 
 # GDAL: one VRT per band over its tiles, then gdal_translate it to a Zarr v2 store.
@@ -75,7 +75,7 @@ gdal_band() {  # gdal_band BAND OUTDIR
         -co COMPRESS=ZSTD -co ZSTD_LEVEL=3 "$dir/$b.vrt" "$dir/$b.zarr"
 }
 export -f gdal_band
-export DATA GDAL_NUM_THREADS=ALL_CPUS
+export DATA TILE GDAL_NUM_THREADS=ALL_CPUS
 mkdir -p "$OUT/gdal" "$OUT/gdal_p2"
 
 measure chunkcube "$OUT/chunkcube" ./target/release/chunkcube ingest --manifest "$DATA/manifest.csv" \
@@ -95,7 +95,7 @@ import json, os, platform, subprocess, sys
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
 base = float(rows[0][1])
 res = [{"tool": n, "wall_s": float(w), "ratio_to_chunkcube": round(float(w) / base, 3), "cpu_s": float(u),
-        "peak_rss_mib": round(int(r) / 1024, 1), "output_mb": round(int(b) / 1e6, 1), "command": c}
+        "peak_rss_mib": float(r), "output_mb": round(int(b) / 1e6, 1), "command": c}
        for n, w, u, r, b, c in rows]
 print(f"\n{'tool':<22}{'wall s':>8}{'ratio':>8}{'peak RSS MiB':>14}{'CPU s':>8}{'out MB':>8}")
 for r in res:
@@ -104,7 +104,7 @@ for r in res:
           f"{r['cpu_s']:>8.1f}{out:>8}")
 ver = lambda *cmd: subprocess.run(cmd, capture_output=True, text=True).stdout.strip()
 doc = {
-    "benchmark": "ingest: 2x2 tiles 4096x4096, 4 uint16 bands, 1 year, DEFLATE 512 blocks -> 1024x1024 chunks zstd:3",
+    "benchmark": f"ingest: 2x2 tiles {os.environ['TILE']}x{os.environ['TILE']}, 4 uint16 bands, 1 year, DEFLATE 512 blocks -> 1024x1024 chunks zstd:3",
     "machine": {"cores": os.cpu_count(), "platform": platform.platform(),
                 "loadavg_before": float(os.environ["LOAD_BEFORE"]), "loadavg_after": os.getloadavg()[0]},
     "versions": {"chunkcube": ver("./target/release/chunkcube", "--version"), "gdal": ver("gdal-config", "--version"),

@@ -10,12 +10,13 @@
 #   TILE=2048 bash bench/python.sh       # a quarter of the pixels
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 TILE=${TILE:-4096}
+[ "$QUICK" = 1 ] && TILE=1024
 B=./target/release/chunkcube
 D=bench-data
 cargo build --release --quiet --example make_fixtures
 cargo build --release --quiet
-command -v /usr/bin/time >/dev/null || { echo "needs /usr/bin/time (apt-get install time)"; exit 1; }
 # The package, built as the tests build it (a venv under target/).
 venv=target/pyenv
 [ -x $venv/bin/python ] || python3 -m venv --system-site-packages $venv
@@ -37,14 +38,15 @@ run() {
     local name=$1; shift
     local log; log=$(mktemp)
     sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true
-    if /usr/bin/time -v "$@" >"$log.out" 2>"$log"; then ok=true; else ok=false; fi
-    local wall rss
-    wall=$(grep "Elapsed (wall clock)" "$log" | awk '{print $NF}' | awk -F: '{ if (NF==3) print $1*3600+$2*60+$3; else print $1*60+$2 }')
-    rss=$(grep "Maximum resident set size" "$log" | awk '{printf "%.0f", $NF/1024}')
+    if bench_time "$log" "$@"; then ok=true; else ok=false; fi
+    local wall=$BT_WALL rss=${BT_RSS_MIB%.*}
     WALL[$name]=$wall; RSS[$name]=$rss
-    printf '%-36s %8.2f s %8s MiB  %s\n' "$name" "$wall" "$rss" "$($ok && echo ok || { echo FAILED; tail -3 "$log.out" "$log"; })"
+    printf '%-36s %8.2f s %8s MiB  %s\n' "$name" "$wall" "$rss" "$($ok && echo ok || { echo FAILED; tail -3 "$log" "$log.time"; })"
     echo "{\"name\": \"$name\", \"wall_s\": $wall, \"peak_rss_mib\": $rss, \"ok\": $ok}" >> $results
-    rm -f "$log" "$log.out"
+    local role=peer tool=$name
+    case $name in "python "*) role=chunkcube; tool="chunkcube (Python)" ;; "cli "*) role=other; tool="chunkcube (CLI)" ;; "dask "*) tool="xarray+dask" ;; esac
+    $ok && bench_result python "python: ${name#* } over ${shape:-?} to Zarr" $role "$tool" "$wall" s lower "$BT_RSS_MIB"
+    rm -f "$log" "$log.time"
 }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 

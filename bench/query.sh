@@ -27,6 +27,10 @@ REPS=${REPS:-50}
 STRADDLE_REPS=${STRADDLE_REPS:-20}
 PROC_REPS=${PROC_REPS:-10}
 FULL_REPS=${FULL_REPS:-3}
+ROUNDS=3
+. bench/lib.sh
+# QUICK=1: the same cube, fewer repetitions.
+[ "$QUICK" = 1 ] && { REPS=10; STRADDLE_REPS=5; PROC_REPS=3; FULL_REPS=1; ROUNDS=1; }
 cargo build --release --quiet --example make_fixtures --example window_latency
 cargo build --release --quiet
 if [ ! -f $D/query-tiles/manifest.csv ]; then
@@ -96,7 +100,7 @@ python3 bench/query_py.py proc "$PROC_REPS" -- $B --version > $tmp/proc_version.
 echo
 echo "== 4. allocator: glibc defaults (--no-tune) vs tuned as the CLI tunes it =="
 # Three alternating rounds of plain and tuned, so load changes hit both alike.
-for round in 1 2 3; do
+for round in $(seq $ROUNDS); do
     for m in chunkcube_window zarrs_chunk_decode; do
         $W $CUBE $WIN --profile $m --loops 1 --no-tune 2>/dev/null >> $tmp/plain_$m.jsonl
         $W $CUBE $WIN --profile $m --loops 1 2>/dev/null >> $tmp/tuned_$m.jsonl
@@ -200,4 +204,32 @@ if "tensorstore_error" in pw:
     res["tensorstore_error"] = pw["tensorstore_error"]
 json.dump(res, open(out, "w"), indent=2)
 print(f"results: {out}")
+EOF
+
+# Result lines for bench/report.sh.
+python3 - "$D/query-results.json" <<'EOF'
+import json, sys
+sys.path.insert(0, "bench")
+from results import emit
+r = json.load(open(sys.argv[1]))
+peers = {"tensorstore": "TensorStore", "zarr_python": "zarr-python", "xarray": "xarray"}
+for key, path, bound in [("window_1chunk", "window 100x100 (1 chunk), in process", "zarrs_chunk_decode"),
+                         ("window_4chunks", "window 100x100 (4 chunks), in process", "zarrs_decode_touched_par")]:
+    w = r[key]
+    emit("query", path, "chunkcube", "chunkcube", w["chunkcube_window"]["median_s"] * 1e3, "ms")
+    emit("query", path, "bound", bound + " (decode only)", w[bound]["median_s"] * 1e3, "ms")
+    for k, name in peers.items():
+        if k in w:
+            emit("query", path, "peer", name, w[k]["median_s"] * 1e3, "ms")
+f = r["full"]
+path = f"full-band read ({r['full_band_bytes'] / 1e6:.0f} MB)"
+emit("query", path, "chunkcube", "chunkcube", f["chunkcube_full"]["mb_per_s"], "MB/s", "higher")
+emit("query", path, "bound", "zarrs_decode_all (decode only)", f["zarrs_decode_all"]["mb_per_s"], "MB/s", "higher")
+for k, name in peers.items():
+    if k in f:
+        emit("query", path, "peer", name, f[k]["mb_per_s"], "MB/s", "higher")
+p = r["process"]
+path = "CLI window 100x100 (4 chunks), whole process"
+emit("query", path, "chunkcube", "chunkcube load --print", p["chunkcube_cli_4chunks"]["median_s"] * 1e3, "ms")
+emit("query", path, "peer", "python + xarray script", p["python_xarray_script_4chunks"]["median_s"] * 1e3, "ms")
 EOF
