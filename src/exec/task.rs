@@ -394,6 +394,25 @@ impl<'a, T> RegionWriter<'a, T> {
     }
 }
 
+/// Copy `src` into `dst` (same shape) a row at a time: `assign` goes element by element,
+/// a memcpy per row is several times faster (a full-band read spent 6% of its time there).
+pub(crate) fn copy_window<T: Copy, D: ndarray::Dimension>(
+    mut dst: ndarray::ArrayViewMut<'_, T, D>,
+    src: ndarray::ArrayView<'_, T, D>,
+) {
+    if dst.shape() != src.shape() || dst.ndim() == 0 {
+        dst.assign(&src);
+        return;
+    }
+    let last = ndarray::Axis(dst.ndim() - 1);
+    for (mut d, s) in dst.lanes_mut(last).into_iter().zip(src.lanes(last)) {
+        match (d.as_slice_mut(), s.as_slice()) {
+            (Some(d), Some(s)) => d.copy_from_slice(s),
+            _ => d.assign(&s),
+        }
+    }
+}
+
 /// An ndarray slice of a 3-D window.
 pub(crate) fn slice3(
     r: &[Range<u64>; 3],
