@@ -11,7 +11,7 @@ use chunkcube::progress::LiveStatus;
 use chunkcube::store::layout::Codecs;
 use chunkcube::store::{parse_bytes, ChunkSpec};
 use clap::{Args, Parser, Subcommand};
-use cli::output::{print_arrays, stdout, summary, write_graph};
+use cli::output::{or_replaced, print_arrays, stdout, summary, write_graph};
 use cli::{export, help};
 use cli_jobs::{run_commit, shard_flag, CommitArgs};
 use std::io::Write;
@@ -192,6 +192,9 @@ struct ExecArgs {
     /// Tasks wait while FILE exists (for testing the dashboard).
     #[arg(long, hide = true, value_name = "FILE")]
     hold_tasks_while: Option<PathBuf>,
+    /// The first N tasks pass --hold-tasks-while (for testing a run held mid-write).
+    #[arg(long, hide = true, value_name = "N")]
+    hold_after_tasks: Option<u64>,
 }
 
 #[derive(Args, Clone)]
@@ -371,6 +374,9 @@ fn exec_config(e: &ExecArgs) -> Result<ExecConfig> {
     if let Some(ms) = e.pace_tasks_ms {
         chunkcube::exec::pace_tasks(ms);
     }
+    if let Some(n) = e.hold_after_tasks {
+        chunkcube::exec::hold_after_tasks(n);
+    }
     if let Some(p) = &e.hold_tasks_while {
         chunkcube::exec::hold_tasks_while(p.clone());
     }
@@ -434,12 +440,19 @@ fn run_load(a: LoadArgs, live: Option<Arc<LiveStatus>>) -> Result<Option<serde_j
         .as_deref()
         .map(chunkcube::store::lock::acquire)
         .transpose()?;
+    or_replaced(&cube, load_body(&a, &cube, &live))?;
+    summary(a.exec.quiet, &s);
+    write_stats(&a.exec, &s)?;
+    Ok(Some(serde_json::to_value(s.stats())?))
+}
+
+fn load_body(a: &LoadArgs, cube: &Cube, live: &Option<Arc<LiveStatus>>) -> Result<()> {
     // A copy keeps the stored chunking unless --chunks says otherwise (bounded tasks, and the
     // output reads like its source); other actions stay lazy until they decide what to read.
     // (The actions are exclusive: --out is the action when given.)
     let writes = a.out.is_some();
     let mut q = if writes {
-        stored_chunk_query(&cube, &a.sel)?
+        stored_chunk_query(cube, &a.sel)?
     } else {
         build_query(&a.sel)?
     };
@@ -485,10 +498,7 @@ fn run_load(a: LoadArgs, live: Option<Arc<LiveStatus>>) -> Result<Option<serde_j
     } else if a.graph.is_none() {
         bail!("load needs one of --out CUBE, --summary, --print, --explain or --graph FILE");
     }
-    cube.check_unchanged()?;
-    summary(a.exec.quiet, &s);
-    write_stats(&a.exec, &s)?;
-    Ok(Some(serde_json::to_value(s.stats())?))
+    Ok(())
 }
 
 /// The query of `sel`, in the stored chunks unless `--chunks` says otherwise: every band is
@@ -527,7 +537,19 @@ fn run_calc(a: CalcArgs, live: Option<Arc<LiveStatus>>) -> Result<Option<serde_j
         .filter(|_| shard.is_none())
         .map(chunkcube::store::lock::acquire)
         .transpose()?;
-    let q = stored_chunk_query(&cube, &a.sel)?;
+    or_replaced(&cube, calc_body(&a, &cube, &live, &shard))?;
+    summary(a.exec.quiet, &s);
+    write_stats(&a.exec, &s)?;
+    Ok(Some(serde_json::to_value(s.stats())?))
+}
+
+fn calc_body(
+    a: &CalcArgs,
+    cube: &Cube,
+    live: &Option<Arc<LiveStatus>>,
+    shard: &Option<(chunkcube::store::job::Shard, String)>,
+) -> Result<()> {
+    let q = stored_chunk_query(cube, &a.sel)?;
     let calc = Calc::parse(&a.exprs, a.reduce.as_deref())?;
     let ds = cube.load(&q)?;
     let print = a.print || a.print_all;
@@ -585,10 +607,7 @@ fn run_calc(a: CalcArgs, live: Option<Arc<LiveStatus>>) -> Result<Option<serde_j
     } else if a.graph.is_none() {
         bail!("calc needs one of --out CUBE, --print, --explain or --graph FILE");
     }
-    cube.check_unchanged()?;
-    summary(a.exec.quiet, &s);
-    write_stats(&a.exec, &s)?;
-    Ok(Some(serde_json::to_value(s.stats())?))
+    Ok(())
 }
 
 #[derive(Args)]

@@ -62,19 +62,24 @@ pub(crate) fn run(
     config.live = live;
     let s = Session::new(config)?;
     let cube = Cube::open_in(&a.cube, s.clone())?;
-    let q = stored_chunk_query(&cube, &a.sel)?;
-    let ds = cube.load(&q)?;
-    let ds = if a.exprs.is_empty() {
-        if a.reduce.is_some() {
-            bail!("--reduce needs --expr (export the reduction of a result, e.g. --expr red --reduce median:time)");
-        }
-        ds
-    } else {
-        Calc::parse(&a.exprs, a.reduce.as_deref())?.run(&ds)?
+    let run = || -> Result<_> {
+        let q = stored_chunk_query(&cube, &a.sel)?;
+        let ds = cube.load(&q)?;
+        let ds = if a.exprs.is_empty() {
+            if a.reduce.is_some() {
+                bail!("--reduce needs --expr (export the reduction of a result, e.g. --expr red --reduce median:time)");
+            }
+            ds
+        } else {
+            Calc::parse(&a.exprs, a.reduce.as_deref())?.run(&ds)?
+        };
+        Ok(export(&ds, &a.out, &opts)?)
     };
-    let r = export(&ds, &a.out, &opts)?;
-    // What was read came from one cube, not from one being overwritten meanwhile.
+    let r = run();
+    // What was read came from one cube, not from one being overwritten meanwhile (and a
+    // read that failed because it was is reported as that).
     cube.check_unchanged()?;
+    let r = r?;
     eprintln!(
         "exported {} file(s), {}, to {} in {:.2} s",
         r.files.len(),

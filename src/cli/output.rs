@@ -13,6 +13,13 @@ pub(crate) fn stdout() -> std::io::StdoutLock<'static> {
     std::io::stdout().lock()
 }
 
+/// An error of a read racing a replacement of its cube is that replacement (a chunk removed
+/// or changed under the reader); a read that succeeded is checked the same way.
+pub(crate) fn or_replaced<T>(cube: &chunkcube::Cube, r: Result<T>) -> Result<T> {
+    cube.check_unchanged()?;
+    r
+}
+
 /// Whether `e` is, or was caused by, writing to a closed pipe.
 pub(crate) fn is_broken_pipe(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {

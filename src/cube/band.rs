@@ -26,6 +26,9 @@ pub struct BandReader {
     shard_cache: Option<ArrayShardedReadableExtCache>,
     /// The band's chunk manifest, loaded the first time a chunk object is absent.
     manifest: std::sync::OnceLock<Result<crate::store::manifest::ArrayManifest, String>>,
+    /// The cube's commit when opened: a read that fails because the cube was replaced
+    /// meanwhile says so.
+    generation: Arc<crate::store::replace::Generation>,
     uid: usize,
 }
 
@@ -49,6 +52,17 @@ impl std::fmt::Debug for BandReader {
 impl BandReader {
     /// Open band `meta` of `store` (metadata only).
     pub fn open(store: &Store, meta: BandMeta) -> Result<Arc<BandReader>, CubeError> {
+        let opened = store.opened_identity()?;
+        let generation = crate::store::replace::Generation::new(store, opened);
+        BandReader::open_as_of(store, meta, generation)
+    }
+
+    /// Open band `meta` of `store` (metadata only), of the cube commit `generation`.
+    pub(crate) fn open_as_of(
+        store: &Store,
+        meta: BandMeta,
+        generation: Arc<crate::store::replace::Generation>,
+    ) -> Result<Arc<BandReader>, CubeError> {
         let array = crate::store::layout::open_band_array(store, &meta.name)?;
         let shards = match meta.inner_chunk_shape {
             None => None,
@@ -73,6 +87,7 @@ impl BandReader {
             shards,
             shard_cache,
             manifest: std::sync::OnceLock::new(),
+            generation,
             uid: crate::graph::next_uid(),
         }))
     }
@@ -321,7 +336,17 @@ impl BandReader {
     }
 
     fn read_error(&self, key: String, e: impl Into<crate::graph::BoxError>) -> ReadError {
-        ReadError::new(format!("band '{}'", self.meta.name), key, e)
+        let what = format!("band '{}'", self.meta.name);
+        // A chunk gone or changed under the reader: the cube was replaced, not damaged.
+        if self.generation.replaced() {
+            let url = self.generation.url();
+            return ReadError::new(
+                what,
+                key,
+                format!("{url} was replaced while reading (its write_id changed); re-run"),
+            );
+        }
+        ReadError::new(what, key, e)
     }
 
     /// What reading decode chunks `idxs` costs. Unsharded: each stored chunk object is one

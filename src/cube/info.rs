@@ -10,6 +10,10 @@ use serde::{Serialize, Serializer};
 pub struct CubeInfo {
     /// The cube's URL as given.
     pub cube: String,
+    /// Where the arrays are when not at the cube's root: the Zarr group an S3 cube replaced
+    /// with `--overwrite` keeps them in (other tools open it with `group=`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_group: Option<String>,
     /// Product name.
     pub product: String,
     /// Dimension names.
@@ -99,7 +103,9 @@ impl CubeInfo {
             });
         }
         Ok(CubeInfo {
-            cube: cube.store().url().to_string(),
+            cube: cube.store().root().url().to_string(),
+            data_group: (cube.store().root().url() != cube.store().url())
+                .then(|| cube.store().url().to_string()),
             product: m.product.clone(),
             dims: crate::store::DIMS,
             shape: [m.times.len() as u64, g.height, g.width],
@@ -121,6 +127,9 @@ impl CubeInfo {
 impl std::fmt::Display for CubeInfo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(f, "cube        {}", self.cube)?;
+        if let Some(d) = &self.data_group {
+            writeln!(f, "data group  {d}")?;
+        }
         writeln!(f, "product     {}", self.product)?;
         writeln!(
             f,

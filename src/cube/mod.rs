@@ -22,6 +22,7 @@ pub use summary::ChunkSummary;
 
 use crate::exec::{ExecConfig, ExecError, Session};
 use crate::store::layout::{read_cube_meta, CubeMeta};
+use crate::store::replace::Generation;
 use crate::store::{Store, StoreError};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -79,6 +80,7 @@ pub struct Cube {
     meta: Arc<CubeMeta>,
     bands: BTreeMap<String, Arc<BandReader>>,
     session: Arc<Session>,
+    generation: Arc<Generation>,
 }
 
 impl std::fmt::Debug for Cube {
@@ -105,19 +107,45 @@ impl Cube {
         Cube::open_in(url, session)
     }
 
-    /// Open within an existing session (sharing its cache, budget and stats).
+    /// Open within an existing session (sharing its cache, budget and stats). An open racing
+    /// a replacement of the cube (another run's `--overwrite`) is retried, so the metadata,
+    /// coordinates and band readers all come from one commit.
     pub fn open_in(url: &str, session: Arc<Session>) -> Result<Cube, CubeError> {
-        let store = Store::open_with(url, false, &session.config().store)?;
+        for attempt in 0..5 {
+            let store = match Store::open_with(url, false, &session.config().store) {
+                // A remote root switched to a new data prefix while the old one was removed.
+                Err(StoreError::NotACube(_)) if attempt < 4 => continue,
+                r => r?,
+            };
+            let before = store.opened_identity()?;
+            let generation = Generation::new(&store, before.clone());
+            let opened = Cube::read(store, generation.clone(), session.clone());
+            if !generation.check()? {
+                return opened;
+            }
+        }
+        Err(CubeError::Replaced(url.to_string()))
+    }
+
+    fn read(
+        store: Store,
+        generation: Arc<Generation>,
+        session: Arc<Session>,
+    ) -> Result<Cube, CubeError> {
         let meta = read_cube_meta(&store)?;
         let mut bands = BTreeMap::new();
         for b in &meta.bands {
-            bands.insert(b.name.clone(), BandReader::open(&store, b.clone())?);
+            bands.insert(
+                b.name.clone(),
+                BandReader::open_as_of(&store, b.clone(), generation.clone())?,
+            );
         }
         Ok(Cube {
             store,
             meta: Arc::new(meta),
             bands,
             session,
+            generation,
         })
     }
 
@@ -125,28 +153,12 @@ impl Cube {
     pub fn meta(&self) -> &CubeMeta {
         &self.meta
     }
-    /// Check that the cube is still the one opened: its commit (`write_id`) unchanged and not
-    /// being rewritten. Call after reading: an `--overwrite` of this cube racing the read would
-    /// otherwise hand back a mix of old and new chunks, or fill where chunks were removed.
+    /// Check that the cube is still the one opened: its commit (root metadata's `write_id`
+    /// and data prefix) unchanged. Call after reading: a replacement of this cube racing the
+    /// read (locally the directory is exchanged) could otherwise hand back chunks of two cubes.
     pub fn check_unchanged(&self) -> Result<(), CubeError> {
-        let id = |attrs: &serde_json::Map<String, serde_json::Value>| {
-            attrs
-                .get("chunkcube")
-                .and_then(|c| c.get("write_id"))
-                .and_then(|w| w.as_str())
-                .map(str::to_string)
-        };
-        let Some(opened) = id(&self.meta.attributes) else {
-            return Ok(()); // another tool's store: nothing to compare
-        };
-        let now = self
-            .store
-            .get("zarr.json")?
-            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-            .and_then(|v| v.get("attributes").and_then(|a| a.as_object()).cloned())
-            .and_then(|a| id(&a));
-        if now.as_deref() != Some(opened.as_str()) {
-            return Err(CubeError::Replaced(self.store.url().to_string()));
+        if self.generation.check()? {
+            return Err(CubeError::Replaced(self.generation.url().to_string()));
         }
         Ok(())
     }

@@ -49,7 +49,7 @@ pub use config::{total_memory, tune_allocator, ExecConfig};
 pub use session::Session;
 pub use spill::{install_interrupt_cleanup, remove_live_spill_dirs};
 pub use stats::{Explain, Progress, StatsReport, TaskShape};
-pub use task::{hold_tasks_while, pace_tasks};
+pub use task::{hold_after_tasks, hold_tasks_while, pace_tasks};
 pub use write::result_nodata;
 
 use crate::graph::{BoxError, ReadError};

@@ -74,11 +74,24 @@ pub fn pace_tasks(ms: u64) {
 static HOLD_FILE: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
 
 /// Make tasks of this process wait, before they start, while `path` exists: a test holds a
-/// run in mid-flight for as long as it needs (the dashboard's browser test). A test hook
+/// run in mid-flight for as long as it needs (the dashboard's browser test); `<path>.held`
+/// appears once a task waits (everything before the tasks is done). A test hook
 /// (the command line's hidden `--hold-tasks-while`), not an option.
 #[doc(hidden)]
 pub fn hold_tasks_while(path: std::path::PathBuf) {
     let _ = HOLD_FILE.set(path);
+}
+
+/// Test hook: the first this many tasks of the process start without holding.
+static HOLD_AFTER: AtomicU64 = AtomicU64::new(0);
+static TASKS_STARTED: AtomicU64 = AtomicU64::new(0);
+
+/// Let the first `n` tasks of this process pass the hold of [`hold_tasks_while`] (so a
+/// test holds a run with some of its output written). A test hook (the command line's
+/// hidden `--hold-after-tasks`), not an option.
+#[doc(hidden)]
+pub fn hold_after_tasks(n: u64) {
+    HOLD_AFTER.store(n, Ordering::Relaxed);
 }
 
 /// Apply the test hooks (pacing, holding) to a task about to start.
@@ -87,7 +100,13 @@ fn test_hooks() {
     if pause > 0 {
         std::thread::sleep(std::time::Duration::from_millis(pause));
     }
-    if let Some(p) = HOLD_FILE.get() {
+    if let Some(p) = HOLD_FILE.get().filter(|_| {
+        TASKS_STARTED.fetch_add(1, Ordering::Relaxed) >= HOLD_AFTER.load(Ordering::Relaxed)
+    }) {
+        if p.exists() {
+            // Tell the test the run is held (everything before its tasks is done).
+            let _ = std::fs::write(format!("{}.held", p.display()), b"");
+        }
         while p.exists() {
             std::thread::sleep(std::time::Duration::from_millis(20));
         }

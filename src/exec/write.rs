@@ -9,6 +9,7 @@ use crate::geo::{GeoBox, Time};
 use crate::graph::{Node, Op, ReduceOp};
 use crate::store::job::Shard;
 use crate::store::layout::{self, Codecs};
+use crate::store::replace::Staging;
 use crate::store::Element;
 use crate::store::{self, Store};
 use ndarray::{ArrayD, IxDyn, SliceInfoElem};
@@ -16,13 +17,16 @@ use std::ops::Range;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-/// Prepare an output location: refuse an existing cube or other content unless `overwrite`;
-/// with it, first remove the commit point so a half-rewritten cube never looks complete.
+/// Prepare an output location: refuse an existing cube or other content unless `overwrite`.
+/// With it, a committed cube is replaced in isolation: the result is written beside it
+/// (the [`Staging`] returned, under `write_id`) and switched in once committed; other content
+/// is cleared first.
 pub(crate) fn prepare_output(
     url: &str,
     overwrite: bool,
+    write_id: &str,
     opts: &crate::store::StoreOptions,
-) -> Result<Store, ExecError> {
+) -> Result<(Store, Option<Staging>), ExecError> {
     // A result interrupted is redone from scratch, so its chunks need not be synced one by one:
     // the cube is synced once before it is committed.
     let opts = crate::store::StoreOptions {
@@ -35,10 +39,14 @@ pub(crate) fn prepare_output(
         if !overwrite {
             return Err(ExecError::Exists(url.to_string()));
         }
+        if let Some(st) = store::replace::stage(url, write_id, &opts)? {
+            let s = st.store().clone();
+            return Ok((s, Some(st)));
+        }
         layout::uncommit(&store)?;
         store.erase_prefix("")?;
     }
-    Ok(store)
+    Ok((store, None))
 }
 
 /// What `run_tasks` calls a run that writes its results (the dashboard adds a write layer).
@@ -122,9 +130,18 @@ impl Session {
             fingerprint: fingerprint.clone(),
             ..WriteReport::default()
         };
+        let write_id = layout::new_write_id();
+        // One writer per output; the workers of a job share theirs by design (the job's
+        // fingerprint keeps other plans out).
+        let _lock = match shard {
+            None => Some(store::lock::acquire(url)?),
+            Some(_) => None,
+        };
+        let mut staging = None;
         let (store, job, regions, rerun) = match shard {
             None => {
-                let store = prepare_output(url, overwrite, &self.config.store)?;
+                let (store, st) = prepare_output(url, overwrite, &write_id, &self.config.store)?;
+                staging = st;
                 self.note_written(store.counters());
                 (
                     store,
@@ -248,12 +265,10 @@ impl Session {
         }
         // The same group metadata a sharded job's commit writes.
         let job = calc_job(&fingerprint, 1, geobox.has_crs());
-        layout::write_group(
-            &store,
-            &job.product,
-            &layout::new_write_id(),
-            job.attributes,
-        )?;
+        layout::write_group(&store, &job.product, &write_id, job.attributes)?;
+        if let Some(st) = staging {
+            st.swap()?;
+        }
         Ok(report)
     }
 }

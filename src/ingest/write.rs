@@ -6,7 +6,7 @@ use super::IngestError;
 use crate::geo::{capture_gdal_errors, take_gdal_errors};
 use crate::store::job::{self, JobMarker, Shard, ShardMarker, Splitter};
 use crate::store::layout::{self, Codecs};
-use crate::store::{grid_shape, ChunkSpec, Element, Store};
+use crate::store::{grid_shape, ChunkSpec, Element, Store, StoreOptions};
 use crate::with_dtype;
 use ndarray::{ArrayD, IxDyn};
 use rayon::prelude::*;
@@ -288,6 +288,12 @@ pub fn ingest(
             flag: "--threads".into(),
             msg: e.to_string(),
         })?;
+    // One writer per output, held until the ingest returns; the workers of a job share
+    // theirs by design (the job's fingerprint keeps other plans out).
+    let _lock = match opts.shard {
+        None => Some(crate::store::lock::acquire(out)?),
+        Some(_) => None,
+    };
     pool.install(|| ingest_in_pool(sources, out, opts, start))
 }
 
@@ -381,14 +387,33 @@ fn ingest_in_pool(
         attributes: attrs,
     };
 
-    let store = Store::open(out, true)?;
+    let mut store = Store::open(out, true)?;
+    // Over a committed cube, the new one is written beside it and switched in at the end
+    // (a resumed overwrite finds its chunks again: the staging is named by the fingerprint).
+    let staging = match opts.overwrite {
+        true => crate::store::replace::stage(out, &fingerprint, &StoreOptions::default())?,
+        false => None,
+    };
+    if let Some(st) = &staging {
+        store = st.store().clone();
+    }
     let mut report = IngestReport {
         tiles: infos.len(),
         ..Default::default()
     };
-    if !prepare_output(&store, &job, opts.overwrite, opts.shard.is_some())?
-        || job::finished(&store, &job, shard.index)?
-    {
+    if !prepare_output(&store, &job, opts.overwrite, opts.shard.is_some())? {
+        report.up_to_date = true;
+        report.elapsed_s = start.elapsed().as_secs_f64();
+        return Ok(report);
+    }
+    if job::finished(&store, &job, shard.index)? {
+        // Killed between this shard's marker and the commit: only the commit is left.
+        if opts.shard.is_none() {
+            job::commit_store(&store)?;
+            if let Some(st) = staging {
+                st.swap()?;
+            }
+        }
         report.up_to_date = true;
         report.elapsed_s = start.elapsed().as_secs_f64();
         return Ok(report);
@@ -512,6 +537,9 @@ fn ingest_in_pool(
     job::finish_shard(&store, &job, &marker)?;
     if opts.shard.is_none() {
         job::commit_store(&store)?;
+        if let Some(st) = staging {
+            st.swap()?;
+        }
     }
     report.elapsed_s = start.elapsed().as_secs_f64();
     Ok(report)

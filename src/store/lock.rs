@@ -27,8 +27,24 @@ enum Target {
     S3(Arc<dyn ObjectStore>, ObjectPath),
 }
 
-/// A held writer lock; dropping it releases the lock.
+impl Target {
+    /// Which lock object this is (for sharing it within a thread).
+    fn name(&self) -> String {
+        match self {
+            Target::Local(p) => p.display().to_string(),
+            Target::S3(s, k) => format!("{s}/{k}"),
+        }
+    }
+}
+
+/// A held writer lock; dropping it releases the lock. Taken again by the thread holding it
+/// (the command line locks before planning, the library writer it calls locks again), the
+/// same lock is shared and released when the last guard drops.
 pub struct WriterLock {
+    held: Arc<Held>,
+}
+
+struct Held {
     target: Arc<Target>,
     url: String,
     stop: Arc<AtomicBool>,
@@ -36,9 +52,13 @@ pub struct WriterLock {
 
 impl std::fmt::Debug for WriterLock {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "WriterLock({})", self.url)
+        write!(f, "WriterLock({})", self.held.url)
     }
 }
+
+/// The locks this process holds: (lock object, holding thread).
+type HeldLocks = Vec<(String, std::thread::ThreadId, std::sync::Weak<Held>)>;
+static HELD: std::sync::Mutex<HeldLocks> = std::sync::Mutex::new(Vec::new());
 
 /// This machine's host name as the kernel reports it (empty if unknown). Shared with the
 /// spill directories' names, which mark their owner the same way.
@@ -198,6 +218,17 @@ pub fn acquire(url: &str) -> Result<WriterLock, StoreError> {
             )
         }
     };
+    let name = target.name();
+    let me = std::thread::current().id();
+    let mut held = HELD.lock().unwrap_or_else(|p| p.into_inner());
+    held.retain(|(_, _, w)| w.strong_count() > 0);
+    if let Some(h) = held
+        .iter()
+        .find(|(n, t, _)| *n == name && *t == me)
+        .and_then(|(_, _, w)| w.upgrade())
+    {
+        return Ok(WriterLock { held: h });
+    }
     let io = |e: std::io::Error| StoreError::Io {
         url: url.to_string(),
         key: SUFFIX.trim_start_matches('.').to_string(),
@@ -219,11 +250,13 @@ pub fn acquire(url: &str) -> Result<WriterLock, StoreError> {
                     }
                 }
             });
-            return Ok(WriterLock {
+            let h = Arc::new(Held {
                 target,
                 url: url.to_string(),
                 stop,
             });
+            held.push((name, me, Arc::downgrade(&h)));
+            return Ok(WriterLock { held: h });
         }
         let Some((content, age)) = target.read().map_err(io)? else {
             continue; // released meanwhile: try again
@@ -252,7 +285,7 @@ pub fn acquire(url: &str) -> Result<WriterLock, StoreError> {
     })
 }
 
-impl Drop for WriterLock {
+impl Drop for Held {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         self.target.remove();

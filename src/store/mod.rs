@@ -26,6 +26,7 @@ pub mod manifest;
 pub(crate) mod prefetch;
 pub mod redact;
 pub mod remote;
+pub mod replace;
 pub mod rows;
 mod runtime;
 pub(crate) mod shard;
@@ -227,6 +228,12 @@ pub struct Store {
     remote: Option<remote::Remote>,
     /// Local cubes written without a sync per chunk (see [`StoreOptions::deferred_sync`]).
     pub(crate) deferred: bool,
+    /// A remote cube whose group metadata names a data prefix (written by an isolated
+    /// overwrite, see [`replace`]): the cube root, while this store reads the data prefix.
+    root: Option<Arc<Store>>,
+    /// The cube's identity as its root metadata said when it was opened for reading
+    /// (remote cubes; see [`replace::identity_of`]).
+    identity: Option<String>,
 }
 
 impl std::fmt::Debug for Store {
@@ -273,7 +280,31 @@ impl Store {
             }
             Location::S3 { bucket, prefix } => {
                 let o = remote::open_s3(url, bucket, prefix, create, opts)?;
+                let root_doc = o.root_doc;
                 remote = Some(o.remote);
+                if let Some(doc) = root_doc {
+                    let identity = replace::identity_of(&doc);
+                    if let Some(data) = replace::data_prefix_of(&doc) {
+                        // The data lives under the prefix the root names: read it there,
+                        // and keep the root to tell a later replacement.
+                        let data_url = replace::join_url(bucket, prefix, &data);
+                        let root = Store::assemble(url, location.clone(), o.storage, remote);
+                        let mut store = Store::open_with(&data_url, false, opts)?;
+                        if store.root.is_some() {
+                            return Err(StoreError::Metadata {
+                                url: data_url,
+                                key: "zarr.json".into(),
+                                msg: "names a data prefix of its own (one level at most)".into(),
+                            });
+                        }
+                        store.root = Some(Arc::new(root));
+                        store.identity = identity;
+                        return Ok(store);
+                    }
+                    let mut store = Store::assemble(url, location, o.storage, remote);
+                    store.identity = identity;
+                    return Ok(store);
+                }
                 o.storage
             }
         };
@@ -281,6 +312,30 @@ impl Store {
         let mut store = Store::assemble(url, location, base, remote);
         store.deferred = deferred;
         Ok(store)
+    }
+
+    /// The cube root: this store, or for a remote cube whose data lives under a prefix its
+    /// group metadata names, the store of the root (where that metadata is replaced).
+    pub fn root(&self) -> &Store {
+        self.root.as_deref().unwrap_or(self)
+    }
+
+    /// The cube's identity now (its root metadata's write id and data prefix); `None` for
+    /// stores other tools wrote (nothing to compare) or a location without a cube.
+    pub fn current_identity(&self) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .root()
+            .get("zarr.json")?
+            .and_then(|b| replace::identity_of(&b)))
+    }
+
+    /// The cube's identity when this store was opened (remote cubes: from the metadata the
+    /// open read; local ones: read now).
+    pub fn opened_identity(&self) -> Result<Option<String>, StoreError> {
+        match &self.identity {
+            Some(i) => Ok(Some(i.clone())),
+            None => self.current_identity(),
+        }
     }
 
     /// A remote store over any `object_store` (tests wrap the S3 client with fault injection
@@ -320,6 +375,8 @@ impl Store {
             counters,
             remote,
             deferred: false,
+            root: None,
+            identity: None,
         }
     }
 

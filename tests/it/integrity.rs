@@ -361,63 +361,6 @@ fn concurrent_ingests_into_one_output_never_mix() {
 }
 
 #[test]
-fn a_reader_racing_an_overwrite_never_returns_holes() {
-    let (_d, c) = cube("race");
-    let out = c.parent().unwrap().join("res");
-    let write = [
-        "calc",
-        s(&c),
-        "--expr",
-        "v=nir-red",
-        "--out",
-        s(&out),
-        "--overwrite",
-        "--quiet",
-    ];
-    crate::common::run_ok(&write);
-    let read = ["load", s(&out), "--print-all", "--quiet"];
-    let want = run_output(&read);
-    assert!(want.status.success());
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let writer = {
-        let stop = stop.clone();
-        let write: Vec<String> = write.iter().map(|a| a.to_string()).collect();
-        std::thread::spawn(move || {
-            let mut n = 0;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) && n < 40 {
-                let _ = run_output(&write); // a refusal by the lock is fine too
-                n += 1;
-            }
-            n
-        })
-    };
-    let (mut same, mut refused) = (0, 0);
-    for _ in 0..40 {
-        let o = run_output(&read);
-        if o.status.success() {
-            assert_eq!(
-                String::from_utf8_lossy(&o.stdout),
-                String::from_utf8_lossy(&want.stdout),
-                "a successful read returns the whole cube"
-            );
-            same += 1;
-        } else {
-            let e = String::from_utf8_lossy(&o.stderr).to_string();
-            assert!(
-                e.contains("replaced while reading")
-                    || e.contains("not a chunkcube cube")
-                    || e.contains("missing"),
-                "{e}"
-            );
-            refused += 1;
-        }
-    }
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let writes = writer.join().unwrap();
-    eprintln!("race: {writes} overwrites, {same} whole reads, {refused} reads refused");
-}
-
-#[test]
 fn crafted_metadata_sizes_are_refused_before_anything_is_allocated() {
     let edit = |c: &Path, key: &str, f: &dyn Fn(&mut serde_json::Value)| {
         let p = c.join(key);
@@ -469,4 +412,62 @@ fn crafted_metadata_sizes_are_refused_before_anything_is_allocated() {
         assert!(e.contains(key) && e.contains(want), "{key}: {e}");
         assert!(t.elapsed().as_secs() < 10, "{key}: refused at once");
     }
+}
+
+#[test]
+fn library_writers_take_the_writer_lock() {
+    // The library's writers lock their output themselves (so the Python package and any
+    // other caller of the library is covered, not only the command line).
+    let (_d, c) = cube("liblock");
+    let dir = c.parent().unwrap();
+    let live = format!(
+        r#"{{"host":"{}","pid":{},"started":0}}"#,
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .unwrap()
+            .trim(),
+        std::process::id()
+    );
+    let ingest_out = dir.join("ingested");
+    let opts = chunkcube::ingest::IngestOptions {
+        quiet: true,
+        chunks: chunkcube::store::ChunkSpec::parse("time=1,y=64,x=64").unwrap(),
+        ..Default::default()
+    };
+    let sources = chunkcube::ingest::Sources::Manifest(crate::common::fixtures_manifest());
+    std::fs::write(lock_of(&ingest_out), &live).unwrap();
+    let e = chunkcube::ingest::ingest(&sources, s(&ingest_out), &opts).unwrap_err();
+    assert!(
+        e.to_string().contains("being written by another run"),
+        "{e}"
+    );
+    assert!(!ingest_out.exists(), "nothing written while locked");
+    std::fs::remove_file(lock_of(&ingest_out)).unwrap();
+    chunkcube::ingest::ingest(&sources, s(&ingest_out), &opts).unwrap();
+    assert!(!lock_of(&ingest_out).exists(), "released");
+
+    let cube = chunkcube::Cube::open(s(&c)).unwrap();
+    let ds = cube.load(&chunkcube::Query::default()).unwrap();
+    let out = dir.join("copy");
+    std::fs::write(lock_of(&out), &live).unwrap();
+    let e = ds.to_zarr(s(&out), false).unwrap_err();
+    assert!(
+        e.to_string().contains("being written by another run"),
+        "{e}"
+    );
+    assert!(!out.exists(), "nothing written while locked");
+    std::fs::remove_file(lock_of(&out)).unwrap();
+    // The thread holding the lock (as the command line does before planning) may write.
+    let held = chunkcube::store::lock::acquire(s(&out)).unwrap();
+    ds.to_zarr(s(&out), false).unwrap();
+    assert!(lock_of(&out).exists(), "still held by the outer guard");
+    // Another thread of this process is refused meanwhile.
+    let other = std::thread::scope(|sc| {
+        sc.spawn(|| ds.to_zarr(s(&out), true).unwrap_err().to_string())
+            .join()
+            .unwrap()
+    });
+    assert!(other.contains("being written by another run"), "{other}");
+    drop(held);
+    assert!(!lock_of(&out).exists(), "released with the last guard");
+    assert!(crate::common::cube_opens(&out));
 }

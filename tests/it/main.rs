@@ -14,6 +14,7 @@ mod integrity;
 mod interop;
 mod jobs;
 mod out_of_core;
+mod overwrite;
 mod query;
 mod remote;
 mod s3;

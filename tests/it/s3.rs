@@ -2167,3 +2167,6 @@ fn zarr_v2_stores_on_s3_open_and_compute() {
         common::load_band::<f32>(&from_local, "ndvi").mapv(f32::to_bits)
     );
 }
+
+// Isolated overwrites on S3 (the scenarios of `crate::overwrite`).
+mod overwrite;

@@ -42,6 +42,8 @@ pub struct Remote {
 pub(crate) struct Opened {
     pub storage: ReadableWritableListableStorage,
     pub remote: Remote,
+    /// Opened for reading: the root `zarr.json` the probe read (absent for Zarr v2 stores).
+    pub root_doc: Option<bytes::Bytes>,
 }
 
 /// Open `s3://bucket/prefix`.
@@ -82,6 +84,7 @@ pub(crate) fn open_layers(
         msg: describe(e, host),
     };
     let mut write_id = None;
+    let mut root_doc = None;
     if create {
         // One listing request: proves the endpoint answers and the bucket exists.
         let probe = runtime().block_on(store.list_with_delimiter(None));
@@ -109,6 +112,7 @@ pub(crate) fn open_layers(
                     .or(meta.e_tag)
                     .unwrap_or_else(|| format!("size{}", meta.size));
                 write_id = Some(format!("{id}@{}", meta.last_modified.timestamp_millis()));
+                root_doc = Some(bytes);
             }
             Err(e @ object_store::Error::NotFound { .. }) => {
                 if is_no_such_bucket(&e) {
@@ -161,6 +165,7 @@ pub(crate) fn open_layers(
             disk_cache,
             object_store: store,
         },
+        root_doc,
     })
 }
 
