@@ -434,12 +434,7 @@ fn run_load(a: LoadArgs, live: Option<Arc<LiveStatus>>) -> Result<Option<serde_j
     if let Some(out) = &a.out {
         cube.check_output(out)?;
     }
-    // One writer per output, held until this command returns.
-    let _lock = a
-        .out
-        .as_deref()
-        .map(chunkcube::store::lock::acquire)
-        .transpose()?;
+    // (`to_zarr` holds the output's writer lock while it writes.)
     or_replaced(&cube, load_body(&a, &cube, &live))?;
     summary(a.exec.quiet, &s);
     write_stats(&a.exec, &s)?;
@@ -690,12 +685,7 @@ fn run_ingest(a: IngestArgs, live: Option<Arc<LiveStatus>>) -> Result<Option<ser
         shard: shard.as_ref().map(|s| s.0),
     };
     chunkcube::ingest::stop_after_chunks(a.stop_after_chunks);
-    // One writer per output, held until this command returns; the workers of a job share
-    // theirs by design (the job's fingerprint keeps other plans out).
-    let _lock = match shard {
-        None => Some(chunkcube::store::lock::acquire(&a.out)?),
-        Some(_) => None,
-    };
+    // (`ingest` holds the output's writer lock, except in the workers of a job.)
     let r = match &shard {
         Some((_, name)) => ingest(&sources, &a.out, &opts).with_context(|| name.clone())?,
         None => ingest(&sources, &a.out, &opts)?,
