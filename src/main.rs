@@ -371,12 +371,8 @@ fn exec_config(e: &ExecArgs) -> Result<ExecConfig> {
         c.threads = t;
     }
     c.quiet = e.quiet;
-    if let Some(ms) = e.pace_tasks_ms {
-        chunkcube::exec::pace_tasks(ms);
-    }
-    if let Some(n) = e.hold_after_tasks {
-        chunkcube::exec::hold_after_tasks(n);
-    }
+    chunkcube::exec::pace_tasks(e.pace_tasks_ms.unwrap_or(0));
+    chunkcube::exec::hold_after_tasks(e.hold_after_tasks.unwrap_or(0));
     if let Some(p) = &e.hold_tasks_while {
         chunkcube::exec::hold_tasks_while(p.clone());
     }
@@ -434,7 +430,6 @@ fn run_load(a: LoadArgs, live: Option<Arc<LiveStatus>>) -> Result<Option<serde_j
     if let Some(out) = &a.out {
         cube.check_output(out)?;
     }
-    // (`to_zarr` holds the output's writer lock while it writes.)
     or_replaced(&cube, load_body(&a, &cube, &live))?;
     summary(a.exec.quiet, &s);
     write_stats(&a.exec, &s)?;
@@ -685,7 +680,6 @@ fn run_ingest(a: IngestArgs, live: Option<Arc<LiveStatus>>) -> Result<Option<ser
         shard: shard.as_ref().map(|s| s.0),
     };
     chunkcube::ingest::stop_after_chunks(a.stop_after_chunks);
-    // (`ingest` holds the output's writer lock, except in the workers of a job.)
     let r = match &shard {
         Some((_, name)) => ingest(&sources, &a.out, &opts).with_context(|| name.clone())?,
         None => ingest(&sources, &a.out, &opts)?,
