@@ -8,7 +8,9 @@
 #   1. full-band read throughput: examples/s3_throughput.rs reads the whole red band through
 #      chunkcube (Cube::open + compute: prefetching layer, fetch + decode) and with a plain
 #      concurrent object_store GET loop over the same chunk objects (fetch only, same cap of
-#      requests in flight); best of N each, alternated. Target: chunkcube >= 80% of the loop.
+#      requests in flight); best of N each, alternated. Target: chunkcube >= 95% of the loop (issue 18).
+#      Both report the client's CPU seconds too: moto shares the machine's cores, so every CPU
+#      second the client spends decoding is taken from the server it is timed against.
 #      Also timed: the CLI `chunkcube load s3://... --measurements red --out DIR` (adds encoding
 #      and writing a local cube). The same band of a sharded copy (s3://bench/tiles-sharded: 2048x2048
 #      shards of 512x512 inner chunks) through the CLI too: its inner chunks are fetched as byte
@@ -114,7 +116,8 @@ mb = tp["encoded_mb"]
 rows = [
     ("plain object_store GET loop (fetch only)", tp["plain_get_loop"]["best_s"], tp["chunk_objects"], ""),
     ("chunkcube full-band read (fetch+decode)", tp["chunkcube_fetch_decode"]["best_s"], tp["chunk_objects"],
-     f"{100 * tp['ratio']:.0f}% of the loop (target >= 80%)"),
+     f"{100 * tp['ratio']:.0f}% of the loop (target >= 95%); client CPU "
+     f"{tp['chunkcube_fetch_decode'].get('cpu_s', 0):.3f} s vs the loop's {tp['plain_get_loop'].get('cpu_s', 0):.3f} s"),
     ("chunkcube Cube::open (metadata, coordinates)", tp["chunkcube_open_s"], 0, "once per cube, not in the row above"),
     ("chunkcube load --out (fetch+decode+encode+write)", float(e["T_LOAD"]), int(e["G_LOAD"]),
      f"{100 * tp['plain_get_loop']['best_s'] / float(e['T_LOAD']):.0f}% of the loop"),

@@ -19,6 +19,18 @@ use object_store::{ObjectStore, ObjectStoreExt};
 use std::sync::Arc;
 use std::time::Instant;
 
+/// CPU seconds of the whole process so far (all threads): what the client takes from a server
+/// sharing its cores (moto in bench/s3.sh).
+fn cpu_now() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec into the pointer we pass.
+    unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
+}
+
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let url = args
@@ -53,8 +65,8 @@ fn main() -> anyhow::Result<()> {
     anyhow::ensure!(!keys.is_empty(), "no chunk objects under {band_prefix}");
 
     let cap = tuning().concurrency;
-    let plain = || -> anyhow::Result<f64> {
-        let t = Instant::now();
+    let plain = || -> anyhow::Result<(f64, f64)> {
+        let (t, c0) = (Instant::now(), cpu_now());
         let n: u64 = runtime().block_on(
             futures::stream::iter(keys.iter().map(|(p, _)| {
                 let store = store.clone();
@@ -67,15 +79,15 @@ fn main() -> anyhow::Result<()> {
             .try_fold(0u64, |a, n| async move { Ok(a + n) }),
         )?;
         anyhow::ensure!(n == total, "plain loop read {n} bytes, expected {total}");
-        Ok(t.elapsed().as_secs_f64())
+        Ok((t.elapsed().as_secs_f64(), cpu_now() - c0))
     };
     // Opening (metadata and coordinates, a few small sequential GETs) is timed apart from
     // reading the band; a fresh cube and session each time, so no decoded chunk is reused.
-    let cube = || -> anyhow::Result<(f64, f64, u64, u64)> {
+    let cube = || -> anyhow::Result<(f64, f64, u64, u64, f64)> {
         let t = Instant::now();
         let cube = Cube::open_with(&url, ExecConfig::default())?;
         let open_s = t.elapsed().as_secs_f64();
-        let t = Instant::now();
+        let (t, c0) = (Instant::now(), cpu_now());
         let c = cube.band(&band)?.chunk_shape();
         let q = Query::new()
             .measurements(&[band.as_str()])
@@ -92,6 +104,7 @@ fn main() -> anyhow::Result<()> {
             t.elapsed().as_secs_f64(),
             s.chunks_read,
             s.bytes_read,
+            cpu_now() - c0,
         ))
     };
 
@@ -99,12 +112,16 @@ fn main() -> anyhow::Result<()> {
     plain()?;
     cube()?;
     let (mut best_plain, mut best_cube, mut best_open) = (f64::MAX, f64::MAX, f64::MAX);
+    let (mut cpu_plain, mut cpu_cube) = (f64::MAX, f64::MAX);
     let (mut chunks, mut bytes) = (0, 0);
     for _ in 0..repeat {
-        best_plain = best_plain.min(plain()?);
-        let (o, t, c, b) = cube()?;
+        let (w, u) = plain()?;
+        best_plain = best_plain.min(w);
+        cpu_plain = cpu_plain.min(u);
+        let (o, t, c, b, u) = cube()?;
         best_open = best_open.min(o);
         best_cube = best_cube.min(t);
+        cpu_cube = cpu_cube.min(u);
         chunks = c;
         bytes = b;
     }
@@ -123,8 +140,8 @@ fn main() -> anyhow::Result<()> {
             "encoded_mb": mb,
             "concurrency": cap,
             "repeat": repeat,
-            "plain_get_loop": { "best_s": best_plain, "mb_per_s": mb / best_plain },
-            "chunkcube_fetch_decode": { "best_s": best_cube, "mb_per_s": mb / best_cube },
+            "plain_get_loop": { "best_s": best_plain, "mb_per_s": mb / best_plain, "cpu_s": cpu_plain },
+            "chunkcube_fetch_decode": { "best_s": best_cube, "mb_per_s": mb / best_cube, "cpu_s": cpu_cube },
             "chunkcube_open_s": best_open,
             "ratio": best_plain / best_cube,
         })
