@@ -228,56 +228,69 @@ impl Session {
         let bytes0 = self.stats().bytes_read;
         // Keep the first real error: tasks stopped by the cancellation report `Cancelled`.
         let first_err: Mutex<Option<ExecError>> = Mutex::new(None);
-        let r = self.pool.install(|| {
-            regions.par_iter().try_for_each(|r| {
-                if cancel.is_set() {
-                    return Err(ExecError::Cancelled);
-                }
-                let i = started_tasks.fetch_add(1, Ordering::Relaxed);
-                let t0 = live.as_ref().map(|l| l.status().now_us());
-                prefetch_upto(i + window);
-                let _res = self.budget.reserve(need);
-                test_hooks();
-                TASK_CHUNKS.with(|m| m.borrow_mut().clear());
-                let before = TASK_POLICY.with(|p| p.replace(policy));
-                let run_before = TASK_CANCEL.with(|c| c.replace(Some(cancel.clone())));
-                #[cfg(test)]
-                let mark = super::testing::task_start();
-                let mut out = f(r);
-                TASK_CANCEL.with(|c| *c.borrow_mut() = run_before);
-                TASK_POLICY.with(|p| p.set(before));
-                TASK_CHUNKS.with(|m| m.borrow_mut().clear());
-                #[cfg(test)]
-                super::testing::task_end(measured, mark, need);
-                if let Err(e) = out {
-                    cancel.run.store(true, Ordering::Relaxed);
-                    if !matches!(e, ExecError::Cancelled) {
-                        if let Ok(mut g) = first_err.lock() {
-                            g.get_or_insert(e);
-                        }
+        let task = |r: &[Range<u64>; 3]| {
+            if cancel.is_set() {
+                return Err(ExecError::Cancelled);
+            }
+            let i = started_tasks.fetch_add(1, Ordering::Relaxed);
+            let t0 = live.as_ref().map(|l| l.status().now_us());
+            prefetch_upto(i + window);
+            let _res = self.budget.reserve(need);
+            test_hooks();
+            TASK_CHUNKS.with(|m| m.borrow_mut().clear());
+            let before = TASK_POLICY.with(|p| p.replace(policy));
+            let run_before = TASK_CANCEL.with(|c| c.replace(Some(cancel.clone())));
+            #[cfg(test)]
+            let mark = super::testing::task_start();
+            let mut out = f(r);
+            TASK_CANCEL.with(|c| *c.borrow_mut() = run_before);
+            TASK_POLICY.with(|p| p.set(before));
+            TASK_CHUNKS.with(|m| m.borrow_mut().clear());
+            #[cfg(test)]
+            super::testing::task_end(measured, mark, need);
+            if let Err(e) = out {
+                cancel.run.store(true, Ordering::Relaxed);
+                if !matches!(e, ExecError::Cancelled) {
+                    if let Ok(mut g) = first_err.lock() {
+                        g.get_or_insert(e);
                     }
-                    out = Err(ExecError::Cancelled);
                 }
-                self.stats.tasks.fetch_add(1, Ordering::Relaxed);
-                if let (Some(l), Some(t0)) = (&live, t0) {
-                    l.task_done(rayon::current_thread_index().unwrap_or(0), t0);
-                }
-                pb.inc(1);
-                if pb.position().is_multiple_of(8) {
-                    let s = self.stats();
-                    let mbs = (s.bytes_read - bytes0) as f64
-                        / 1e6
-                        / start.elapsed().as_secs_f64().max(1e-3);
-                    pb.set_message(format!(
-                        "{mbs:.0} MB/s read, mem {} / {}, spilled {}",
-                        format_bytes(self.budget.peak()),
-                        format_bytes(self.config.memory_limit),
-                        format_bytes(s.spilled_bytes)
-                    ));
-                }
-                out
-            })
-        });
+                out = Err(ExecError::Cancelled);
+            }
+            self.stats.tasks.fetch_add(1, Ordering::Relaxed);
+            if let (Some(l), Some(t0)) = (&live, t0) {
+                l.task_done(rayon::current_thread_index().unwrap_or(0), t0);
+            }
+            pb.inc(1);
+            if pb.position().is_multiple_of(8) {
+                let s = self.stats();
+                let mbs =
+                    (s.bytes_read - bytes0) as f64 / 1e6 / start.elapsed().as_secs_f64().max(1e-3);
+                pb.set_message(format!(
+                    "{mbs:.0} MB/s read, mem {} / {}, spilled {}",
+                    format_bytes(self.budget.peak()),
+                    format_bytes(self.config.memory_limit),
+                    format_bytes(s.spilled_bytes)
+                ));
+            }
+            out
+        };
+        // One task reading at most one stored chunk (a small window) runs on the calling
+        // thread: handing it to a pool worker and waiting for it costs two thread wake-ups,
+        // which on a loaded machine were most of a window read's overhead over decoding its
+        // chunk (issue 18: 1.18x). Anything larger, or with pieces to decode side by side,
+        // runs on the session's pool.
+        let alone = regions.len() == 1
+            && nodes
+                .iter()
+                .map(|n| source_chunks(n, &regions[0]).len())
+                .sum::<usize>()
+                <= 1;
+        let r = if alone {
+            task(&regions[0])
+        } else {
+            self.pool.install(|| regions.par_iter().try_for_each(task))
+        };
         pb.finish_and_clear();
         match first_err.into_inner().ok().flatten() {
             Some(e) => Err(e),
