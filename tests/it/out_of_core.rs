@@ -1366,6 +1366,18 @@ fn spill_dir_is_removed_after_a_failure_cli() {
 }
 
 /// Every path under `dir` (relative), depth first.
+/// Every file under `dir` with its bytes, by relative path.
+fn contents(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    walk(dir)
+        .into_iter()
+        .filter(|p| dir.join(p).is_file())
+        .map(|p| {
+            let b = std::fs::read(dir.join(&p)).unwrap();
+            (p, b)
+        })
+        .collect()
+}
+
 fn walk(dir: &Path) -> Vec<String> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
@@ -1477,6 +1489,8 @@ fn spill_dir_is_removed_after_interruption() {
             .unwrap_or(Duration::from_millis(20))
     };
     eprintln!("spilling takes {spilling:?} uninterrupted");
+    // The timing run committed `out`: every interrupted overwrite below must leave it whole.
+    let committed = contents(&out);
     let mut c = Checks::default();
     let mut interrupted = 0;
     for (round, (sig, percent)) in [
@@ -1548,9 +1562,12 @@ fn spill_dir_is_removed_after_interruption() {
             let tree: Vec<String> = walk(&spill).into_iter().take(6).collect();
             format!("round {round} (signal {sig} {delay_ms} ms after the spill dir appeared): spill dir not empty: {tree:?}")
         });
-        c.check(!common::cube_opens(&out), || {
-            format!("round {round}: an interrupted run left a cube that opens")
-        });
+        // An overwrite writes beside the committed cube and swaps only when done: an
+        // interrupted one leaves the old cube opening, byte for byte as it was.
+        c.check(
+            common::cube_opens(&out) && contents(&out) == committed,
+            || format!("round {round}: an interrupted overwrite changed the committed cube"),
+        );
         // Start the next round clean whatever happened.
         for e in left {
             let _ = std::fs::remove_dir_all(spill.join(e));
