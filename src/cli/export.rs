@@ -59,7 +59,7 @@ pub(crate) fn run(
     // The export draws one bar for all its files; the blocks it computes draw none.
     let mut config = exec_config(&a.exec)?;
     config.quiet = true;
-    config.live = live;
+    config.live = live.clone();
     let s = Session::new(config)?;
     let cube = Cube::open_in(&a.cube, s.clone())?;
     let run = || -> Result<_> {
@@ -73,6 +73,11 @@ pub(crate) fn run(
         } else {
             Calc::parse(&a.exprs, a.reduce.as_deref())?.run(&ds)?
         };
+        if let Some(l) = &live {
+            for da in ds.vars() {
+                l.add_explain(da.name(), serde_json::to_value(da.explain())?);
+            }
+        }
         Ok(export(&ds, &a.out, &opts)?)
     };
     let r = run();

@@ -269,7 +269,8 @@ pub fn export(ds: &Dataset, dir: &Path, opts: &ExportOptions) -> Result<ExportRe
         .iter()
         .map(|j| tiff::Blocks::of(&j.da, session.config().memory_limit).len())
         .sum();
-    let pb = crate::progress::bar(total, "exporting", opts.quiet);
+    let progress = Progress::new(&session, &jobs, total, opts.quiet);
+    let pb = &progress.pb;
     let cache = tiff::GdalCache::hold(&session);
     let mut report = ExportReport {
         files: Vec::new(),
@@ -277,6 +278,7 @@ pub fn export(ds: &Dataset, dir: &Path, opts: &ExportOptions) -> Result<ExportRe
         elapsed_s: 0.0,
     };
     for job in &jobs {
+        progress.file(job);
         pb.set_message(
             job.path
                 .file_name()
@@ -284,16 +286,96 @@ pub fn export(ds: &Dataset, dir: &Path, opts: &ExportOptions) -> Result<ExportRe
                 .unwrap_or_default(),
         );
         match opts.format {
-            Format::Png => png::write(&job.da, &job.path, opts, &pb)?,
-            f => tiff::write(&job.da, &job.path, f, opts, &pb)?,
+            Format::Png => png::write(&job.da, &job.path, opts, &progress)?,
+            f => tiff::write(&job.da, &job.path, f, opts, &progress)?,
         }
-        report.bytes += std::fs::metadata(&job.path).map(|m| m.len()).unwrap_or(0);
+        let n = std::fs::metadata(&job.path).map(|m| m.len()).unwrap_or(0);
+        progress.written.record_file(n);
+        report.bytes += n;
         report.files.push(job.path.clone());
     }
     drop(cache);
     pb.finish_and_clear();
+    drop(progress);
     report.elapsed_s = started.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// An export's progress: the bar, and for `--dashboard` one run whose layers are the
+/// variables exported (their blocks done of all), standing for the computation of each block;
+/// the files' bytes count as written.
+pub(crate) struct Progress {
+    pb: indicatif::ProgressBar,
+    live: Option<std::sync::Arc<crate::progress::LiveRun>>,
+    /// The layer of the file being written.
+    layer: std::sync::atomic::AtomicUsize,
+    names: Vec<String>,
+    written: std::sync::Arc<crate::store::IoCounters>,
+}
+
+impl Progress {
+    fn new(
+        session: &std::sync::Arc<crate::exec::Session>,
+        jobs: &[Job],
+        total: u64,
+        quiet: bool,
+    ) -> Progress {
+        let limit = session.config().memory_limit;
+        let mut names: Vec<String> = Vec::new();
+        let mut layers: Vec<crate::progress::LayerSpec> = Vec::new();
+        for j in jobs {
+            let name = j.da.name().to_string();
+            let blocks = tiff::Blocks::of(&j.da, limit).len();
+            match names.iter().position(|n| *n == name) {
+                Some(i) => layers[i].tasks += blocks,
+                None => {
+                    names.push(name.clone());
+                    layers.push(crate::progress::LayerSpec {
+                        name: format!("export {name}"),
+                        tasks: blocks,
+                        per_task: 0,
+                    });
+                }
+            }
+        }
+        let live = session
+            .config()
+            .live
+            .as_ref()
+            .map(|l| l.begin_outer_run("exporting", total, &layers));
+        let written = std::sync::Arc::new(crate::store::IoCounters::default());
+        session.note_written(&written);
+        Progress {
+            pb: crate::progress::bar(total, "exporting", quiet),
+            live,
+            layer: Default::default(),
+            names,
+            written,
+        }
+    }
+
+    /// `job`'s file is next.
+    fn file(&self, job: &Job) {
+        let i = self.names.iter().position(|n| n == job.da.name());
+        self.layer
+            .store(i.unwrap_or(0), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// One block of the current file computed and written.
+    pub(crate) fn block_done(&self) {
+        self.pb.inc(1);
+        if let Some(l) = &self.live {
+            l.progress(self.layer.load(std::sync::atomic::Ordering::Relaxed), 1);
+        }
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        if let Some(l) = &self.live {
+            l.status().end_outer_run();
+        }
+    }
 }
 
 /// A file being written under a hidden temporary name next to its final path; removed on

@@ -8,7 +8,6 @@ use super::{ExportError, ExportOptions, Partial};
 use crate::cube::DataArray;
 use gdal::raster::{Buffer, ColorInterpretation};
 use gdal::DriverManager;
-use indicatif::ProgressBar;
 use std::path::Path;
 
 /// The quicklook's `(height, width)` for a `h × w` array: the longest side at most `size`,
@@ -40,7 +39,7 @@ pub(super) fn write(
     da: &DataArray,
     path: &Path,
     opts: &ExportOptions,
-    pb: &ProgressBar,
+    pb: &super::Progress,
 ) -> Result<(), ExportError> {
     crate::geo::capture_gdal_errors();
     let [_, h, w] = da.shape3();

@@ -9,7 +9,6 @@ use crate::exec::Session;
 use crate::store::{DType, Element, Values};
 use gdal::raster::{Buffer, RasterCreationOptions};
 use gdal::{DriverManager, Metadata};
-use indicatif::ProgressBar;
 use std::ops::Range;
 use std::path::Path;
 use std::sync::Arc;
@@ -72,7 +71,7 @@ fn block(da: &DataArray, rows: &Range<u64>, cols: &Range<u64>) -> Result<DataArr
 /// block computed on another thread while `put` writes the current one.
 pub(super) fn for_each_block(
     da: &DataArray,
-    pb: &ProgressBar,
+    pb: &super::Progress,
     mut put: impl FnMut(&Range<u64>, &Range<u64>, Values) -> Result<(), ExportError>,
 ) -> Result<(), ExportError> {
     let blocks = Blocks::of(da, da.session().config().memory_limit).all();
@@ -95,7 +94,7 @@ pub(super) fn for_each_block(
                 next = Some(s.spawn(move || compute(i + 1)));
             }
             put(&blocks[i].0, &blocks[i].1, v)?;
-            pb.inc(1);
+            pb.block_done();
         }
         Ok(())
     })
@@ -151,7 +150,7 @@ pub(super) fn write(
     path: &Path,
     format: Format,
     opts: &ExportOptions,
-    pb: &ProgressBar,
+    pb: &super::Progress,
 ) -> Result<(), ExportError> {
     crate::geo::capture_gdal_errors();
     let threads = da.session().threads().to_string();
@@ -210,7 +209,7 @@ fn write_gtiff(
     da: &DataArray,
     file: &Path,
     create: &[String],
-    pb: &ProgressBar,
+    pb: &super::Progress,
 ) -> Result<(), ExportError> {
     let err = |e: gdal::errors::GdalError| ExportError::gdal(file, e);
     let driver = DriverManager::get_driver_by_name("GTiff").map_err(err)?;

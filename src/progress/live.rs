@@ -99,6 +99,12 @@ impl LiveRun {
             l.done.fetch_add(n, Ordering::Relaxed);
         }
     }
+    /// `n` tasks of layer `layer` done, counting as tasks of the run (an outer run's
+    /// progress; its computations' tasks fill the task stream).
+    pub fn progress(&self, layer: usize, n: u64) {
+        self.add(layer, n);
+        self.done.fetch_add(n, Ordering::Relaxed);
+    }
     /// The status this run belongs to.
     pub fn status(&self) -> &Arc<LiveStatus> {
         &self.status
@@ -255,6 +261,8 @@ pub struct LiveStatus {
     explain: Mutex<Vec<(String, serde_json::Value)>>,
     summary: Mutex<Option<serde_json::Value>>,
     error: Mutex<Option<String>>,
+    /// The run of [`LiveStatus::begin_outer_run`] while it lasts (`u64::MAX`: none).
+    outer: AtomicU64,
 }
 
 impl std::fmt::Debug for LiveStatus {
@@ -282,6 +290,7 @@ impl LiveStatus {
             explain: Mutex::new(Vec::new()),
             summary: Mutex::new(None),
             error: Mutex::new(None),
+            outer: AtomicU64::new(u64::MAX),
         })
     }
     /// Microseconds since the command started (task stream times).
@@ -308,13 +317,49 @@ impl LiveStatus {
             e.push((name.to_string(), explain));
         }
     }
-    /// Register a computation of `tasks` tasks over `layers`.
+    /// Register a computation of `tasks` tasks over `layers`. Inside an outer run (see
+    /// [`LiveStatus::begin_outer_run`]) it is not listed: its tasks show in the task stream
+    /// as the outer run's, whose layers tell the progress.
     pub fn begin_run(
         self: &Arc<Self>,
         what: &str,
         tasks: u64,
         layers: &[LayerSpec],
     ) -> Arc<LiveRun> {
+        let outer = self.outer.load(Ordering::Acquire);
+        if outer != u64::MAX {
+            return Arc::new(LiveRun {
+                id: outer as u32,
+                what: what.to_string(),
+                tasks,
+                done: AtomicU64::new(0),
+                layers: Vec::new(),
+                status: self.clone(),
+            });
+        }
+        self.register(what, tasks, layers)
+    }
+
+    /// Register a run made of many small computations (an export computes each file block
+    /// by block): its layers, advanced with [`LiveRun::progress`], stand for the runs begun
+    /// until [`LiveStatus::end_outer_run`].
+    pub fn begin_outer_run(
+        self: &Arc<Self>,
+        what: &str,
+        tasks: u64,
+        layers: &[LayerSpec],
+    ) -> Arc<LiveRun> {
+        let run = self.register(what, tasks, layers);
+        self.outer.store(run.id as u64, Ordering::Release);
+        run
+    }
+
+    /// The outer run ended: runs begun later are listed again.
+    pub fn end_outer_run(&self) {
+        self.outer.store(u64::MAX, Ordering::Release);
+    }
+
+    fn register(self: &Arc<Self>, what: &str, tasks: u64, layers: &[LayerSpec]) -> Arc<LiveRun> {
         let mut runs = self.runs.lock().unwrap_or_else(|e| e.into_inner());
         let run = Arc::new(LiveRun {
             id: runs.len() as u32,

@@ -69,6 +69,11 @@ impl IoCounters {
         }
     }
 
+    /// Count bytes written outside a store (the files of an export).
+    pub(crate) fn record_file(&self, bytes: u64) {
+        self.bytes_written.fetch_add(bytes, Ordering::Relaxed);
+    }
+
     /// Count a chunk value read outside the layers (streamed from its file).
     pub(crate) fn record_read(&self, key: &str, bytes: u64) {
         if let Ok(k) = StoreKey::new(key) {

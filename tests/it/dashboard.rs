@@ -512,3 +512,95 @@ fn the_page_shows_layers_and_progress_in_a_browser_mid_run() {
     let (ok, err) = w.wait();
     assert!(ok, "calc failed: {err}");
 }
+
+#[test]
+fn an_export_shows_one_layer_per_variable_with_its_blocks_and_the_bytes_of_its_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let cube = cube(dir.path());
+    let out = dir.path().join("files");
+    let stats = dir.path().join("stats.json");
+    let hold = dir.path().join("hold");
+    std::fs::write(&hold, b"").unwrap();
+    // Held once the first block is computed (its 4 chunk tasks) and the second started.
+    let w = Watched::start(&[
+        "export",
+        s(&cube),
+        "--out",
+        s(&out),
+        "--format",
+        "GTiff",
+        "--threads",
+        "2",
+        "--memory-limit",
+        "256MiB",
+        "--stats",
+        s(&stats),
+        "--dashboard",
+        "127.0.0.1:0",
+        "--dashboard-linger",
+        "2",
+        "--hold-tasks-while",
+        s(&hold),
+        "--hold-after-tasks",
+        "6",
+    ]);
+    let layers = |st: &serde_json::Value| -> Vec<(String, u64, u64)> {
+        st["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| {
+                (
+                    l["name"].as_str().unwrap().into(),
+                    u(l, "done"),
+                    u(l, "total"),
+                )
+            })
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let held = loop {
+        let st = w.status().expect("the dashboard went away");
+        assert_eq!(st["state"], "running", "{st}");
+        if u(&st, "tasks_done") > 0 {
+            break st;
+        }
+        assert!(Instant::now() < deadline, "no block was written: {st}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // 384 rows of 128-row chunks: 3 blocks per file, a file per year (3) for each band; all
+    // known from the start, one run.
+    let names: Vec<(String, u64)> = layers(&held).into_iter().map(|l| (l.0, l.2)).collect();
+    assert_eq!(
+        names,
+        vec![("export nir".to_string(), 9), ("export red".to_string(), 9)]
+    );
+    assert_eq!(held["runs"].as_array().unwrap().len(), 1, "{held}");
+    assert_eq!(u(&held, "tasks_total"), 18);
+    assert!(u(&held, "tasks_done") < 18, "held mid-run: {held}");
+    assert!(u(&held, "memory_in_use") <= u(&held, "memory_limit"));
+    std::fs::remove_file(&hold).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let last = loop {
+        let st = w
+            .status()
+            .expect("the dashboard went away before the export ended");
+        if st["state"] != "running" {
+            break st;
+        }
+        assert!(Instant::now() < deadline, "the export did not end");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(last["state"], "done", "{last}");
+    assert!(layers(&last).iter().all(|l| l.1 == l.2), "{last}");
+    let files: u64 = std::fs::read_dir(&out)
+        .unwrap()
+        .flatten()
+        .map(|e| e.metadata().unwrap().len())
+        .sum();
+    assert_eq!(u(&last, "bytes_written"), files, "the files' bytes");
+    assert!(!last["explain"].as_array().unwrap().is_empty(), "{last}");
+    let (ok, err) = w.wait();
+    assert!(ok, "export failed: {err}");
+    assert_eq!(u(&read_stats(&stats), "bytes_written"), files);
+}
