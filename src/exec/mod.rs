@@ -10,6 +10,8 @@
 //! - `config`: [`ExecConfig`] and allocator tuning;
 //! - `plan`: the planner, pure functions of shapes, chunk grids, dtypes and a limit; `path`:
 //!   which way each task runs (whole, strips, spilled, streamed) and what it holds there;
+//!   `regions`: the distinct task shapes of a grid the planner sizes; `accept`: choosing a
+//!   plan under a limit, and the smallest limit a graph runs under;
 //! - `session`: the [`Session`], its chunk cache and budget, compute / persist / explain;
 //! - `task`: running the tasks of one computation (prefetch, cancellation, per-task policy);
 //! - `eval`: the body of a task, an elementwise chain or a streaming reduction;
@@ -27,6 +29,7 @@
 //! ([`crate::store::ChunkWriter`]) when that is the only way to fit the limit or lets two
 //! tasks share it; otherwise it holds its result and shares its phases among helper threads.
 
+mod accept;
 mod budget;
 mod cache;
 mod config;
@@ -36,6 +39,7 @@ mod median;
 mod path;
 mod plan;
 mod reduce_int;
+mod regions;
 mod rows;
 mod session;
 mod spill;
@@ -131,3 +135,5 @@ impl ExecError {
 mod testing;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_minimum;

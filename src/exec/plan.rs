@@ -10,7 +10,9 @@
 //! median streaming its chunk) is taken only by the tasks it applies to; the others run whole
 //! within the same need.
 
-use super::path::{path_need, task_path, Mode};
+use super::accept::{format_bytes_up, Planner};
+use super::path::Mode;
+pub(crate) use super::regions::{alignment_period, representative_regions};
 use super::ExecError;
 use crate::graph::{chunk_bytes, chunk_pieces, input_region, source_chunks, Node, Op};
 use crate::store::{format_bytes, DType};
@@ -26,17 +28,6 @@ pub(crate) struct Caps {
     pub(crate) threads: u64,
     /// Bytes of one value in flight: 4 (float32), or 8 when the graph computes in float64.
     pub(crate) width: u64,
-}
-
-impl Caps {
-    /// The caps of a graph computed under `limit` with `threads` workers.
-    pub(crate) fn new(limit: u64, threads: u64, nodes: &[&Arc<Node>]) -> Caps {
-        Caps {
-            stack: stack_cap(limit),
-            threads: threads.max(1),
-            width: value_width(nodes),
-        }
-    }
 }
 
 /// What a run asks of the planner besides the graph.
@@ -65,6 +56,20 @@ pub(crate) struct TaskPlan {
     pub(crate) mode: Mode,
     /// Rows per strip, for the tasks that run in row strips.
     pub(crate) rows: u64,
+    /// The time-stack bytes a task may hold before rechunking a median through the spill
+    /// store (see [`stack_ladder`]); the executor sizes spilled medians with it.
+    pub(crate) stack: u64,
+}
+
+impl TaskPlan {
+    /// The caps its tasks are sized with, on `threads` workers.
+    pub(crate) fn caps(&self, threads: usize, nodes: &[&Arc<Node>]) -> Caps {
+        Caps {
+            stack: self.stack,
+            threads: (threads as u64).max(1),
+            width: value_width(nodes),
+        }
+    }
 }
 
 /// How a median over time too large for memory rechunks through the spill store.
@@ -424,104 +429,6 @@ pub(crate) fn streamed_plan(
     ))
 }
 
-/// The chunk sizes of the sources of `nodes` along `axis`.
-fn source_chunk_sizes(nodes: &[&Arc<Node>], axis: usize, out: &mut Vec<u64>) {
-    for n in nodes {
-        match &n.op {
-            Op::Source { src, .. } => out.push(src.chunk_shape()[axis].max(1)),
-            _ => source_chunk_sizes(&n.children(), axis, out),
-        }
-    }
-}
-
-fn gcd(a: u64, b: u64) -> u64 {
-    if b == 0 {
-        a
-    } else {
-        gcd(b, a % b)
-    }
-}
-
-/// The alignment period along `axis` of the sources of `nodes`: their chunk sizes' least
-/// common multiple (past 2^24, every start is its own class).
-pub(crate) fn alignment_period(nodes: &[&Arc<Node>], axis: usize) -> u64 {
-    let mut sizes = Vec::new();
-    source_chunk_sizes(nodes, axis, &mut sizes);
-    sizes
-        .iter()
-        .try_fold(1u64, |l, &c| {
-            let m = l / gcd(l, c) * c;
-            (m <= 1 << 24).then_some(m)
-        })
-        .unwrap_or(u64::MAX)
-}
-
-/// The most task regions the planner sizes one by one; past it, each axis keeps its longest
-/// and shortest ranges of each alignment class that fit.
-const MAX_REPRESENTATIVES: usize = 4096;
-
-/// One region for every distinct task of `nodes` in `chunks`: what a task holds depends on
-/// each axis's range only through its length and its alignment against the stored chunks of
-/// every source (start modulo their least common multiple; offsets are constant per source),
-/// so these regions bound every task of the grid.
-pub(crate) fn representative_regions(
-    nodes: &[&Arc<Node>],
-    shape: [u64; 3],
-    chunks: [u64; 3],
-) -> Vec<[Range<u64>; 3]> {
-    let per_axis: [Vec<Range<u64>>; 3] = std::array::from_fn(|axis| {
-        let period = alignment_period(nodes, axis);
-        let c = chunks[axis].max(1);
-        let n = shape[axis].div_ceil(c);
-        let mut seen = std::collections::HashSet::new();
-        let mut out = Vec::new();
-        for i in 0..n {
-            let r = i * c..((i + 1) * c).min(shape[axis]);
-            if seen.insert((r.end - r.start, r.start % period)) {
-                out.push(r);
-            }
-        }
-        if out.is_empty() {
-            out.push(0..shape[axis].min(c));
-        }
-        out
-    });
-    let total: usize = per_axis.iter().map(Vec::len).product();
-    let axes: [Vec<Range<u64>>; 3] = if total <= MAX_REPRESENTATIVES {
-        per_axis
-    } else {
-        // Too many alignment classes: keep the longest ranges and the edge of each axis, and
-        // every range of the axis with most alignment classes up to the bound.
-        per_axis.map(|v| {
-            if v.len() <= 16 {
-                return v;
-            }
-            let max = v.iter().map(|r| r.end - r.start).max().unwrap_or(0);
-            let mut keep: Vec<Range<u64>> = v
-                .iter()
-                .filter(|r| r.end - r.start == max)
-                .take(15)
-                .cloned()
-                .collect();
-            if let Some(last) = v.last() {
-                if !keep.contains(last) {
-                    keep.push(last.clone());
-                }
-            }
-            keep
-        })
-    };
-    let mut out = Vec::new();
-    for t in &axes[0] {
-        for y in &axes[1] {
-            for x in &axes[2] {
-                out.push([t.clone(), y.clone(), x.clone()]);
-            }
-        }
-    }
-    out
-}
-
 /// What one task of `nodes` over `region` holds, computed whole (and its output chunk
 /// encoded, if writing).
 pub(crate) fn whole_need(
@@ -574,20 +481,15 @@ pub(crate) fn streamed_need(
     streamed_plan(node, region, caps, held).map(|p| p.need)
 }
 
-/// What tasks may reserve under `limit`: the limit less the decoded-chunk cache, the persisted
-/// chunks kept in memory (at most another cache's worth) and what is held beside the tasks.
-fn room(limit: u64, persisting: bool, hold: u64) -> u64 {
-    let slots = if persisting { 2 } else { 1 };
-    limit.saturating_sub(slots * cache_cap(limit) + hold)
-}
-
 /// Plan the tasks computing `nodes` (on one grid, chunked as `chunks`) under `limit` with
 /// `threads` workers, or a [`ExecError::MemoryLimit`] stating the smallest limit under which
-/// they run (found by bisection, since what a task holds depends on the limit: a median
-/// rechunks through the spill store when its stacks exceed a share of it).
+/// they run.
 ///
 /// Of the paths that fit (whole, streamed medians where they apply, row strips), the one
-/// letting most tasks run side by side wins (see the ranking below).
+/// letting most tasks run side by side wins (see the ranking below). A graph with a median is
+/// planned with the largest stack cap under which some path fits, [`stack_cap`]`(limit)`
+/// first; it is accepted when a cap of [`super::accept::stack_ladder`] fits, which makes acceptance monotone
+/// in the limit (see there).
 pub(crate) fn plan_tasks(
     nodes: &[&Arc<Node>],
     chunks: [u64; 3],
@@ -600,120 +502,19 @@ pub(crate) fn plan_tasks(
             return Err(ExecError::Invalid(m));
         }
     }
-    let Some(first) = nodes.first() else {
+    let Some(planner) = Planner::new(nodes, chunks, threads, d) else {
         return Ok(TaskPlan {
             need: 0,
             mode: Mode::Whole,
             rows: 1,
+            stack: stack_cap(limit),
         });
     };
-    let persisting = d.persisting || nodes.iter().any(|n| has_persisted(n));
-    let regions = representative_regions(nodes, first.shape, chunks);
-    let room = |l: u64| room(l, persisting, d.hold);
-    // What a plan of `mode` with strips of `rows` needs: the most any region needs on its path.
-    let need_of = |l: u64, mode: Mode, rows: u64| -> u64 {
-        let caps = Caps::new(l, threads, nodes);
-        let plan = TaskPlan {
-            need: 0,
-            mode,
-            rows,
-        };
-        regions
-            .iter()
-            .map(|r| {
-                let path = task_path(nodes, r, chunks, caps, d, plan);
-                path_need(nodes, r, chunks, caps, d, path)
-            })
-            .max()
-            .unwrap_or(0)
-    };
-    let full = [
-        0..chunks[0].max(1),
-        0..chunks[1].max(1),
-        0..chunks[2].max(1),
-    ];
-    let threads = threads.max(1);
-    let side_by_side = |l: u64, need: u64| (room(l) / need.max(1)).min(threads);
-    // The plans worth considering under `l`: whole, and for each other mode the strip height
-    // letting most tasks run side by side (the tallest such; `shortest`: one row, the least
-    // memory, for finding the minimum).
-    let candidates = |l: u64, shortest: bool| -> Vec<TaskPlan> {
-        let mut out = vec![TaskPlan {
-            need: need_of(l, Mode::Whole, 1),
-            mode: Mode::Whole,
-            rows: 1,
-        }];
-        let strips = super::strips::strips_apply(nodes, d);
-        let streams = nodes.len() == 1 && d.writing;
-        for mode in [Mode::Strips, Mode::Streamed] {
-            if (mode == Mode::Strips && !strips) || (mode == Mode::Streamed && !streams) {
-                continue;
-            }
-            // A streamed plan none of whose tasks streams is a strips plan by another name
-            // (every task falls back to its cheapest path): it must not outrank whole tasks.
-            // Profiled (issue 18): `calc --reduce sum:time` under the default limit ran every
-            // task in strips, decoding and encoding as streams, 1.3x the whole-chunk time.
-            if mode == Mode::Streamed {
-                let caps = Caps::new(l, threads, nodes);
-                if !regions
-                    .iter()
-                    .any(|r| streamed_need(nodes, r, chunks, caps, d).is_some())
-                {
-                    continue;
-                }
-            }
-            let mut rows = if shortest || !strips {
-                1
-            } else {
-                super::strips::default_rows(&full)
-            };
-            let mut best: Option<TaskPlan> = None;
-            loop {
-                let p = TaskPlan {
-                    need: need_of(l, mode, rows),
-                    mode,
-                    rows,
-                };
-                if best.is_none_or(|b| side_by_side(l, p.need) > side_by_side(l, b.need)) {
-                    best = Some(p);
-                }
-                if rows == 1 || (p.need <= room(l) && side_by_side(l, p.need) == threads) {
-                    break;
-                }
-                rows = (rows / 2).max(1);
-            }
-            out.extend(best);
-        }
-        out
-    };
-    // Most tasks side by side first; on a tie a streamed median (it never holds its result,
-    // and its tasks share the cores) when there are cores to share, else whole (the fastest),
-    // then strips.
-    let rank = |p: &TaskPlan| {
-        let pref = match p.mode {
-            Mode::Streamed if threads > 1 => 3,
-            Mode::Whole => 2,
-            Mode::Strips => 1,
-            Mode::Streamed => 0,
-        };
-        (side_by_side(limit, p.need), pref)
-    };
-    let all = candidates(limit, false);
-    let whole = all[0].need;
-    let best = all
-        .into_iter()
-        .filter(|p| p.need <= room(limit) && (p.mode != Mode::Streamed || p.need < whole))
-        .fold(None::<TaskPlan>, |best, p| match best {
-            Some(b) if rank(&b) >= rank(&p) => Some(b),
-            _ => Some(p),
-        });
-    if let Some(p) = best {
+    if let Some(p) = planner.plan(limit) {
         return Ok(p);
     }
-    // The smallest limit under which some way fits.
-    let any_fits = |l: u64| candidates(l, true).iter().any(|p| p.need <= room(l));
-    let min = minimum_limit(limit, any_fits);
-    let min_text = format_bytes(min);
+    let min = planner.minimum();
+    let min_text = format_bytes_up(min);
     Err(ExecError::MemoryLimit {
         limit: format_bytes(limit),
         needed: if d.hold > 0 {
@@ -723,27 +524,4 @@ pub(crate) fn plan_tasks(
         },
         minimum: min,
     })
-}
-
-/// The smallest limit above `limit` under which `fits` holds (to a thousandth), plus a
-/// percent of margin so that the stated figure, given back as a limit, is accepted even after
-/// rounding to the figure's two decimals.
-fn minimum_limit(limit: u64, fits: impl Fn(u64) -> bool) -> u64 {
-    let mut hi = limit.max(1 << 16);
-    while !fits(hi) {
-        hi = hi.saturating_mul(2);
-        if hi >= 1 << 50 {
-            break;
-        }
-    }
-    let mut lo = limit;
-    while hi - lo > (hi / 1000).max(1) {
-        let mid = lo + (hi - lo) / 2;
-        if fits(mid) {
-            hi = mid;
-        } else {
-            lo = mid;
-        }
-    }
-    hi + hi / 100
 }

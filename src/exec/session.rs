@@ -230,9 +230,15 @@ impl Session {
 
     /// What the planner needs to know of this session to size a task computed in `width`-byte
     /// values.
+    /// Inside a task, the stack cap is its plan's.
     pub(crate) fn caps(&self, width: u64) -> Caps {
+        let planned = TASK_POLICY.with(|p| p.get().stack);
         Caps {
-            stack: stack_cap(self.config.memory_limit),
+            stack: if planned > 0 {
+                planned
+            } else {
+                stack_cap(self.config.memory_limit)
+            },
             threads: self.threads() as u64,
             width,
         }
@@ -252,18 +258,17 @@ impl Session {
             ..Demand::default()
         };
         let plan = self.plan(&[node], chunks, demand)?;
-        let need = plan.need;
         let _hold = self.budget.reserve(result_bytes);
         if let Op::Source { src, offset } = &node.op {
             let fill = src.nodata().unwrap_or(0.0);
             return crate::with_dtype!(node.dtype, T => self
-                .compute_source::<T>(node, src, *offset, chunks, need, fill)
+                .compute_source::<T>(node, src, *offset, chunks, plan, fill)
                 .map(Values::from));
         }
         let out = Mutex::new(Values::filled(node.dtype, &dims, f64::NAN));
         let wide = computes_f64(&[node]);
-        let caps = self.caps(super::plan::value_width(&[node]));
-        self.run_tasks(&[node], shape, chunks, need, "computing", |r| {
+        let caps = plan.caps(self.threads(), &[node]);
+        self.run_tasks(&[node], shape, chunks, plan, "computing", |r| {
             if let TaskPath::Strips(rows) = task_path(&[node], r, chunks, caps, demand, plan) {
                 // Each strip goes straight into the result (a failed task fails the whole
                 // computation, so no half result is ever returned).
@@ -300,7 +305,7 @@ impl Session {
         src: &Arc<dyn ChunkSource>,
         offset: [u64; 3],
         chunks: [u64; 3],
-        need: u64,
+        plan: TaskPlan,
         fill: f64,
     ) -> Result<ArrayD<T>, ExecError> {
         let dims: Vec<usize> = node.shape.iter().map(|v| *v as usize).collect();
@@ -312,7 +317,7 @@ impl Session {
         let _ = fill;
         let mut out = ArrayD::<T>::from_elem(ndarray::IxDyn(&dims), T::default());
         let writer = RegionWriter::new(&mut out);
-        self.run_tasks(&[node], node.shape, chunks, need, "computing", |r| {
+        self.run_tasks(&[node], node.shape, chunks, plan, "computing", |r| {
             // Pieces may be decoded on other workers: they follow this task's policy.
             let keep = TASK_POLICY.with(|p| p.get().admit);
             let copy = |(idx, inner, dst): ChunkPiece| -> Result<(), ExecError> {
@@ -403,7 +408,7 @@ impl Session {
         use super::path::{is_spilled, path_need};
         use super::plan::representative_regions;
         let nodes = [node];
-        let caps = Caps::new(self.config.memory_limit, self.threads() as u64, &nodes);
+        let caps = plan.caps(self.threads(), &nodes);
         // Tasks per extent along each axis: full chunks and the edge.
         let counts: [Vec<(u64, u64)>; 3] = std::array::from_fn(|i| {
             let (n, c) = (node.shape[i], chunks[i].max(1));
@@ -461,7 +466,8 @@ impl Session {
         if matches!(&node.op, Op::Source { src, .. } if src.is_persisted()) {
             return Ok(node.clone());
         }
-        let need = self.plan(&[node], chunks, Demand::default())?.need;
+        let plan = self.plan(&[node], chunks, Demand::default())?;
+        let need = plan.need;
         // Keep in memory only what leaves room for the cache and for later tasks (half of the
         // rest); spill everything else.
         let room = self
@@ -483,7 +489,7 @@ impl Session {
                 .spilled_bytes
                 .fetch_add(spilled, Ordering::Relaxed);
         };
-        self.run_tasks(&[node], node.shape, chunks, need, "persisting", |r| {
+        self.run_tasks(&[node], node.shape, chunks, plan, "persisting", |r| {
             if wide {
                 let a = self.eval::<f64>(node, r)?;
                 let bytes = (a.len() * 8) as u64;

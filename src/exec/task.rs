@@ -3,7 +3,7 @@
 //! the first error cancels the run (only this run); per-task policy (whether decoded chunks
 //! are worth caching, whether a reduction lets go of each slab) handed to helper threads.
 
-use super::plan::{cache_cap, has_remote_source, sole_reduction};
+use super::plan::{cache_cap, has_remote_source, sole_reduction, TaskPlan};
 use super::{ExecError, Session};
 use crate::graph::{chunk_bytes, group_by_source, regions, source_chunks, ChunkSource, Node};
 use crate::store::{format_bytes, Values};
@@ -26,6 +26,8 @@ pub(crate) struct TaskPolicy {
     /// Whether a reduction may let go of each slab's chunks once past it (its sources are
     /// read by nothing else in the task).
     pub release_slabs: bool,
+    /// The plan's stack cap (see `TaskPlan::stack`); 0 outside a run.
+    pub stack: u64,
 }
 
 /// What stops the run a task belongs to: an error in one of its tasks (`run`), or an
@@ -51,7 +53,7 @@ impl RunCancel {
 thread_local! {
     /// The current task's policy; outside a run: cache everything, release nothing.
     pub(crate) static TASK_POLICY: std::cell::Cell<TaskPolicy> =
-        const { std::cell::Cell::new(TaskPolicy { admit: true, release_slabs: false }) };
+        const { std::cell::Cell::new(TaskPolicy { admit: true, release_slabs: false, stack: 0 }) };
     /// The cancellation flag of the run the current task belongs to (see `check_cancelled`).
     pub(crate) static TASK_CANCEL: std::cell::RefCell<Option<RunCancel>> =
         const { std::cell::RefCell::new(None) };
@@ -142,14 +144,14 @@ impl Session {
         Ok(v)
     }
 
-    /// Run `f` on every output chunk region in parallel, reserving `need` bytes per task,
-    /// stopping at the first error.
+    /// Run `f` on every output chunk region in parallel, reserving the plan's need per task
+    /// (its stack cap in force), stopping at the first error.
     pub(crate) fn run_tasks<F>(
         &self,
         nodes: &[&Arc<Node>],
         shape: [u64; 3],
         chunks: [u64; 3],
-        need: u64,
+        plan: TaskPlan,
         what: &str,
         f: F,
     ) -> Result<(), ExecError>
@@ -157,7 +159,7 @@ impl Session {
         F: Fn(&[Range<u64>; 3]) -> Result<(), ExecError> + Sync,
     {
         let regions: Vec<[Range<u64>; 3]> = regions(shape, chunks).collect();
-        self.run_regions(nodes, chunks, regions, need, what, f)
+        self.run_regions(nodes, chunks, regions, plan, what, f)
     }
 
     /// [`Session::run_tasks`] over some of the output chunk regions (a shard of a job).
@@ -166,7 +168,7 @@ impl Session {
         nodes: &[&Arc<Node>],
         chunks: [u64; 3],
         regions: Vec<[Range<u64>; 3]>,
-        need: u64,
+        plan: TaskPlan,
         what: &str,
         f: F,
     ) -> Result<(), ExecError>
@@ -217,7 +219,9 @@ impl Session {
         let policy = TaskPolicy {
             admit: self.worth_caching(nodes, &regions),
             release_slabs: sole_reduction(nodes),
+            stack: plan.stack,
         };
+        let need = plan.need;
         let started_tasks = AtomicU64::new(0);
         self.stats
             .tasks_planned

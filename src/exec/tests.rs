@@ -10,7 +10,7 @@
 //! - `explain` reports the planner's numbers.
 
 use super::path::{path_need, task_path};
-use super::plan::{cache_cap, plan_tasks, representative_regions, Caps, Demand, TaskPlan};
+use super::plan::{cache_cap, plan_tasks, representative_regions, Demand, TaskPlan};
 use super::testing::{measure, take_uses, Synthetic};
 use super::{ExecConfig, ExecError, Session};
 use crate::geo::GeoBox;
@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 /// The computations tested.
 #[derive(Debug, Clone, Copy)]
-enum Kind {
+pub(super) enum Kind {
     /// A window of one band, in its own dtype.
     Source,
     /// `(a - b) / (a + b)` over two bands with different chunk grids.
@@ -73,22 +73,22 @@ fn dtype() -> impl Strategy<Value = DType> {
 /// A case: a cube shape, two bands' chunk grids, a window, query chunks, a graph, threads and
 /// a limit (a fraction of the plan's stated minimum, or more).
 #[derive(Debug, Clone)]
-struct Case {
-    shape: [u64; 3],
-    chunks_a: [u64; 3],
-    chunks_b: [u64; 3],
-    window: [Range<u64>; 3],
-    query: [u64; 3],
-    dtype: DType,
-    kind: Kind,
-    threads: usize,
+pub(super) struct Case {
+    pub(super) shape: [u64; 3],
+    pub(super) chunks_a: [u64; 3],
+    pub(super) chunks_b: [u64; 3],
+    pub(super) window: [Range<u64>; 3],
+    pub(super) query: [u64; 3],
+    pub(super) dtype: DType,
+    pub(super) kind: Kind,
+    pub(super) threads: usize,
     /// Limit as a multiple of the smallest accepted one (in percent).
-    headroom: u64,
+    pub(super) headroom: u64,
     /// The sources stream their chunks as rows (row strips may be planned).
-    streams: bool,
+    pub(super) streams: bool,
 }
 
-fn case() -> impl Strategy<Value = Case> {
+pub(super) fn case() -> impl Strategy<Value = Case> {
     (
         (1u64..=7, 1u64..=80, 1u64..=80),
         (0u64..1000, 0u64..1000, 0u64..1000),
@@ -133,7 +133,7 @@ fn case() -> impl Strategy<Value = Case> {
 }
 
 /// The graph of a case, its two sources, and the output's `present` dims.
-fn graph(c: &Case) -> (Arc<Node>, Arc<Synthetic>, Arc<Synthetic>) {
+pub(super) fn graph(c: &Case) -> (Arc<Node>, Arc<Synthetic>, Arc<Synthetic>) {
     let a = Synthetic::new("a", c.shape, c.chunks_a, c.dtype, 1, c.streams);
     let b = Synthetic::new("b", c.shape, c.chunks_b, c.dtype, 2, c.streams);
     let (na, nb) = (a.node().slice(&c.window), b.node().slice(&c.window));
@@ -291,7 +291,8 @@ fn max_region_need(
     d: Demand,
     plan: TaskPlan,
 ) -> u64 {
-    let caps = Caps::new(limit, threads, nodes);
+    let _ = limit;
+    let caps = plan.caps(threads as usize, nodes);
     regions(nodes[0].shape, chunks)
         .map(|r| {
             let path = task_path(nodes, &r, chunks, caps, d, plan);
@@ -313,7 +314,7 @@ fn accepted_limit(nodes: &[&Arc<Node>], chunks: [u64; 3], threads: u64, d: Deman
 static RUN_IDS: AtomicU64 = AtomicU64::new(1);
 
 /// Cases per property: `PROPTEST_CASES` when set (long runs by hand), else `default`.
-fn cases(default: u32) -> u32 {
+pub(super) fn cases(default: u32) -> u32 {
     std::env::var("PROPTEST_CASES")
         .ok()
         .and_then(|v| v.parse().ok())

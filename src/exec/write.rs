@@ -3,7 +3,7 @@
 use super::eval::Float;
 use super::job::{calc_job, plan_fingerprint, prepare_shard, shard_regions, WriteReport};
 use super::path::{task_path, TaskPath};
-use super::plan::{computes_f64, value_width, Caps, Demand};
+use super::plan::{computes_f64, Caps, Demand};
 use super::{ExecError, Session};
 use crate::geo::{GeoBox, Time};
 use crate::graph::{Node, Op, ReduceOp};
@@ -124,7 +124,7 @@ impl Session {
             ..Demand::default()
         };
         let plan = self.plan(&nodes, chunks, demand)?;
-        let caps: Caps = self.caps(value_width(&nodes));
+        let caps: Caps = plan.caps(self.threads(), &nodes);
         let fingerprint = plan_fingerprint(outputs, chunks, times, geobox);
         let mut report = WriteReport {
             fingerprint: fingerprint.clone(),
@@ -196,7 +196,7 @@ impl Session {
                 .map_err(|e| ExecError::write(format!("{name}/zarr.json"), e))?;
             arrays.push(a);
         }
-        self.run_regions(&nodes, chunks, regions, plan.need, WRITING, |r| {
+        self.run_regions(&nodes, chunks, regions, plan, WRITING, |r| {
             let idx: [u64; 3] = std::array::from_fn(|i| r[i].start / chunks[i]);
             // A re-run of a shard keeps the chunks an earlier run wrote whole (all outputs).
             if rerun && whole_already(&store, &arrays, idx, codecs)? {
