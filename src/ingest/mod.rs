@@ -8,6 +8,7 @@
 //! Re-running an interrupted ingest resumes: chunks already in the store are kept (they were
 //! written atomically) and the result is byte-identical to an uninterrupted run.
 
+mod chunk;
 mod csv;
 pub mod plan;
 pub mod remote;

@@ -3,16 +3,12 @@
 use super::plan::{plan_mosaic, MosaicPlan, PlanBand};
 use super::scan::{discover, read_manifest, scan_tile, TileInfo, TileSource};
 use super::IngestError;
-use crate::geo::{capture_gdal_errors, take_gdal_errors};
 use crate::store::job::{self, JobMarker, Shard, ShardMarker, Splitter};
 use crate::store::layout::{self, Codecs};
-use crate::store::{grid_shape, ChunkSpec, Element, Store, StoreOptions};
+use crate::store::{grid_shape, ChunkSpec, Store, StoreOptions};
 use crate::with_dtype;
-use ndarray::{ArrayD, IxDyn};
 use rayon::prelude::*;
 use serde_json::{json, Value};
-use std::cell::RefCell;
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
@@ -487,7 +483,7 @@ fn ingest_in_pool(
                 .memory_in_use
                 .fetch_add(chunk_bytes, Ordering::Relaxed);
         }
-        let n = with_dtype!(band.dtype, T => write_chunk::<T>(band, arr, idx, outer, shape));
+        let n = with_dtype!(band.dtype, T => super::chunk::write_chunk::<T>(band, arr, idx, outer, shape));
         if let (Some(l), Some(t0)) = (&live, t0) {
             let g = l.status().gauges();
             g.memory_in_use.fetch_sub(chunk_bytes, Ordering::Relaxed);
@@ -676,125 +672,4 @@ fn prepare_output(
     }
     job::begin(store, job)?;
     Ok(true)
-}
-
-thread_local! {
-    // One GDAL handle per tile per worker: datasets are not thread-safe.
-    static HANDLES: RefCell<HashMap<PathBuf, gdal::Dataset>> = RefCell::new(HashMap::new());
-}
-
-/// Read a window of band 1 of `path` into `buf` (row-major `w × h`).
-fn read_window<T: Element>(
-    path: &Path,
-    x: usize,
-    y: usize,
-    w: usize,
-    h: usize,
-    buf: &mut [T],
-) -> Result<(), IngestError> {
-    let file = super::remote::display_name(path);
-    HANDLES.with(|cell| {
-        let mut handles = cell.borrow_mut();
-        if handles.len() > 256 {
-            handles.clear();
-        }
-        if !handles.contains_key(path) {
-            let ds = gdal::Dataset::open(path).map_err(|e| IngestError::Read {
-                file: file.clone(),
-                msg: crate::store::redact::clean(&e.to_string()),
-            })?;
-            handles.insert(path.to_path_buf(), ds);
-        }
-        let ds = &handles[path];
-        capture_gdal_errors();
-        let band = ds.rasterband(1).map_err(|e| IngestError::Read {
-            file: file.clone(),
-            msg: crate::store::redact::clean(&e.to_string()),
-        })?;
-        let r = band.read_into_slice::<T>((x as isize, y as isize), (w, h), (w, h), buf, None);
-        let errs = take_gdal_errors();
-        match r {
-            Err(e) => Err(IngestError::Read {
-                file: file.clone(),
-                msg: crate::store::redact::clean(&e.to_string()),
-            }),
-            Ok(()) if !errs.is_empty() => Err(IngestError::Read {
-                file: file.clone(),
-                msg: crate::store::redact::clean(&format!(
-                    "corrupt or truncated: {}",
-                    errs.join("; ")
-                )),
-            }),
-            Ok(()) => Ok(()),
-        }
-    })
-}
-
-/// Build one whole output chunk (or shard) and store it. Returns decoded bytes produced.
-fn write_chunk<T: Element>(
-    band: &PlanBand,
-    arr: &zarrs::array::Array<dyn zarrs::storage::ReadableWritableListableStorageTraits>,
-    idx: [u64; 3],
-    outer: [u64; 3],
-    shape: [u64; 3],
-) -> Result<u64, IngestError> {
-    let nodata: Option<T> = band.nodata.map(T::from_f64);
-    let fill = nodata.unwrap_or_default();
-    let (ct, cy, cx) = (outer[0] as usize, outer[1] as usize, outer[2] as usize);
-    let mut data = vec![fill; ct * cy * cx];
-    let mut filled = vec![false; ct * cy * cx];
-    let r0 = idx[1] * outer[1];
-    let c0 = idx[2] * outer[2];
-    let r1 = (r0 + outer[1]).min(shape[1]);
-    let c1 = (c0 + outer[2]).min(shape[2]);
-    let mut buf: Vec<T> = Vec::new();
-    for lt in 0..ct {
-        let t = idx[0] * outer[0] + lt as u64;
-        if t >= shape[0] {
-            break;
-        }
-        for tile in &band.tiles[t as usize] {
-            // Intersection of the chunk window and the tile, in mosaic pixels.
-            let ir0 = r0.max(tile.row);
-            let ic0 = c0.max(tile.col);
-            let ir1 = r1.min(tile.row + tile.height);
-            let ic1 = c1.min(tile.col + tile.width);
-            if ir0 >= ir1 || ic0 >= ic1 {
-                continue;
-            }
-            let (w, h) = ((ic1 - ic0) as usize, (ir1 - ir0) as usize);
-            buf.resize(w * h, fill);
-            read_window(
-                &tile.path,
-                (ic0 - tile.col) as usize,
-                (ir0 - tile.row) as usize,
-                w,
-                h,
-                &mut buf,
-            )?;
-            for row in 0..h {
-                let dst0 = lt * cy * cx + ((ir0 - r0) as usize + row) * cx + (ic0 - c0) as usize;
-                let src = &buf[row * w..(row + 1) * w];
-                let dst = &mut data[dst0..dst0 + w];
-                let done = &mut filled[dst0..dst0 + w];
-                // First valid pixel wins: a later tile fills only what is still missing.
-                for i in 0..w {
-                    if !done[i] && !src[i].is_missing(nodata) {
-                        dst[i] = src[i];
-                        done[i] = true;
-                    }
-                }
-            }
-        }
-    }
-    let n = (data.len() * std::mem::size_of::<T>()) as u64;
-    let a = ArrayD::from_shape_vec(IxDyn(&[ct, cy, cx]), data).map_err(|e| IngestError::Write {
-        key: format!("{}/{idx:?}", band.name),
-        msg: e.to_string(),
-    })?;
-    arr.store_chunk(&idx, a).map_err(|e| IngestError::Write {
-        key: arr.chunk_key(&idx).to_string(),
-        msg: e.to_string(),
-    })?;
-    Ok(n)
 }
