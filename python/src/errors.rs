@@ -46,7 +46,7 @@ pub(crate) fn exec(e: &ExecError) -> PyErr {
         }
         ExecError::Store(s) => store(s),
         ExecError::Job(j) => job(j),
-        ExecError::Exists(_) => PyFileExistsError::new_err(msg),
+        ExecError::Exists(_) | ExecError::Occupied { .. } => PyFileExistsError::new_err(msg),
         ExecError::Interrupted => PyKeyboardInterrupt::new_err(msg),
         ExecError::Cancelled => PyRuntimeError::new_err(msg),
     }

@@ -96,6 +96,14 @@ pub enum ExecError {
     /// The output exists.
     #[error("{0} already exists; pass --overwrite to replace it")]
     Exists(String),
+    /// The output holds something else than a cube or an unfinished result of this tool.
+    #[error("{url} {what}; pass --overwrite to replace it, or write somewhere else")]
+    Occupied {
+        /// The output.
+        url: String,
+        /// What it holds.
+        what: String,
+    },
     /// Another task failed first.
     #[error("cancelled")]
     Cancelled,

@@ -20,11 +20,14 @@ use std::sync::Arc;
 /// Prepare an output location: refuse an existing cube or other content unless `overwrite`.
 /// With it, a committed cube is replaced in isolation: the result is written beside it
 /// (the [`Staging`] returned, under `write_id`) and switched in once committed; other content
-/// is cleared first.
+/// is cleared first. Without it, what a failed or interrupted one-process write left (no
+/// group metadata, this writer's job marker) is replaced, saying so on stderr. The job marker
+/// of `job` is put down before anything else is written, so the next run can tell.
 pub(crate) fn prepare_output(
     url: &str,
     overwrite: bool,
     write_id: &str,
+    job: &store::job::JobMarker,
     opts: &crate::store::StoreOptions,
 ) -> Result<(Store, Option<Staging>), ExecError> {
     // A result interrupted is redone from scratch, so its chunks need not be synced one by one:
@@ -36,17 +39,50 @@ pub(crate) fn prepare_output(
     let store = Store::open_with(url, true, &opts)?;
     let has_any = !store.list_sizes("")?.is_empty();
     if has_any {
-        if !overwrite {
-            return Err(ExecError::Exists(url.to_string()));
-        }
-        if let Some(st) = store::replace::stage(url, write_id, &opts)? {
+        let staged = if overwrite {
+            store::replace::stage(url, write_id, &opts)?
+        } else {
+            refuse_unless_leftover(&store, url)?;
+            None
+        };
+        if let Some(st) = staged {
             let s = st.store().clone();
+            store::job::write_job(&s, job)?;
             return Ok((s, Some(st)));
         }
         layout::uncommit(&store)?;
         store.erase_prefix("")?;
     }
+    store::job::write_job(&store, job)?;
     Ok((store, None))
+}
+
+/// Refuse an existing output (without `--overwrite`) unless it is what a failed or
+/// interrupted one-process `calc --out` / `load --out` left: no group metadata and a job
+/// marker of one calc shard (the writer's first object). That is replaced, with a note.
+fn refuse_unless_leftover(store: &Store, url: &str) -> Result<(), ExecError> {
+    if store.get("zarr.json")?.is_some() {
+        return Err(ExecError::Exists(url.to_string()));
+    }
+    // An unreadable marker is not ours to judge: refused as other content.
+    let job = store::job::read_job(store).ok().flatten();
+    match job {
+        Some(j) if j.kind == "calc" && j.shards == 1 => {
+            eprintln!("note: replacing {url}: an unfinished result left by a failed or interrupted chunkcube run (no group metadata)");
+            Ok(())
+        }
+        Some(j) => Err(ExecError::Occupied {
+            url: url.to_string(),
+            what: format!(
+                "holds an unfinished {} job of {} shards (finish it: run its missing workers, then `chunkcube commit`)",
+                j.kind, j.shards
+            ),
+        }),
+        None => Err(ExecError::Occupied {
+            url: url.to_string(),
+            what: "is not empty and is not a chunkcube cube or result".into(),
+        }),
+    }
 }
 
 /// What `run_tasks` calls a run that writes its results (the dashboard adds a write layer).
@@ -140,7 +176,9 @@ impl Session {
         let mut staging = None;
         let (store, job, regions, rerun) = match shard {
             None => {
-                let (store, st) = prepare_output(url, overwrite, &write_id, &self.config.store)?;
+                let marker = calc_job(&fingerprint, 1, geobox.has_crs());
+                let (store, st) =
+                    prepare_output(url, overwrite, &write_id, &marker, &self.config.store)?;
                 staging = st;
                 self.note_written(store.counters());
                 (
@@ -266,6 +304,8 @@ impl Session {
         // The same group metadata a sharded job's commit writes.
         let job = calc_job(&fingerprint, 1, geobox.has_crs());
         layout::write_group(&store, &job.product, &write_id, job.attributes)?;
+        // Committed: the marker that said whose unfinished result this was goes.
+        store::job::clear(&store, 1)?;
         if let Some(st) = staging {
             st.swap()?;
         }

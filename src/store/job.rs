@@ -327,6 +327,12 @@ pub fn read_job(store: &Store) -> Result<Option<JobMarker>, JobError> {
     read_json(store, JOB_KEY)
 }
 
+/// Put down the job marker `job` (a one-process write's first object, so an unfinished
+/// result is recognisable as this tool's).
+pub fn write_job(store: &Store, job: &JobMarker) -> Result<(), JobError> {
+    write_json(store, JOB_KEY, job)
+}
+
 /// Whether `key` is bookkeeping of a job (markers), not cube content.
 pub fn is_job_key(key: &str) -> bool {
     key == JOB_KEY || key.starts_with(SHARDS_PREFIX)

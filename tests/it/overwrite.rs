@@ -355,3 +355,111 @@ fn a_killed_calc_overwrite_keeps_the_old_cube_and_the_next_one_cleans_up() {
         assert_eq!((t.leftovers)(), Vec::<String>::new());
     });
 }
+
+/// A `calc --out` or `load --out` killed mid-write (held by the hidden hook with some chunks
+/// written, then SIGKILL, which no handler sees) leaves an unfinished result that does not
+/// open; the next run without `--overwrite` replaces it, saying so, and its result reads as a
+/// clean run's. A directory that is not this tool's is still refused and left as it was.
+#[test]
+fn a_killed_write_leaves_nothing_that_blocks_the_next_run() {
+    use crate::common::{cube_opens, run_err};
+    let (d, input, out) = fixture();
+    let i = input.to_string_lossy().to_string();
+    let o = out.to_string_lossy().to_string();
+    let clean = d.path().join("clean").to_string_lossy().to_string();
+    let args = |what: &str, dest: &str| -> Vec<String> {
+        let v: Vec<&str> = if what == "calc" {
+            vec!["calc", &i, "--expr", B, "--out", dest, "--quiet"]
+        } else {
+            vec![
+                "load",
+                &i,
+                "--measurements",
+                "nir",
+                "--out",
+                dest,
+                "--quiet",
+            ]
+        };
+        v.into_iter().map(String::from).collect()
+    };
+    let cmd = |a: &[String]| {
+        let mut c = Command::new(crate::common::bin());
+        c.args(a);
+        c
+    };
+    for what in ["calc", "load"] {
+        let _ = std::fs::remove_dir_all(&out);
+        let hold = d.path().join(format!("hold-{what}"));
+        std::fs::write(&hold, b"").unwrap();
+        let h = hold.to_string_lossy().to_string();
+        let mut held_args = args(what, &o);
+        held_args.extend(
+            [
+                "--threads",
+                "2",
+                "--hold-tasks-while",
+                &h,
+                "--hold-after-tasks",
+                "3",
+            ]
+            .map(String::from),
+        );
+        let mut w = cmd(&held_args)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_for("the writer is held", &mut w, &|| held(&hold).exists());
+        w.kill().unwrap();
+        w.wait().unwrap();
+        std::fs::remove_file(&hold).unwrap();
+        assert!(!cube_opens(&out), "{what}: the killed result does not open");
+        assert!(
+            crate::common::tree_bytes(&out)
+                .keys()
+                .any(|k| k.contains("/c/")),
+            "{what}: the killed run wrote some chunks"
+        );
+        let r = cmd(&args(what, &o)).output().unwrap();
+        assert!(r.status.success(), "{what}: the next run\n{}", show(&r));
+        let err = String::from_utf8_lossy(&r.stderr);
+        assert!(
+            err.contains(&format!("replacing {o}")) && err.contains("interrupted"),
+            "{what}: the next run says what it replaced: {err}"
+        );
+        assert!(cube_opens(&out));
+        assert!(
+            !out.join("chunkcube-job.json").exists(),
+            "{what}: the marker goes at commit"
+        );
+        let _ = std::fs::remove_dir_all(&clean);
+        let c = cmd(&args(what, &clean)).output().unwrap();
+        assert!(c.status.success(), "{}", show(&c));
+        let print = |p: &str| {
+            let r = cmd(&["load", p, "--print-all", "--quiet"].map(String::from))
+                .output()
+                .unwrap();
+            assert!(r.status.success(), "{}", show(&r));
+            r.stdout
+        };
+        assert!(
+            print(&o) == print(&clean),
+            "{what}: the result reads as a clean run's"
+        );
+    }
+    // Not ours: refused, naming it and --overwrite, untouched.
+    let _ = std::fs::remove_dir_all(&out);
+    std::fs::create_dir_all(out.join("sub")).unwrap();
+    std::fs::write(out.join("sub/notes.txt"), b"mine").unwrap();
+    let line = run_err(
+        &args("calc", &o),
+        &[&o, "--overwrite", "not a chunkcube cube"],
+    );
+    assert!(!line.contains("replacing"), "{line}");
+    assert_eq!(std::fs::read(out.join("sub/notes.txt")).unwrap(), b"mine");
+    // A committed cube too.
+    let _ = std::fs::remove_dir_all(&out);
+    let r = cmd(&args("calc", &o)).output().unwrap();
+    assert!(r.status.success(), "{}", show(&r));
+    run_err(&args("calc", &o), &[&o, "already exists", "--overwrite"]);
+}
