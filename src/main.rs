@@ -237,8 +237,8 @@ struct LoadArgs {
     /// Print every value (selections up to a million values).
     #[arg(long, group = "action")]
     print_all: bool,
-    /// Tell what the selection will fetch and hold, without fetching anything.
-    #[arg(long, group = "action")]
+    /// Tell what the selection will fetch and hold (with --out: writing it), fetching nothing.
+    #[arg(long, conflicts_with_all = ["summary", "print", "print_all"])]
     explain: bool,
     /// Write the task graph of the last band: FILE.dot (Graphviz), or FILE.svg/.png rendered
     /// with `dot`.
@@ -270,8 +270,8 @@ struct CalcArgs {
     /// Print every value of the results (up to a million values each).
     #[arg(long, group = "action")]
     print_all: bool,
-    /// Tell what the computation will fetch and hold, without fetching anything.
-    #[arg(long, group = "action")]
+    /// Tell what the computation will fetch and hold (with --out: writing it), fetching nothing.
+    #[arg(long, conflicts_with_all = ["print", "print_all", "shard"])]
     explain: bool,
     /// Write the task graph: FILE.dot (Graphviz), or FILE.svg/.png rendered with `dot`.
     #[arg(long, value_name = "FILE")]
@@ -450,7 +450,7 @@ fn load_body(a: &LoadArgs, cube: &Cube, live: &Option<Arc<LiveStatus>>) -> Resul
         q.chunks = Some(ChunkSpec::Auto);
     }
     let ds = cube.load(&q)?;
-    if writes {
+    if writes && !a.explain {
         ds.check_write_memory()?;
     }
     if let Some(g) = &a.graph {
@@ -472,7 +472,7 @@ fn load_body(a: &LoadArgs, cube: &Cube, live: &Option<Arc<LiveStatus>>) -> Resul
         let mut out = stdout();
         for da in ds.vars() {
             writeln!(out, "{}:", da.name())?;
-            write!(out, "{}", da.explain())?;
+            write!(out, "{}", da.explain_as(a.out.is_some()))?;
         }
         out.flush()?;
     } else if a.print || a.print_all {
@@ -524,7 +524,7 @@ fn run_calc(a: CalcArgs, live: Option<Arc<LiveStatus>>) -> Result<Option<serde_j
     let _lock = a
         .out
         .as_deref()
-        .filter(|_| shard.is_none())
+        .filter(|_| shard.is_none() && !a.explain)
         .map(chunkcube::store::lock::acquire)
         .transpose()?;
     or_replaced(&cube, calc_body(&a, &cube, &live, &shard))?;
@@ -574,7 +574,7 @@ fn calc_body(
         let mut out = stdout();
         for d in results.vars() {
             writeln!(out, "{}:", d.name())?;
-            write!(out, "{}", d.explain())?;
+            write!(out, "{}", d.explain_as(a.out.is_some()))?;
         }
         out.flush()?;
     } else if print {

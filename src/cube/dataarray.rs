@@ -180,9 +180,15 @@ impl DataArray {
         Ok(())
     }
 
-    /// Print-free explanation of what computing this array will fetch and hold.
+    /// Print-free explanation of what writing this array to a cube will fetch and hold.
     pub fn explain(&self) -> crate::exec::Explain {
         self.session.explain(&self.node, self.chunks3())
+    }
+
+    /// [`DataArray::explain`] of writing it to a cube (`written`) or of computing it into
+    /// memory (`compute`, `--print`).
+    pub fn explain_as(&self, written: bool) -> crate::exec::Explain {
+        self.session.explain_as(&self.node, self.chunks3(), written)
     }
 
     /// The task graph as Graphviz DOT (read bottom-up as Dask's `visualize()`).

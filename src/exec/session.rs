@@ -347,9 +347,15 @@ impl Session {
         Ok(out)
     }
 
-    /// Explain what computing `node` in `chunks` will fetch and hold, from the planner's own
-    /// numbers (reads no chunk; sharded bands read their shard indexes).
+    /// Explain what writing `node` in `chunks` to a cube will fetch and hold, from the
+    /// planner's own numbers (reads no chunk; sharded bands read their shard indexes).
     pub fn explain(&self, node: &Arc<Node>, chunks: [u64; 3]) -> Explain {
+        self.explain_as(node, chunks, true)
+    }
+
+    /// [`Session::explain`] of the run that writes `node` to a cube (`written`), or of the one
+    /// computing it into memory (the result held beside the tasks, as `--print` does).
+    pub fn explain_as(&self, node: &Arc<Node>, chunks: [u64; 3], written: bool) -> Explain {
         let full: [Range<u64>; 3] = std::array::from_fn(|i| 0..node.shape[i]);
         // Stored chunks only (persisted intermediates are not fetched), grouped per source.
         let by_src = group_by_source(source_chunks(node, &full), |s| !s.is_persisted());
@@ -364,9 +370,14 @@ impl Session {
         }
         let limit = self.config.memory_limit;
         let output_chunks: u64 = grid_shape(node.shape, chunks).iter().product();
-        // As `calc --out` would run it.
+        // As `calc --out` would run it, or `compute` (see there).
         let demand = Demand {
-            writing: true,
+            writing: written,
+            hold: if written {
+                0
+            } else {
+                node.shape.iter().product::<u64>() * node.dtype.size() as u64
+            },
             strips: true,
             ..Demand::default()
         };
@@ -376,8 +387,11 @@ impl Session {
             Err(_) => (0, None, Vec::new()),
         };
         let threads = self.threads();
-        let conc = (threads as u64).min(output_chunks).max(1);
         let cache_bytes = cache_cap(limit);
+        // Tasks wait for room in the budget: as many run at once as fit beside the cache and
+        // what is held (at least one, which the plan guarantees fits).
+        let fit = limit.saturating_sub(cache_bytes + demand.hold) / task_bytes.max(1);
+        let conc = (threads as u64).min(output_chunks).min(fit).max(1);
         Explain {
             stored_chunks: stored,
             encoded_bytes: cost.encoded_bytes,
@@ -389,9 +403,11 @@ impl Session {
             task_bytes,
             threads,
             cache_bytes,
-            projected_peak_bytes: conc * task_bytes + cache_bytes.min(dec),
+            tasks_at_once: conc,
+            projected_peak_bytes: conc * task_bytes + cache_bytes.min(dec) + demand.hold,
             memory_limit: limit,
             minimum_limit,
+            written,
             task_shapes,
         }
     }

@@ -73,13 +73,18 @@ pub struct Explain {
     pub threads: usize,
     /// The decoded-chunk cache's share of the limit.
     pub cache_bytes: u64,
+    /// Tasks that run at once: the workers, fewer when only fewer fit the limit.
+    pub tasks_at_once: u64,
     /// Projected peak of tracked memory: the tasks running at once, and the cache.
     pub projected_peak_bytes: u64,
     /// The memory limit.
     pub memory_limit: u64,
     /// The smallest limit the computation runs under, when the limit is below it.
     pub minimum_limit: Option<u64>,
-    /// How each distinct task shape runs, written to a cube (empty if no limit fits).
+    /// Whether this describes writing the result to a cube (else computing it into memory,
+    /// the result held beside the tasks).
+    pub written: bool,
+    /// How each distinct task shape runs (empty if no limit fits).
     pub task_shapes: Vec<TaskShape>,
 }
 
@@ -120,9 +125,14 @@ impl std::fmt::Display for Explain {
         writeln!(f, "requests                {}", self.requests)?;
         writeln!(f, "output chunks           {}", self.output_chunks)?;
         writeln!(f, "tasks                   {}", self.tasks)?;
+        let how = if self.written {
+            "written to a cube"
+        } else {
+            "computed into memory, not written"
+        };
         writeln!(
             f,
-            "per-task memory         {} (written to a cube; by task shape below)",
+            "per-task memory         {} ({how}; by task shape below)",
             format_bytes(self.task_bytes)
         )?;
         writeln!(
@@ -132,9 +142,10 @@ impl std::fmt::Display for Explain {
         )?;
         writeln!(
             f,
-            "projected peak memory   {} with {} threads (limit {})",
+            "projected peak memory   {} with {} threads, {} tasks at once (limit {})",
             format_bytes(self.projected_peak_bytes),
             self.threads,
+            self.tasks_at_once,
             format_bytes(self.memory_limit)
         )?;
         for t in &self.task_shapes {

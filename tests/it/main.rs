@@ -4,6 +4,7 @@
 
 mod common;
 
+mod bounded;
 mod calc;
 mod cli;
 mod dashboard;
