@@ -6,9 +6,8 @@ use anyhow::{anyhow, bail, Context, Result};
 use chunkcube::cube::{Calc, CalcOutput, Cube, CubeInfo, Query};
 use chunkcube::dashboard::{Dashboard, DEFAULT_ADDR};
 use chunkcube::exec::{ExecConfig, Session};
-use chunkcube::ingest::{ingest, IngestOptions, Sources};
+use chunkcube::ingest::ingest;
 use chunkcube::progress::LiveStatus;
-use chunkcube::store::layout::Codecs;
 use chunkcube::store::{parse_bytes, ChunkSpec};
 use clap::{Args, Parser, Subcommand};
 use cli::output::{or_replaced, print_arrays, stdout, summary, write_graph};
@@ -52,75 +51,13 @@ enum Cmd {
     Export(export::ExportArgs),
     /// Check that a cube holds everything its commit declared: metadata, every chunk the
     /// manifest lists (present, right size), coordinates; with --deep every chunk decoded.
-    Verify(VerifyArgs),
+    Verify(cli::verify::VerifyArgs),
     /// Complete a cube written by N workers (`ingest`/`calc … --shard I/N`): checks every
     /// shard finished, then writes the group metadata; lists the missing shards otherwise.
     Commit(CommitArgs),
-}
-
-#[derive(Args)]
-#[command(
-    after_help = "Example:\n  chunkcube verify cube --deep\n\nEach problem is printed as one line naming its key; the exit status is 1 if there is any."
-)]
-struct VerifyArgs {
-    /// The cube: local directory or s3://bucket/prefix.
-    cube: String,
-    /// Also fetch and decode every chunk (checks each chunk's crc32c).
-    #[arg(long)]
-    deep: bool,
-    /// Write statistics (arrays, chunks_checked, bytes_checked, chunks_decoded, problems,
-    /// elapsed_s) as JSON.
-    #[arg(long, value_name = "FILE.json")]
-    stats: Option<PathBuf>,
-    /// No progress bar.
-    #[arg(long, short)]
-    quiet: bool,
-}
-
-fn run_verify(a: VerifyArgs) -> Result<()> {
-    let t0 = std::time::Instant::now();
-    let store = chunkcube::store::Store::open(&a.cube, false)?;
-    let pb = chunkcube::progress::bar(0, "verify", a.quiet);
-    let rep = chunkcube::store::verify::verify(&store, a.deep, &|done, total| {
-        pb.set_length(total);
-        pb.set_position(done);
-    })?;
-    pb.finish_and_clear();
-    for p in &rep.problems {
-        writeln!(stdout(), "{}", printable(&p.to_string()))?;
-    }
-    if let Some(path) = &a.stats {
-        let mut v = serde_json::to_value(&rep)?;
-        v["problems"] = serde_json::json!(rep.problems.len());
-        v["elapsed_s"] = serde_json::json!(t0.elapsed().as_secs_f64());
-        std::fs::write(path, serde_json::to_string_pretty(&v)?)
-            .with_context(|| format!("--stats {}", path.display()))?;
-    }
-    let summary = format!(
-        "{} arrays, {} chunks ({}) checked{}{}",
-        rep.arrays,
-        rep.chunks_checked,
-        chunkcube::store::format_bytes(rep.bytes_checked),
-        if a.deep {
-            format!(", {} decoded", rep.chunks_decoded)
-        } else {
-            String::new()
-        },
-        if rep.has_manifest {
-            ""
-        } else {
-            " (no chunk manifest: an absent chunk cannot be told from one never written)"
-        },
-    );
-    match rep.problems.len() {
-        0 => eprintln!("verify {}: {summary}, no problem", a.cube),
-        n => bail!(
-            "{n} problem{} found in {} (listed above): {summary}",
-            if n == 1 { "" } else { "s" },
-            a.cube
-        ),
-    }
-    Ok(())
+    /// Plan a job of N workers before submitting it: per shard the chunks, bytes read and
+    /// written, GETs/PUTs and memory, and the job's totals (`--json` for all of it).
+    Plan(cli::plan::PlanArgs),
 }
 
 #[derive(Args)]
@@ -615,9 +552,10 @@ struct IngestArgs {
     /// Chunk shape, e.g. time=1,y=1024,x=1024 (-1 = whole dimension).
     #[arg(long, default_value = "time=1,y=1024,x=1024")]
     chunks: String,
-    /// Shard shape (whole multiples of the chunks), e.g. y=4096,x=4096.
-    #[arg(long)]
-    shards: Option<String>,
+    /// Shard shape (whole multiples of the chunks), e.g. y=4096,x=4096. (`plan ingest` also
+    /// takes `--shards N`, the workers of the job.)
+    #[arg(long, action = clap::ArgAction::Append)]
+    shards: Vec<String>,
     /// Chunk compression: zstd, zstd:LEVEL or none.
     #[arg(long, default_value = "zstd:3")]
     compression: String,
@@ -652,33 +590,13 @@ struct IngestArgs {
 }
 
 fn run_ingest(a: IngestArgs, live: Option<Arc<LiveStatus>>) -> Result<Option<serde_json::Value>> {
-    let sources = match (a.manifest, a.stac, a.paths.is_empty()) {
-        (Some(m), _, _) => Sources::Manifest(m),
-        (None, Some(s), _) => Sources::Stac(s),
-        (None, None, false) => Sources::Paths(a.paths),
-        (None, None, true) => {
-            bail!("no input: give --manifest tiles.csv, --stac items.json or GeoTIFF files/folders/URLs")
-        }
-    };
-    let threads = threads_flag(a.threads)?;
+    let (sources, mut opts, jobs) = cli::plan::ingest_setup(&a)?;
+    if jobs.is_some() {
+        bail!("--shards takes the storage shard shape (y=4096,x=4096); to run N workers give each --shard I/N (plan them with `chunkcube plan ingest ... --shards N`)");
+    }
     let shard = shard_flag(&a.shard)?;
-    let opts = IngestOptions {
-        chunks: ChunkSpec::parse(&a.chunks).context("--chunks")?,
-        shards: a
-            .shards
-            .as_deref()
-            .map(ChunkSpec::parse)
-            .transpose()
-            .context("--shards")?,
-        codecs: Codecs::parse(&a.compression).map_err(anyhow::Error::msg)?,
-        threads,
-        overwrite: a.overwrite,
-        product: a.product,
-        quiet: a.quiet,
-        allow_huge: a.allow_huge,
-        live,
-        shard: shard.as_ref().map(|s| s.0),
-    };
+    opts.live = live;
+    opts.shard = shard.as_ref().map(|s| s.0);
     chunkcube::ingest::stop_after_chunks(a.stop_after_chunks);
     let r = match &shard {
         Some((_, name)) => ingest(&sources, &a.out, &opts).with_context(|| name.clone())?,
@@ -738,7 +656,7 @@ fn main() {
         Cmd::Load(a) => exec_config(&a.exec).map(|c| c.memory_limit).ok(),
         Cmd::Calc(a) => exec_config(&a.exec).map(|c| c.memory_limit).ok(),
         Cmd::Export(a) => exec_config(&a.exec).map(|c| c.memory_limit).ok(),
-        Cmd::Ingest(_) | Cmd::Info(_) | Cmd::Verify(_) | Cmd::Commit(_) => None,
+        Cmd::Ingest(_) | Cmd::Info(_) | Cmd::Verify(_) | Cmd::Commit(_) | Cmd::Plan(_) => None,
     };
     chunkcube::exec::tune_allocator(limit.unwrap_or(32 << 20));
     chunkcube::exec::install_interrupt_cleanup();
@@ -748,8 +666,9 @@ fn main() {
         Cmd::Load(a) => with_dashboard(&a.exec.dash.clone(), "load", |l| run_load(a, l)),
         Cmd::Calc(a) => with_dashboard(&a.exec.dash.clone(), "calc", |l| run_calc(a, l)),
         Cmd::Export(a) => with_dashboard(&a.exec.dash.clone(), "export", |l| export::run(a, l)),
-        Cmd::Verify(a) => run_verify(a),
+        Cmd::Verify(a) => cli::verify::run_verify(a),
         Cmd::Commit(a) => run_commit(a),
+        Cmd::Plan(a) => cli::plan::run(a),
     };
     if let Err(e) = r {
         // `chunkcube ... | head`: the reader has what it wanted; stopping is success.

@@ -4,3 +4,5 @@
 pub(crate) mod export;
 pub(crate) mod help;
 pub(crate) mod output;
+pub(crate) mod plan;
+pub(crate) mod verify;

@@ -26,6 +26,9 @@ pub struct BandReader {
     shard_cache: Option<ArrayShardedReadableExtCache>,
     /// The band's chunk manifest, loaded the first time a chunk object is absent.
     manifest: std::sync::OnceLock<Result<crate::store::manifest::ArrayManifest, String>>,
+    /// Stored chunk sizes (from the manifest, or one listing of a store without one), loaded
+    /// the first time a read is costed: a job planner costs every shard.
+    sizes: std::sync::OnceLock<Option<crate::store::manifest::SizeIndex>>,
     /// The cube's commit when opened: a read that fails because the cube was replaced
     /// meanwhile says so.
     generation: Arc<crate::store::replace::Generation>,
@@ -87,6 +90,7 @@ impl BandReader {
             shards,
             shard_cache,
             manifest: std::sync::OnceLock::new(),
+            sizes: std::sync::OnceLock::new(),
             generation,
             uid: crate::graph::next_uid(),
         }))
@@ -357,13 +361,16 @@ impl BandReader {
     fn cost(&self, idxs: &[[u64; 3]]) -> ReadCost {
         let mut cost = ReadCost::default();
         if self.shards.is_none() {
-            let sizes: std::collections::HashMap<String, u64> = self
-                .store
-                .list_sizes(&format!("{}/", self.meta.name))
-                .map(|v| v.into_iter().collect())
-                .unwrap_or_default();
+            let sizes = self.sizes.get_or_init(|| {
+                use crate::store::manifest::{build, load, SizeIndex};
+                let m = match &self.meta.manifest {
+                    Some(listed) => load(&self.store, listed, true),
+                    None => build(&self.store, &self.meta.name),
+                };
+                m.ok().map(SizeIndex::new)
+            });
             for &idx in idxs {
-                match sizes.get(&self.chunk_key(idx)) {
+                match sizes.as_ref().and_then(|s| s.size(&idx)) {
                     Some(n) => {
                         cost.encoded_bytes += n;
                         cost.requests += 1;

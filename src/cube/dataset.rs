@@ -82,6 +82,13 @@ impl Dataset {
         self.write(url, false, Some(shard))
     }
 
+    /// What writing this dataset as a job of `count` workers (`to_zarr_shard`) will do, per
+    /// shard and in total, without reading a chunk (`chunkcube plan calc … --shards N`).
+    pub fn plan_job(&self, count: u32) -> Result<crate::store::jobplan::JobPlan, CubeError> {
+        let (outs, _, _, first) = self.outputs()?;
+        Ok(first.session.plan_job(&outs, first.chunks3(), count))
+    }
+
     /// The fingerprint of writing this dataset (what every worker of one job shares).
     pub fn plan_fingerprint(&self) -> Result<String, CubeError> {
         let (outs, times, _, first) = self.outputs()?;

@@ -85,22 +85,27 @@ pub fn plan_fingerprint(
     )
 }
 
+/// Every output chunk region in canonical (C) order with the shard it belongs to when the job
+/// is split in `count` shards by the regions' pixels: the one split workers and the planner
+/// share.
+pub fn regions_by_shard(
+    shape: [u64; 3],
+    chunks: [u64; 3],
+    count: u32,
+) -> impl Iterator<Item = (u32, [Range<u64>; 3])> {
+    let weight = |r: &[Range<u64>; 3]| r.iter().map(|r| r.end - r.start).product::<u64>();
+    let total: u64 = crate::graph::regions(shape, chunks)
+        .map(|r| weight(&r))
+        .sum();
+    let mut split = Splitter::new(total, count);
+    crate::graph::regions(shape, chunks).map(move |r| (split.next(weight(&r)), r))
+}
+
 /// The output chunk regions of `shard`, in canonical (C) order, split by their pixels.
 pub fn shard_regions(shape: [u64; 3], chunks: [u64; 3], shard: Shard) -> Vec<[Range<u64>; 3]> {
-    let grid = crate::store::grid_shape(shape, chunks);
-    let all = || {
-        (0..grid[0])
-            .flat_map(move |t| (0..grid[1]).flat_map(move |y| (0..grid[2]).map(move |x| [t, y, x])))
-    };
-    let region = |idx: [u64; 3]| -> [Range<u64>; 3] {
-        std::array::from_fn(|i| idx[i] * chunks[i]..((idx[i] + 1) * chunks[i]).min(shape[i]))
-    };
-    let weight = |idx: [u64; 3]| region(idx).iter().map(|r| r.end - r.start).product::<u64>();
-    let total: u64 = all().map(weight).sum();
-    let mut split = Splitter::new(total, shard.count);
-    all()
-        .filter(|idx| split.next(weight(*idx)) == shard.index)
-        .map(region)
+    regions_by_shard(shape, chunks, shard.count)
+        .filter(|(i, _)| *i == shard.index)
+        .map(|(_, r)| r)
         .collect()
 }
 

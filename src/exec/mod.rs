@@ -35,6 +35,7 @@ mod cache;
 mod config;
 mod eval;
 pub mod job;
+mod jobplan;
 mod median;
 mod path;
 mod plan;

@@ -10,6 +10,7 @@
 
 mod chunk;
 mod csv;
+pub mod jobplan;
 pub mod plan;
 pub mod remote;
 pub mod scan;

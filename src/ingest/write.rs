@@ -1,11 +1,12 @@
 //! Write the planned cube: whole chunks in parallel, resumable, committed last.
 
-use super::plan::{plan_mosaic, MosaicPlan, PlanBand};
+use super::jobplan::{object_bytes, shard_objects};
+use super::plan::{plan_mosaic, MosaicPlan};
 use super::scan::{discover, read_manifest, scan_tile, TileInfo, TileSource};
 use super::IngestError;
-use crate::store::job::{self, JobMarker, Shard, ShardMarker, Splitter};
+use crate::store::job::{self, JobMarker, Shard, ShardMarker};
 use crate::store::layout::{self, Codecs};
-use crate::store::{grid_shape, ChunkSpec, Store, StoreOptions};
+use crate::store::{ChunkSpec, Store, StoreOptions};
 use crate::with_dtype;
 use rayon::prelude::*;
 use serde_json::{json, Value};
@@ -204,7 +205,7 @@ fn tile_identity(path: &Path) -> String {
 }
 
 /// Resolve `--chunks` and `--shards` against the planned shape.
-fn chunk_shapes(
+pub(crate) fn chunk_shapes(
     plan: &MosaicPlan,
     opts: &IngestOptions,
 ) -> Result<([u64; 3], Option<[u64; 3]>), IngestError> {
@@ -270,6 +271,15 @@ fn chunk_shapes(
     Ok((chunks, shards))
 }
 
+/// The tiles the sources name.
+pub(crate) fn read_sources(sources: &Sources) -> Result<Vec<TileSource>, IngestError> {
+    match sources {
+        Sources::Manifest(m) => read_manifest(m),
+        Sources::Paths(p) => discover(p),
+        Sources::Stac(f) => super::stac::read_stac(f),
+    }
+}
+
 /// Scan, plan and write a cube at `out`.
 pub fn ingest(
     sources: &Sources,
@@ -304,11 +314,7 @@ fn ingest_in_pool(
     if std::env::var_os("GDAL_CACHEMAX").is_none() {
         let _ = gdal::config::set_config_option("GDAL_CACHEMAX", "64");
     }
-    let srcs: Vec<TileSource> = match sources {
-        Sources::Manifest(m) => read_manifest(m)?,
-        Sources::Paths(p) => discover(p)?,
-        Sources::Stac(f) => super::stac::read_stac(f)?,
-    };
+    let srcs = read_sources(sources)?;
     let pb = crate::progress::bar(srcs.len() as u64, "scanning tiles", opts.quiet);
     let n = srcs.len() as u64;
     let live = opts.live.as_ref().map(|l| {
@@ -567,38 +573,6 @@ fn live_writes(
         g.bytes_written.store(w, Ordering::Relaxed);
     });
     run
-}
-
-/// Decoded bytes of object `idx` (clipped to the array).
-fn object_bytes(band: &PlanBand, idx: [u64; 3], outer: [u64; 3], shape: [u64; 3]) -> u64 {
-    (0..3)
-        .map(|i| (shape[i] - idx[i] * outer[i]).min(outer[i]))
-        .product::<u64>()
-        * band.dtype.size() as u64
-}
-
-/// The objects (band, object index) of `shard`, in canonical order (band, time, y, x), split
-/// by their decoded bytes.
-pub(crate) fn shard_objects(
-    plan: &MosaicPlan,
-    shape: [u64; 3],
-    outer: [u64; 3],
-    shard: Shard,
-) -> Vec<(usize, [u64; 3])> {
-    let grid = grid_shape(shape, outer);
-    let all = || {
-        (0..plan.bands.len()).flat_map(move |bi| {
-            (0..grid[0]).flat_map(move |t| {
-                (0..grid[1]).flat_map(move |y| (0..grid[2]).map(move |x| (bi, [t, y, x])))
-            })
-        })
-    };
-    let weight = |(bi, idx): (usize, [u64; 3])| object_bytes(&plan.bands[bi], idx, outer, shape);
-    let total: u64 = all().map(weight).sum();
-    let mut split = Splitter::new(total, shard.count);
-    all()
-        .filter(|o| split.next(weight(*o)) == shard.index)
-        .collect()
 }
 
 /// Decide what to do with the output location. Returns `false` when the identical cube is

@@ -61,6 +61,28 @@ impl ArrayManifest {
         Some(l)
     }
 
+    /// A manifest over `grid` listing `chunks` (linear C-order grid index, size), which must
+    /// come in increasing order: how synthetic manifests for planning benchmarks are made.
+    pub fn from_chunks(
+        grid: Vec<u64>,
+        chunks: impl IntoIterator<Item = (u64, u32)>,
+    ) -> Result<ArrayManifest, String> {
+        let mut m = ArrayManifest::new(grid)?;
+        let total = grid_len(&m.grid)?;
+        let mut next = 0u64;
+        for (l, size) in chunks {
+            if l < next || l >= total {
+                return Err(format!(
+                    "chunk {l} out of order or outside a grid of {total} chunks"
+                ));
+            }
+            m.present[(l / 64) as usize] |= 1 << (l % 64);
+            m.sizes.push(size);
+            next = l + 1;
+        }
+        Ok(m)
+    }
+
     /// Whether the chunk at grid index `idx` was present at commit.
     pub fn listed(&self, idx: &[u64]) -> bool {
         self.linear(idx)
@@ -150,6 +172,40 @@ impl ArrayManifest {
                 .collect();
         }
         Ok(m)
+    }
+}
+
+/// A manifest loaded with its sizes, indexed for O(1) lookups of one chunk's size (the
+/// planner asks for millions): a running count of present chunks per bitmap word.
+#[derive(Debug, Clone)]
+pub struct SizeIndex {
+    manifest: ArrayManifest,
+    ranks: Vec<u64>,
+}
+
+impl SizeIndex {
+    /// Index `manifest` (loaded with sizes: otherwise every present chunk reads as 0 bytes).
+    pub fn new(manifest: ArrayManifest) -> SizeIndex {
+        let mut ranks = Vec::with_capacity(manifest.present.len());
+        let mut n = 0u64;
+        for w in &manifest.present {
+            ranks.push(n);
+            n += w.count_ones() as u64;
+        }
+        SizeIndex { manifest, ranks }
+    }
+
+    /// The stored size of the chunk at grid index `idx`, or None if it is not present.
+    pub fn size(&self, idx: &[u64]) -> Option<u64> {
+        let l = self.manifest.linear(idx)?;
+        let (w, bit) = ((l / 64) as usize, l % 64);
+        let word = self.manifest.present[w];
+        if word >> bit & 1 == 0 {
+            return None;
+        }
+        let below = (word & ((1u64 << bit) - 1)).count_ones() as u64;
+        let n = (self.ranks[w] + below) as usize;
+        Some(self.manifest.sizes.get(n).copied().unwrap_or(0) as u64)
     }
 }
 
@@ -401,6 +457,20 @@ mod tests {
                 let _ = size;
             }
             prop_assert_eq!(back.count() as usize, expect.len());
+            // The indexed lookup agrees with walking the manifest in grid order.
+            let index = SizeIndex::new(back.clone());
+            let mut walked = 0;
+            for (idx, size) in back.chunks() {
+                prop_assert_eq!(index.size(&idx), Some(size));
+                walked += 1;
+            }
+            for l in 0..total {
+                let mut rest = l;
+                let mut idx = vec![0; grid.len()];
+                for d in (0..grid.len()).rev() { idx[d] = rest % grid[d]; rest /= grid[d]; }
+                prop_assert_eq!(index.size(&idx).is_some(), back.listed(&idx));
+            }
+            prop_assert_eq!(walked, expect.len());
             let mut outside = grid.clone();
             if !outside.is_empty() { prop_assert!(!back.listed(&outside)); outside.pop(); prop_assert!(!back.listed(&outside)); }
         }

@@ -18,6 +18,7 @@ pub(crate) mod disk_cache;
 mod dtype;
 pub mod encode;
 pub mod job;
+pub mod jobplan;
 pub mod layout;
 pub mod limits;
 mod local;

@@ -16,6 +16,7 @@ mod interop;
 mod jobs;
 mod out_of_core;
 mod overwrite;
+mod plan;
 mod query;
 mod remote;
 mod s3;
