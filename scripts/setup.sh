@@ -16,8 +16,9 @@ command -v dpkg >/dev/null || die "dpkg not found: this script is for Debian 12"
 # --- Debian packages ------------------------------------------------------------------------
 # libgdal-dev/pkg-config/clang: build the gdal crate; gdal-bin: gdal_translate for the ingest
 # bench; graphviz: render --graph DOT files; time: /usr/bin/time -v in benchmarks;
-# python3-pip: the Python helpers below; chromium: the dashboard's browser test (headless).
-pkgs=(libgdal-dev gdal-bin graphviz pkg-config clang time chromium)
+# python3-pip: the Python helpers below; chromium: the dashboard's browser test (headless);
+# slurm-wlm + munge: scripts/slurm-local.sh runs a real one-node Slurm for the array-job test.
+pkgs=(libgdal-dev gdal-bin graphviz pkg-config clang time chromium slurm-wlm munge)
 # A python3 with its own pip (pyenv, a venv) needs nothing from apt; else Debian's python3 + pip.
 if ! { command -v python3 >/dev/null && python3 -m pip --version >/dev/null 2>&1; }; then
     pkgs+=(python3 python3-pip)

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it (.ci/run calls exactly this). Safe to run twice.
 #   1. installs what is missing (scripts/setup.sh: GDAL, Graphviz, Python helpers, moto)
-#   2. checks formatting, lints and the module layering (scripts/module_graph.py)
+#   2. checks formatting, lints and the module layering (scripts/module_graph.py), the deploy/
+#      manifests (scripts/check_deploy.py), and runs an ingest as a real Slurm array job
+#      (scripts/slurm-local.sh: a one-node Slurm on 127.0.0.1, stopped after)
 #   3. starts a local S3 server (moto) on 127.0.0.1 for the s3:// tests, stopped on exit
 #   4. builds and runs every test once, in release mode (shares the build with the demo),
 #      then the Python package's tests (scripts/test-python.sh)
@@ -16,6 +18,11 @@ echo "test.sh: module layering (no import circle, no file over 800 lines)"
 python3 scripts/module_graph.py
 echo "test.sh: cargo clippy"
 cargo clippy --release --workspace --all-targets --quiet -- -D warnings
+cargo build --release --quiet --bin chunkcube
+echo "test.sh: deploy/ manifests (YAML/JSON parse, shard counts, chunkcube command lines)"
+python3 scripts/check_deploy.py target/release/chunkcube
+echo "test.sh: a 3-task Slurm array job and its commit on a local one-node Slurm"
+CI=true bash scripts/slurm-local.sh fixtures/manifest.csv target/slurm-local-cube 3 </dev/null
 
 export CHUNKCUBE_REQUIRE_PYTHON=1 CHUNKCUBE_REQUIRE_S3=1 CHUNKCUBE_REQUIRE_BROWSER=1
 
