@@ -179,27 +179,35 @@ impl BandReader {
     pub fn read_chunk(&self, idx: [u64; 3]) -> Result<Values, ReadError> {
         let err = |e: zarrs::array::ArrayError| self.read_error(self.chunk_key(idx), e);
         let Some(layout) = &self.shards else {
+            // The chain chunkcube writes: decoded straight into the values (store::whole).
+            if let Some(codecs) = self
+                .meta
+                .stream_codecs
+                .filter(|&c| crate::store::whole::handles(c) && self.shard_cache.is_none())
+            {
+                let key = self.chunk_key(idx);
+                let n = self.meta.chunk_shape.iter().product::<u64>() as usize;
+                let shape: Vec<usize> = self.meta.chunk_shape.iter().map(|&d| d as usize).collect();
+                if let Some(b) = self
+                    .store
+                    .get(&key)
+                    .map_err(|e| self.read_error(key.clone(), e))?
+                {
+                    return with_dtype!(self.meta.dtype, T => {
+                        let v = crate::store::whole::decode::<T>(&b, codecs, n)
+                            .map_err(|e| self.read_error(key.clone(), e))?;
+                        let a = ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&shape), v)
+                            .map_err(|e| self.read_error(key.clone(), e))?;
+                        Ok(Values::from(a))
+                    });
+                }
+                return with_dtype!(self.meta.dtype, T => self.absent_chunk::<T>(idx).map(Values::from));
+            }
             return with_dtype!(self.meta.dtype, T => {
                 let a: ndarray::ArrayD<T> = match &self.shard_cache {
                     None => match self.array.retrieve_chunk_if_exists(&idx).map_err(err)? {
                         Some(a) => a,
-                        None => {
-                            self.check_absent(idx)?;
-                            let shape = self.meta.chunk_shape;
-                            let n = shape.iter().product::<u64>();
-                            let fill = ArrayBytes::new_fill_value(
-                                self.array.data_type(),
-                                n,
-                                self.array.fill_value(),
-                            )
-                            .map_err(|e| self.read_error(self.chunk_key(idx), e.to_string()))?;
-                            ndarray::ArrayD::<T>::from_array_bytes(
-                                fill,
-                                &shape,
-                                self.array.data_type(),
-                            )
-                            .map_err(err)?
-                        }
+                        None => self.absent_chunk::<T>(idx)?,
                     },
                     Some(cache) => self
                         .array
@@ -216,6 +224,20 @@ impl BandReader {
                 .map_err(err)?;
             Ok(Values::from(a))
         })
+    }
+
+    /// Chunk `idx`, not stored: the fill value, if its absence is allowed (see `check_absent`).
+    fn absent_chunk<T: zarrs::array::ElementOwned>(
+        &self,
+        idx: [u64; 3],
+    ) -> Result<ndarray::ArrayD<T>, ReadError> {
+        self.check_absent(idx)?;
+        let shape = self.meta.chunk_shape;
+        let n = shape.iter().product::<u64>();
+        let fill = ArrayBytes::new_fill_value(self.array.data_type(), n, self.array.fill_value())
+            .map_err(|e| self.read_error(self.chunk_key(idx), e.to_string()))?;
+        ndarray::ArrayD::<T>::from_array_bytes(fill, &shape, self.array.data_type())
+            .map_err(|e| self.read_error(self.chunk_key(idx), e))
     }
 
     /// The decoded bytes of inner chunk `idx` of a sharded band.

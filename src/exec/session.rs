@@ -311,9 +311,15 @@ impl Session {
         let dims: Vec<usize> = node.shape.iter().map(|v| *v as usize).collect();
         // Every value is written below (the tasks tile the result, their pieces tile each task,
         // absent chunks arrive as fill), so the result starts as zeroed pages the kernel hands
-        // out on first touch (calloc) rather than a pass writing the fill value. (Transparent
-        // huge pages for it were tried: clearing 2 MiB pages at the fault cost more than the
-        // 4 KiB faults they save.)
+        // out on first touch (calloc) rather than a pass writing the fill value. That first
+        // touch is what a full-band read pays beyond decoding (perf: 22% of its samples are
+        // page faults under copy_window, the copy itself 3%): 50-55 ms of CPU for a 134 MB
+        // result against ~160 ms decoding its chunks, so no reader handing back a fresh
+        // buffer reaches the decode-only bound here. MADV_POPULATE_WRITE does not make the
+        // faults cheaper. Transparent huge pages do once warm (15 ms), but this VM reports
+        // freed 2 MiB blocks to its host (page_reporting_order 9), so a fresh huge page
+        // costs ~4x a 4 KiB one: the first 134 MB took 200 ms, and in the read loop the
+        // clearing took 42% of the samples.
         let _ = fill;
         let mut out = ArrayD::<T>::from_elem(ndarray::IxDyn(&dims), T::default());
         let writer = RegionWriter::new(&mut out);

@@ -35,6 +35,7 @@ mod tuning;
 mod v2;
 mod values;
 pub mod verify;
+pub mod whole;
 
 pub use chunks::{format_bytes, grid_shape, parse_bytes, ChunkSpec, ChunkSpecError, DIMS};
 pub use counting::{is_data_chunk, CountingStore, IoCounters, IoSnapshot};
