@@ -14,7 +14,8 @@
 # Data (generated, never committed): make_fixtures tiles, a 2x2 grid of TILE² tiles (bands red,
 # nir; 6 years), ingested with 1024² chunks.
 #   bash bench/scale.sh            # TILE=2048: a 4096²x6 cube
-#   QUICK=1 bash bench/scale.sh    # TILE=1024: a 2048²x6 cube; the continent at 1/4 the side
+#   SKIP_JOBS=1 bash bench/scale.sh   # sections 2-3 only (3 from an earlier run's section 1)
+#   QUICK=1 bash bench/scale.sh    # TILE=1024: a 2048²x6 cube (the continent is metadata: always full size)
 # Results: a table on stdout and bench-data/scale-results.jsonl (and $BENCH_RESULTS lines).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,7 +24,7 @@ B=./target/release/chunkcube
 D=bench-data
 TILE=${TILE:-2048}
 SIDE=${SIDE:-547000}
-if [ "$QUICK" = 1 ]; then TILE=1024; SIDE=${SIDE_QUICK:-273500}; fi
+[ "$QUICK" = 1 ] && TILE=1024
 NS=${NS:-1 2 4 8}
 tiles=$D/scale-tiles-$TILE
 cube=$D/scale-cube-$TILE
@@ -35,7 +36,9 @@ if [ ! -f $tiles/manifest.csv ]; then
         --years 2015,2016,2017,2018,2019,2020 --block 512 --no-float-band >/dev/null
 fi
 results=$D/scale-results.jsonl
-: >$results
+# SKIP_JOBS=1: sections 2 and 3 only, section 3 from the jobs' results of an earlier run.
+SKIP_JOBS=${SKIP_JOBS:-0}
+[ "$SKIP_JOBS" = 1 ] || : >$results
 bench_load_warning
 
 # Chunk objects of two cubes byte-identical (paths and contents)?
@@ -107,10 +110,12 @@ job() {
     done
 }
 
-echo "== 1. one process vs N workers (+ commit): $((2 * TILE))²x6, bands red,nir, 1024² chunks =="
-job ingest $D/scale-ingest $B ingest --manifest $tiles/manifest.csv --chunks time=1,y=1024,x=1024
-[ -f $cube/zarr.json ] || { rm -rf $cube; cp -r $D/scale-ingest.one $cube; }
-job ndvi $D/scale-ndvi $B calc $cube --expr 'ndvi=(nir-red)/(nir+red)'
+if [ "$SKIP_JOBS" != 1 ]; then
+    echo "== 1. one process vs N workers (+ commit): $((2 * TILE))²x6, bands red,nir, 1024² chunks =="
+    job ingest $D/scale-ingest $B ingest --manifest $tiles/manifest.csv --chunks time=1,y=1024,x=1024
+    [ -f $cube/zarr.json ] || { rm -rf $cube; cp -r $D/scale-ingest.one $cube; }
+    job ndvi $D/scale-ndvi $B calc $cube --expr 'ndvi=(nir-red)/(nir+red)'
+fi
 
 echo "== 2. planning a continent: plan calc --shards 10000 on ${SIDE}² px x 9 years x 10 bands =="
 [ -f $continent/zarr.json ] || ./target/release/examples/continent_cube $continent "$SIDE" 9 10
@@ -123,9 +128,15 @@ plan() {
     bench_time "$logs/plan" $B plan calc $continent "$@" --out s3://bucket/out --shards 10000 --json \
         || { tail -5 "$logs/plan"; exit 1; }
     local totals
-    totals=$(python3 -c 'import json, sys
-p = json.load(open(sys.argv[1])); t = p["total"]
-print(f"{t[\"chunks\"]} output chunks, {t[\"gets\"]} GETs ({t[\"bytes_read\"] / 1e12:.1f} TB), {t[\"puts\"]} PUTs, imbalance {p[\"imbalance\"]:.4f}, {len(p[\"per_shard\"])} shards")' "$logs/plan")
+    totals=$(python3 - "$logs/plan" <<'EOF'
+import json, sys
+p = json.load(open(sys.argv[1]))
+t = p["total"]
+tb = t["bytes_read"] / 1e12
+print(f"{t['chunks']} output chunks, {t['gets']} GETs ({tb:.1f} TB), {t['puts']} PUTs, "
+      f"imbalance {p['imbalance']:.4f}, {len(p['per_shard'])} shards")
+EOF
+)
     printf '%-28s %7.2f s wall %7.2f CPU s %7.0f MiB peak RSS: %s\n' "$name" "$BT_WALL" "$BT_CPU" "$BT_RSS_MIB" "$totals"
     echo "{\"kind\": \"plan\", \"name\": \"$name\", \"wall_s\": $BT_WALL, \"cpu_s\": $BT_CPU, \"peak_rss_mib\": $BT_RSS_MIB}" >>$results
     bench_result scale "plan calc --shards 10000: $name" chunkcube "chunkcube plan" "$BT_WALL" s lower "$BT_RSS_MIB"
