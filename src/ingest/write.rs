@@ -613,9 +613,11 @@ fn prepare_output(
                 job::begin(store, job)?; // refused, naming both plans
             }
             if !overwrite {
-                return Err(exists(
-                    "holds an unfinished ingest of different tiles or options",
-                ));
+                return Err(exists(if j.kind == "ingest" {
+                    "holds an unfinished ingest of different tiles or options"
+                } else {
+                    "holds an unfinished chunkcube result (a failed or interrupted calc or load --out)"
+                }));
             }
             store.erase_prefix("")?;
         }

@@ -420,6 +420,17 @@ fn a_killed_write_leaves_nothing_that_blocks_the_next_run() {
                 .any(|k| k.contains("/c/")),
             "{what}: the killed run wrote some chunks"
         );
+        // An ingest there is told what it found (it resumes only its own kind; the note on
+        // the dead writer's lock comes first).
+        let (st, _, e) = crate::common::run(crate::common::ingest_fixtures_args(&out, &[]));
+        let last = e.lines().last().unwrap_or_default();
+        assert!(
+            !st.success()
+                && last.starts_with("error: ")
+                && last.contains("unfinished chunkcube result")
+                && last.contains("--overwrite"),
+            "{what}: ingest over the leftover: {e}"
+        );
         let r = cmd(&args(what, &o)).output().unwrap();
         assert!(r.status.success(), "{what}: the next run\n{}", show(&r));
         let err = String::from_utf8_lossy(&r.stderr);
@@ -457,6 +468,27 @@ fn a_killed_write_leaves_nothing_that_blocks_the_next_run() {
     );
     assert!(!line.contains("replacing"), "{line}");
     assert_eq!(std::fs::read(out.join("sub/notes.txt")).unwrap(), b"mine");
+    // Nor is an unfinished sharded job (its other workers may still run): refused, saying how
+    // to finish it.
+    let _ = std::fs::remove_dir_all(&out);
+    let mut shard = args("calc", &o);
+    shard.extend(["--shard", "0/2"].map(String::from));
+    let r = cmd(&shard).output().unwrap();
+    assert!(r.status.success(), "{}", show(&r));
+    let before = crate::common::tree_bytes(&out);
+    run_err(
+        &args("calc", &o),
+        &[
+            &o,
+            "unfinished calc job of 2 shards",
+            "chunkcube commit",
+            "--overwrite",
+        ],
+    );
+    assert!(
+        crate::common::tree_bytes(&out) == before,
+        "the job is left as it was"
+    );
     // A committed cube too.
     let _ = std::fs::remove_dir_all(&out);
     let r = cmd(&args("calc", &o)).output().unwrap();
