@@ -178,8 +178,15 @@ fn plan_objects(
             }
         }
     }
+    // Every worker scans every tile's header before it plans (one GET per remote tile, seen
+    // against a loopback S3 server): N x tiles in all, the term that grows with the workers.
+    let remote_tiles = infos
+        .iter()
+        .filter(|t| super::remote::is_remote_path(&t.source.path))
+        .count() as u64;
     for s in &mut job.per_shard {
         s.puts += 2; // the shard's start note and its finished marker
+        s.gets += remote_tiles;
     }
     job.finish()
 }
