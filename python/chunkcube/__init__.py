@@ -15,7 +15,8 @@ The path of DE Africa's "Parallel processing with Dask" notebook::
     ndvi.mean("time").compute()                 # nan-aware reductions
     ndvi.rename("ndvi").to_zarr("out")          # a new cube, as `chunkcube calc --out`
 
-``xr.open_dataset("cube", engine="chunkcube", chunks={})`` reads cubes through chunkcube.
+``xr.open_dataset("cube", engine="chunkcube", chunks={})`` reads cubes through chunkcube;
+``cc.open("cube", dashboard=True)`` shows its computations live on a page whose link it prints.
 """
 
 from ._chunkcube import __version__
@@ -24,15 +25,18 @@ from ._progress import set_options
 from ._array import DataArray, Dataset, where, sqrt, log, exp, clip, isnull, notnull, minimum, maximum
 from ._graph import Graph
 from ._cube import Cube, open, ingest
+from ._dashboard import Dashboard, dashboard
 
 __all__ = [
     "__version__",
     "Cube",
     "DataArray",
+    "Dashboard",
     "Dataset",
     "Graph",
     "MemoryLimitError",
     "clip",
+    "dashboard",
     "exp",
     "ingest",
     "isnull",

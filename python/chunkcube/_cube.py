@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 
-from . import _progress, _xr
+from . import _dashboard, _progress, _xr
 from ._array import DataArray, Dataset
 from ._chunkcube import Cube as _NativeCube
 from ._chunkcube import ingest as _ingest
@@ -30,10 +30,22 @@ class Cube:
     the cube as ``chunkcube info --json``, ``cube.load(...)`` selects as ``dc.load``.
     """
 
-    def __init__(self, native: _NativeCube, recipe=None):
+    def __init__(self, native: _NativeCube, recipe=None, dashboard=None):
         self._c = native
         # (url, open keywords): how a Dask worker opens the same cube.
         self._r = recipe
+        # Kept alive while the cube is: its computations show there.
+        self._dash = dashboard
+
+    @property
+    def dashboard(self):
+        """The :class:`Dashboard` this cube's computations show on (``None`` without one)."""
+        return self._dash
+
+    @property
+    def dashboard_link(self) -> str | None:
+        """The dashboard's URL, as Dask's ``Client.dashboard_link`` (``None`` without one)."""
+        return None if self._dash is None else self._dash.link
 
     @property
     def url(self) -> str:
@@ -125,10 +137,28 @@ class Cube:
 
     def __repr__(self) -> str:
         i = self.info()
-        return f"<chunkcube.Cube {self.url!r}: {', '.join(self.bands)}; shape {tuple(i['shape'])}, {i.get('crs') or 'custom CRS'}>"
+        dash = "" if self._dash is None else f"; dashboard {self._dash.link}"
+        return f"<chunkcube.Cube {self.url!r}: {', '.join(self.bands)}; shape {tuple(i['shape'])}, {i.get('crs') or 'custom CRS'}{dash}>"
+
+    def _repr_html_(self) -> str:
+        import html
+
+        i = self.info()
+        e = lambda v: html.escape(str(v), quote=True)
+        rows = [
+            ("URL", e(self.url)),
+            ("Bands", e(", ".join(self.bands))),
+            ("Shape", e(tuple(i["shape"]))),
+            ("CRS", e(i.get("crs") or "custom CRS")),
+        ]
+        if self._dash is not None:
+            u = e(self._dash.link)
+            rows.append(("Dashboard", f'<a href="{u}" target="_blank">{u}</a>'))
+        body = "".join(f"<tr><th style='text-align:left'>{k}</th><td style='text-align:left'>{v}</td></tr>" for k, v in rows)
+        return f"<div><b>chunkcube.Cube</b><table>{body}</table></div>"
 
 
-def open(url, *, threads: int | None = None, memory_limit=None, spill_dir=None, cache_dir=None) -> Cube:
+def open(url, *, threads: int | None = None, memory_limit=None, spill_dir=None, cache_dir=None, dashboard=None) -> Cube:
     """Open a cube, reading only its metadata and coordinates.
 
     url: a local path or ``s3://bucket/prefix`` (credentials, region and endpoint from the
@@ -137,7 +167,9 @@ def open(url, *, threads: int | None = None, memory_limit=None, spill_dir=None, 
     may track, e.g. ``"512MiB"`` (default: a quarter of RAM, at most 8 GiB); a limit below
     what one task needs raises ``MemoryLimitError`` stating the minimum. spill_dir: where
     intermediates that do not fit go. cache_dir: an on-disk cache of fetched chunks for
-    ``s3://`` cubes.
+    ``s3://`` cubes. dashboard: ``True`` shows this cube's computations on the process's
+    dashboard (:func:`dashboard`; its link is printed, and shown by ``repr(cube)`` and
+    ``cube.dashboard_link``), an address starts one there, a :class:`Dashboard` uses it.
 
     Raises ``FileNotFoundError`` when there is no cube at ``url``, ``ValueError`` for a bad
     URL, ``OSError`` for other storage problems.
@@ -151,7 +183,9 @@ def open(url, *, threads: int | None = None, memory_limit=None, spill_dir=None, 
         ndvi.mean("time").compute()
     """
     kw = dict(threads=threads, memory_limit=_limit(memory_limit), spill_dir=_path(spill_dir), cache_dir=_path(cache_dir))
-    return Cube(_NativeCube.open(os.fspath(url), **kw), (os.fspath(url), kw))
+    dash = _dashboard.resolve(dashboard)
+    native = _NativeCube.open(os.fspath(url), **kw, dashboard=None if dash is None else dash._d)
+    return Cube(native, (os.fspath(url), kw), dash)
 
 
 def ingest(
@@ -166,6 +200,7 @@ def ingest(
     overwrite: bool = False,
     product: str | None = None,
     allow_huge: bool = False,
+    dashboard=None,
 ) -> dict:
     """Ingest GeoTIFF tiles into a cube, as ``chunkcube ingest``.
 
@@ -174,10 +209,14 @@ def ingest(
     chunks: ``{"time": 1, "y": 1024, "x": 1024}`` (the default); shards: e.g.
     ``{"y": 4096, "x": 4096}``; compression: ``"zstd:3"``. Resumable: re-running an
     interrupted ingest keeps the chunks written. Returns the report (tiles, chunks_written,
-    chunks_skipped, up_to_date, pixel_bytes, elapsed_s).
+    chunks_skipped, up_to_date, pixel_bytes, elapsed_s). dashboard: as for :func:`open`,
+    the ingest shows there (a layer per band). Ctrl-C (``KeyboardInterrupt``) stops it
+    between chunks: nothing is committed (``open`` refuses the output) and re-running the
+    same call resumes from the chunks written.
 
     >>> cc.ingest(manifest="tiles.csv", out="cube", chunks={"time": 1, "y": 1024, "x": 1024})  # doctest: +SKIP
     """
+    dash = _dashboard.resolve(dashboard)
     if paths is not None:
         paths = [os.fspath(p) for p in ([paths] if isinstance(paths, (str, os.PathLike)) else paths)]
     return json.loads(
@@ -185,5 +224,6 @@ def ingest(
             os.fspath(out), manifest=_path(manifest), paths=paths,
             chunks=_xr.chunk_spec(chunks), shards=_xr.chunk_spec(shards), compression=compression,
             threads=threads, overwrite=overwrite, product=product, allow_huge=allow_huge,
+            dashboard=None if dash is None else dash._d,
         )
     )

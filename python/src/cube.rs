@@ -2,6 +2,7 @@
 //! and `ingest`.
 
 use crate::array::PyArray;
+use crate::dashboard::PyDashboard;
 use crate::{errors, run};
 use chunkcube::cube::CubeInfo;
 use chunkcube::ingest::{IngestOptions, Sources};
@@ -11,6 +12,8 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyByteArray;
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 
 /// An open cube (see the Python class `chunkcube.Cube`).
 #[pyclass(module = "chunkcube._chunkcube", name = "Cube", frozen)]
@@ -54,7 +57,7 @@ fn config(
 impl PyCube {
     /// Open a cube (metadata only).
     #[staticmethod]
-    #[pyo3(signature = (url, threads=None, memory_limit=None, spill_dir=None, cache_dir=None))]
+    #[pyo3(signature = (url, threads=None, memory_limit=None, spill_dir=None, cache_dir=None, dashboard=None))]
     fn open(
         py: Python<'_>,
         url: &str,
@@ -62,8 +65,11 @@ impl PyCube {
         memory_limit: Option<&str>,
         spill_dir: Option<PathBuf>,
         cache_dir: Option<PathBuf>,
+        dashboard: Option<Bound<'_, PyDashboard>>,
     ) -> PyResult<PyCube> {
-        let cfg = config(threads, memory_limit, spill_dir, cache_dir)?;
+        let mut cfg = config(threads, memory_limit, spill_dir, cache_dir)?;
+        // The session's computations show on the dashboard.
+        cfg.live = dashboard.and_then(|d| d.get().live());
         let url = url.to_string();
         let cube = py
             .detach(move || -> Result<Cube, chunkcube::cube::CubeError> {
@@ -181,7 +187,7 @@ impl PyCube {
 
 /// Ingest GeoTIFF tiles (a manifest or paths) into a cube; returns the report as JSON.
 #[pyfunction]
-#[pyo3(signature = (out, manifest=None, paths=None, chunks=None, shards=None, compression=None, threads=None, overwrite=false, product=None, allow_huge=false))]
+#[pyo3(signature = (out, manifest=None, paths=None, chunks=None, shards=None, compression=None, threads=None, overwrite=false, product=None, allow_huge=false, dashboard=None))]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn ingest(
     py: Python<'_>,
@@ -195,6 +201,7 @@ pub(crate) fn ingest(
     overwrite: bool,
     product: Option<String>,
     allow_huge: bool,
+    dashboard: Option<Bound<'_, PyDashboard>>,
 ) -> PyResult<String> {
     let sources = match (manifest, paths) {
         (Some(m), None) => Sources::Manifest(m),
@@ -210,6 +217,7 @@ pub(crate) fn ingest(
         overwrite,
         allow_huge,
         threads,
+        live: dashboard.and_then(|d| d.get().live()),
         ..Default::default()
     };
     if let Some(c) = chunks {
@@ -224,9 +232,13 @@ pub(crate) fn ingest(
     if let Some(p) = product {
         o.product = p;
     }
+    // Ctrl-C stops the ingest between chunks: nothing is committed, a re-run resumes.
+    let cancel = Arc::new(AtomicBool::new(false));
+    o.cancel = Some(cancel.clone());
     let out = out.to_string();
-    let report = py
-        .detach(move || chunkcube::ingest::ingest(&sources, &out, &o))
-        .map_err(errors::ingest)?;
+    let report = run::cancellable(py, &cancel, move || {
+        chunkcube::ingest::ingest(&sources, &out, &o)
+    })?
+    .map_err(errors::ingest)?;
     Ok(serde_json::to_string(&report).unwrap_or_default())
 }

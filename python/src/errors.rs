@@ -82,7 +82,7 @@ pub(crate) fn ingest(e: IngestError) -> PyErr {
         IngestError::Store(s) => store(s),
         IngestError::OutputExists { .. } => PyFileExistsError::new_err(msg),
         IngestError::Read { .. } | IngestError::Write { .. } => PyOSError::new_err(msg),
-        IngestError::Stopped(_) => PyKeyboardInterrupt::new_err(msg),
+        IngestError::Stopped(_) | IngestError::Interrupted => PyKeyboardInterrupt::new_err(msg),
         _ => PyValueError::new_err(msg),
     }
 }

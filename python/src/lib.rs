@@ -8,6 +8,7 @@
 
 mod array;
 mod cube;
+mod dashboard;
 mod errors;
 mod run;
 mod shard;
@@ -18,6 +19,7 @@ use pyo3::prelude::*;
 fn _chunkcube(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<cube::PyCube>()?;
     m.add_class::<array::PyArray>()?;
+    m.add_class::<dashboard::PyDashboard>()?;
     m.add_function(wrap_pyfunction!(cube::ingest, m)?)?;
     m.add_function(wrap_pyfunction!(array::write_cube, m)?)?;
     m.add_function(wrap_pyfunction!(shard::write_cube_shard, m)?)?;

@@ -1,10 +1,11 @@
 //! Running library work from Python: on its own thread with the GIL released, while the
-//! calling thread polls for signals (Ctrl-C interrupts the session: tasks stop, nothing is
+//! calling thread polls for signals (Ctrl-C stops the work: tasks stop, nothing is
 //! committed) and reports progress to a Python callback.
 
 use chunkcube::exec::Session;
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,6 +26,47 @@ where
     F: FnOnce() -> T + Send,
 {
     let before = session.progress();
+    let tick = || -> PyResult<()> {
+        if let Some(cb) = progress {
+            let p = session.progress();
+            cb.call1((p.done - before.done, p.planned - before.planned, false))?;
+        }
+        Ok(())
+    };
+    // Ctrl-C: stop the session's runs.
+    let result = watch(py, || session.interrupt(), tick, f);
+    // The final state, also of runs too quick to have been polled (the callback decides
+    // whether a bar that never showed is worth showing).
+    let p = session.progress();
+    if let (Some(cb), true) = (progress, result.is_ok() && p.planned > before.planned) {
+        cb.call1((p.done - before.done, p.planned - before.planned, true))?;
+    }
+    result
+}
+
+/// Run `f` off the GIL, stoppable through `cancel` (which `f` checks): Ctrl-C sets it, waits
+/// for `f` to stop and raises `KeyboardInterrupt`.
+pub(crate) fn cancellable<T, F>(py: Python<'_>, cancel: &Arc<AtomicBool>, f: F) -> PyResult<T>
+where
+    T: Send,
+    F: FnOnce() -> T + Send,
+{
+    watch(py, || cancel.store(true, Ordering::SeqCst), || Ok(()), f)
+}
+
+/// Run `f` on a worker thread with the GIL released; every [`POLL`] the calling thread
+/// checks for signals and calls `tick`. A signal's exception (or `tick`'s) calls `stop`,
+/// waits for `f` to return and is raised.
+fn watch<T, F>(
+    py: Python<'_>,
+    stop: impl Fn(),
+    mut tick: impl FnMut() -> PyResult<()>,
+    f: F,
+) -> PyResult<T>
+where
+    T: Send,
+    F: FnOnce() -> T + Send,
+{
     std::thread::scope(|sc| {
         let (tx, mut rx) = mpsc::channel();
         let worker = sc.spawn(move || {
@@ -43,29 +85,14 @@ where
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
             }
-            if let Err(e) = py.check_signals() {
-                // Ctrl-C: stop the session's runs, wait for the running tasks to end.
-                session.interrupt();
+            if let Err(e) = py.check_signals().and_then(|_| tick()) {
+                stop();
+                // What ran stops at its next check; its result (an interruption) goes.
                 let _ = py.detach(move || rx.recv());
                 break Err(e);
             }
-            if let Some(cb) = progress {
-                let p = session.progress();
-                if let Err(e) = cb.call1((p.done - before.done, p.planned - before.planned, false))
-                {
-                    session.interrupt();
-                    let _ = py.detach(move || rx.recv());
-                    break Err(e);
-                }
-            }
         };
         let _ = worker.join();
-        // The final state, also of runs too quick to have been polled (the callback decides
-        // whether a bar that never showed is worth showing).
-        let p = session.progress();
-        if let (Some(cb), true) = (progress, result.is_ok() && p.planned > before.planned) {
-            cb.call1((p.done - before.done, p.planned - before.planned, true))?;
-        }
         result
     })
 }

@@ -100,3 +100,84 @@ def test_progress_bar_on_stderr(cube_path, capsys):
     assert capsys.readouterr().err == ""
     with pytest.raises(ValueError, match="invalid progress"):
         cc.set_options(progress="sometimes")
+
+
+# Ingest: 4x4-pixel chunks on one thread, tens of thousands of chunk files; interrupted
+# after the first few hundred.
+INGEST = f"""
+import sys, chunkcube as cc
+cc.ingest(manifest=sys.argv[1], out=sys.argv[2], chunks={{"time": 1, "y": 4, "x": 4}}, threads=1)
+print("finished")
+"""
+
+
+def chunk_files(out):
+    import os
+
+    return sum(len(f) for _, _, f in os.walk(out))
+
+
+def test_ctrl_c_cancels_an_ingest_and_a_rerun_resumes_it(tmp_path, xr_cube):
+    """A real SIGINT to a process running cc.ingest: KeyboardInterrupt, nothing that looks
+    like a cube, and the same call again resumes from the chunks written, equal to the
+    reference cube."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import numpy as np
+    import xarray as xr
+
+    from conftest import MANIFEST
+
+    out = tmp_path / "cube"
+    p = subprocess.Popen([sys.executable, "-c", INGEST, str(MANIFEST), str(out)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while chunk_files(out) < 300:
+        assert p.poll() is None, p.communicate()
+        assert time.monotonic() < deadline, "no chunks written"
+        time.sleep(0.05)
+    start = time.monotonic()
+    p.send_signal(signal.SIGINT)
+    stdout, stderr = p.communicate(timeout=60)
+    assert time.monotonic() - start < 10, "the ingest did not stop promptly"
+    assert p.returncode != 0 and "KeyboardInterrupt" in stderr, (p.returncode, stderr[-500:])
+    assert "finished" not in stdout
+    assert "panicked" not in stderr
+    # Not committed: nothing opens it as a cube, not even another tool.
+    with pytest.raises(FileNotFoundError, match="is not a chunkcube cube"):
+        cc.open(out)
+    assert not (out / "zarr.json").exists()
+    written = chunk_files(out)
+    report = cc.ingest(manifest=MANIFEST, out=out, chunks={"time": 1, "y": 4, "x": 4})
+    assert report["chunks_skipped"] >= 300, report
+    assert report["chunks_written"] > 0, "the first run was stopped before the end"
+    assert written < chunk_files(out)
+    assert not [n for n in os.listdir(out) if n.startswith("chunkcube-")], "markers left"
+    back = xr.open_zarr(out, consolidated=False).compute()
+    for band in ("red", "nir"):
+        np.testing.assert_array_equal(back[band].values, xr_cube[band].values)
+
+
+def test_ctrl_c_in_process_cancels_an_ingest_and_the_session_goes_on(tmp_path, cube_path):
+    from conftest import MANIFEST
+
+    out = tmp_path / "cube"
+
+    def run():
+        deadline = time.monotonic() + 30
+        while chunk_files(out) < 100 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        _thread.interrupt_main()
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    with pytest.raises(KeyboardInterrupt):
+        cc.ingest(manifest=MANIFEST, out=out, chunks={"time": 1, "y": 4, "x": 4}, threads=1)
+    t.join()
+    with pytest.raises(FileNotFoundError, match="is not a chunkcube cube"):
+        cc.open(out)
+    # The process goes on: the next call works.
+    assert cc.open(cube_path).bands

@@ -102,6 +102,7 @@ pub(crate) fn ingest_setup(a: &IngestArgs) -> Result<(Sources, IngestOptions, Op
         allow_huge: a.allow_huge,
         live: None,
         shard: None,
+        cancel: None,
     };
     Ok((sources, opts, jobs))
 }

@@ -11,6 +11,7 @@
 mod chunk;
 mod csv;
 pub mod jobplan;
+mod output;
 pub mod plan;
 pub mod remote;
 pub mod scan;
@@ -111,6 +112,10 @@ pub enum IngestError {
     /// Stopped on purpose after N chunks (used by tests of resumption).
     #[error("ingest stopped after {0} chunks as requested; re-run to resume")]
     Stopped(u64),
+    /// Cancelled through [`IngestOptions::cancel`] (Ctrl-C in a notebook): nothing was
+    /// committed; the chunks written stay for a re-run to resume.
+    #[error("ingest interrupted; the cube was not committed (re-run to resume)")]
+    Interrupted,
     /// A sharded job's problem (a bad --shard, another plan's workers).
     #[error(transparent)]
     Job(#[from] crate::store::job::JobError),

@@ -1,6 +1,7 @@
 //! Write the planned cube: whole chunks in parallel, resumable, committed last.
 
 use super::jobplan::{object_bytes, shard_objects};
+use super::output::prepare_output;
 use super::plan::{plan_mosaic, MosaicPlan};
 use super::scan::{discover, read_manifest, scan_tile, TileInfo, TileSource};
 use super::IngestError;
@@ -9,9 +10,9 @@ use crate::store::layout::{self, Codecs};
 use crate::store::{ChunkSpec, Store, StoreOptions};
 use crate::with_dtype;
 use rayon::prelude::*;
-use serde_json::{json, Value};
+use serde_json::json;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
 /// Where the tiles come from.
@@ -51,6 +52,10 @@ pub struct IngestOptions {
     /// [`crate::store::job::commit`] once every shard finished; `None`: the whole job,
     /// committed at its end.
     pub shard: Option<Shard>,
+    /// Set it to stop the ingest early (Ctrl-C in a notebook): the tiles being read finish,
+    /// nothing is committed and the ingest returns [`IngestError::Interrupted`]; a re-run
+    /// resumes from the chunks written.
+    pub cancel: Option<std::sync::Arc<AtomicBool>>,
 }
 
 /// Test hook: ingests stop with an error after this many chunks (0: never), so tests can
@@ -77,6 +82,7 @@ impl Default for IngestOptions {
             allow_huge: false,
             live: None,
             shard: None,
+            cancel: None,
         }
     }
 }
@@ -329,6 +335,9 @@ fn ingest_in_pool(
     let scanned: Vec<Result<TileInfo, IngestError>> = srcs
         .par_iter()
         .map(|s| {
+            if cancelled(opts) {
+                return Err(IngestError::Interrupted);
+            }
             let t0 = live.as_ref().map(|l| l.status().now_us());
             let r = scan_tile(s);
             pb.inc(1);
@@ -339,6 +348,9 @@ fn ingest_in_pool(
         })
         .collect();
     pb.finish_and_clear();
+    if cancelled(opts) {
+        return Err(IngestError::Interrupted);
+    }
     let infos: Vec<TileInfo> = scanned.into_iter().collect::<Result<_, _>>()?;
     let plan = plan_mosaic(&infos)?;
     if !opts.allow_huge {
@@ -478,6 +490,9 @@ fn ingest_in_pool(
                 }
             }
         }
+        if cancelled(opts) {
+            return Err(IngestError::Interrupted);
+        }
         if stop_after > 0 && done.load(Ordering::SeqCst) >= stop_after {
             return Err(IngestError::Stopped(stop_after));
         }
@@ -547,6 +562,12 @@ fn ingest_in_pool(
     Ok(report)
 }
 
+fn cancelled(opts: &IngestOptions) -> bool {
+    opts.cancel
+        .as_ref()
+        .is_some_and(|c| c.load(Ordering::Relaxed))
+}
+
 /// Register an ingest's chunk writes (this shard's) with the live status: one layer per
 /// band (chunks kept from an earlier run count as done when found), bytes written pulled
 /// from the output store's counters.
@@ -573,79 +594,4 @@ fn live_writes(
         g.bytes_written.store(w, Ordering::Relaxed);
     });
     run
-}
-
-/// Decide what to do with the output location. Returns `false` when the identical cube is
-/// already complete there. A worker of a job (`sharded`) never erases: another plan's job is
-/// refused.
-fn prepare_output(
-    store: &Store,
-    job: &JobMarker,
-    overwrite: bool,
-    sharded: bool,
-) -> Result<bool, IngestError> {
-    let url = store.url().to_string();
-    let exists = |msg: &str| IngestError::OutputExists {
-        url: url.clone(),
-        msg: msg.into(),
-    };
-    let fingerprint = job.fingerprint.as_str();
-    if let Some(root) = store.get("zarr.json")? {
-        let doc: Value = serde_json::from_slice(&root).unwrap_or(Value::Null);
-        let fp = doc
-            .pointer("/attributes/ingest_fingerprint")
-            .and_then(Value::as_str);
-        if fp == Some(fingerprint) && !overwrite {
-            // Killed between the commit and removing the markers: the cube is complete.
-            if let Some(j) = job::read_job(store)? {
-                job::clear(store, j.shards)?;
-            }
-            return Ok(false);
-        }
-        if !overwrite {
-            return Err(exists("already holds a different cube"));
-        }
-        layout::uncommit(store)?;
-        store.erase_prefix("")?;
-    } else if let Some(j) = job::read_job(store)? {
-        if j.fingerprint != job.fingerprint || j.shards != job.shards {
-            if sharded {
-                job::begin(store, job)?; // refused, naming both plans
-            }
-            if !overwrite {
-                return Err(exists(if j.kind == "ingest" {
-                    "holds an unfinished ingest of different tiles or options"
-                } else {
-                    "holds an unfinished chunkcube result (a failed or interrupted calc or load --out)"
-                }));
-            }
-            store.erase_prefix("")?;
-        }
-    } else if store
-        .list_sizes("")?
-        .iter()
-        .any(|(k, _)| !k.ends_with(".tmp"))
-        // Workers start together: what the listing found may be another worker of this job
-        // that wrote its job marker after the check above.
-        && !(sharded
-            && job::read_job(store)?
-                .is_some_and(|j| j.fingerprint == job.fingerprint && j.shards == job.shards))
-    {
-        // (Only leftovers of failed atomic writes, e.g. the marker's own when the disk was
-        // full, are no reason to refuse: they are removed below.)
-        if !overwrite {
-            return Err(exists("is not empty and is not a chunkcube cube"));
-        }
-        store.erase_prefix("")?;
-    }
-    // Leftovers of interrupted atomic writes (not while other workers may be writing).
-    if job.shards == 1 {
-        for (k, _) in store.list_sizes("")? {
-            if k.ends_with(".tmp") {
-                store.erase(&k)?;
-            }
-        }
-    }
-    job::begin(store, job)?;
-    Ok(true)
 }

@@ -507,6 +507,8 @@ pub fn clear(store: &Store, shards: u32) -> Result<(), JobError> {
     }
     store.erase(JOB_KEY)?;
     if !store.is_remote() {
+        // The markers' folder too: other tools warn about a folder that is no Zarr node.
+        store.erase_prefix(SHARDS_PREFIX)?;
         for (k, _) in store.list_sizes("")? {
             if k.ends_with(".tmp") {
                 store.erase(&k)?;
