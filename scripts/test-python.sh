@@ -13,7 +13,7 @@ if [ ! -x "$venv/bin/python" ]; then
     echo "test-python.sh: creating $venv"
     python3 -m venv --system-site-packages "$venv"
 fi
-need="maturin pytest nbclient nbformat ipykernel xarray zarr rioxarray rasterio dask distributed"
+need="maturin pytest nbclient nbformat ipykernel xarray zarr rioxarray rasterio dask distributed obstore"
 if ! "$venv/bin/python" -c "import ${need// /, }" 2>/dev/null; then
     echo "test-python.sh: pip install -r python/requirements-test.txt (into $venv)"
     "$venv/bin/python" -m pip install -q --disable-pip-version-check -r python/requirements-test.txt

@@ -9,9 +9,11 @@
 //! - S3 (no rename): the new cube is written as a complete Zarr group under the prefix
 //!   `<out>/v-<id>/`; the root `zarr.json` is then replaced, with a conditional put on the
 //!   ETag read when the overwrite began, by a group document naming that data prefix
-//!   (`chunkcube.data_prefix`); the old objects are deleted after. Readers of chunkcube follow
-//!   the data prefix; other tools open the data group itself (`xr.open_zarr(url,
-//!   group="v-<id>")`). A cube written once (never replaced) keeps its arrays at the root.
+//!   (`chunkcube.data_prefix`), which chunkcube's readers follow; the old objects are deleted
+//!   after. Then, for other tools (Zarr has no redirection), the new objects are copied
+//!   server side to the standard paths, the root switched to the plain group metadata and
+//!   the prefix removed: once the overwrite returns, the cube is an ordinary Zarr group at
+//!   `<out>` again.
 //!
 //! A reader tells a replacement during its read by the root metadata's identity (write id and
 //! data prefix, [`identity_of`]), which every commit changes.
@@ -279,8 +281,8 @@ fn swap_s3(
         ..Default::default()
     };
     let key = ObjectPath::from("zarr.json");
-    match super::runtime().block_on(root.put_opts(&key, body.into(), opts)) {
-        Ok(_) => {}
+    let switched = match super::runtime().block_on(root.put_opts(&key, body.into(), opts)) {
+        Ok(r) => r,
         Err(object_store::Error::Precondition { .. }) => {
             return Err(io(
                 url,
@@ -292,7 +294,7 @@ fn swap_s3(
             ))
         }
         Err(e) => return Err(io(url, "zarr.json", e)),
-    }
+    };
     // The old cube's objects (and those of interrupted overwrites): all but the new root and
     // data prefix.
     let keep = format!("{name}/");
@@ -312,7 +314,67 @@ fn swap_s3(
             .await
             .map(|_| ())
     });
-    r.map_err(|e| io(url, "(old objects)", e))
+    r.map_err(|e| io(url, "(old objects)", e))?;
+    let version = UpdateVersion {
+        e_tag: switched.e_tag,
+        version: switched.version,
+    };
+    promote(root, name, url, doc, version)
+}
+
+/// Other tools read a group's arrays at the group's own paths only (Zarr has no
+/// redirection): once chunkcube's readers follow the data prefix, its objects are copied
+/// (server side) to the standard paths, the root is switched to the data group's own
+/// metadata (its consolidated metadata included) and the prefix removed. The switch changes
+/// the identity, so a chunkcube reader still on the prefix reports the replacement instead
+/// of reading holes; another tool reading during an overwrite may see it incomplete, as with
+/// any Zarr write in place, and the whole new cube once the overwrite returned.
+fn promote(
+    root: &Arc<dyn ObjectStore>,
+    name: &str,
+    url: &str,
+    doc: bytes::Bytes,
+    version: UpdateVersion,
+) -> Result<(), StoreError> {
+    let prefix = format!("{name}/");
+    let own_root = format!("{name}/zarr.json");
+    let rt = super::runtime();
+    let staged: Vec<ObjectPath> = rt
+        .block_on(
+            root.list(Some(&ObjectPath::from(name)))
+                .map_ok(|m| m.location)
+                .try_collect(),
+        )
+        .map_err(|e| io(url, &prefix, e))?;
+    // Chunks first, metadata last: a reader that finds an array's metadata finds its chunks.
+    let (meta, chunks): (Vec<&ObjectPath>, Vec<&ObjectPath>) = staged
+        .iter()
+        .filter(|p| p.as_ref() != own_root)
+        .partition(|p| p.as_ref().ends_with("zarr.json"));
+    let plen = prefix.len();
+    for group in [chunks, meta] {
+        let copies = group.into_iter().map(|from| async move {
+            let to = ObjectPath::from(&from.as_ref()[plen..]);
+            root.copy(from, &to)
+                .await
+                .map_err(|e| io(url, to.as_ref(), e))
+        });
+        rt.block_on(
+            futures::stream::iter(copies)
+                .buffer_unordered(16)
+                .try_collect::<Vec<()>>(),
+        )?;
+    }
+    let opts = PutOptions {
+        mode: PutMode::Update(version),
+        ..Default::default()
+    };
+    rt.block_on(root.put_opts(&ObjectPath::from("zarr.json"), doc.into(), opts))
+        .map_err(|e| io(url, "zarr.json", e))?;
+    let stream = futures::stream::iter(staged.into_iter().map(Ok)).boxed();
+    rt.block_on(root.delete_stream(stream).try_collect::<Vec<_>>())
+        .map(|_| ())
+        .map_err(|e| io(url, &prefix, e))
 }
 
 /// What a reader opened: the cube root and its identity then. Tells a replacement that

@@ -1,6 +1,8 @@
 //! Isolated overwrites on S3: the scenarios of `crate::overwrite` against moto. A replacement
 //! is written as a whole Zarr group under `<out>/v-<id>/`, the root `zarr.json` switched to
-//! name it with a conditional put, and the old objects deleted after.
+//! name it with a conditional put, and the old objects deleted after; then its objects are
+//! copied to the standard paths (for other tools), the root switched to the plain group and
+//! the prefix removed.
 
 use super::{bucket_store, endpoint, ingest_to_s3, make_bucket, Env};
 use crate::overwrite::{self, Target};
@@ -42,11 +44,12 @@ fn on_s3(tag: &str, f: &dyn Fn(&Target, &std::path::Path)) {
         k.iter()
             .any(|k| k.starts_with("v-") && Some(k.split('/').next().unwrap()) != data.as_deref())
     };
+    // Data prefixes other than the one the root names (after a finished overwrite: any).
     let leftovers = || {
         let (k, data) = keys(store.as_ref(), "res");
         let data = data.map(|d| format!("{d}/"));
         k.into_iter()
-            .filter(|k| k != "zarr.json" && data.as_ref().is_none_or(|d| !k.starts_with(d)))
+            .filter(|k| k.starts_with("v-") && data.as_ref().is_none_or(|d| !k.starts_with(d)))
             .collect()
     };
     let dir = tempfile::tempdir().unwrap();
@@ -60,37 +63,26 @@ fn on_s3(tag: &str, f: &dyn Fn(&Target, &std::path::Path)) {
         },
         dir.path(),
     );
-    // The replaced cube: a root group naming its data prefix, which is a whole Zarr group
-    // (its arrays in its consolidated metadata), as other tools open it.
+    // The replaced cube: an ordinary Zarr group at the root again (its arrays at the
+    // standard paths and in its consolidated metadata, as other tools open it), no data
+    // prefix named and none left.
     let (k, data) = keys(store.as_ref(), "res");
-    let data = data.expect("a replaced cube names its data prefix");
-    let get = |key: String| -> serde_json::Value {
-        super::block_on(async {
-            let b = store
-                .get(&ObjectPath::from(key))
-                .await
-                .unwrap()
-                .bytes()
-                .await
-                .unwrap();
-            serde_json::from_slice(&b).unwrap()
-        })
-    };
-    let root = get("res/zarr.json".into());
+    assert_eq!(data, None, "the overwrite ends with the plain root");
+    assert!(!k.iter().any(|k| k.starts_with("v-")), "{k:?}");
+    let b = super::block_on(async {
+        let g = store.get(&ObjectPath::from("res/zarr.json")).await.unwrap();
+        g.bytes().await.unwrap()
+    });
+    let root: serde_json::Value = serde_json::from_slice(&b).unwrap();
     assert_eq!(root["node_type"], "group");
     assert_eq!(root["zarr_format"], 3);
-    let group = get(format!("res/{data}/zarr.json"));
-    assert_eq!(group["node_type"], "group");
     assert!(
-        group["consolidated_metadata"]["metadata"]["v"].is_object(),
-        "{group}"
+        root["consolidated_metadata"]["metadata"]["v"].is_object(),
+        "{root}"
     );
-    assert!(k.contains(&format!("{data}/v/zarr.json")), "{k:?}");
+    assert!(k.contains(&"v/zarr.json".to_string()), "{k:?}");
     let info = env.ok(&["info", &format!("s3://{bucket}/res")]);
-    assert!(
-        info.contains(&format!("data group  s3://{bucket}/res/{data}")),
-        "{info}"
-    );
+    assert!(!info.contains("data group"), "{info}");
 }
 
 #[test]
