@@ -585,6 +585,11 @@ struct IngestArgs {
     /// AWS_BATCH_JOB_ARRAY_INDEX. Run `chunkcube commit` once every shard finished.
     #[arg(long, value_name = "I/N")]
     shard: Option<String>,
+    /// Only scan the tiles' headers, once, and save the scan in --out for the workers of a
+    /// job: each `--shard I/N` worker run with the same sources then plans from it instead of
+    /// reading every tile's header. Run it before the array job.
+    #[arg(long, conflicts_with_all = ["shard", "overwrite"])]
+    scan_only: bool,
     /// GeoTIFF files, folders or s3:// / http(s):// URLs named ..._<YYYY>--P1Y_final_<band>.tif.
     paths: Vec<PathBuf>,
 }
@@ -598,6 +603,17 @@ fn run_ingest(a: IngestArgs, live: Option<Arc<LiveStatus>>) -> Result<Option<ser
     opts.live = live;
     opts.shard = shard.as_ref().map(|s| s.0);
     chunkcube::ingest::stop_after_chunks(a.stop_after_chunks);
+    if a.scan_only {
+        let r = ingest(&sources, &a.out, &opts)?;
+        eprintln!(
+            "scanned {} tiles in {:.2} s, saved in {}/{}; run the workers with the same arguments and --shard I/N (or auto/N)",
+            r.tiles,
+            r.elapsed_s,
+            a.out.trim_end_matches('/'),
+            chunkcube::store::job::SCAN_KEY
+        );
+        return Ok(Some(serde_json::to_value(&r)?));
+    }
     let r = match &shard {
         Some((_, name)) => ingest(&sources, &a.out, &opts).with_context(|| name.clone())?,
         None => ingest(&sources, &a.out, &opts)?,

@@ -103,6 +103,7 @@ pub(crate) fn ingest_setup(a: &IngestArgs) -> Result<(Sources, IngestOptions, Op
         live: None,
         shard: None,
         cancel: None,
+        scan_only: a.scan_only,
     };
     Ok((sources, opts, jobs))
 }
@@ -121,11 +122,19 @@ pub(crate) fn run(a: PlanArgs) -> Result<()> {
             let Some(n) = jobs else {
                 bail!("plan ingest needs --shards N (the workers of the job)");
             };
+            if p.ingest.scan_only {
+                bail!("plan reads a saved scan but makes none: run `chunkcube ingest … --scan-only` first");
+            }
             if p.ingest.shard.is_some() {
                 bail!("plan plans every shard: give --shards N, not --shard I/N");
             }
             (
-                chunkcube::ingest::jobplan::plan_job(&sources, &opts, workers(n)?)?,
+                chunkcube::ingest::jobplan::plan_job(
+                    &sources,
+                    &opts,
+                    workers(n)?,
+                    Some(&p.ingest.out),
+                )?,
                 p.json,
             )
         }

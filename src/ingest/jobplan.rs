@@ -21,24 +21,53 @@ const GDAL_CACHE: u64 = 64 << 20;
 /// output chunks and objects, the decoded bytes written, the tiles' bytes read (each tile's
 /// file size in proportion to the pixels read from it), requests (remote tiles: a header
 /// read per tile touched and a ranged read per tile window; PUTs: objects plus markers) and
-/// the projected memory of a worker.
+/// the projected memory of a worker. When `out` holds a scan of these tiles saved by
+/// `ingest --scan-only`, it is the plan's source (no header is read) and the workers' GETs
+/// count the one read of the saved scan instead of a header scan of every tile.
 pub fn plan_job(
     sources: &Sources,
     opts: &IngestOptions,
     count: u32,
+    out: Option<&str>,
 ) -> Result<JobPlan, IngestError> {
     let srcs = read_sources(sources)?;
-    let infos: Vec<TileInfo> = srcs.par_iter().map(scan_tile).collect::<Result<_, _>>()?;
+    let saved = match out {
+        // Opened as a writer (a remote reader insists on group metadata), but a missing
+        // local folder is not created: it holds no scan.
+        Some(o) => match crate::store::Location::parse(o) {
+            Ok(crate::store::Location::Local(p)) if !p.exists() => None,
+            _ => match crate::store::Store::open(o, true) {
+                Ok(store) => super::savedscan::load_matching(&store, &srcs)?,
+                Err(_) => None,
+            },
+        },
+        None => None,
+    };
+    let (infos, bytes) = match saved {
+        Some(r) => (r.infos, Some(r.bytes)),
+        None => {
+            let infos: Vec<TileInfo> = srcs.par_iter().map(scan_tile).collect::<Result<_, _>>()?;
+            (infos, None)
+        }
+    };
     let plan = plan_mosaic(&infos)?;
-    if !opts.allow_huge {
+    if !opts.allow_huge && bytes.is_none() {
         check_plan_size(&plan, &infos)?;
     }
     let (chunks, shards) = chunk_shapes(&plan, opts)?;
-    Ok(plan_objects(&plan, &infos, chunks, shards, opts, count))
+    Ok(plan_objects(
+        &plan,
+        &infos,
+        bytes.as_deref(),
+        chunks,
+        shards,
+        opts,
+        count,
+    ))
 }
 
 /// Bytes of a tile's file (its object size, for a remote tile).
-fn file_bytes(path: &Path) -> u64 {
+pub(crate) fn file_bytes(path: &Path) -> u64 {
     if super::remote::is_remote_path(path) {
         super::remote::stat(path).map_or(0, |s| s.0)
     } else {
@@ -101,6 +130,7 @@ pub(crate) fn shard_objects(
 fn plan_objects(
     plan: &MosaicPlan,
     infos: &[TileInfo],
+    saved_bytes: Option<&[u64]>,
     chunks: [u64; 3],
     shards: Option<[u64; 3]>,
     opts: &IngestOptions,
@@ -117,12 +147,14 @@ fn plan_objects(
     // Bytes per pixel of each tile's file.
     let density: HashMap<PathBuf, f64> = infos
         .par_iter()
-        .map(|t| {
+        .enumerate()
+        .map(|(i, t)| {
             let px = (t.width * t.height).max(1) as f64;
-            (
-                t.source.path.clone(),
-                file_bytes(&t.source.path) as f64 / px,
-            )
+            let b = match saved_bytes {
+                Some(b) => b[i],
+                None => file_bytes(&t.source.path),
+            };
+            (t.source.path.clone(), b as f64 / px)
         })
         .collect();
     let threads = opts
@@ -179,11 +211,15 @@ fn plan_objects(
         }
     }
     // Every worker scans every tile's header before it plans (one GET per remote tile, seen
-    // against a loopback S3 server): N x tiles in all, the term that grows with the workers.
-    let remote_tiles = infos
-        .iter()
-        .filter(|t| super::remote::is_remote_path(&t.source.path))
-        .count() as u64;
+    // against a loopback S3 server): N x tiles in all, the term that grows with the workers;
+    // with a saved scan, one GET of it instead.
+    let remote_tiles = match saved_bytes {
+        Some(_) => 1,
+        None => infos
+            .iter()
+            .filter(|t| super::remote::is_remote_path(&t.source.path))
+            .count() as u64,
+    };
     for s in &mut job.per_shard {
         s.puts += 2; // the shard's start note and its finished marker
         s.gets += remote_tiles;

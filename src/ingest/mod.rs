@@ -14,6 +14,7 @@ pub mod jobplan;
 mod output;
 pub mod plan;
 pub mod remote;
+pub mod savedscan;
 pub mod scan;
 pub mod stac;
 mod write;

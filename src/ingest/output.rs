@@ -54,7 +54,7 @@ pub(super) fn prepare_output(
     } else if store
         .list_sizes("")?
         .iter()
-        .any(|(k, _)| !k.ends_with(".tmp"))
+        .any(|(k, _)| !k.ends_with(".tmp") && k != job::SCAN_KEY)
         // Workers start together: what the listing found may be another worker of this job
         // that wrote its job marker after the check above.
         && !(sharded

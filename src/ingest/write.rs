@@ -56,6 +56,9 @@ pub struct IngestOptions {
     /// nothing is committed and the ingest returns [`IngestError::Interrupted`]; a re-run
     /// resumes from the chunks written.
     pub cancel: Option<std::sync::Arc<AtomicBool>>,
+    /// Only scan the tiles and save the scan in the output for the workers of a job
+    /// (`--scan-only`; see [`super::savedscan`]); nothing else is written.
+    pub scan_only: bool,
 }
 
 /// Test hook: ingests stop with an error after this many chunks (0: never), so tests can
@@ -83,6 +86,7 @@ impl Default for IngestOptions {
             live: None,
             shard: None,
             cancel: None,
+            scan_only: false,
         }
     }
 }
@@ -104,7 +108,7 @@ pub struct IngestReport {
     pub elapsed_s: f64,
 }
 
-fn fnv64(s: &str) -> String {
+pub(crate) fn fnv64(s: &str) -> String {
     let mut h: u64 = 0xcbf29ce484222325;
     for b in s.bytes() {
         h ^= b as u64;
@@ -183,7 +187,7 @@ pub fn check_plan_size(plan: &MosaicPlan, infos: &[TileInfo]) -> Result<(), Inge
 /// canonicalised when read), size and modification time, and a sample of its bytes (the head
 /// and tail, where a GeoTIFF keeps its header and the last strips), so a tile rewritten in
 /// place is a different input even within the file system's time resolution.
-fn tile_identity(path: &Path) -> String {
+pub(crate) fn tile_identity(path: &Path) -> String {
     use std::io::{Read, Seek, SeekFrom};
     if super::remote::is_remote_path(path) {
         return super::remote::identity(path);
@@ -321,41 +325,47 @@ fn ingest_in_pool(
         let _ = gdal::config::set_config_option("GDAL_CACHEMAX", "64");
     }
     let srcs = read_sources(sources)?;
-    let pb = crate::progress::bar(srcs.len() as u64, "scanning tiles", opts.quiet);
-    let n = srcs.len() as u64;
-    let live = opts.live.as_ref().map(|l| {
-        l.set_workers(rayon::current_num_threads());
-        let scan = crate::progress::LayerSpec {
-            name: "scan tiles".into(),
-            tasks: n,
-            per_task: 1,
-        };
-        l.begin_run("scanning tiles", n, &[scan])
-    });
-    let scanned: Vec<Result<TileInfo, IngestError>> = srcs
-        .par_iter()
-        .map(|s| {
-            if cancelled(opts) {
-                return Err(IngestError::Interrupted);
+    // A worker of a job plans from the scan saved by `--scan-only`, when it is of these tiles.
+    let reused = match opts.shard {
+        Some(_) => super::savedscan::load_matching(&Store::open(out, true)?, &srcs)?,
+        None => None,
+    };
+    let (infos, identities) = match reused {
+        Some(r) => {
+            eprintln!(
+                "{out}: planning from the saved scan of {} tiles ({}); no tile headers read",
+                r.infos.len(),
+                job::SCAN_KEY
+            );
+            (r.infos, r.identities)
+        }
+        None => {
+            let infos = scan_all(&srcs, opts)?;
+            let plan = plan_mosaic(&infos)?;
+            if !opts.allow_huge {
+                check_plan_size(&plan, &infos)?;
             }
-            let t0 = live.as_ref().map(|l| l.status().now_us());
-            let r = scan_tile(s);
-            pb.inc(1);
-            if let (Some(l), Some(t0)) = (&live, t0) {
-                l.task_done(rayon::current_thread_index().unwrap_or(0), t0);
+            let ids: Vec<String> = infos
+                .par_iter()
+                .map(|t| tile_identity(&t.source.path))
+                .collect();
+            if opts.scan_only {
+                let bytes: Vec<u64> = infos
+                    .par_iter()
+                    .map(|t| super::jobplan::file_bytes(&t.source.path))
+                    .collect();
+                let store = Store::open(out, true)?;
+                super::savedscan::save(&store, &srcs, &infos, &ids, &bytes)?;
+                return Ok(IngestReport {
+                    tiles: infos.len(),
+                    elapsed_s: start.elapsed().as_secs_f64(),
+                    ..Default::default()
+                });
             }
-            r
-        })
-        .collect();
-    pb.finish_and_clear();
-    if cancelled(opts) {
-        return Err(IngestError::Interrupted);
-    }
-    let infos: Vec<TileInfo> = scanned.into_iter().collect::<Result<_, _>>()?;
+            (infos, ids)
+        }
+    };
     let plan = plan_mosaic(&infos)?;
-    if !opts.allow_huge {
-        check_plan_size(&plan, &infos)?;
-    }
     let (chunks, shards) = chunk_shapes(&plan, opts)?;
 
     let fingerprint = fnv64(&format!(
@@ -365,11 +375,7 @@ fn ingest_in_pool(
         shards,
         opts.codecs,
         opts.product,
-        infos
-            .iter()
-            .map(|t| tile_identity(&t.source.path))
-            .collect::<Vec<_>>()
-            .join(",")
+        identities.join(",")
     ));
 
     let shard = opts.shard.unwrap_or(Shard::WHOLE);
@@ -566,6 +572,41 @@ fn cancelled(opts: &IngestOptions) -> bool {
     opts.cancel
         .as_ref()
         .is_some_and(|c| c.load(Ordering::Relaxed))
+}
+
+/// Scan every tile's header in parallel (with the progress bar and the live status).
+fn scan_all(srcs: &[TileSource], opts: &IngestOptions) -> Result<Vec<TileInfo>, IngestError> {
+    let pb = crate::progress::bar(srcs.len() as u64, "scanning tiles", opts.quiet);
+    let n = srcs.len() as u64;
+    let live = opts.live.as_ref().map(|l| {
+        l.set_workers(rayon::current_num_threads());
+        let scan = crate::progress::LayerSpec {
+            name: "scan tiles".into(),
+            tasks: n,
+            per_task: 1,
+        };
+        l.begin_run("scanning tiles", n, &[scan])
+    });
+    let scanned: Vec<Result<TileInfo, IngestError>> = srcs
+        .par_iter()
+        .map(|s| {
+            if cancelled(opts) {
+                return Err(IngestError::Interrupted);
+            }
+            let t0 = live.as_ref().map(|l| l.status().now_us());
+            let r = scan_tile(s);
+            pb.inc(1);
+            if let (Some(l), Some(t0)) = (&live, t0) {
+                l.task_done(rayon::current_thread_index().unwrap_or(0), t0);
+            }
+            r
+        })
+        .collect();
+    pb.finish_and_clear();
+    if cancelled(opts) {
+        return Err(IngestError::Interrupted);
+    }
+    scanned.into_iter().collect()
 }
 
 /// Register an ingest's chunk writes (this shard's) with the live status: one layer per

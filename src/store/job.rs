@@ -21,6 +21,9 @@ use serde_json::{Map, Value};
 
 /// The key of the job marker.
 pub const JOB_KEY: &str = "chunkcube-job.json";
+/// The key of the tiles' scan saved for a job's workers (`ingest --scan-only`), removed by
+/// the commit.
+pub const SCAN_KEY: &str = "chunkcube-scan.json";
 /// The folder of the shard markers (`<index>.json`).
 pub const SHARDS_PREFIX: &str = "chunkcube-shards/";
 
@@ -335,7 +338,7 @@ pub fn write_job(store: &Store, job: &JobMarker) -> Result<(), JobError> {
 
 /// Whether `key` is bookkeeping of a job (markers), not cube content.
 pub fn is_job_key(key: &str) -> bool {
-    key == JOB_KEY || key.starts_with(SHARDS_PREFIX)
+    key == JOB_KEY || key == SCAN_KEY || key.starts_with(SHARDS_PREFIX)
 }
 
 fn mismatch(store: &Store, theirs: (&str, u32), ours: &JobMarker) -> JobError {
@@ -506,6 +509,7 @@ pub fn clear(store: &Store, shards: u32) -> Result<(), JobError> {
         store.erase(&started_key(i))?;
     }
     store.erase(JOB_KEY)?;
+    store.erase(SCAN_KEY)?;
     if !store.is_remote() {
         // The markers' folder too: other tools warn about a folder that is no Zarr node.
         store.erase_prefix(SHARDS_PREFIX)?;

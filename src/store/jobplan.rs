@@ -21,7 +21,8 @@ pub struct ShardPlan {
     /// Decoded bytes written (before compression).
     pub bytes_written: u64,
     /// Read requests: GETs or ranged GETs of stored chunks (calc); for remote tiles, the
-    /// scan of every tile's header that each worker makes, one header read per tile the
+    /// scan of every tile's header that each worker makes (one GET of the saved scan
+    /// instead, after `ingest --scan-only`), one header read per tile the
     /// shard touches and one ranged read per tile window (ingest; local tiles: 0). GDAL's
     /// cache can serve small tiles' windows from the header read: an upper bound for them.
     pub gets: u64,

@@ -13,7 +13,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 // ---------------------------------------------------------------------------
 // A static file server with HEAD, byte ranges, ETag and 404, on 127.0.0.1:0
@@ -21,6 +21,8 @@ use std::sync::Arc;
 struct FileServer {
     base: String,
     requests: Arc<AtomicU64>,
+    /// The path of every request, in order (what a worker asked of which tile).
+    log: Arc<Mutex<Vec<String>>>,
 }
 
 impl FileServer {
@@ -30,16 +32,30 @@ impl FileServer {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let requests = Arc::new(AtomicU64::new(0));
-        let (root, count) = (root.to_path_buf(), requests.clone());
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (root, count, l) = (root.to_path_buf(), requests.clone(), log.clone());
         std::thread::spawn(move || {
             for conn in listener.incoming().flatten() {
-                let (root, count) = (root.clone(), count.clone());
+                let (root, count, l) = (root.clone(), count.clone(), l.clone());
                 std::thread::spawn(move || {
-                    let _ = serve(conn, &root, &count);
+                    let _ = serve(conn, &root, &count, &l);
                 });
             }
         });
-        FileServer { base, requests }
+        FileServer {
+            base,
+            requests,
+            log,
+        }
+    }
+
+    /// The requests since the last call, per path.
+    fn take_log(&self) -> BTreeMap<String, u64> {
+        let mut per = BTreeMap::new();
+        for p in std::mem::take(&mut *self.log.lock().unwrap()) {
+            *per.entry(p).or_insert(0) += 1;
+        }
+        per
     }
 
     fn url(&self, rel: &str) -> String {
@@ -47,7 +63,12 @@ impl FileServer {
     }
 }
 
-fn serve(conn: std::net::TcpStream, root: &Path, count: &AtomicU64) -> std::io::Result<()> {
+fn serve(
+    conn: std::net::TcpStream,
+    root: &Path,
+    count: &AtomicU64,
+    log: &Mutex<Vec<String>>,
+) -> std::io::Result<()> {
     let mut reader = BufReader::new(conn.try_clone()?);
     let mut out = conn;
     loop {
@@ -74,6 +95,7 @@ fn serve(conn: std::net::TcpStream, root: &Path, count: &AtomicU64) -> std::io::
         }
         count.fetch_add(1, Ordering::SeqCst);
         let rel = target.split('?').next().unwrap().trim_start_matches('/');
+        log.lock().unwrap().push(rel.to_string());
         let file = root.join(rel);
         let body = match (rel.contains(".."), std::fs::read(&file)) {
             (false, Ok(b)) if file.is_file() => b,
@@ -245,6 +267,144 @@ fn http_tiles_ingest_to_the_local_cube_and_resume() {
     env.err(
         &strs(&ingest_args(&out, &["--manifest", s(&m)])),
         &["from-http", "different cube"],
+    );
+}
+
+/// Run the three workers of a job one after another, each's requests to the server per tile.
+fn workers(
+    env: &Env,
+    srv: &FileServer,
+    out: &Path,
+    m: &Path,
+) -> Vec<(BTreeMap<String, u64>, String)> {
+    srv.take_log();
+    (0..3)
+        .map(|i| {
+            let sh = format!("{i}/3");
+            let (ok, _, err) = env.run(&strs(&ingest_args(
+                out,
+                &["--manifest", s(m), "--shard", &sh, "--threads", "1"],
+            )));
+            assert!(ok, "worker {sh}: {err}");
+            (srv.take_log(), err)
+        })
+        .collect()
+}
+
+#[test]
+fn a_saved_scan_spares_the_workers_the_header_reads() {
+    let tmp = tempfile::tempdir().unwrap();
+    let want = local_cube(tmp.path());
+    let served = tmp.path().join("www");
+    common::output::copy_dir(&common::fixtures_dir(), &served);
+    let srv = FileServer::start(&served);
+    let env = no_s3();
+    let m = tmp.path().join("http.csv");
+    manifest_at(&m, |p| srv.url(p));
+    let tiles = fixture_rows().len();
+    let gets = |log: &BTreeMap<String, u64>| log.values().sum::<u64>();
+
+    // Without a saved scan every worker reads every tile's header.
+    let plain = tmp.path().join("plain");
+    let before = workers(&env, &srv, &plain, &m);
+    for (log, err) in &before {
+        assert_eq!(log.len(), tiles, "each worker scans every tile");
+        assert!(!err.contains("saved scan"), "{err}");
+    }
+    env.ok(&["commit", s(&plain)]);
+    assert_same_cube("3 workers, no saved scan", &plain, &want);
+
+    // The scan, once; `plan ingest` then counts a GET of it, not a header read per tile.
+    let out = tmp.path().join("scanned");
+    let plan = |o: &Path| -> Value {
+        let mut a = ingest_args(o, &["--manifest", s(&m), "--shards", "3", "--json"]);
+        a.insert(0, "plan".into());
+        serde_json::from_str(&env.ok(&strs(&a))).unwrap()
+    };
+    let plan_before = plan(&out);
+    srv.take_log();
+    let (ok, _, err) = env.run(&strs(&ingest_args(
+        &out,
+        &["--manifest", s(&m), "--scan-only"],
+    )));
+    assert!(ok && err.contains("scanned 40 tiles"), "{err}");
+    assert_eq!(srv.take_log().len(), tiles, "the scan reads every tile");
+    assert!(out.join("chunkcube-scan.json").is_file());
+    let plan_after = plan(&out);
+    assert_eq!(
+        srv.take_log().len(),
+        0,
+        "a plan from the saved scan reads no tile"
+    );
+    for i in 0..3 {
+        let (b, a) = (
+            plan_before["per_shard"][i]["gets"].as_u64().unwrap(),
+            plan_after["per_shard"][i]["gets"].as_u64().unwrap(),
+        );
+        assert_eq!(b - a, tiles as u64 - 1, "shard {i}: {b} -> {a} GETs");
+    }
+    // ...info does not take it for a cube.
+    env.err(&["info", s(&out)], &["scanned"]);
+
+    let after = workers(&env, &srv, &out, &m);
+    let mut union = std::collections::BTreeSet::new();
+    for (i, ((log, err), (log0, _))) in after.iter().zip(&before).enumerate() {
+        assert!(err.contains("saved scan of 40 tiles"), "{err}");
+        assert!(
+            log.len() < tiles && gets(log) < gets(log0),
+            "worker {i}: {} tiles, {} requests (without the scan: {} tiles, {} requests)",
+            log.len(),
+            gets(log),
+            log0.len(),
+            gets(log0)
+        );
+        // A tile it reads costs no more requests than without the scan.
+        for (t, n) in log {
+            assert!(*n <= log0[t], "worker {i}, {t}: {n} > {}", log0[t]);
+        }
+        eprintln!(
+            "worker {i}/3: {} requests to {} tiles with the saved scan, {} to {} without",
+            gets(log),
+            log.len(),
+            gets(log0),
+            log0.len()
+        );
+        union.extend(log.keys().cloned());
+    }
+    assert_eq!(union.len(), tiles, "together the workers read every tile");
+    env.ok(&["commit", s(&out)]);
+    assert_same_cube("3 workers from the saved scan", &out, &want);
+    assert!(
+        !out.join("chunkcube-scan.json").exists(),
+        "commit removes the scan"
+    );
+
+    // A scan of another manifest is not used: the worker says so and scans.
+    let stale = tmp.path().join("stale");
+    env.ok(&strs(&ingest_args(
+        &stale,
+        &["--manifest", s(&m), "--scan-only"],
+    )));
+    let text = std::fs::read_to_string(&m).unwrap();
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines.pop();
+    std::fs::write(&m, lines.join("\n") + "\n").unwrap();
+    srv.take_log();
+    let (ok, _, err) = env.run(&strs(&ingest_args(
+        &stale,
+        &["--manifest", s(&m), "--shard", "0/3"],
+    )));
+    assert!(ok, "{err}");
+    assert!(
+        err.contains("chunkcube-scan.json")
+            && err.contains("other tiles")
+            && err.contains("ignoring"),
+        "{err}"
+    );
+    assert_eq!(
+        srv.take_log().len(),
+        tiles - 1,
+        "the worker scanned the tiles itself"
     );
 }
 
