@@ -5,7 +5,8 @@
 
 - every YAML/JSON file parses (PyYAML, json);
 - the Kubernetes worker Jobs are Indexed Jobs whose `completions` equal N of `--shard auto/N`,
-  the commit Job runs `chunkcube commit` on the cube the ingest writes;
+  the commit Job runs `chunkcube commit` on the cube the ingest writes, the scan Job
+  (`ingest --scan-only`, one pod, no --shard) saves its scan in that cube too;
 - the AWS Batch definition's default shard matches, its command names every Ref:: parameter;
 - every shell script passes `bash -n`, every Slurm script asks for `--shard auto/$n`;
 - with a chunkcube binary: each chunkcube command line in the manifests parses (`--help`
@@ -70,6 +71,11 @@ for path in yamls:
         if argv[1] == "commit":
             outs.setdefault("commit", set()).add(argv[2])
             continue
+        if "--scan-only" in argv:
+            outs.setdefault("scan", set()).add(arg_after(argv, "--out"))
+            if n is not None or spec.get("completions", 1) != 1:
+                bad(path, "the scan Job is one pod without --shard (the workers read its scan)")
+            continue
         outs.setdefault("write", set()).add(arg_after(argv, "--out"))
         if spec.get("completionMode") != "Indexed":
             bad(path, "a worker Job must be completionMode: Indexed (JOB_COMPLETION_INDEX)")
@@ -81,6 +87,8 @@ for path in yamls:
             bad(path, "parallelism above completions")
 if outs and not outs.get("commit", set()) & outs.get("write", set()):
     bad(DEPLOY, f"the commit Job commits {outs.get('commit')}, the workers write {outs.get('write')}")
+if outs and not outs.get("scan", set()) & outs.get("write", set()):
+    bad(DEPLOY, f"the scan Job saves its scan in {outs.get('scan')}, the workers write {outs.get('write')}")
 
 for path in sorted(glob.glob(os.path.join(DEPLOY, "**", "*.json"), recursive=True)):
     try:
@@ -109,6 +117,10 @@ for path in sorted(glob.glob(os.path.join(DEPLOY, "**", "*.sh"), recursive=True)
     text = open(path).read()
     if path.endswith("ingest.sbatch") and "--shard \"auto/$n\"" not in text:
         bad(path, "the Slurm task must run --shard auto/$n (SLURM_ARRAY_TASK_ID)")
+    if path.endswith("scan.sbatch") and "--scan-only" not in text:
+        bad(path, "the Slurm scan job must run ingest --scan-only")
+    if path.endswith("slurm/submit.sh") and "scan.sbatch" not in text:
+        bad(path, "submit.sh must run the scan (scan.sbatch) before the array")
     if path.endswith(".sbatch") and not re.search(r"^#SBATCH ", text, re.M):
         bad(path, "no #SBATCH directives")
 

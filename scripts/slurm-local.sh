@@ -6,7 +6,8 @@
 # 2. starts a one-node Slurm on 127.0.0.1 from a temporary directory: a munge key made here,
 #    munged on its own socket, slurmctld and slurmd on free ports, slurm.conf written there
 #    (nothing under /etc is touched, no system service is used);
-# 3. submits deploy/slurm/submit.sh: the ingest as an N-task array job (`--shard auto/N` reads
+# 3. submits deploy/slurm/submit.sh: the tiles' scan (`--scan-only`), then the ingest as an
+#    N-task array job after it (each task plans from the saved scan) (`--shard auto/N` reads
 #    SLURM_ARRAY_TASK_ID) and `chunkcube commit OUT` with --dependency=afterok on it, and waits;
 # 4. checks the result: every task and the commit COMPLETED, `chunkcube verify OUT`, and every
 #    chunk object byte-identical to a single-process ingest of the same manifest;
@@ -40,7 +41,7 @@ fi
 [ -x "$bin" ] || die "no chunkcube binary at $bin"
 
 if [ -e "$out" ]; then
-    [ -f "$out/zarr.json" ] || [ -f "$out/chunkcube-job.json" ] \
+    [ -f "$out/zarr.json" ] || [ -f "$out/chunkcube-job.json" ] || [ -f "$out/chunkcube-scan.json" ] \
         || die "$out exists and is not a chunkcube cube: give another OUT"
     rm -rf "$out"
 fi
@@ -142,18 +143,18 @@ for i in $(seq 300); do
 done
 say "Slurm up (slurmctld 127.0.0.1:$ctld_port, slurmd :$slurmd_port, $cpus CPUs)"
 
-# --- the job: N array tasks, then the commit after all of them (afterok) --------------------
+# --- the job: the scan, N array tasks after it, then the commit after all of them (afterok) ---
 # The scripts' defaults ask for 2 CPUs and 3 GB per task (a production node); here each task
 # gets one CPU so two run at once on two cores.
 t0=$(date +%s.%N)
-read -r array commit < <(CHUNKCUBE=$bin CHUNKS=time=1,y=64,x=64 bash deploy/slurm/submit.sh \
+read -r array commit scan < <(CHUNKCUBE=$bin CHUNKS=time=1,y=64,x=64 bash deploy/slurm/submit.sh \
     "$manifest" "$out" "$n" --cpus-per-task=1 --mem=500M --time=10 \
     --output="$tmp/jobs/%x-%A_%a.out" --chdir="$tmp/jobs")
-[ -n "${commit:-}" ] || die "sbatch did not submit the jobs"
-say "submitted array job $array (${n} tasks) and commit job $commit (afterok:$array)"
+[ -n "${scan:-}" ] || die "sbatch did not submit the jobs"
+say "submitted scan job $scan, array job $array (${n} tasks, afterok:$scan) and commit job $commit (afterok:$array)"
 for i in $(seq 1200); do
-    [ -z "$(squeue -h -j "$array,$commit" 2>/dev/null)" ] && break
-    [ "$i" -eq 1200 ] && die "the jobs did not finish within 10 minutes: $(squeue -j "$array,$commit")"
+    [ -z "$(squeue -h -j "$scan,$array,$commit" 2>/dev/null)" ] && break
+    [ "$i" -eq 1200 ] && die "the jobs did not finish within 10 minutes: $(squeue -j "$scan,$array,$commit")"
     sleep 0.5
 done
 wall=$(python3 -c "import time; print(f'{time.time() - $t0:.1f}')")
@@ -161,8 +162,13 @@ states=$(scontrol -o show job "$array" | grep -o 'JobState=[A-Z_]*' | sort | uni
 tasks_done=$(scontrol -o show job "$array" | grep -c 'JobState=COMPLETED' || true)
 commit_state=$(scontrol -o show job "$commit" | grep -o 'JobState=[A-Z_]*' | cut -d= -f2)
 [ "$tasks_done" -eq "$n" ] || die "array job $array: $tasks_done of $n tasks COMPLETED ($states)"
+scan_state=$(scontrol -o show job "$scan" | grep -o 'JobState=[A-Z_]*' | cut -d= -f2)
+[ "$scan_state" = COMPLETED ] || die "scan job $scan ended $scan_state"
 [ "$commit_state" = COMPLETED ] || die "commit job $commit ended $commit_state"
-say "array job $array: $n tasks COMPLETED; commit job $commit COMPLETED (${wall} s)"
+# Every task planned from the saved scan (its one line), none read the tiles' headers again.
+reused=$(grep -l "planning from the saved scan" "$tmp"/jobs/chunkcube-ingest-*.out 2>/dev/null | wc -l)
+[ "$reused" -eq "$n" ] || die "$reused of $n array tasks planned from the saved scan (see $tmp/jobs)"
+say "scan job $scan COMPLETED; array job $array: $n tasks COMPLETED, each from the saved scan; commit job $commit COMPLETED (${wall} s)"
 
 # --- checks: verify, and byte-identical to one process ---------------------------------------
 "$bin" verify "$out" --quiet
