@@ -355,6 +355,19 @@ fn ingest_in_pool(
                     .map(|t| super::jobplan::file_bytes(&t.source.path))
                     .collect();
                 let store = Store::open(out, true)?;
+                // Beside a cube or a job's objects only, never into someone else's files.
+                if store.get("zarr.json")?.is_none()
+                    && store
+                        .list_sizes("")?
+                        .iter()
+                        .any(|(k, _)| !k.ends_with(".tmp") && !job::is_job_key(k))
+                    && job::read_job(&store)?.is_none()
+                {
+                    return Err(IngestError::OutputExists {
+                        url: store.url().to_string(),
+                        msg: "is not empty and is not a chunkcube cube (--scan-only saves the scan where the workers will write)".into(),
+                    });
+                }
                 super::savedscan::save(&store, &srcs, &infos, &ids, &bytes)?;
                 return Ok(IngestReport {
                     tiles: infos.len(),

@@ -379,6 +379,19 @@ fn a_saved_scan_spares_the_workers_the_header_reads() {
         "commit removes the scan"
     );
 
+    // Never into someone else's files.
+    let foreign = tmp.path().join("foreign");
+    std::fs::create_dir(&foreign).unwrap();
+    std::fs::write(foreign.join("notes.txt"), "mine").unwrap();
+    env.err(
+        &strs(&ingest_args(
+            &foreign,
+            &["--manifest", s(&m), "--scan-only"],
+        )),
+        &["foreign", "not a chunkcube cube"],
+    );
+    assert!(!foreign.join("chunkcube-scan.json").exists());
+
     // A scan of another manifest is not used: the worker says so and scans.
     let stale = tmp.path().join("stale");
     env.ok(&strs(&ingest_args(
