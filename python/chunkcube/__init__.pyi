@@ -38,6 +38,7 @@ def ingest(
     product: str | None = ...,
     allow_huge: bool = ...,
     dashboard: bool | str | int | Dashboard | None = ...,
+    quiet: bool = ...,
 ) -> dict[str, Any]: ...
 def dashboard(address: str | int | None = ...) -> Dashboard: ...
 

@@ -201,6 +201,7 @@ def ingest(
     product: str | None = None,
     allow_huge: bool = False,
     dashboard=None,
+    quiet: bool = False,
 ) -> dict:
     """Ingest GeoTIFF tiles into a cube, as ``chunkcube ingest``.
 
@@ -212,7 +213,8 @@ def ingest(
     chunks_skipped, up_to_date, pixel_bytes, elapsed_s). dashboard: as for :func:`open`,
     the ingest shows there (a layer per band). Ctrl-C (``KeyboardInterrupt``) stops it
     between chunks: nothing is committed (``open`` refuses the output) and re-running the
-    same call resumes from the chunks written.
+    same call resumes from the chunks written. Progress shows as for ``compute()`` (chunks
+    done/total and MB/s written; see :func:`set_options`); quiet=True: no bar.
 
     >>> cc.ingest(manifest="tiles.csv", out="cube", chunks={"time": 1, "y": 1024, "x": 1024})  # doctest: +SKIP
     """
@@ -225,5 +227,6 @@ def ingest(
             chunks=_xr.chunk_spec(chunks), shards=_xr.chunk_spec(shards), compression=compression,
             threads=threads, overwrite=overwrite, product=product, allow_huge=allow_huge,
             dashboard=None if dash is None else dash._d,
+            progress=None if quiet else _progress.bar("ingesting", unit="chunks"),
         )
     )

@@ -35,30 +35,33 @@ def _in_notebook() -> bool:
     return shell is not None and hasattr(shell, "kernel")
 
 
-def _bar_text(what: str, done: int, total: int, elapsed: float) -> str:
+def _bar_text(what: str, done: int, total: int, elapsed: float, unit: str = "tasks", nbytes: int | None = None) -> str:
     total = max(total, 1)
     done = min(done, total)
     width = 30
     filled = int(width * done / total)
     bar = "=" * filled + (">" if filled < width else "") + " " * (width - filled - 1)
-    return f"{what} [{bar[:width]}] {done}/{total} tasks ({elapsed:.1f} s)"
+    rate = "" if nbytes is None else f", {nbytes / 1e6 / max(elapsed, 1e-3):.1f} MB/s"
+    return f"{what} [{bar[:width]}] {done}/{total} {unit} ({elapsed:.1f} s{rate})"
 
 
 class ProgressBar:
-    """The callback that the native layer calls as ``bar(done, total, finished)``."""
+    """The callback that the native layer calls as ``bar(done, total, finished)``, or with
+    the bytes written so far as a fourth argument (shown as MB/s; the ingest's)."""
 
-    def __init__(self, what: str, out=None):
+    def __init__(self, what: str, out=None, unit: str = "tasks"):
         self.what = what
+        self.unit = unit
         self.start = time.monotonic()
         self.handle = None
         self.out = out
         self.last = ""
 
-    def __call__(self, done: int, total: int, finished: bool) -> None:
+    def __call__(self, done: int, total: int, finished: bool, nbytes: int | None = None) -> None:
         quick = time.monotonic() - self.start < 0.1
         if finished and not self.last and quick and _options["progress"] == "auto":
             return  # a computation too quick to watch: no bar
-        text = _bar_text(self.what, done, total, time.monotonic() - self.start)
+        text = _bar_text(self.what, done, total, time.monotonic() - self.start, self.unit, nbytes)
         if text == self.last:
             return
         self.last = text
@@ -75,13 +78,13 @@ class ProgressBar:
             self.handle.update(obj, raw=True)
 
 
-def bar(what: str):
+def bar(what: str, unit: str = "tasks"):
     """A progress callback for the native layer, or ``None`` when progress is not shown."""
     mode = _options["progress"]
     if mode is False:
         return None
     if _in_notebook():
-        return ProgressBar(what)
+        return ProgressBar(what, unit=unit)
     if mode is True or sys.stderr.isatty():
-        return ProgressBar(what, out=sys.stderr)
+        return ProgressBar(what, out=sys.stderr, unit=unit)
     return None

@@ -6,6 +6,7 @@ use crate::dashboard::PyDashboard;
 use crate::{errors, run};
 use chunkcube::cube::CubeInfo;
 use chunkcube::ingest::{IngestOptions, Sources};
+use chunkcube::progress::LiveStatus;
 use chunkcube::store::{layout::Codecs, parse_bytes};
 use chunkcube::{ChunkSpec, Cube, ExecConfig, Query, Session};
 use pyo3::exceptions::PyValueError;
@@ -187,7 +188,7 @@ impl PyCube {
 
 /// Ingest GeoTIFF tiles (a manifest or paths) into a cube; returns the report as JSON.
 #[pyfunction]
-#[pyo3(signature = (out, manifest=None, paths=None, chunks=None, shards=None, compression=None, threads=None, overwrite=false, product=None, allow_huge=false, dashboard=None))]
+#[pyo3(signature = (out, manifest=None, paths=None, chunks=None, shards=None, compression=None, threads=None, overwrite=false, product=None, allow_huge=false, dashboard=None, progress=None))]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn ingest(
     py: Python<'_>,
@@ -202,6 +203,7 @@ pub(crate) fn ingest(
     product: Option<String>,
     allow_huge: bool,
     dashboard: Option<Bound<'_, PyDashboard>>,
+    progress: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<String> {
     let sources = match (manifest, paths) {
         (Some(m), None) => Sources::Manifest(m),
@@ -220,6 +222,14 @@ pub(crate) fn ingest(
         live: dashboard.and_then(|d| d.get().live()),
         ..Default::default()
     };
+    // The bar reads the chunk writes from the live status (the dashboard's, or one of its own).
+    if progress.is_some() && o.live.is_none() {
+        o.live = Some(LiveStatus::new("ingest"));
+    }
+    let chunks_bar = progress.zip(o.live.clone()).map(|(cb, live)| {
+        let r = live.report();
+        (cb, live, r.runs.len(), r.bytes_written)
+    });
     if let Some(c) = chunks {
         o.chunks = spec("chunks", c)?;
     }
@@ -236,9 +246,34 @@ pub(crate) fn ingest(
     let cancel = Arc::new(AtomicBool::new(false));
     o.cancel = Some(cancel.clone());
     let out = out.to_string();
-    let report = run::cancellable(py, &cancel, move || {
-        chunkcube::ingest::ingest(&sources, &out, &o)
-    })?
-    .map_err(errors::ingest)?;
+    let tick = |finished: bool| -> PyResult<()> {
+        if let Some((cb, live, runs0, bytes0)) = &chunks_bar {
+            if let Some((done, total, bytes)) = chunk_writes(live, *runs0, *bytes0) {
+                cb.call1((done, total, finished, bytes))?;
+            }
+        }
+        Ok(())
+    };
+    let result = run::cancellable(
+        py,
+        &cancel,
+        || tick(false),
+        move || chunkcube::ingest::ingest(&sources, &out, &o),
+    )?;
+    let report = result.map_err(errors::ingest)?;
+    tick(true)?;
     Ok(serde_json::to_string(&report).unwrap_or_default())
+}
+
+/// Chunks written (or kept from an earlier run) and planned, and bytes written, by the
+/// ingest's chunk-write run registered on `live` after its first `runs0` runs; `None` before
+/// it begins (the tiles' scan) or when it never does (a cube already up to date).
+fn chunk_writes(live: &LiveStatus, runs0: usize, bytes0: u64) -> Option<(u64, u64, u64)> {
+    let r = live.report();
+    let run = r.runs[runs0.min(r.runs.len())..]
+        .iter()
+        .rfind(|run| run.what == "ingesting chunks")?;
+    let layers = r.layers.iter().filter(|l| l.run == run.id);
+    let (done, total) = layers.fold((0, 0), |(d, t), l| (d + l.done, t + l.total));
+    Some((done, total, r.bytes_written.saturating_sub(bytes0)))
 }

@@ -45,13 +45,19 @@ where
 }
 
 /// Run `f` off the GIL, stoppable through `cancel` (which `f` checks): Ctrl-C sets it, waits
-/// for `f` to stop and raises `KeyboardInterrupt`.
-pub(crate) fn cancellable<T, F>(py: Python<'_>, cancel: &Arc<AtomicBool>, f: F) -> PyResult<T>
+/// for `f` to stop and raises `KeyboardInterrupt`. `tick` is called every [`POLL`] while `f`
+/// runs (progress).
+pub(crate) fn cancellable<T, F>(
+    py: Python<'_>,
+    cancel: &Arc<AtomicBool>,
+    tick: impl FnMut() -> PyResult<()>,
+    f: F,
+) -> PyResult<T>
 where
     T: Send,
     F: FnOnce() -> T + Send,
 {
-    watch(py, || cancel.store(true, Ordering::SeqCst), || Ok(()), f)
+    watch(py, || cancel.store(true, Ordering::SeqCst), tick, f)
 }
 
 /// Run `f` on a worker thread with the GIL released; every [`POLL`] the calling thread
