@@ -9,8 +9,8 @@
 //! decoded uint16 chunk) is written under 64 MiB.
 
 use crate::common::{
-    self, describe, read_stats, reference_mosaic, run, s, stated_minimum, write_manifest,
-    write_tif, TifSpec,
+    self, describe, median_ref, read_stats, reference_mosaic, run, s, stated_minimum,
+    write_manifest, write_tif, TifSpec,
 };
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -165,26 +165,6 @@ fn mean_ref(x: &[Vec<f32>]) -> Vec<f32> {
                 f32::NAN
             } else {
                 (v.iter().sum::<f64>() / v.len() as f64) as f32
-            }
-        })
-        .collect()
-}
-
-/// Nan-median along time: an even count averages the two middle values; NaN where no value
-/// is valid.
-fn median_ref(x: &[Vec<f32>]) -> Vec<f32> {
-    (0..x[0].len())
-        .map(|p| {
-            let mut v: Vec<f32> = x.iter().map(|a| a[p]).filter(|v| !v.is_nan()).collect();
-            if v.is_empty() {
-                return f32::NAN;
-            }
-            v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-            let n = v.len();
-            if n % 2 == 1 {
-                v[n / 2]
-            } else {
-                ((v[n / 2 - 1] as f64 + v[n / 2] as f64) / 2.0) as f32
             }
         })
         .collect()

@@ -10,7 +10,7 @@
 
 use crate::common;
 
-use crate::common::{describe, read_json, run, s, write_manifest, write_tif, TifSpec};
+use crate::common::{describe, median_ref, read_json, run, s, write_manifest, write_tif, TifSpec};
 use chunkcube::exec::ExecError;
 use chunkcube::graph::ReduceOp;
 use chunkcube::{ChunkSpec, Cube, DataArray, ExecConfig, Query};
@@ -101,26 +101,6 @@ fn reference() -> &'static Reference {
             .collect();
         Reference { nir, ndvi }
     })
-}
-
-/// Nan-median along time: NaNs skipped; an even count averages the two middle values; no
-/// valid value → NaN.
-fn median_ref(x: &[Vec<f32>]) -> Vec<f32> {
-    (0..PX)
-        .map(|p| {
-            let mut v: Vec<f32> = x.iter().map(|a| a[p]).filter(|v| !v.is_nan()).collect();
-            if v.is_empty() {
-                return f32::NAN;
-            }
-            v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-            let n = v.len();
-            if n % 2 == 1 {
-                v[n / 2]
-            } else {
-                ((v[n / 2 - 1] as f64 + v[n / 2] as f64) / 2.0) as f32
-            }
-        })
-        .collect()
 }
 
 /// Nan-mean along time (f64 sum), NaN when no valid value.

@@ -628,3 +628,23 @@ pub fn stored_chunks(cube: &Path, array: &str) -> usize {
         })
         .count()
 }
+
+/// The reference nan-median along time of `x[t][pixel]`, by plain sorting: NaNs skipped, an
+/// even count averages the two middle values, no valid value gives NaN.
+pub fn median_ref(x: &[Vec<f32>]) -> Vec<f32> {
+    (0..x[0].len())
+        .map(|p| {
+            let mut v: Vec<f32> = x.iter().map(|a| a[p]).filter(|v| !v.is_nan()).collect();
+            if v.is_empty() {
+                return f32::NAN;
+            }
+            v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+            let n = v.len();
+            if n % 2 == 1 {
+                v[n / 2]
+            } else {
+                ((v[n / 2 - 1] as f64 + v[n / 2] as f64) / 2.0) as f32
+            }
+        })
+        .collect()
+}
