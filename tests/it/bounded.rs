@@ -100,11 +100,7 @@ fn generate(name: &str, t: usize, h: usize, w: usize, chunks: &str) -> Generated
         }
     }
     let m = dir.join("manifest.csv");
-    let r: Vec<(&str, &str, &str)> = rows
-        .iter()
-        .map(|(a, b, c)| (a.as_str(), b.as_str(), c.as_str()))
-        .collect();
-    write_manifest(&m, &r);
+    write_manifest(&m, &rows);
     let cube = dir.join("cube");
     let args = [
         "ingest",

@@ -32,11 +32,7 @@ fn cube(dir: &Path) -> PathBuf {
         }
     }
     let m = dir.join("manifest.csv");
-    let r: Vec<(&str, &str, &str)> = rows
-        .iter()
-        .map(|(a, b, c)| (a.as_str(), b.as_str(), c.as_str()))
-        .collect();
-    write_manifest(&m, &r);
+    write_manifest(&m, &rows);
     let out = dir.join("cube");
     run_ok(&[
         "ingest",

@@ -174,11 +174,7 @@ fn write_tiles(dir: &Path, t_n: usize, h: usize, w: usize, bands: &[(&str, &Pixe
         }
     }
     let m = dir.join("manifest.csv");
-    let r: Vec<(&str, &str, &str)> = rows
-        .iter()
-        .map(|(a, b, c)| (a.as_str(), b.as_str(), c.as_str()))
-        .collect();
-    write_manifest(&m, &r);
+    write_manifest(&m, &rows);
     m
 }
 
@@ -1346,18 +1342,6 @@ fn spill_dir_is_removed_after_a_failure_cli() {
 }
 
 /// Every path under `dir` (relative), depth first.
-/// Every file under `dir` with its bytes, by relative path.
-fn contents(dir: &Path) -> Vec<(String, Vec<u8>)> {
-    walk(dir)
-        .into_iter()
-        .filter(|p| dir.join(p).is_file())
-        .map(|p| {
-            let b = std::fs::read(dir.join(&p)).unwrap();
-            (p, b)
-        })
-        .collect()
-}
-
 fn walk(dir: &Path) -> Vec<String> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
@@ -1470,7 +1454,7 @@ fn spill_dir_is_removed_after_interruption() {
     };
     eprintln!("spilling takes {spilling:?} uninterrupted");
     // The timing run committed `out`: every interrupted overwrite below must leave it whole.
-    let committed = contents(&out);
+    let committed = common::tree_bytes(&out);
     let mut c = Checks::default();
     let mut interrupted = 0;
     for (round, (sig, percent)) in [
@@ -1545,7 +1529,7 @@ fn spill_dir_is_removed_after_interruption() {
         // An overwrite writes beside the committed cube and swaps only when done: an
         // interrupted one leaves the old cube opening, byte for byte as it was.
         c.check(
-            common::cube_opens(&out) && contents(&out) == committed,
+            common::cube_opens(&out) && common::tree_bytes(&out) == committed,
             || format!("round {round}: an interrupted overwrite changed the committed cube"),
         );
         // Start the next round clean whatever happened.

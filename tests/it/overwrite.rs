@@ -86,6 +86,16 @@ fn held(hold: &Path) -> PathBuf {
     PathBuf::from(format!("{}.held", hold.display()))
 }
 
+/// Start a writer that holds on `hold` (`--hold-tasks-while`), SIGKILL it once it is held
+/// mid-write, and remove the hold file.
+fn kill_once_held(mut c: Command, hold: &Path) {
+    let mut w = c.stderr(std::process::Stdio::null()).spawn().unwrap();
+    wait_for("the writer is held", &mut w, &|| held(hold).exists());
+    w.kill().unwrap();
+    w.wait().unwrap();
+    std::fs::remove_file(hold).unwrap();
+}
+
 /// A writer held mid-overwrite (some of its replacement's chunks written): readers meanwhile see
 /// the whole old cube; once it finishes, the whole new one, and nothing is left beside it.
 pub(crate) fn held_writer_keeps_the_old_cube_readable(t: &Target, hold_dir: &Path) {
@@ -335,14 +345,7 @@ fn a_killed_calc_overwrite_keeps_the_old_cube_and_the_next_one_cleans_up() {
         let h = hold.to_string_lossy().to_string();
         let mut args = t.write_args(B);
         args.extend(["--hold-tasks-while", &h, "--hold-after-tasks", "3"]);
-        let mut w = (t.cmd)(&args)
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        wait_for("the writer is held", &mut w, &|| held(&hold).exists());
-        w.kill().unwrap();
-        w.wait().unwrap();
-        std::fs::remove_file(&hold).unwrap();
+        kill_once_held((t.cmd)(&args), &hold);
         assert_eq!(t.read_ok(), a, "the old cube is whole after the kill");
         assert!((t.staged)(), "the killed replacement is left beside it");
         // The next overwrite removes it, saying so, and the lock of the dead writer.
@@ -405,14 +408,7 @@ fn a_killed_write_leaves_nothing_that_blocks_the_next_run() {
             ]
             .map(String::from),
         );
-        let mut w = cmd(&held_args)
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        wait_for("the writer is held", &mut w, &|| held(&hold).exists());
-        w.kill().unwrap();
-        w.wait().unwrap();
-        std::fs::remove_file(&hold).unwrap();
+        kill_once_held(cmd(&held_args), &hold);
         assert!(!cube_opens(&out), "{what}: the killed result does not open");
         assert!(
             crate::common::tree_bytes(&out)

@@ -514,7 +514,12 @@ pub fn deafrica_name(tile: &str, year: i32, band: &str) -> String {
 }
 
 /// Write a `path,band,time` manifest from rows.
-pub fn write_manifest(path: &Path, rows: &[(&str, &str, &str)]) {
+pub fn write_manifest<P, B, T>(path: &Path, rows: &[(P, B, T)])
+where
+    P: std::fmt::Display,
+    B: std::fmt::Display,
+    T: std::fmt::Display,
+{
     let mut t = String::from("path,band,time\n");
     for (p, b, ti) in rows {
         t.push_str(&format!("{p},{b},{ti}\n"));
