@@ -162,9 +162,21 @@ pub fn install_interrupt_cleanup() {
         std::thread::spawn(move || {
             let mut sig: libc::c_int = 0;
             if libc::sigwait(&set, &mut sig) == 0 {
+                // A commit in progress ends first, so what is said below is true.
+                let (_no_commit, committed) = crate::store::gate::close();
                 let _no_more_writes = SPILL_WRITES.write();
                 remove_live_spill_dirs();
-                eprintln!("interrupted: spill directories removed; no output cube was committed");
+                crate::store::lock::release_local();
+                if committed.is_empty() {
+                    eprintln!(
+                        "interrupted: spill directories removed; no output cube was committed"
+                    );
+                } else {
+                    eprintln!(
+                        "interrupted after {} was committed (it is complete); spill directories removed",
+                        committed.join(", ")
+                    );
+                }
                 libc::_exit(130);
             }
         });

@@ -303,12 +303,15 @@ impl Session {
         }
         // The same group metadata a sharded job's commit writes.
         let job = calc_job(&fingerprint, 1, geobox.has_crs());
-        layout::write_group(&store, &job.product, &write_id, job.attributes)?;
-        // Committed: the marker that said whose unfinished result this was goes.
-        store::job::clear(&store, 1)?;
-        if let Some(st) = staging {
-            st.swap()?;
-        }
+        store::gate::committing(url, || -> Result<(), ExecError> {
+            layout::write_group(&store, &job.product, &write_id, job.attributes)?;
+            // Committed: the marker that said whose unfinished result this was goes.
+            store::job::clear(&store, 1)?;
+            if let Some(st) = staging {
+                st.swap()?;
+            }
+            Ok(())
+        })?;
         Ok(report)
     }
 }

@@ -7,7 +7,8 @@ use super::scan::{discover, read_manifest, scan_tile, TileInfo, TileSource};
 use super::IngestError;
 use crate::store::job::{self, JobMarker, Shard, ShardMarker};
 use crate::store::layout::{self, Codecs};
-use crate::store::{ChunkSpec, Store, StoreOptions};
+use crate::store::replace::Staging;
+use crate::store::{gate, ChunkSpec, Store, StoreOptions};
 use crate::with_dtype;
 use rayon::prelude::*;
 use serde_json::json;
@@ -442,10 +443,7 @@ fn ingest_in_pool(
     if job::finished(&store, &job, shard.index)? {
         // Killed between this shard's marker and the commit: only the commit is left.
         if opts.shard.is_none() {
-            job::commit_store(&store)?;
-            if let Some(st) = staging {
-                st.swap()?;
-            }
+            commit(out, &store, staging)?;
         }
         report.up_to_date = true;
         report.elapsed_s = start.elapsed().as_secs_f64();
@@ -572,13 +570,22 @@ fn ingest_in_pool(
     };
     job::finish_shard(&store, &job, &marker)?;
     if opts.shard.is_none() {
-        job::commit_store(&store)?;
-        if let Some(st) = staging {
-            st.swap()?;
-        }
+        commit(out, &store, staging)?;
     }
     report.elapsed_s = start.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// Commit a one-process ingest: the group metadata, then (for an overwrite) the swap into
+/// place, as one section an interrupt waits for.
+fn commit(out: &str, store: &Store, staging: Option<Staging>) -> Result<(), IngestError> {
+    gate::committing(out, || -> Result<(), IngestError> {
+        job::commit_store(store)?;
+        if let Some(st) = staging {
+            st.swap()?;
+        }
+        Ok(())
+    })
 }
 
 fn cancelled(opts: &IngestOptions) -> bool {

@@ -490,8 +490,10 @@ pub fn commit_store(store: &Store) -> Result<CommitReport, JobError> {
         });
     }
     let write_id = job.write_id.clone().unwrap_or_else(layout::new_write_id);
-    layout::write_group(store, &job.product, &write_id, job.attributes.clone())?;
-    clear(store, job.shards)?;
+    super::gate::committing(store.url(), || -> Result<(), JobError> {
+        layout::write_group(store, &job.product, &write_id, job.attributes.clone())?;
+        clear(store, job.shards)
+    })?;
     Ok(CommitReport {
         fingerprint: job.fingerprint,
         shards: job.shards,

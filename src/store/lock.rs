@@ -285,6 +285,19 @@ pub fn acquire(url: &str) -> Result<WriterLock, StoreError> {
     })
 }
 
+/// Release the local locks this process holds (for the interrupt handler, which exits without
+/// running destructors): the next run then starts without a stale-lock note. Locks on S3 are
+/// left to go stale: a network call could hold up the exit.
+pub fn release_local() {
+    let held = HELD.lock().unwrap_or_else(|p| p.into_inner());
+    for h in held.iter().filter_map(|(_, _, w)| w.upgrade()) {
+        if let Target::Local(_) = *h.target {
+            h.stop.store(true, Ordering::Relaxed);
+            h.target.remove();
+        }
+    }
+}
+
 impl Drop for Held {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);

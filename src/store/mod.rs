@@ -17,6 +17,7 @@ mod counting;
 pub(crate) mod disk_cache;
 mod dtype;
 pub mod encode;
+pub mod gate;
 pub mod job;
 pub mod jobplan;
 pub mod layout;

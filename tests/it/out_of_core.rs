@@ -1454,7 +1454,8 @@ fn spill_dir_is_removed_after_interruption() {
     };
     eprintln!("spilling takes {spilling:?} uninterrupted");
     // The timing run committed `out`: every interrupted overwrite below must leave it whole.
-    let committed = common::tree_bytes(&out);
+    let mut committed = common::tree_bytes(&out);
+    let want = read_out(&out, "v");
     let mut c = Checks::default();
     let mut interrupted = 0;
     for (round, (sig, percent)) in [
@@ -1517,7 +1518,6 @@ fn spill_dir_is_removed_after_interruption() {
             "round {round}: the run ended before the signal ({:?}): {err}",
             o.status
         );
-        interrupted += 1;
         c.check(o.status.code() == Some(130), || {
             format!("round {round} (signal {sig} {delay_ms} ms after the spill dir appeared): exit {:?}, want 130; stderr: {err}", o.status)
         });
@@ -1527,11 +1527,32 @@ fn spill_dir_is_removed_after_interruption() {
             format!("round {round} (signal {sig} {delay_ms} ms after the spill dir appeared): spill dir not empty: {tree:?}")
         });
         // An overwrite writes beside the committed cube and swaps only when done: an
-        // interrupted one leaves the old cube opening, byte for byte as it was.
-        c.check(
-            common::cube_opens(&out) && common::tree_bytes(&out) == committed,
-            || format!("round {round}: an interrupted overwrite changed the committed cube"),
-        );
+        // interrupted one leaves the old cube opening, byte for byte as it was. A signal that
+        // lands after the swap finds the new cube committed, and must say so.
+        if err.contains("was committed (it is complete)") {
+            eprintln!("round {round}: interrupted after the commit");
+            c.check(
+                common::cube_opens(&out)
+                    && compare("after commit", &read_out(&out, "v"), &want, 0.0).is_ok(),
+                || format!("round {round}: said committed, but the new cube is not whole"),
+            );
+            committed = common::tree_bytes(&out);
+        } else {
+            interrupted += 1;
+            c.check(
+                err.contains("no output cube was committed"),
+                || format!("round {round}: the interruption did not say whether the output was committed: {err}"),
+            );
+            c.check(
+                common::cube_opens(&out) && common::tree_bytes(&out) == committed,
+                || format!("round {round}: an interrupted overwrite changed the committed cube"),
+            );
+        }
+        // The handler exits without destructors; it still releases the writer lock.
+        let lock = w.path().join("out.zarr.chunkcube-lock");
+        c.check(!lock.exists(), || {
+            format!("round {round}: the interrupted run left its writer lock")
+        });
         // Start the next round clean whatever happened.
         for e in left {
             let _ = std::fs::remove_dir_all(spill.join(e));
