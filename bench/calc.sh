@@ -12,6 +12,8 @@
 # Also (issue 18): max/min/sum/count/mean over time of nir on the 3600x4200x6 cube in 1024² chunks,
 # each beside its decode+reduce+encode bound (examples/bound_calc.rs --reduce OP BAND).
 #   SECTIONS=bounded bash bench/calc.sh   # only the issue-12 sections (4096² chunks, limit sweep)
+#   SECTIONS=reduce bash bench/calc.sh    # only the issue-18 reductions (and the load --out copy);
+#     with QUICK=1, max over the small cube
 #   EDGE_TILE=4200x4160 EDGE_YEARS=2015,2016 SECTIONS=bounded bash bench/calc.sh   # smaller cube
 #     (still a full 4096² chunk and 2048² chunks with edges both ways; 2 steps instead of 6)
 # Every run is one line of bench-data/calc-results.jsonl: {name, wall_s, peak_rss_mib, ok}.
@@ -38,12 +40,16 @@ tiles=$D/calc-tiles; c1=$D/cube1024; c2=$D/cube2048
 cargo build --release --quiet --example make_fixtures --example bound_calc
 cargo build --release --quiet
 bench_load_warning
-if [ "$SECTIONS" = bounded ]; then :; elif [ ! -f $tiles/manifest.csv ]; then
+# The 8192² (or QUICK 2048²) cubes: not needed by SECTIONS=bounded, nor by SECTIONS=reduce at full size.
+NEED_C=true
+[ "$SECTIONS" = bounded ] && NEED_C=false
+[ "$SECTIONS" = reduce ] && [ "$QUICK" != 1 ] && NEED_C=false
+if ! $NEED_C; then :; elif [ ! -f $tiles/manifest.csv ]; then
     ./target/release/examples/make_fixtures --out $tiles --tile-size $TILE --grid 2 --bands red,nir \
         --years 2015,2016,2017,2018,2019,2020 --block 512 --no-float-band
 fi
-[ "$SECTIONS" = bounded ] || [ -f $c1/zarr.json ] || $B ingest --manifest $tiles/manifest.csv --out $c1 --chunks time=1,y=1024,x=1024 --quiet --overwrite
-[ "$SECTIONS" = bounded ] || [ -f $c2/zarr.json ] || $B ingest --manifest $tiles/manifest.csv --out $c2 --chunks time=1,y=2048,x=2048 --quiet --overwrite
+! $NEED_C || [ -f $c1/zarr.json ] || $B ingest --manifest $tiles/manifest.csv --out $c1 --chunks time=1,y=1024,x=1024 --quiet --overwrite
+! $NEED_C || [ -f $c2/zarr.json ] || $B ingest --manifest $tiles/manifest.csv --out $c2 --chunks time=1,y=2048,x=2048 --quiet --overwrite
 SZ="$((2 * TILE))²x6"
 
 results=$D/calc-results.jsonl
@@ -62,7 +68,7 @@ run() {
 # res PATH ROLE TOOL: the run just made as a result line for bench/report.sh (if it succeeded).
 res() { if $ok; then bench_result calc "$1" "$2" "$3" "$BT_WALL" s lower "$BT_RSS_MIB"; fi; }
 
-if [ "$SECTIONS" != bounded ]; then
+if [ "$SECTIONS" = all ]; then
 echo "== NDVI and NDVI mean over time: $SZ, 1024x1024 chunks, zstd 3 =="
 run "bound: decode+ndvi+encode (bound_calc)" ./target/release/examples/bound_calc $c1
 res "ndvi $SZ to Zarr" bound "decode+ndvi+encode (bound_calc)"
@@ -95,14 +101,14 @@ if [ "$QUICK" != 1 ] && [ "${SKIP_DISTRIBUTED:-0}" != 1 ]; then
     run "dask distributed (memory_limit 48MiB) median" timeout $T python3 bench/calc_dask.py $c2 $D/out-med-dist median --distributed 48MiB
     run "dask distributed (memory_limit 64MiB) ndvi" timeout $T python3 bench/calc_dask.py $c1 $D/out-ndvi-dist ndvi --distributed 64MiB
 fi
-fi  # SECTIONS != bounded
+fi  # SECTIONS = all
 edge_cubes() {
     [ -f $ET/manifest.csv ] || ./target/release/examples/make_fixtures --out $ET --tile-size $EDGE_TILE \
         --grid 1 --bands red,nir --years $EDGE_YEARS --block 512 --no-float-band
     [ -f $E4/zarr.json ] || $B ingest --manifest $ET/manifest.csv --out $E4 --chunks time=1,y=4096,x=4096 --quiet --overwrite
     [ -f $E2/zarr.json ] || $B ingest --manifest $ET/manifest.csv --out $E2 --chunks time=1,y=2048,x=2048 --quiet --overwrite
 }
-if [ "$QUICK" != 1 ]; then
+if [ "$QUICK" != 1 ] && [ "$SECTIONS" != reduce ]; then
 echo
 echo "== memory independent of the chunk size: $ESZ, 4096x4096 chunks (edge chunks both ways) =="
 # Target: NDVI under 64MiB within 1.3x the wall time under 4GiB, peak RSS <= 164 MiB.
@@ -124,6 +130,8 @@ RCUBE=$D/edge1024 RSZ="6x3600x4200" OPS="max min sum count mean"
 echo "== reductions over time of one uint16 band: $RSZ, 1024x1024 chunks =="
 # bound_calc --reduce: zarrs decode of every time step + a plain nodata-aware integer loop +
 # zstd encode of the float32 result, on rayon. Target: chunkcube <= 1.2x the bound.
+[ -f $RCUBE/zarr.json ] || [ -f $ET/manifest.csv ] || ./target/release/examples/make_fixtures --out $ET \
+    --tile-size $EDGE_TILE --grid 1 --bands red,nir --years $EDGE_YEARS --block 512 --no-float-band
 [ -f $RCUBE/zarr.json ] || $B ingest --manifest $ET/manifest.csv --out $D/edge1024 --chunks time=1,y=1024,x=1024 --quiet --overwrite
 for op in $OPS; do
     run "bound: decode+$op+encode (bound_calc)" ./target/release/examples/bound_calc $RCUBE --reduce $op nir
@@ -137,7 +145,7 @@ res "copy nir $RSZ (load --out, 256MiB limit)" chunkcube "chunkcube load --out"
 run "chunkcube calc s=nir --out (the same copy)" $B calc $RCUBE --expr s=nir --out $D/out-copy2 --overwrite --quiet --memory-limit 256MiB
 res "copy nir $RSZ (load --out, 256MiB limit)" other "chunkcube calc s=nir --out"
 fi  # SECTIONS != bounded
-if [ "$QUICK" = 1 ]; then echo "results: $results"; exit 0; fi
+if [ "$QUICK" = 1 ] || [ "$SECTIONS" = reduce ]; then echo "results: $results"; exit 0; fi
 echo
 echo "== limit sweep: $ESZ, 2048x2048 chunks with edge chunks, vs dask threads =="
 edge_cubes
