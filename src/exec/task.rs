@@ -292,12 +292,17 @@ impl Session {
                 <= 1;
         let r = if alone {
             task(&regions[0])
-        } else if remote {
-            // Remote sources: the tasks are taken in order, the order their chunks were
-            // announced in. rayon's par_iter splits the regions in halves, so the second
-            // worker began at the middle, ahead of every announcement, and fetched its chunks
-            // one direct GET at a time while the first worker's chunks were prefetched (an S3
-            // full-band read was 84-88% of a plain GET loop in issue 18). A failed task
+        } else {
+            // Each worker takes the next task as it finishes one, in `regions` order.
+            // Remote sources: that is the order their chunks were announced in. rayon's
+            // par_iter splits the regions in halves, so the second worker began at the middle,
+            // ahead of every announcement, and fetched its chunks one direct GET at a time
+            // while the first worker's chunks were prefetched (an S3 full-band read was 84-88%
+            // of a plain GET loop in issue 18). Local sources: the halves were cut by count,
+            // not cost, and a half's last leaf (~a quarter of the tasks) ran on one thread
+            // while the other idled: `max:time` of 6 x 3600 x 4200 in 1024² chunks (20 tasks,
+            // the edge ones 10-50% of a full one) spent 0.57 vs 0.37 CPU-s on its two
+            // workers, the wall time 1.2x the balanced one (perf, issue 18). A failed task
             // cancels the run (see `task`), which stops the other workers at their next task.
             let next = std::sync::atomic::AtomicUsize::new(0);
             let workers = self.threads().min(regions.len()).max(1);
@@ -309,8 +314,6 @@ impl Session {
                     task(r)?;
                 })
             })
-        } else {
-            self.pool.install(|| regions.par_iter().try_for_each(task))
         };
         pb.finish_and_clear();
         match first_err.into_inner().ok().flatten() {
