@@ -132,7 +132,18 @@ impl BandReader {
 
     /// The store key holding a decode chunk (the shard key when sharded).
     pub fn chunk_key(&self, idx: [u64; 3]) -> String {
-        self.array.chunk_key(&self.object_index(idx)).to_string()
+        self.array
+            .chunk_key(self.stored_index(&self.object_index(idx)))
+            .to_string()
+    }
+
+    /// A grid index as the stored array takes it: a 2-D array has no time index.
+    fn stored_index<'a>(&self, idx: &'a [u64; 3]) -> &'a [u64] {
+        if self.meta.dims.two_d {
+            &idx[1..]
+        } else {
+            idx
+        }
     }
 
     /// The grid index of the stored object holding decode chunk `idx` (its shard when sharded).
@@ -205,7 +216,13 @@ impl BandReader {
             }
             return with_dtype!(self.meta.dtype, T => {
                 let a: ndarray::ArrayD<T> = match &self.shard_cache {
-                    None => match self.array.retrieve_chunk_if_exists(&idx).map_err(err)? {
+                    None => match self
+                        .array
+                        .retrieve_chunk_if_exists::<ndarray::ArrayD<T>>(self.stored_index(&idx))
+                        .map_err(err)?
+                    {
+                        // A 2-D array's chunk is one step of the cube's.
+                        Some(a) if self.meta.dims.two_d => a.insert_axis(ndarray::Axis(0)),
                         Some(a) => a,
                         None => self.absent_chunk::<T>(idx)?,
                     },
@@ -392,7 +409,7 @@ impl BandReader {
                 m.ok().map(SizeIndex::new)
             });
             for &idx in idxs {
-                match sizes.as_ref().and_then(|s| s.size(&idx)) {
+                match sizes.as_ref().and_then(|s| s.size(self.stored_index(&idx))) {
                     Some(n) => {
                         cost.encoded_bytes += n;
                         cost.requests += 1;

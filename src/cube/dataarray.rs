@@ -233,9 +233,7 @@ impl DataArray {
             0..self.node.shape[2],
         ];
         for (dim, range) in sel {
-            let i = DIMS
-                .iter()
-                .position(|d| d == dim)
+            let i = crate::store::dim_index(dim)
                 .filter(|i| self.node.present[*i])
                 .ok_or_else(|| CubeError::Selection {
                     what: format!("isel {dim}"),
@@ -474,11 +472,7 @@ impl DataArray {
     /// A nan-aware reduction over `dim`.
     pub fn reduce(&self, op: ReduceOp, dim: &str) -> DataArray {
         let n = &self.node;
-        let Some(axis) = DIMS
-            .iter()
-            .position(|d| *d == dim)
-            .filter(|i| n.present[*i])
-        else {
+        let Some(axis) = crate::store::dim_index(dim).filter(|i| n.present[*i]) else {
             let msg = format!(
                 "cannot reduce '{}' over unknown dimension '{dim}'; dimensions are {:?}",
                 self.name,

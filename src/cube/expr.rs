@@ -125,13 +125,16 @@ pub fn build(
                         let Ast::Name(dim, dat) = &args[1] else {
                             return Err(err(*at, format!("{r}(x, DIM): DIM must be time, y or x")));
                         };
-                        if !["time", "y", "x"].contains(&dim.as_str()) {
+                        let Some(i) = crate::store::dim_index(dim) else {
                             return Err(err(
                                 *dat,
-                                format!("unknown dimension '{dim}' (dimensions are time, y, x)"),
+                                format!(
+                                    "unknown dimension '{dim}' (dimensions are {})",
+                                    crate::store::DIM_NAMES
+                                ),
                             ));
-                        }
-                        build(src, &args[0], env)?.reduce(op, dim)
+                        };
+                        build(src, &args[0], env)?.reduce(op, DIMS[i])
                     }
                     None => {
                         return Err(err(
@@ -373,9 +376,13 @@ fn parse_reduce(r: &str) -> Result<(ReduceOp, &'static str), CubeError> {
             "unknown operation '{op}' (mean, median, min, max, sum, count, std)"
         ))
     })?;
-    let dim = DIMS
-        .iter()
-        .find(|d| **d == dim)
-        .ok_or_else(|| bad(format!("unknown dimension '{dim}' (time, y, x)")))?;
+    let dim = crate::store::dim_index(dim)
+        .map(|i| &DIMS[i])
+        .ok_or_else(|| {
+            bad(format!(
+                "unknown dimension '{dim}' ({})",
+                crate::store::DIM_NAMES
+            ))
+        })?;
     Ok((op, dim))
 }

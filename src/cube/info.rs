@@ -18,6 +18,9 @@ pub struct CubeInfo {
     pub product: String,
     /// Dimension names.
     pub dims: [&'static str; 3],
+    /// The bands' dimensions as stored (`latitude, longitude` read as y, x; a 2-D array is
+    /// one step).
+    pub stored_dims: Vec<String>,
     /// Shape `[time, y, x]`.
     pub shape: [u64; 3],
     /// `EPSG:n` when the CRS has an EPSG code.
@@ -68,6 +71,11 @@ pub struct BandInfo {
     pub stored_bytes: u64,
 }
 
+fn stored_dims(d: crate::store::layout::BandDims) -> Vec<String> {
+    let t = (!d.two_d).then_some("time");
+    t.into_iter().chain(d.yx()).map(String::from).collect()
+}
+
 fn nodata_json<S: Serializer>(v: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
     match v {
         Some(v) if v.is_nan() => s.serialize_str("NaN"),
@@ -108,6 +116,11 @@ impl CubeInfo {
                 .then(|| cube.store().url().to_string()),
             product: m.product.clone(),
             dims: crate::store::DIMS,
+            stored_dims: m
+                .bands
+                .first()
+                .map(|b| stored_dims(b.dims))
+                .unwrap_or_default(),
             shape: [m.times.len() as u64, g.height, g.width],
             crs: g.epsg.map(|e| format!("EPSG:{e}")),
             has_crs: g.has_crs(),
@@ -136,6 +149,9 @@ impl std::fmt::Display for CubeInfo {
             "dims        time: {}, y: {}, x: {}",
             self.shape[0], self.shape[1], self.shape[2]
         )?;
+        if self.stored_dims != crate::store::DIMS {
+            writeln!(f, "stored as   ({})", self.stored_dims.join(", "))?;
+        }
         if self.zarr_format != 3 {
             writeln!(f, "format      Zarr v{}", self.zarr_format)?;
         }

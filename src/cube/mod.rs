@@ -182,8 +182,9 @@ impl Cube {
             // An array the cube skipped: say why it is not a band.
             if let Some((_, dims)) = self.meta.skipped.iter().find(|(n, _)| n == name) {
                 available += &format!(
-                    " ('{name}' has dimensions ({}); chunkcube reads (time, y, x))",
-                    dims.join(", ")
+                    " ('{name}' has dimensions ({}); chunkcube reads {} in a cube of them)",
+                    dims.join(", "),
+                    crate::store::layout::SUPPORTED_DIMS
                 );
             }
             CubeError::UnknownBand {

@@ -53,11 +53,12 @@ impl Query {
     }
     /// Select index ranges (`dim` in time, y, x).
     pub fn isel(mut self, dim: &str, r: Range<u64>) -> Query {
-        match crate::store::DIMS.iter().position(|d| *d == dim) {
+        match crate::store::dim_index(dim) {
             Some(i) => self.isel[i] = Some(r),
             None => {
                 self.invalid = Some(format!(
-                    "isel: unknown dimension '{dim}' (dimensions are time, y, x)"
+                    "isel: unknown dimension '{dim}' (dimensions are {})",
+                    crate::store::DIM_NAMES
                 ))
             }
         }
@@ -78,10 +79,12 @@ impl Query {
                 .split_once('=')
                 .ok_or_else(|| bad(part, "expected DIM=A:B, e.g. y=100:200".into()))?;
             let d = d.trim();
-            let i = crate::store::DIMS
-                .iter()
-                .position(|x| *x == d)
-                .ok_or_else(|| bad(part, format!("unknown dimension '{d}' (time, y, x)")))?;
+            let i = crate::store::dim_index(d).ok_or_else(|| {
+                bad(
+                    part,
+                    format!("unknown dimension '{d}' ({})", crate::store::DIM_NAMES),
+                )
+            })?;
             if std::mem::replace(&mut seen[i], true) {
                 return Err(bad(part, format!("'{d}' is given more than once")));
             }

@@ -5,6 +5,19 @@
 /// The dimensions of every band, in order.
 pub const DIMS: [&str; 3] = ["time", "y", "x"];
 
+/// The dimensions as selections and reductions name them, for error messages.
+pub const DIM_NAMES: &str = "time, y (or lat, latitude), x (or lon, longitude)";
+
+/// The index of dimension `name` in [`DIMS`]; `lat`/`latitude` and `lon`/`longitude` name
+/// y and x, as in the geographic stores xarray and odc-stac write (chunkcube reads them so).
+pub fn dim_index(name: &str) -> Option<usize> {
+    match name {
+        "lat" | "latitude" => Some(1),
+        "lon" | "longitude" => Some(2),
+        _ => DIMS.iter().position(|d| *d == name),
+    }
+}
+
 /// A bad chunk specification.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid chunks '{spec}': {reason}")]
@@ -89,9 +102,9 @@ impl ChunkSpec {
                 .split_once('=')
                 .ok_or_else(|| err(format!("'{part}' is not DIM=N")))?;
             let k = k.trim();
-            let i = DIMS.iter().position(|d| *d == k).ok_or_else(|| {
+            let i = dim_index(k).ok_or_else(|| {
                 err(format!(
-                    "unknown dimension '{k}' (dimensions are time, y, x)"
+                    "unknown dimension '{k}' (dimensions are {DIM_NAMES})"
                 ))
             })?;
             if seen[i] {

@@ -12,6 +12,42 @@ use zarrs::array::{ArrayBuilder, ArraySubset};
 /// The name of the CF bounds array of the time coordinate.
 pub const TIME_BOUNDS: &str = "time_bnds";
 
+/// The spatial dimension names a band may have, `[y, x]` in that order: chunkcube's own, and
+/// those xarray, odc-stac and GEE exports write for geographic grids. All read as `y`, `x`.
+pub const SPATIAL_DIMS: [[&str; 2]; 3] = [["y", "x"], ["latitude", "longitude"], ["lat", "lon"]];
+
+/// The supported dimension orders, for error messages.
+pub const SUPPORTED_DIMS: &str = "(time, y, x), (time, latitude, longitude) or (time, lat, lon), \
+     or 2-D (y, x), (latitude, longitude), (lat, lon) with a scalar time coordinate";
+
+/// How a band's stored dimensions map onto the cube's `[time, y, x]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BandDims {
+    /// Index into [`SPATIAL_DIMS`]: the names of the y and x coordinates.
+    pub spatial: usize,
+    /// The array has no time dimension (`[y, x]`): read as one step.
+    pub two_d: bool,
+}
+
+impl BandDims {
+    /// The dimensions of a data variable, or `None` if they are not a supported order.
+    pub fn of(dims: &[String]) -> Option<BandDims> {
+        let (two_d, yx) = match dims {
+            [t, y, x] if t == "time" => (false, [y, x]),
+            [y, x] => (true, [y, x]),
+            _ => return None,
+        };
+        let spatial = SPATIAL_DIMS
+            .iter()
+            .position(|p| p[0] == yx[0] && p[1] == yx[1])?;
+        Some(BandDims { spatial, two_d })
+    }
+    /// The names of the y and x coordinate arrays.
+    pub fn yx(&self) -> [&'static str; 2] {
+        SPATIAL_DIMS[self.spatial]
+    }
+}
+
 /// Calendars whose dates are the proleptic Gregorian ones chunkcube computes with.
 const CALENDARS: [&str; 3] = ["standard", "gregorian", "proleptic_gregorian"];
 
@@ -369,10 +405,27 @@ pub(crate) fn read_grid_mapping(store: &Store, name: &str) -> Result<GridMapping
         }
         None => None,
     };
-    let epsg = sattr.get("epsg").and_then(Value::as_u64).map(|e| e as u32);
+    let mut epsg = sattr.get("epsg").and_then(Value::as_u64).map(|e| e as u32);
+    let mut wkt = wkt;
+    if wkt.is_empty() && is_wgs84_lonlat(&sattr) {
+        let (w, e) = crate::geo::crs_info("EPSG:4326")
+            .map_err(|e| meta_err(store, &format!("{name}/zarr.json"), e.to_string()))?;
+        (wkt, epsg) = (w, e);
+    }
     Ok(GridMapping {
         wkt,
         transform,
         epsg,
     })
+}
+
+/// A CF grid mapping without WKT that still names a CRS: `latitude_longitude` on the WGS 84
+/// ellipsoid (stated, or left to CF's default) is EPSG:4326. Another ellipsoid is left as
+/// no CRS rather than guessed.
+fn is_wgs84_lonlat(attrs: &Value) -> bool {
+    let num = |k: &str| attrs.get(k).and_then(Value::as_f64);
+    let near = |k: &str, want: f64| num(k).is_none_or(|v| (v - want).abs() <= 1e-6 * want);
+    attrs.get("grid_mapping_name").and_then(Value::as_str) == Some("latitude_longitude")
+        && near("semi_major_axis", 6_378_137.0)
+        && near("inverse_flattening", 298.257_223_563)
 }

@@ -16,7 +16,7 @@
 //! cube with one read. Zarr v2 stores (`.zgroup`) are read too ([`super::v2`]).
 
 pub(crate) use super::coords::{read_coord, read_coord_f64};
-pub use super::coords::{write_coords, TIME_BOUNDS};
+pub use super::coords::{write_coords, BandDims, SPATIAL_DIMS, SUPPORTED_DIMS, TIME_BOUNDS};
 use super::{DType, Store, StoreError};
 use crate::geo::{GeoBox, Time};
 use serde_json::{json, Map, Value};
@@ -80,8 +80,10 @@ pub struct BandMeta {
     pub dtype: DType,
     /// Nodata (fill value); NaN for float bands without another nodata.
     pub nodata: Option<f64>,
-    /// Shape `[time, y, x]`.
+    /// Shape `[time, y, x]` (a 2-D array is one step).
     pub shape: [u64; 3],
+    /// The stored dimensions: which names stand for y and x, and whether time is one.
+    pub dims: BandDims,
     /// The shape of the objects in the store (shards when sharded).
     pub chunk_shape: [u64; 3],
     /// The inner chunk shape when sharded: the unit of decoding.
@@ -388,7 +390,7 @@ fn parse_band(store: &Store, name: &str, key: &str, doc: &Value) -> Result<Parse
         return Ok(Parsed::Ignored);
     }
     let dims = dim_names(doc);
-    if dims != ["time", "y", "x"] {
+    let Some(band_dims) = BandDims::of(&dims) else {
         // Coordinates (1-D), grid mappings (0-d) and CF bounds are no data variables.
         let bounds = dims
             .iter()
@@ -397,10 +399,20 @@ fn parse_band(store: &Store, name: &str, key: &str, doc: &Value) -> Result<Parse
             return Ok(Parsed::Ignored);
         }
         return Ok(Parsed::Other(dims));
+    };
+    // 2-D latitude/longitude of a curvilinear grid are coordinates, not data.
+    if band_dims.two_d && SPATIAL_DIMS.iter().flatten().any(|n| *n == name) {
+        return Ok(Parsed::Ignored);
     }
+    let nd = dims.len();
+    // A 2-D array reads as one time step: its grid padded with a leading 1.
+    let pad = |v: &[u64]| match v {
+        [y, x] => [1, *y, *x],
+        v => [v[0], v[1], v[2]],
+    };
     let shape = u64_vec(doc.get("shape")).ok_or_else(|| bad("missing or invalid 'shape'"))?;
-    if shape.len() != 3 {
-        return Err(bad("'shape' must have 3 dimensions"));
+    if shape.len() != nd {
+        return Err(bad(&format!("'shape' must have {nd} dimensions")));
     }
     let dt_name = doc
         .get("data_type")
@@ -412,8 +424,8 @@ fn parse_band(store: &Store, name: &str, key: &str, doc: &Value) -> Result<Parse
         .pointer("/chunk_grid/configuration/chunk_shape")
         .and_then(|v| u64_vec(Some(v)))
         .ok_or_else(|| bad("missing regular chunk_grid chunk_shape"))?;
-    if grid.len() != 3 || grid.contains(&0) {
-        return Err(bad("chunk_shape must be 3 positive numbers"));
+    if grid.len() != nd || grid.contains(&0) {
+        return Err(bad(&format!("chunk_shape must be {nd} positive numbers")));
     }
     let mut inner = None;
     super::limits::check_sizes(&shape, &grid, dtype.size() as u64).map_err(|m| bad(&m))?;
@@ -422,6 +434,11 @@ fn parse_band(store: &Store, name: &str, key: &str, doc: &Value) -> Result<Parse
             .iter()
             .find(|c| c.get("name").and_then(Value::as_str) == Some("sharding_indexed"))
         {
+            if band_dims.two_d {
+                return Err(bad(
+                    "sharded 2-D arrays are not supported (add a time dimension)",
+                ));
+            }
             let cs = sh
                 .pointer("/configuration/chunk_shape")
                 .and_then(|v| u64_vec(Some(v)))
@@ -458,8 +475,9 @@ fn parse_band(store: &Store, name: &str, key: &str, doc: &Value) -> Result<Parse
         name: name.to_string(),
         dtype,
         nodata,
-        shape: [shape[0], shape[1], shape[2]],
-        chunk_shape: [grid[0], grid[1], grid[2]],
+        shape: pad(&shape),
+        dims: band_dims,
+        chunk_shape: pad(&grid),
         inner_chunk_shape: inner,
         attributes,
         stream_codecs,
@@ -564,6 +582,15 @@ pub fn read_cube_meta(store: &Store) -> Result<CubeMeta, StoreError> {
             }
         }
     }
+    // A 2-D array beside (time, y, x) bands is no step of theirs (a DEM next to a series).
+    if bands.iter().any(|b| !b.dims.two_d) {
+        bands.retain(|b| {
+            if b.dims.two_d {
+                skipped.push((b.name.clone(), b.dims.yx().map(String::from).to_vec()));
+            }
+            !b.dims.two_d
+        });
+    }
     bands.sort_by(|a, b| a.name.cmp(&b.name));
     skipped.sort();
     let listed = super::manifest::listed(&attributes);
@@ -583,22 +610,35 @@ pub fn read_cube_meta(store: &Store) -> Result<CubeMeta, StoreError> {
         return Err(meta_err(
             store,
             root_key,
-            format!("no array with dimensions (time, y, x): {found}; chunkcube reads data variables of dimensions (time, y, x), e.g. written from xarray after ds.transpose('time', 'y', 'x') or ds.expand_dims('time')"),
+            format!("no array with supported dimensions: {found}; chunkcube reads data variables of dimensions {SUPPORTED_DIMS}, e.g. written from xarray after ds.transpose('time', 'y', 'x') or ds.expand_dims('time')"),
         ));
     }
 
     let strict = listed.is_some();
-    let xs = read_coord(store, "x", strict)?;
-    let ys = read_coord(store, "y", strict)?;
+    let [yname, xname] = bands[0].dims.yx();
+    let xs = read_coord(store, xname, strict)?;
+    let ys = read_coord(store, yname, strict)?;
     let shape = bands[0].shape;
     if xs.len() as u64 != shape[2] || ys.len() as u64 != shape[1] {
         return Err(meta_err(
             store,
-            &array_key("x"),
+            &array_key(xname),
             "coordinate lengths do not match the band shape",
         ));
     }
     for b in &bands {
+        if b.dims != bands[0].dims {
+            return Err(meta_err(
+                store,
+                &array_key(&b.name),
+                format!(
+                    "dimensions ({}) differ from those of '{}' ({})",
+                    b.dims.yx().join(", "),
+                    bands[0].name,
+                    bands[0].dims.yx().join(", ")
+                ),
+            ));
+        }
         if b.shape != shape {
             return Err(meta_err(
                 store,
@@ -618,7 +658,15 @@ pub fn read_cube_meta(store: &Store) -> Result<CubeMeta, StoreError> {
     } else {
         super::v2::array_doc(store, "time")?
     }
-    .ok_or_else(|| meta_err(store, &time_key, "missing time coordinate"))?;
+    .ok_or_else(|| {
+        let msg = if bands[0].dims.two_d {
+            "missing time coordinate: a 2-D array reads as one step of a scalar 'time' \
+             (xarray keeps one from ds.isel(time=0); else ds.expand_dims(time=[...]))"
+        } else {
+            "missing time coordinate"
+        };
+        meta_err(store, &time_key, msg)
+    })?;
     let times = super::coords::read_times(store, &time_doc, &time_key, strict)?;
     if times.len() as u64 != shape[0] {
         return Err(meta_err(

@@ -38,7 +38,9 @@ mod values;
 pub mod verify;
 pub mod whole;
 
-pub use chunks::{format_bytes, grid_shape, parse_bytes, ChunkSpec, ChunkSpecError, DIMS};
+pub use chunks::{
+    dim_index, format_bytes, grid_shape, parse_bytes, ChunkSpec, ChunkSpecError, DIMS, DIM_NAMES,
+};
 pub use counting::{is_data_chunk, CountingStore, IoCounters, IoSnapshot};
 pub use disk_cache::{DiskCacheStats, DiskCacheStore};
 pub use dtype::{DType, Element, Real};

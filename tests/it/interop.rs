@@ -621,5 +621,5 @@ xr.Dataset({{"dem": a.isel(time=0, drop=True)}}).to_zarr(sys.argv[2], zarr_forma
     );
     py(&code, &[&yxt, &yx]);
     run_err(&["info", s(&yxt)], &["'red' (y, x, time)", "(time, y, x)"]);
-    run_err(&["info", s(&yx)], &["'dem' (y, x)", "(time, y, x)"]);
+    run_err(&["info", s(&yx)], &["missing time coordinate", "2-D array"]);
 }

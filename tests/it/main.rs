@@ -9,6 +9,7 @@ mod calc;
 mod cli;
 mod dashboard;
 mod export;
+mod geographic;
 mod hostile;
 mod ingest;
 mod integrity;
