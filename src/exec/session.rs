@@ -316,10 +316,16 @@ impl Session {
         // page faults under copy_window, the copy itself 3%): 50-55 ms of CPU for a 134 MB
         // result against ~160 ms decoding its chunks, so no reader handing back a fresh
         // buffer reaches the decode-only bound here. MADV_POPULATE_WRITE does not make the
-        // faults cheaper. Transparent huge pages do once warm (15 ms), but this VM reports
-        // freed 2 MiB blocks to its host (page_reporting_order 9), so a fresh huge page
-        // costs ~4x a 4 KiB one: the first 134 MB took 200 ms, and in the read loop the
-        // clearing took 42% of the samples.
+        // faults cheaper. Transparent huge pages (madvise on the result) were measured again
+        // and left out: a huge page freed moments ago faults in 0.1 ms per 2 MiB (the read
+        // loop of examples/window_latency then ran at 0.98-1.01x the decode bound instead of
+        // 0.76-0.83x), but this VM reports free 2 MiB blocks to its host (Firecracker,
+        // page_reporting_order 9) and one left free a few seconds costs ~10 ms to fault:
+        // a lone full read took 650-735 ms instead of 190-420, as a session reading now and
+        // then would. Faulting the huge pages one by one and falling back to 4 KiB at the
+        // first slow one (on the thread's CPU clock) kept lone reads as they are but gained
+        // nothing in the loop: a freed 4 KiB-backed result does not come back as warm huge
+        // pages, only the previous read's huge pages were fast.
         let _ = fill;
         let mut out = ArrayD::<T>::from_elem(ndarray::IxDyn(&dims), T::default());
         let writer = RegionWriter::new(&mut out);
