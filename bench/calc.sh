@@ -20,7 +20,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib.sh
-B=./target/release/chunkcube
+# CHUNKCUBE=PATH: time another build (before/after comparisons); the default is this tree's.
+B=${CHUNKCUBE:-./target/release/chunkcube}
 D=bench-data
 # QUICK=1: 1024² tiles (a 2048x2048x6 cube), the first two sections only.
 TILE=${TILE:-4096}

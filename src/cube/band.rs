@@ -344,10 +344,11 @@ impl BandReader {
     /// ahead of the workers: whole chunk objects, or for a sharded band the byte ranges of the
     /// inner chunks, nearby ranges of one shard coalesced into one ranged GET. Returns at once:
     /// shard indexes not read yet are read on the I/O runtime's blocking pool, one task per
-    /// shard. A failure there is left for the read of the chunk to report. Local stores ignore
-    /// announcements.
+    /// shard. A failure there is left for the read of the chunk to report. A local unsharded
+    /// band has the kernel read the chunk files ahead (the reads of cold chunks were half of
+    /// a reduction's wall time, issue 18); local shards are not announced.
     pub fn prefetch(self: &Arc<Self>, idxs: Vec<[u64; 3]>) {
-        if !self.store.is_remote() || idxs.is_empty() {
+        if idxs.is_empty() || (!self.store.is_remote() && self.shards.is_some()) {
             return;
         }
         let Some(layout) = &self.shards else {

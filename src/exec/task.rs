@@ -182,13 +182,19 @@ impl Session {
         };
         #[cfg(test)]
         let measured = super::testing::current_run();
-        // Remote stores: announce the stored chunks of the next tasks so their fetches run
-        // concurrently ahead of the workers (the store bounds what is in flight).
+        // Announce the stored chunks of the next tasks: remote stores fetch them concurrently
+        // ahead of the workers (the store bounds what is in flight); local ones have the
+        // kernel read their files in the background, a couple of tasks ahead (page cache,
+        // not process memory), so a cold read overlaps the computation instead of stalling it.
         let remote = nodes.iter().any(|n| has_remote_source(n));
         let prefetched = AtomicU64::new(0);
-        let window = (self.threads() as u64 * 4).max(8);
+        let window = if remote {
+            (self.threads() as u64 * 4).max(8)
+        } else {
+            self.threads() as u64 * 2
+        };
         let prefetch_upto = |upto: u64| {
-            if !remote {
+            if !remote && regions.len() <= 1 {
                 return;
             }
             {
@@ -207,7 +213,7 @@ impl Session {
                     regions[cur as usize..end as usize]
                         .iter()
                         .flat_map(|r| nodes.iter().flat_map(move |n| source_chunks(n, r))),
-                    |s| s.is_remote(),
+                    |s| !s.is_persisted(),
                 );
                 for (src, idxs) in by_src {
                     src.prefetch(idxs);

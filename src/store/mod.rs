@@ -386,10 +386,13 @@ impl Store {
     }
 
     /// Announce chunk keys about to be read, so a remote store can fetch them concurrently
-    /// ahead of the decoding workers (see [`prefetch`]). Local stores ignore it.
+    /// ahead of the decoding workers (see [`prefetch`]); a local store has the kernel read
+    /// their files into the page cache in the background.
     pub fn prefetch(&self, keys: Vec<String>) {
         if let Some(r) = &self.remote {
             r.prefetch.prefetch(keys);
+        } else if let Location::Local(root) = &self.location {
+            local::advise_willneed(root, keys);
         }
     }
 
