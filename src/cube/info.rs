@@ -39,6 +39,12 @@ pub struct CubeInfo {
     pub resolution: [f64; 2],
     /// Time steps: ISO dates at midnight, ISO datetimes (UTC) otherwise.
     pub time: Vec<String>,
+    /// The CF bounds of each step (first and last step a reduction spans), when stored.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub time_bounds: Option<Vec<[String; 2]>>,
+    /// What every band did over time (`mean` of `cell_methods: "time: mean"`), when they agree.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub time_method: Option<String>,
     /// The bands.
     pub bands: Vec<BandInfo>,
     /// Chunks of all bands' grids.
@@ -65,10 +71,21 @@ pub struct BandInfo {
     pub shard_shape: Option<[u64; 3]>,
     /// Chunks (or shards) of the band's grid.
     pub chunks: u64,
+    /// CF `cell_methods` (what reductions made the values), when stored.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cell_methods: Option<String>,
     /// Objects stored (absent chunks are fill).
     pub stored_objects: u64,
     /// Their encoded bytes.
     pub stored_bytes: u64,
+}
+
+/// The method `cell_methods` names for time: `mean` of `time: mean`, `median` of
+/// `time: median x: mean` (CF also allows `time: mean (interval: 1 day)`).
+fn time_method(cm: &str) -> Option<&str> {
+    let mut words = cm.split_whitespace().skip_while(|w| *w != "time:");
+    words.next()?;
+    words.find(|w| !w.ends_with(':'))
 }
 
 fn stored_dims(d: crate::store::layout::BandDims) -> Vec<String> {
@@ -105,6 +122,11 @@ impl CubeInfo {
                 shape: b.shape,
                 chunk_shape: b.read_chunk_shape(),
                 shard_shape: b.inner_chunk_shape.map(|_| b.chunk_shape),
+                cell_methods: b
+                    .attributes
+                    .get("cell_methods")
+                    .and_then(|v| v.as_str())
+                    .map(String::from),
                 chunks: grid_shape(b.shape, b.chunk_shape).iter().product(),
                 stored_objects: n,
                 stored_bytes: bytes,
@@ -130,6 +152,21 @@ impl CubeInfo {
             transform: g.transform,
             resolution: [g.dx(), g.dy()],
             time: m.times.iter().map(|t| t.to_string()).collect(),
+            time_bounds: m.time_bounds.as_ref().map(|b| {
+                b.iter()
+                    .map(|[a, z]| [a.to_string(), z.to_string()])
+                    .collect()
+            }),
+            time_method: {
+                let mut it = bands
+                    .iter()
+                    .map(|b| b.cell_methods.as_deref().and_then(time_method));
+                let first = it.next().flatten();
+                it.all(|m| m == first)
+                    .then_some(first)
+                    .flatten()
+                    .map(String::from)
+            },
             chunks: bands.iter().map(|b| b.chunks).sum(),
             stored_bytes: bands.iter().map(|b| b.stored_bytes).sum(),
             bands,
@@ -179,7 +216,25 @@ impl std::fmt::Display for CubeInfo {
             "resolution  {} x {}",
             self.resolution[0], self.resolution[1]
         )?;
-        writeln!(f, "time        {}", self.time.join(", "))?;
+        match &self.time_bounds {
+            None => writeln!(f, "time        {}", self.time.join(", "))?,
+            Some(bounds) => {
+                let n = self.time.len();
+                let of = self
+                    .time_method
+                    .as_ref()
+                    .map(|m| format!("{m} of "))
+                    .unwrap_or_default();
+                let steps: Vec<String> = self
+                    .time
+                    .iter()
+                    .zip(bounds)
+                    .map(|(t, [a, z])| format!("{t} ({of}{a}..{z})"))
+                    .collect();
+                let s = if n == 1 { "" } else { "s" };
+                writeln!(f, "time        {n} step{s}: {}", steps.join(", "))?
+            }
+        }
         writeln!(f, "bands:")?;
         writeln!(
             f,

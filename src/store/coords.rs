@@ -214,18 +214,31 @@ enum Raw {
 /// chunk would otherwise become NaN coordinates. Without a manifest Zarr's rule holds
 /// (zarr-python skips chunks equal to the fill value).
 fn read_raw(store: &Store, name: &str, strict: bool) -> Result<Raw, StoreError> {
+    read_raw_nd(store, name, strict, 1).map(|(r, _)| r)
+}
+
+/// [`read_raw`] of an array of up to `max_dims` dimensions (a CF bounds array is 2-D), with
+/// its shape; values in C order.
+fn read_raw_nd(
+    store: &Store,
+    name: &str,
+    strict: bool,
+    max_dims: usize,
+) -> Result<(Raw, Vec<u64>), StoreError> {
     use zarrs::array::data_type as dt;
     let a = zarrs::array::Array::open(store.storage(), &format!("/{name}"))
         .map_err(|e| meta_err(store, &format!("{name}/zarr.json"), e.to_string()))?;
     let d = a.data_type().clone();
     let err = |e: zarrs::array::ArrayError| meta_err(store, name, e.to_string());
     // Read whole at open: a crafted shape must not allocate gigabytes.
-    if a.shape().iter().product::<u64>() > super::limits::MAX_COORD_LEN || a.dimensionality() > 1 {
+    if a.shape().iter().product::<u64>() > super::limits::MAX_COORD_LEN
+        || a.dimensionality() > max_dims
+    {
         return Err(meta_err(
             store,
             &format!("{name}/zarr.json"),
             format!(
-                "a coordinate must be 1-d with at most {} values; found shape {:?}",
+                "a coordinate must be {max_dims}-d with at most {} values; found shape {:?}",
                 super::limits::MAX_COORD_LEN,
                 a.shape()
             ),
@@ -259,7 +272,7 @@ fn read_raw(store: &Store, name: &str, strict: bool) -> Result<Raw, StoreError> 
         }};
     }
     let int = |v: Vec<i64>| Raw::Int(v);
-    Ok(if d == dt::float64() {
+    let raw = if d == dt::float64() {
         Raw::Float(read!(f64))
     } else if d == dt::float32() {
         Raw::Float(read!(f32).into_iter().map(f64::from).collect())
@@ -279,7 +292,8 @@ fn read_raw(store: &Store, name: &str, strict: bool) -> Result<Raw, StoreError> 
             name,
             format!("unsupported coordinate dtype {d:?}"),
         ));
-    })
+    };
+    Ok((raw, a.shape().to_vec()))
 }
 
 /// Read a small 1-D coordinate array whole, as float64.
@@ -322,6 +336,17 @@ pub(crate) fn read_times(
             ));
         }
     }
+    decode_times(store, key, &cf, units, read_raw(store, "time", strict)?)
+}
+
+/// CF-decode raw time values (`key` and `units` name them in errors).
+fn decode_times(
+    store: &Store,
+    key: &str,
+    cf: &CfUnits,
+    units: &str,
+    raw: Raw,
+) -> Result<Vec<Time>, StoreError> {
     let bad = |what: String| {
         meta_err(
             store,
@@ -329,7 +354,7 @@ pub(crate) fn read_times(
             format!("time value {what} is out of range for '{units}'"),
         )
     };
-    match read_raw(store, "time", strict)? {
+    match raw {
         Raw::Int(v) => v
             .into_iter()
             .map(|x| cf.decode_i64(x).ok_or_else(|| bad(x.to_string())))
@@ -339,6 +364,52 @@ pub(crate) fn read_times(
             .map(|x| cf.decode_f64(x).ok_or_else(|| bad(x.to_string())))
             .collect(),
     }
+}
+
+/// The CF bounds of the time steps (`[first, last]` of the range each step stands for, as
+/// reductions write them), from the variable the time coordinate's `bounds` names; `None`
+/// when it names none or the variable is absent. Decoded in the bounds' own units if they
+/// state any, else in the time's (CF: bounds inherit them).
+pub(crate) fn read_time_bounds(
+    store: &Store,
+    doc: &Value,
+    key: &str,
+    steps: usize,
+) -> Result<Option<Vec<[Time; 2]>>, StoreError> {
+    let Some(name) = doc.pointer("/attributes/bounds").and_then(Value::as_str) else {
+        return Ok(None);
+    };
+    let safe = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
+    if name.is_empty() || !name.chars().all(safe) {
+        return Err(meta_err(
+            store,
+            key,
+            format!("invalid bounds name '{name}'"),
+        ));
+    }
+    let Ok(a) = zarrs::array::Array::open(store.storage(), &format!("/{name}")) else {
+        return Ok(None);
+    };
+    let time_units = doc.pointer("/attributes/units").and_then(Value::as_str);
+    let units = a
+        .attributes()
+        .get("units")
+        .and_then(Value::as_str)
+        .or(time_units)
+        .unwrap_or("days since 1970-01-01")
+        .to_string();
+    let bkey = format!("{name}/zarr.json");
+    let cf = CfUnits::parse(&units).map_err(|e| meta_err(store, &bkey, e.to_string()))?;
+    let (raw, shape) = read_raw_nd(store, name, false, 2)?;
+    if shape != [steps as u64, 2] {
+        return Err(meta_err(
+            store,
+            &bkey,
+            format!("time bounds of shape {shape:?}; the time has {steps} steps, so [{steps}, 2]"),
+        ));
+    }
+    let v = decode_times(store, &bkey, &cf, &units, raw)?;
+    Ok(Some(v.chunks(2).map(|p| [p[0], p[1]]).collect()))
 }
 
 /// What a grid-mapping variable (`spatial_ref`) says.

@@ -115,6 +115,9 @@ pub struct CubeMeta {
     pub geobox: GeoBox,
     /// Time steps, at full resolution.
     pub times: Vec<Time>,
+    /// The CF bounds of each step (`[first, last]` step reduced into it), for cubes that
+    /// hold reductions over time; `None` when the time coordinate has no bounds.
+    pub time_bounds: Option<Vec<[Time; 2]>>,
     /// Bands in store order (sorted by name).
     pub bands: Vec<BandMeta>,
     /// Group attributes.
@@ -675,6 +678,7 @@ pub fn read_cube_meta(store: &Store) -> Result<CubeMeta, StoreError> {
             "time length does not match the band shape",
         ));
     }
+    let time_bounds = super::coords::read_time_bounds(store, &time_doc, &time_key, times.len())?;
 
     // CRS and transform from the grid-mapping variable, else from the coordinates.
     let gm = bands[0]
@@ -727,6 +731,7 @@ pub fn read_cube_meta(store: &Store) -> Result<CubeMeta, StoreError> {
         product,
         geobox,
         times,
+        time_bounds,
         bands,
         attributes,
         zarr_format,

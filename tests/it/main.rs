@@ -19,6 +19,7 @@ mod out_of_core;
 mod overwrite;
 mod plan;
 mod query;
+mod reduced;
 mod remote;
 mod s3;
 mod xarray_compat;
