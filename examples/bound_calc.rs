@@ -4,7 +4,8 @@
 //!
 //! With `--reduce OP BAND` (OP one of max, min, sum, count, mean), the limit for a reduction
 //! over time instead: decode every time step of BAND's chunks at one (y, x), reduce them with a
-//! plain nodata-aware loop in the band's own integers, encode the float32 result chunk.
+//! plain nodata-aware loop in the band's own integers, encode the float32 result chunk; every
+//! chunk file is handed to the kernel's readahead at the start, so cold reads overlap.
 //!
 //! ```text
 //! cargo run --release --example bound_calc -- CUBE [TIME_STEPS]
@@ -30,7 +31,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if args.get(2).map(String::as_str) == Some("--reduce") {
         let op = args.get(3).ok_or("--reduce OP BAND")?;
         let band = args.get(4).ok_or("--reduce OP BAND")?;
-        return reduce_bound(store, op, band);
+        return reduce_bound(store, cube, op, band);
     }
     let red = Array::open(store.clone(), "/red")?;
     let nir = Array::open(store, "/nir")?;
@@ -95,6 +96,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// Decode + reduce over time + encode, per (y, x) chunk column, on rayon.
 fn reduce_bound(
     store: Arc<FilesystemStore>,
+    cube: &str,
     op: &str,
     band: &str,
 ) -> Result<(), Box<dyn std::error::Error>> {
@@ -134,6 +136,20 @@ fn reduce_bound(
         .flat_map(|y| (0..grid[2]).map(move |x| [0, y, x]))
         .collect();
     let start = Instant::now();
+    // Every chunk file asked of the kernel up front, in the order the workers take them, so
+    // reads overlap the computation as well as they can (chunkcube reads a few tasks ahead).
+    let files: Vec<std::path::PathBuf> = idx
+        .iter()
+        .flat_map(|i| (0..grid[0]).map(move |t| [t, i[1], i[2]]))
+        .map(|c| std::path::Path::new(cube).join(a.chunk_key(&c).as_str()))
+        .collect();
+    std::thread::spawn(move || {
+        use std::os::fd::AsRawFd;
+        for f in files.iter().filter_map(|p| std::fs::File::open(p).ok()) {
+            // SAFETY: a valid descriptor; the advice only schedules reads.
+            unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_WILLNEED) };
+        }
+    });
     idx.par_iter().try_for_each(|i| -> Result<(), String> {
         let mut max: Vec<u16> = Vec::new();
         let mut min: Vec<u16> = Vec::new();

@@ -184,15 +184,13 @@ impl Session {
         let measured = super::testing::current_run();
         // Announce the stored chunks of the next tasks: remote stores fetch them concurrently
         // ahead of the workers (the store bounds what is in flight); local ones have the
-        // kernel read their files in the background, a couple of tasks ahead (page cache,
-        // not process memory), so a cold read overlaps the computation instead of stalling it.
+        // kernel read their files in the background (page cache, not process memory), so a
+        // cold read overlaps the computation instead of stalling it. Four tasks per worker
+        // ahead: with two (issue 18, max:time on a loaded machine) the helper that asks for
+        // the reads waited its turn for a core and the workers caught up with it.
         let remote = nodes.iter().any(|n| has_remote_source(n));
         let prefetched = AtomicU64::new(0);
-        let window = if remote {
-            (self.threads() as u64 * 4).max(8)
-        } else {
-            self.threads() as u64 * 2
-        };
+        let window = (self.threads() as u64 * 4).max(8);
         let prefetch_upto = |upto: u64| {
             if !remote && regions.len() <= 1 {
                 return;
