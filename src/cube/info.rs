@@ -88,6 +88,14 @@ fn time_method(cm: &str) -> Option<&str> {
     words.find(|w| !w.ends_with(':'))
 }
 
+/// What a band did over time; a count is CF's `time: sum` of a `number_of_observations`.
+fn band_time_method(b: &crate::store::layout::BandMeta) -> Option<&str> {
+    let attr = |k: &str| b.attributes.get(k).and_then(|v| v.as_str());
+    let m = time_method(attr("cell_methods")?)?;
+    let counts = attr("long_name").is_some_and(|l| l.starts_with("number_of_observations"));
+    Some(if m == "sum" && counts { "count" } else { m })
+}
+
 fn stored_dims(d: crate::store::layout::BandDims) -> Vec<String> {
     let t = (!d.two_d).then_some("time");
     t.into_iter().chain(d.yx()).map(String::from).collect()
@@ -158,9 +166,7 @@ impl CubeInfo {
                     .collect()
             }),
             time_method: {
-                let mut it = bands
-                    .iter()
-                    .map(|b| b.cell_methods.as_deref().and_then(time_method));
+                let mut it = m.bands.iter().map(band_time_method);
                 let first = it.next().flatten();
                 it.all(|m| m == first)
                     .then_some(first)

@@ -219,6 +219,21 @@ impl Session {
             if let Some(cm) = cell_methods(node) {
                 attrs.insert("cell_methods".into(), serde_json::json!(cm));
             }
+            // A count is CF's sum of presence: say so, as CF's `number_of_observations`
+            // modifier does, and that it is dimensionless.
+            if let Op::Reduce {
+                op: ReduceOp::Count,
+                axis,
+                ..
+            } = &node.op
+            {
+                let long = format!(
+                    "number_of_observations of {name} over {}",
+                    crate::store::DIMS[*axis]
+                );
+                attrs.insert("long_name".into(), serde_json::json!(long));
+                attrs.insert("units".into(), serde_json::json!("1"));
+            }
             let b = layout::band_builder(
                 node.dtype,
                 nodata,
@@ -353,7 +368,9 @@ impl Session {
 }
 
 /// CF `cell_methods` of a result: its reductions in the order applied (`time: mean`,
-/// `time: median x: mean`), or `None` when nothing was reduced.
+/// `time: median x: mean`), or `None` when nothing was reduced. Only CF's method names
+/// (CF 1.11 Appendix E): a count is `sum` (of the presence of a value), with `long_name`
+/// `number_of_observations of …` saying it counts (see where the attributes are written).
 fn cell_methods(node: &Node) -> Option<String> {
     let parts: Vec<String> = node.fold(|n, kids: &[Vec<String>]| {
         let mut v: Vec<String> = Vec::new();
@@ -367,8 +384,7 @@ fn cell_methods(node: &Node) -> Option<String> {
                     ReduceOp::Min => "minimum",
                     ReduceOp::Max => "maximum",
                     ReduceOp::Sum => "sum",
-                    // Not a CF method; says plainly what the values are.
-                    ReduceOp::Count => "count",
+                    ReduceOp::Count => "sum",
                     ReduceOp::Std => "standard_deviation",
                 }
             )),

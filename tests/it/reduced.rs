@@ -90,3 +90,80 @@ fn reduced_cubes_read_back_their_time_bounds() {
         assert_eq!(b, [[first.clone(), last.clone()]]);
     }
 }
+
+/// CF 1.11 Appendix E: the method names `cell_methods` may use.
+const CF_METHODS: [&str; 11] = [
+    "point",
+    "sum",
+    "maximum",
+    "median",
+    "mid_range",
+    "minimum",
+    "mean",
+    "mode",
+    "range",
+    "standard_deviation",
+    "variance",
+];
+
+/// Reads a reduced cube (argv 1) as xarray decodes it: prints the result's attributes, its
+/// dtype and, when cf_xarray is installed, its parse of `cell_methods`.
+const READ: &str = r#"
+import sys, json, warnings, xarray as xr
+with warnings.catch_warnings():
+    warnings.simplefilter("error")
+    ds = xr.open_zarr(sys.argv[1])
+r = ds.r
+out = {"attrs": {k: str(v) for k, v in r.attrs.items()}, "dtype": str(r.dtype)}
+try:
+    import cf_xarray
+    out["parsed"] = cf_xarray.parse_cell_methods_attr(r.attrs["cell_methods"])
+except ImportError:
+    pass
+print(json.dumps(out))
+"#;
+
+#[test]
+fn reductions_write_cf_cell_methods() {
+    if !python_ready("reductions_write_cf_cell_methods") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src.zarr");
+    py(WRITE, &[&src]);
+    for (op, method, info_method) in [
+        ("mean", "mean", "mean"),
+        ("median", "median", "median"),
+        ("min", "minimum", "minimum"),
+        ("max", "maximum", "maximum"),
+        ("sum", "sum", "sum"),
+        ("count", "sum", "count"),
+        ("std", "standard_deviation", "standard_deviation"),
+    ] {
+        assert!(CF_METHODS.contains(&method));
+        let out = tmp.path().join(format!("{op}.zarr"));
+        reduce(&src, &out, op, None);
+        let got: Value = serde_json::from_str(py(READ, &[&out]).trim()).unwrap();
+        let attrs = &got["attrs"];
+        assert_eq!(
+            attrs["cell_methods"],
+            format!("time: {method}"),
+            "{op}: {got}"
+        );
+        if let Some(p) = got.get("parsed") {
+            assert_eq!(p, &serde_json::json!({"time": method}), "{op}: {got}");
+        }
+        if op == "count" {
+            // CF's modifier for a count of valid values; dimensionless.
+            assert_eq!(
+                attrs["long_name"], "number_of_observations of r over time",
+                "{got}"
+            );
+            assert_eq!(attrs["units"], "1", "{got}");
+        } else {
+            assert!(attrs.get("long_name").is_none(), "{op}: {got}");
+        }
+        assert!(!got["dtype"].as_str().unwrap().contains("time"), "{got}");
+        assert_eq!(info_json(&out)["time_method"], info_method, "{op}");
+    }
+}
