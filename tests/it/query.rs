@@ -1025,7 +1025,17 @@ fn selections_that_select_nothing_or_are_malformed_are_errors() {
 fn query_isel_on_an_unknown_dimension_is_an_error() {
     // `Query::isel("band", ..)` must not silently select the whole cube.
     let cube = fresh();
-    for dim in ["band", "X", "lat"] {
+    // lat is y's name in geographic stores: an alias, selecting as y does.
+    let shape = |dim: &str| {
+        let q = Query::new()
+            .measurements(&["red"])
+            .isel(dim, 0..1)
+            .chunks(ChunkSpec::parse("time=1").unwrap());
+        cube.load(&q).unwrap().get("red").map(|a| a.shape())
+    };
+    assert_eq!(shape("lat"), shape("y"));
+    assert_eq!(shape("longitude"), shape("x"));
+    for dim in ["band", "X", "wavelength"] {
         let r = cube.load(
             &Query::new()
                 .measurements(&["red"])
@@ -1041,10 +1051,19 @@ fn query_isel_on_an_unknown_dimension_is_an_error() {
 }
 
 #[test]
+fn chunk_specs_take_lat_lon_for_y_x() {
+    assert_eq!(
+        format!("{:?}", ChunkSpec::parse("lat=10,lon=20").unwrap()),
+        format!("{:?}", ChunkSpec::parse("y=10,x=20").unwrap())
+    );
+}
+
+#[test]
 fn bad_chunk_specs_are_rejected() {
     for bad in [
         "band=3",
-        "lat=10",
+        "wavelength=10",
+        "y=10,lat=20",
         "x=0",
         "y=0",
         "time=0",
