@@ -42,21 +42,7 @@ SKIP_JOBS=${SKIP_JOBS:-0}
 bench_load_warning
 
 # Chunk objects of two cubes byte-identical (paths and contents)?
-same_chunks() {
-    python3 - "$1" "$2" <<'EOF'
-import os, sys
-def chunks(root):
-    out = {}
-    for dp, _, fs in os.walk(root):
-        for f in fs:
-            rel = os.path.relpath(os.path.join(dp, f), root)
-            if "/c/" in "/" + rel:
-                out[rel] = open(os.path.join(dp, f), "rb").read()
-    return out
-a, b = chunks(sys.argv[1]), chunks(sys.argv[2])
-sys.exit(0 if a and a == b else 1)
-EOF
-}
+same_chunks() { python3 scripts/same_chunks.py "$1" "$2" >/dev/null 2>&1; }
 
 # sum of CPU seconds over the logs given
 cpu_of() { awk -F': ' '/(User|System) time \(seconds\)/ {s += $2} END {printf "%.2f", s}' "$@"; }

@@ -173,25 +173,5 @@ say "scan job $scan COMPLETED; array job $array: $n tasks COMPLETED, each from t
 # --- checks: verify, and byte-identical to one process ---------------------------------------
 "$bin" verify "$out" --quiet
 "$bin" ingest --manifest "$manifest" --out "$tmp/single" --chunks time=1,y=64,x=64 --quiet
-python3 - "$out" "$tmp/single" <<'EOF'
-import os, sys
-def chunks(root):
-    out = {}
-    for dp, _, fs in os.walk(root):
-        for f in fs:
-            rel = os.path.relpath(os.path.join(dp, f), root)
-            if "/c/" in "/" + rel.replace(os.sep, "/"):
-                out[rel] = open(os.path.join(dp, f), "rb").read()
-    return out
-a, b = chunks(sys.argv[1]), chunks(sys.argv[2])
-if not b:
-    sys.exit("slurm-local.sh: error: the single-process ingest wrote no chunk")
-if a.keys() != b.keys():
-    sys.exit(f"slurm-local.sh: error: chunk objects differ: only in the Slurm cube "
-             f"{sorted(a.keys() - b.keys())[:5]}, only in the single-process one {sorted(b.keys() - a.keys())[:5]}")
-diff = [k for k in a if a[k] != b[k]]
-if diff:
-    sys.exit(f"slurm-local.sh: error: {len(diff)} chunk objects differ from the single-process ingest, e.g. {diff[0]}")
-print(f"slurm-local.sh: {len(a)} chunk objects byte-identical to a single-process ingest")
-EOF
+python3 scripts/same_chunks.py "$out" "$tmp/single" --who slurm-local.sh
 say "ok: $out ingested by a $n-task Slurm array job and committed"

@@ -231,18 +231,45 @@ fn upload_fixtures(ep: &str, bucket: &str) {
 // ---------------------------------------------------------------------------
 // Tests
 
-#[test]
-fn http_tiles_ingest_to_the_local_cube_and_resume() {
+/// The fixture tiles served over HTTP from a copy (so a test may replace a tile on the
+/// server), a manifest of their URLs, and the cube the local files ingest to (the reference).
+struct Served {
+    tmp: tempfile::TempDir,
+    want: PathBuf,
+    www: PathBuf,
+    srv: FileServer,
+    env: Env,
+    manifest: PathBuf,
+}
+
+fn served() -> Served {
     let tmp = tempfile::tempdir().unwrap();
     let want = local_cube(tmp.path());
-    // Serve a copy, so a tile can be replaced below.
-    let served = tmp.path().join("www");
-    common::output::copy_dir(&common::fixtures_dir(), &served);
-    let srv = FileServer::start(&served);
-    let env = no_s3();
+    let www = tmp.path().join("www");
+    common::output::copy_dir(&common::fixtures_dir(), &www);
+    let srv = FileServer::start(&www);
+    let manifest = tmp.path().join("http.csv");
+    manifest_at(&manifest, |p| srv.url(p));
+    Served {
+        tmp,
+        want,
+        www,
+        srv,
+        env: no_s3(),
+        manifest,
+    }
+}
 
-    let m = tmp.path().join("http.csv");
-    manifest_at(&m, |p| srv.url(p));
+#[test]
+fn http_tiles_ingest_to_the_local_cube_and_resume() {
+    let Served {
+        tmp,
+        want,
+        www: served,
+        srv,
+        env,
+        manifest: m,
+    } = served();
     let out = tmp.path().join("from-http");
     env.ok(&strs(&ingest_args(&out, &["--manifest", s(&m)])));
     assert_same_cube("manifest of http:// URLs", &out, &want);
@@ -293,14 +320,14 @@ fn workers(
 
 #[test]
 fn a_saved_scan_spares_the_workers_the_header_reads() {
-    let tmp = tempfile::tempdir().unwrap();
-    let want = local_cube(tmp.path());
-    let served = tmp.path().join("www");
-    common::output::copy_dir(&common::fixtures_dir(), &served);
-    let srv = FileServer::start(&served);
-    let env = no_s3();
-    let m = tmp.path().join("http.csv");
-    manifest_at(&m, |p| srv.url(p));
+    let Served {
+        tmp,
+        want,
+        srv,
+        env,
+        manifest: m,
+        ..
+    } = served();
     let tiles = fixture_rows().len();
     let gets = |log: &BTreeMap<String, u64>| log.values().sum::<u64>();
 
