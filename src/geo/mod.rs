@@ -135,6 +135,16 @@ impl GeoBox {
         !self.wkt.trim().is_empty()
     }
 
+    /// Whether the CRS is geographic (x and y in degrees of longitude and latitude): read
+    /// from the WKT's root keyword, WKT1 `GEOGCS` or WKT2 `GEOGCRS`/`GEODCRS`, so no PROJ call.
+    pub fn is_geographic(&self) -> bool {
+        let w = self.wkt.trim_start().to_ascii_uppercase();
+        self.epsg == Some(4326)
+            || ["GEOGCS[", "GEOGCRS[", "GEODCRS[", "GEOGRAPHICCRS["]
+                .iter()
+                .any(|k| w.starts_with(k))
+    }
+
     /// The grid's extent in longitude and latitude (EPSG:4326), `[lon_min, lat_min, lon_max,
     /// lat_max]`: the bounds of its outer edges reprojected, densified as rasterio's
     /// `transform_bounds` (for EPSG:6933 the same as gdalinfo's corner coordinates).
@@ -250,5 +260,31 @@ mod tests {
         assert_eq!(centre_range(0.0, 10.0, 10, 200.0, 300.0), 0..0);
         // north-up y: origin 100, step -10: centres 95, 85, ...
         assert_eq!(centre_range(100.0, -10.0, 10, 80.0, 96.0), 0..2);
+    }
+
+    #[test]
+    fn geographic_crs_is_told_by_the_wkt_root() {
+        let g = |wkt: &str, epsg| GeoBox {
+            wkt: wkt.into(),
+            epsg,
+            transform: [0.0, 1.0, 0.0, 0.0, 0.0, -1.0],
+            width: 1,
+            height: 1,
+        };
+        assert!(g(r#"GEOGCS["WGS 84",DATUM["WGS_1984"]]"#, None).is_geographic());
+        assert!(g(
+            r#" GEOGCRS["WGS 84",DATUM["World Geodetic System 1984"]]"#,
+            None
+        )
+        .is_geographic());
+        assert!(g("", Some(4326)).is_geographic());
+        // A projected CRS names its geographic base inside: not geographic.
+        assert!(!g(
+            r#"PROJCS["WGS 84 / NSIDC EASE-Grid 2.0 Global",GEOGCS["WGS 84"]]"#,
+            Some(6933)
+        )
+        .is_geographic());
+        assert!(!g(r#"PROJCRS["x",BASEGEOGCRS["WGS 84"]]"#, None).is_geographic());
+        assert!(!g("", None).is_geographic());
     }
 }

@@ -103,23 +103,24 @@ pub fn write_coords(
         }
         Ok::<(), StoreError>(())
     };
-    let axis_attrs = |axis: &str, std: &str| {
+    let axis_attrs = |axis: &str, std: &str, units: &str| {
         let mut m = Map::new();
         m.insert("axis".into(), json!(axis));
         m.insert("standard_name".into(), json!(std));
-        m.insert("units".into(), json!("metre"));
+        m.insert("units".into(), json!(units));
         m
     };
-    write_f64(
-        "x",
-        geobox.x_coords(),
-        axis_attrs("X", "projection_x_coordinate"),
-    )?;
-    write_f64(
-        "y",
-        geobox.y_coords(),
-        axis_attrs("Y", "projection_y_coordinate"),
-    )?;
+    // CF: degrees on a geographic grid (a cube read from a lat/lon store), metres otherwise.
+    let ((xs, xu), (ys, yu)) = if geobox.is_geographic() {
+        (("longitude", "degrees_east"), ("latitude", "degrees_north"))
+    } else {
+        (
+            ("projection_x_coordinate", "metre"),
+            ("projection_y_coordinate", "metre"),
+        )
+    };
+    write_f64("x", geobox.x_coords(), axis_attrs("X", xs, xu))?;
+    write_f64("y", geobox.y_coords(), axis_attrs("Y", ys, yu))?;
 
     // Steps and bounds share one unit, so xarray decodes both alike.
     let bounds: Vec<Time> = time_bounds

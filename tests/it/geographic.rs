@@ -154,6 +154,18 @@ fn lat_lon_stores_open_as_y_x_and_select_as_xarray() {
         ]);
         let sel = r#"{"kind": "sel", "lon": [20.2, 20.6], "lat": [9.6, 9.9]}"#;
         assert_eq!(py(COMPARE, &[store, &out, Path::new(sel)]).trim(), "ok");
+        // A geographic result's coordinates say degrees, as CF has them (not metres).
+        for (dim, std, units) in [
+            ("x", "longitude", "degrees_east"),
+            ("y", "latitude", "degrees_north"),
+        ] {
+            let meta: Value =
+                serde_json::from_slice(&std::fs::read(out.join(dim).join("zarr.json")).unwrap())
+                    .unwrap();
+            let a = &meta["attributes"];
+            assert_eq!(a["units"], units, "{}: {dim} {a}", out.display());
+            assert_eq!(a["standard_name"], std, "{}: {dim} {a}", out.display());
+        }
     }
 
     // No CRS stated: lat/lon names are no licence to assume EPSG:4326.
