@@ -116,8 +116,8 @@ with warnings.catch_warnings():
 r = ds.r
 out = {"attrs": {k: str(v) for k, v in r.attrs.items()}, "dtype": str(r.dtype)}
 try:
-    import cf_xarray
-    out["parsed"] = cf_xarray.parse_cell_methods_attr(r.attrs["cell_methods"])
+    from cf_xarray.utils import parse_cell_methods_attr
+    out["parsed"] = dict(parse_cell_methods_attr(r.attrs["cell_methods"]))
 except ImportError:
     pass
 print(json.dumps(out))
