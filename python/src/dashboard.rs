@@ -42,7 +42,7 @@ impl PyDashboard {
     #[new]
     #[pyo3(signature = (address=None))]
     fn new(address: Option<&str>) -> PyResult<PyDashboard> {
-        let status = LiveStatus::new("notebook");
+        let status = LiveStatus::session("notebook");
         let server = match address {
             Some(a) => Dashboard::start(a, status.clone()),
             None => Dashboard::start(DEFAULT_ADDR, status.clone())

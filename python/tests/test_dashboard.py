@@ -64,8 +64,11 @@ def test_the_link_shows_in_the_reprs_and_the_page_follows_a_computation(cube_pat
         done = [s["tasks_done"] for s in mid]
         assert done == sorted(done) and done[-1] > done[0], "progress rises"
         for s in seen:
-            assert s["state"] == "running"
+            assert s["state"] in ("idle", "running"), s["state"]
             assert s["memory_in_use"] <= s["memory_limit"] == 256 << 20
+        assert all(s["state"] == "running" for s in mid), "running while tasks are done"
+        # Between computations the notebook's page says idle (it is not done: more may come).
+        assert last["state"] == "idle", last["state"]
         names = {l["name"] for l in last["layers"]}
         for want in ["load red", "load nir", "sub", "add", "truediv"]:
             assert any(n.startswith(want) for n in names), (want, names)

@@ -24,6 +24,9 @@ pub enum RunState {
     Done,
     /// Stopped by an error.
     Failed,
+    /// Between computations of a long-lived status (a notebook's dashboard, see
+    /// [`LiveStatus::session`]): nothing is running now, more may come.
+    Idle,
 }
 
 /// Gauges pulled by the sampler (and frozen at their last values when the run ends).
@@ -57,14 +60,33 @@ pub struct LayerProgress {
 
 /// One computation (a pass over output chunks, a scan, an ingest's writes), as registered by
 /// [`LiveStatus::begin_run`].
+///
+/// The handle the work holds while the run lasts: dropping it ends the run (what a session's
+/// [`RunState::Idle`] is told from); its counts stay in the status's report.
 #[derive(Debug)]
 pub struct LiveRun {
+    data: Arc<RunData>,
+    status: Arc<LiveStatus>,
+    /// Registered in the status (runs inside an outer run are not): counted as active.
+    counted: bool,
+}
+
+/// A run's counts, kept by the status after the run ended.
+#[derive(Debug)]
+struct RunData {
     id: u32,
     what: String,
     tasks: u64,
     done: AtomicU64,
     layers: Vec<LayerProgress>,
-    status: Arc<LiveStatus>,
+}
+
+impl Drop for LiveRun {
+    fn drop(&mut self) {
+        if self.counted {
+            self.status.active.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
 }
 
 /// A layer as [`LiveStatus::begin_run`] takes it: a name, its tasks, and how many of them
@@ -83,19 +105,19 @@ impl LiveRun {
     /// One task of the run finished on `worker`, started at `start_us` (see
     /// [`LiveStatus::now_us`]): its layers advance and the task stream records it.
     pub fn task_done(&self, worker: usize, start_us: u64) {
-        self.done.fetch_add(1, Ordering::Relaxed);
-        for l in &self.layers {
+        self.data.done.fetch_add(1, Ordering::Relaxed);
+        for l in &self.data.layers {
             if l.per_task > 0 {
                 l.done.fetch_add(l.per_task, Ordering::Relaxed);
             }
         }
         self.status
             .stream
-            .record(worker, self.id, start_us, self.status.now_us());
+            .record(worker, self.data.id, start_us, self.status.now_us());
     }
     /// Advance layer `layer` by `n` tasks (layers whose tasks are not one per run task).
     pub fn add(&self, layer: usize, n: u64) {
-        if let Some(l) = self.layers.get(layer) {
+        if let Some(l) = self.data.layers.get(layer) {
             l.done.fetch_add(n, Ordering::Relaxed);
         }
     }
@@ -103,7 +125,7 @@ impl LiveRun {
     /// progress; its computations' tasks fill the task stream).
     pub fn progress(&self, layer: usize, n: u64) {
         self.add(layer, n);
-        self.done.fetch_add(n, Ordering::Relaxed);
+        self.data.done.fetch_add(n, Ordering::Relaxed);
     }
     /// The status this run belongs to.
     pub fn status(&self) -> &Arc<LiveStatus> {
@@ -116,7 +138,7 @@ impl LiveRun {
 pub struct StatusReport {
     /// The command (`calc`, `ingest` …).
     pub command: String,
-    /// running, done or failed.
+    /// running, done or failed (idle: a session between computations).
     pub state: RunState,
     /// Tasks of every layer done so far.
     pub tasks_done: u64,
@@ -255,7 +277,11 @@ pub struct LiveStatus {
     ended_us: AtomicU64,
     workers: AtomicU64,
     gauges: Gauges,
-    runs: Mutex<Vec<Arc<LiveRun>>>,
+    runs: Mutex<Vec<Arc<RunData>>>,
+    /// Runs begun and not yet ended (their [`LiveRun`] handles alive).
+    active: AtomicU64,
+    /// A long-lived status that says [`RunState::Idle`] between runs.
+    session: bool,
     stream: TaskStream,
     sampler: Mutex<Option<Sampler>>,
     explain: Mutex<Vec<(String, serde_json::Value)>>,
@@ -277,6 +303,14 @@ impl std::fmt::Debug for LiveStatus {
 impl LiveStatus {
     /// A status for `command`, running from now.
     pub fn new(command: &str) -> Arc<LiveStatus> {
+        Self::build(command, false)
+    }
+    /// A status for a process that runs computations now and then (a notebook): between
+    /// them it says [`RunState::Idle`] rather than running; it is done when finished.
+    pub fn session(command: &str) -> Arc<LiveStatus> {
+        Self::build(command, true)
+    }
+    fn build(command: &str, session: bool) -> Arc<LiveStatus> {
         Arc::new(LiveStatus {
             command: command.to_string(),
             started: Instant::now(),
@@ -285,6 +319,8 @@ impl LiveStatus {
             workers: AtomicU64::new(0),
             gauges: Gauges::default(),
             runs: Mutex::new(Vec::new()),
+            active: AtomicU64::new(0),
+            session,
             stream: TaskStream::new(),
             sampler: Mutex::new(None),
             explain: Mutex::new(Vec::new()),
@@ -329,12 +365,15 @@ impl LiveStatus {
         let outer = self.outer.load(Ordering::Acquire);
         if outer != u64::MAX {
             return Arc::new(LiveRun {
-                id: outer as u32,
-                what: what.to_string(),
-                tasks,
-                done: AtomicU64::new(0),
-                layers: Vec::new(),
+                data: Arc::new(RunData {
+                    id: outer as u32,
+                    what: what.to_string(),
+                    tasks,
+                    done: AtomicU64::new(0),
+                    layers: Vec::new(),
+                }),
                 status: self.clone(),
+                counted: false,
             });
         }
         self.register(what, tasks, layers)
@@ -350,7 +389,7 @@ impl LiveStatus {
         layers: &[LayerSpec],
     ) -> Arc<LiveRun> {
         let run = self.register(what, tasks, layers);
-        self.outer.store(run.id as u64, Ordering::Release);
+        self.outer.store(run.data.id as u64, Ordering::Release);
         run
     }
 
@@ -361,7 +400,7 @@ impl LiveStatus {
 
     fn register(self: &Arc<Self>, what: &str, tasks: u64, layers: &[LayerSpec]) -> Arc<LiveRun> {
         let mut runs = self.runs.lock().unwrap_or_else(|e| e.into_inner());
-        let run = Arc::new(LiveRun {
+        let data = Arc::new(RunData {
             id: runs.len() as u32,
             what: what.to_string(),
             tasks,
@@ -375,14 +414,19 @@ impl LiveStatus {
                     done: AtomicU64::new(0),
                 })
                 .collect(),
-            status: self.clone(),
         });
-        runs.push(run.clone());
-        run
+        runs.push(data.clone());
+        self.active.fetch_add(1, Ordering::AcqRel);
+        Arc::new(LiveRun {
+            data,
+            status: self.clone(),
+            counted: true,
+        })
     }
     /// Where the command is.
     pub fn state(&self) -> RunState {
         match self.state.load(Ordering::Acquire) {
+            0 if self.session && self.active.load(Ordering::Acquire) == 0 => RunState::Idle,
             0 => RunState::Running,
             1 => RunState::Done,
             _ => RunState::Failed,
@@ -428,7 +472,7 @@ impl LiveStatus {
         // The state first: a report that says "done" has its final numbers.
         let state = self.state();
         self.sample();
-        let runs: Vec<Arc<LiveRun>> = self.runs.lock().map(|r| r.clone()).unwrap_or_default();
+        let runs: Vec<Arc<RunData>> = self.runs.lock().map(|r| r.clone()).unwrap_or_default();
         let mut layers = Vec::new();
         let mut run_reports = Vec::new();
         for r in &runs {
@@ -521,5 +565,45 @@ mod tests {
         s.finish(Err("boom".into()));
         assert_eq!(s.report().state, RunState::Failed);
         assert_eq!(s.report().error.as_deref(), Some("boom"));
+    }
+
+    #[test]
+    fn a_session_is_idle_between_runs_and_a_command_is_not() {
+        let spec = [LayerSpec {
+            name: "sub".into(),
+            tasks: 2,
+            per_task: 1,
+        }];
+        let cmd = LiveStatus::new("calc");
+        drop(cmd.begin_run("computing", 2, &spec));
+        assert_eq!(
+            cmd.state(),
+            RunState::Running,
+            "a command runs until it finishes"
+        );
+
+        let s = LiveStatus::session("notebook");
+        assert_eq!(s.state(), RunState::Idle);
+        let a = s.begin_run("computing", 2, &spec);
+        let b = s.begin_run("writing", 2, &spec);
+        assert_eq!(s.state(), RunState::Running);
+        a.task_done(0, 0);
+        drop(a);
+        assert_eq!(s.state(), RunState::Running, "one run still going");
+        // A computation inside an outer run (an export's blocks) neither starts nor ends one.
+        let outer = s.begin_outer_run("exporting", 1, &spec);
+        drop(b);
+        drop(s.begin_run("computing", 1, &spec));
+        assert_eq!(s.state(), RunState::Running, "the outer run still going");
+        s.end_outer_run();
+        drop(outer);
+        assert_eq!(s.state(), RunState::Idle);
+        // The ended runs' counts stay in the report.
+        let rep = s.report();
+        assert_eq!(rep.state, RunState::Idle);
+        assert_eq!(rep.runs.len(), 3);
+        assert_eq!(rep.runs[0].done, 1);
+        s.finish(Ok(None));
+        assert_eq!(s.state(), RunState::Done);
     }
 }
