@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Store-format compatibility check: does xarray / rioxarray / zarr-python read a chunkcube cube right?
+"""Store-format compatibility check: do xarray / rioxarray / zarr-python / TensorStore read a chunkcube cube right?
 
 usage: python3 scripts/check_xarray.py CUBE [--expect-epsg 6933] [--expect-times 2019-01-01,2020-01-01]
                                        [--manifest tiles.csv]
@@ -11,14 +11,17 @@ Prints one line per check and exits 1 with a clear message at the first failure
 (see DESIGN.md, "Store format"). Needs the packages in scripts/requirements.txt.
 """
 import argparse
+import os
 import re
 import sys
 import warnings
 
 import numpy as np
 import rioxarray  # noqa: F401  (registers the .rio accessor)
+import tensorstore as ts
 import xarray as xr
 import zarr
+from importlib.metadata import version
 
 # rioxarray/affine deprecation chatter is not what this script checks.
 warnings.filterwarnings("ignore", category=PendingDeprecationWarning)
@@ -50,7 +53,7 @@ def main():
     args = ap.parse_args()
     cube = args.cube.rstrip("/")
     print(f"checking {cube} with xarray {xr.__version__}, zarr {zarr.__version__}, "
-          f"rioxarray {rioxarray.__version__}")
+          f"rioxarray {rioxarray.__version__}, tensorstore {version('tensorstore')}")
 
     # --- open exactly as a user would -----------------------------------------------------
     try:
@@ -130,6 +133,14 @@ def main():
         check(var.encoding.get("chunks") == chunks, f"{b}: chunks {chunks}, shards {a.shards}",
               f"xarray encoding chunks {var.encoding.get('chunks')}")
         raw = a[...]
+        # TensorStore (its own Zarr v3 codecs, crc32c and sharding included) reads the same.
+        t = ts.open({"driver": "zarr3", "kvstore": {"driver": "file", "path": os.path.abspath(f"{cube}/{b}")}},
+                    open=True).result()
+        traw = t.read().result()
+        check(traw.shape == raw.shape and traw.dtype == raw.dtype
+              and np.array_equal(traw, raw, equal_nan=np.issubdtype(raw.dtype, np.floating)),
+              f"{b}: TensorStore reads the same {traw.dtype} {traw.shape} as zarr-python",
+              f"TensorStore {traw.dtype} {traw.shape}")
         dec = var.values
         if np.issubdtype(a.dtype, np.integer):
             fv = a.fill_value

@@ -45,7 +45,7 @@ fi
 command -v python3 >/dev/null || die "python3 not found after apt-get install"
 python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
     || die "python3 >= 3.11 needed (zarr 3); found $(python3 --version 2>&1)"
-py_mods="xarray, zarr, rioxarray, dask, distributed, moto, maturin, pytest, nbclient, nbformat, ipykernel, matplotlib, obstore, cf_xarray"
+py_mods="xarray, zarr, rioxarray, dask, distributed, moto, maturin, pytest, nbclient, nbformat, ipykernel, matplotlib, obstore, cf_xarray, tensorstore"
 if python3 -c "import $py_mods" 2>/dev/null; then
     say "Python packages present ($py_mods)"
 else

@@ -7,10 +7,10 @@
 use std::path::Path;
 use std::process::Command;
 
-/// True when python3 imports xarray, zarr and rioxarray; otherwise skip (or fail when required).
+/// True when python3 imports xarray, zarr, rioxarray and tensorstore; otherwise skip (or fail when required).
 pub fn python_ready(test: &str) -> bool {
     let probe = Command::new("python3")
-        .args(["-c", "import xarray, zarr, rioxarray"])
+        .args(["-c", "import xarray, zarr, rioxarray, tensorstore"])
         .output();
     let why = match &probe {
         Ok(o) if o.status.success() => return true,
@@ -23,9 +23,9 @@ pub fn python_ready(test: &str) -> bool {
         Err(e) => format!("cannot run python3: {e}"),
     };
     if std::env::var("CHUNKCUBE_REQUIRE_PYTHON").as_deref() == Ok("1") {
-        panic!("{test}: python3 cannot import xarray, zarr, rioxarray ({why}); run scripts/setup.sh (as root) or `python3 -m pip install -r scripts/requirements.txt`");
+        panic!("{test}: python3 cannot import xarray, zarr, rioxarray, tensorstore ({why}); run scripts/setup.sh (as root) or `python3 -m pip install -r scripts/requirements.txt`");
     }
-    eprintln!("SKIP {test}: python3 cannot import xarray, zarr, rioxarray ({why}); run scripts/setup.sh to enable it");
+    eprintln!("SKIP {test}: python3 cannot import xarray, zarr, rioxarray, tensorstore ({why}); run scripts/setup.sh to enable it");
     false
 }
 
