@@ -49,10 +49,16 @@ fn storage_err(e: object_store::Error) -> StorageError {
 impl ReadableStorageTraits for ObjectStoreStorage {
     fn get(&self, key: &StoreKey) -> Result<Option<Bytes>, StorageError> {
         let path = ObjectPath::from(key.as_str());
-        let r = TokioBlockOn.block_on(async {
-            let r = self.store.get(&path).await?;
-            r.bytes().await
-        });
+        // The request runs as a task of the runtime's workers, which poll the body as it
+        // arrives; the calling thread is woken once, when it is complete. Polled by the caller
+        // (block_on), every arriving TCP segment woke one of up to 8 blocked threads; this way
+        // bench/s3.sh's client needs ~40% fewer context switches and a third less CPU (issue 18).
+        let store = self.store.clone();
+        let task = runtime().spawn(async move { store.get(&path).await?.bytes().await });
+        let r = match TokioBlockOn.block_on(task) {
+            Ok(r) => r,
+            Err(e) => return Err(StorageError::Other(format!("GET task failed: {e}"))),
+        };
         match r {
             Ok(b) => Ok(Some(b)),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
@@ -67,7 +73,10 @@ impl ReadableStorageTraits for ObjectStoreStorage {
     ) -> Result<MaybeBytesIterator<'a>, StorageError> {
         let path = ObjectPath::from(key.as_str());
         let ranges: Vec<ByteRange> = byte_ranges.collect();
-        let r = TokioBlockOn.block_on(async {
+        // On the runtime's workers, as `get` (woken once, not per arriving segment).
+        let (store, rs) = (self.store.clone(), ranges.clone());
+        let task = runtime().spawn(async move {
+            let ranges = rs;
             let mut out = Vec::with_capacity(ranges.len());
             let bounded: Option<Vec<std::ops::Range<u64>>> = ranges
                 .iter()
@@ -79,7 +88,7 @@ impl ReadableStorageTraits for ObjectStoreStorage {
             match bounded {
                 // Coalesced into as few requests as object_store sees fit.
                 Some(b) if !b.is_empty() && b.iter().all(|r| r.end > r.start) => {
-                    for bytes in self.store.get_ranges(&path, &b).await? {
+                    for bytes in store.get_ranges(&path, &b).await? {
                         out.push(bytes);
                     }
                 }
@@ -92,7 +101,7 @@ impl ReadableStorageTraits for ObjectStoreStorage {
                             }
                             ByteRange::FromStart(o, Some(n)) => GetRange::Bounded(*o..o + n),
                             ByteRange::FromStart(0, None) => {
-                                out.push(self.store.get(&path).await?.bytes().await?);
+                                out.push(store.get(&path).await?.bytes().await?);
                                 continue;
                             }
                             ByteRange::FromStart(o, None) => GetRange::Offset(*o),
@@ -102,12 +111,16 @@ impl ReadableStorageTraits for ObjectStoreStorage {
                             range: Some(range),
                             ..GetOptions::default()
                         };
-                        out.push(self.store.get_opts(&path, opts).await?.bytes().await?);
+                        out.push(store.get_opts(&path, opts).await?.bytes().await?);
                     }
                 }
             }
             Ok::<_, object_store::Error>(out)
         });
+        let r = match TokioBlockOn.block_on(task) {
+            Ok(r) => r,
+            Err(e) => return Err(StorageError::Other(format!("GET task failed: {e}"))),
+        };
         match r {
             Ok(parts) => {
                 for (r, b) in ranges.iter().zip(&parts) {
