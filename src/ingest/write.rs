@@ -421,11 +421,17 @@ fn ingest_in_pool(
         attributes: attrs,
     };
 
-    let mut store = Store::open(out, true)?;
+    // With crc32c (the default) a resumed run verifies every chunk it finds, so chunks need
+    // not be synced one by one: the shard marker's sync makes them durable before any commit.
+    let sopts = StoreOptions {
+        deferred_sync: opts.codecs.crc32c,
+        ..Default::default()
+    };
+    let mut store = Store::open_with(out, true, &sopts)?;
     // Over a committed cube, the new one is written beside it and switched in at the end
     // (a resumed overwrite finds its chunks again: the staging is named by the fingerprint).
     let staging = match opts.overwrite {
-        true => crate::store::replace::stage(out, &fingerprint, &StoreOptions::default())?,
+        true => crate::store::replace::stage(out, &fingerprint, &sopts)?,
         false => None,
     };
     if let Some(st) = &staging {

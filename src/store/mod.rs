@@ -217,8 +217,8 @@ pub struct StoreOptions {
     pub cache_bytes: Option<u64>,
     /// Local cubes: write chunks without syncing each to disk; the cube is synced once before
     /// its commit point. For writes that are redone from scratch when interrupted (results of
-    /// `calc`); a resumable ingest syncs every chunk, since a resumed run trusts the chunks it
-    /// finds.
+    /// `calc`) and for ingests whose chunks carry a crc32c (a resumed run verifies each one it
+    /// finds); an ingest without checksums syncs every chunk, since its resume trusts them.
     pub deferred_sync: bool,
 }
 
