@@ -25,7 +25,8 @@ pyo3::create_exception!(
 pub(crate) fn store(e: &StoreError) -> PyErr {
     let msg = e.to_string();
     match e {
-        StoreError::BadUrl { .. } => PyValueError::new_err(msg),
+        // A store in an order chunkcube does not read: the data is wrong for it, not the disk.
+        StoreError::BadUrl { .. } | StoreError::DimOrder { .. } => PyValueError::new_err(msg),
         StoreError::NotACube(_) | StoreError::NoSuchBucket { .. } => {
             PyFileNotFoundError::new_err(msg)
         }

@@ -68,6 +68,11 @@ pub(super) fn write(
         }
         Ok(())
     })?;
+    // A picture is north-up: a south-up grid's rows (ascending latitude) are shown reversed.
+    if da.geobox().north_up().1 {
+        let w = ow as usize;
+        px = px.chunks(w).rev().flatten().copied().collect();
+    }
     let (lo, hi) = match opts.scale {
         Some(s) => s,
         None => {

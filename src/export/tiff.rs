@@ -218,7 +218,8 @@ fn write_gtiff(
     let mut ds = crate::with_dtype!(da.dtype(), T => driver
         .create_with_band_type_with_options::<T, _>(file, w as usize, h as usize, 1, &opts))
     .map_err(err)?;
-    let g = da.geobox();
+    // Written north-up whatever the store's row order: rows of a south-up grid go in reverse.
+    let (g, flip) = da.geobox().north_up();
     ds.set_geo_transform(&g.transform).map_err(err)?;
     if !g.wkt.is_empty() {
         ds.set_projection(&g.wkt).map_err(err)?;
@@ -234,25 +235,31 @@ fn write_gtiff(
     }
     for_each_block(da, pb, |rows, cols, v| {
         let mut band = ds.rasterband(1).map_err(err)?;
-        let at = (cols.start as isize, rows.start as isize);
+        let row = if flip { h - rows.end } else { rows.start };
+        let at = (cols.start as isize, row as isize);
         let size = (
             (cols.end - cols.start) as usize,
             (rows.end - rows.start) as usize,
         );
-        crate::on_values!(v, a => put_block(&mut band, at, size, a)).map_err(err)
+        crate::on_values!(v, a => put_block(&mut band, at, size, a, flip)).map_err(err)
     })?;
     ds.flush_cache().map_err(err)?;
     ds.close().map_err(err)?;
     check_gdal(file)
 }
 
-/// Write one block (its values in row-major order) into the band.
+/// Write one block (its values in row-major order, rows reversed when `flip`) into the band.
 fn put_block<T: Element>(
     band: &mut gdal::raster::RasterBand<'_>,
     at: (isize, isize),
     size: (usize, usize),
-    a: ndarray::ArrayD<T>,
+    mut a: ndarray::ArrayD<T>,
+    flip: bool,
 ) -> Result<(), gdal::errors::GdalError> {
+    if flip && a.ndim() >= 2 {
+        // The rows axis is the second last of `[(time,) y, x]`; the copy below follows it.
+        a.invert_axis(ndarray::Axis(a.ndim() - 2));
+    }
     let data = if a.is_standard_layout() {
         a.into_raw_vec_and_offset().0
     } else {

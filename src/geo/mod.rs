@@ -113,6 +113,20 @@ impl GeoBox {
         }
     }
 
+    /// The same grid north-up: rows in the opposite order when y grows with the row (dy > 0,
+    /// as NetCDF/CMIP stores with ascending latitude have it), else unchanged. The flag says
+    /// whether rows were reversed. GeoTIFF readers accept a positive dy, but many (COG
+    /// viewers, tilers, rasterio's `bounds`) assume north-up, and a picture must be.
+    pub fn north_up(&self) -> (GeoBox, bool) {
+        if self.dy() <= 0.0 {
+            return (self.clone(), false);
+        }
+        let mut g = self.clone();
+        g.transform[3] = self.transform[3] + self.height as f64 * self.dy();
+        g.transform[5] = -self.dy();
+        (g, true)
+    }
+
     /// The "x0 dx 0 y0 0 dy" string rioxarray stores as `GeoTransform`.
     pub fn gdal_transform_string(&self) -> String {
         self.transform
@@ -260,6 +274,29 @@ mod tests {
         assert_eq!(centre_range(0.0, 10.0, 10, 200.0, 300.0), 0..0);
         // north-up y: origin 100, step -10: centres 95, 85, ...
         assert_eq!(centre_range(100.0, -10.0, 10, 80.0, 96.0), 0..2);
+    }
+
+    #[test]
+    fn north_up_reverses_rows_of_south_up_grids_only() {
+        let g = |t: [f64; 6]| GeoBox {
+            wkt: String::new(),
+            epsg: None,
+            transform: t,
+            width: 8,
+            height: 6,
+        };
+        // Latitude ascending from 9.5: rows' centres 9.55 .. 10.05.
+        let south = g([20.0, 0.1, 0.0, 9.5, 0.0, 0.1]);
+        let (n, flipped) = south.north_up();
+        assert!(flipped);
+        assert_eq!(n.bounds(), south.bounds());
+        let mut ys = south.y_coords();
+        ys.reverse();
+        for (a, b) in n.y_coords().iter().zip(&ys) {
+            assert!((a - b).abs() < 1e-9, "{a} vs {b}");
+        }
+        let north = g([20.0, 0.1, 0.0, 10.1, 0.0, -0.1]);
+        assert_eq!(north.north_up(), (north.clone(), false));
     }
 
     #[test]

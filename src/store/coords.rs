@@ -46,6 +46,22 @@ impl BandDims {
     pub fn yx(&self) -> [&'static str; 2] {
         SPATIAL_DIMS[self.spatial]
     }
+
+    /// The supported order of the same dimensions when `dims` holds them in another order
+    /// (`(time, lon, lat)` → `(time, lat, lon)`, `(y, x, time)` → `(time, y, x)`), else `None`.
+    /// Such arrays are refused rather than transposed on read: every chunk of a band is read
+    /// as `[time, y, x]` (windows, shards, byte ranges, row reads), and a transposed source
+    /// would need its own path through each of them.
+    pub fn supported_order(dims: &[String]) -> Option<Vec<&'static str>> {
+        let has = |n: &str| dims.iter().any(|d| d == n);
+        let [y, x] = *SPATIAL_DIMS.iter().find(|[y, x]| has(y) && has(x))?;
+        let want: Vec<&str> = match dims.len() {
+            3 if has("time") => vec!["time", y, x],
+            2 => vec![y, x],
+            _ => return None,
+        };
+        (BandDims::of(dims).is_none()).then_some(want)
+    }
 }
 
 /// Calendars whose dates are the proleptic Gregorian ones chunkcube computes with.

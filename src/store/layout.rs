@@ -601,6 +601,23 @@ pub fn read_cube_meta(store: &Store) -> Result<CubeMeta, StoreError> {
         super::manifest::check_listed(store, listed, &mut bands)?;
     }
     if bands.is_empty() {
+        // The dimensions are the supported ones in another order: say which order and how
+        // to rewrite the store, rather than "malformed".
+        let transposed = skipped
+            .iter()
+            .find_map(|(n, d)| BandDims::supported_order(d).map(|w| (n, d, w)));
+        if let Some((name, found, want)) = transposed {
+            let quoted: Vec<String> = want.iter().map(|d| format!("'{d}'")).collect();
+            return Err(StoreError::DimOrder {
+                url: store.url().to_string(),
+                msg: format!(
+                    "found '{name}' ({}); chunkcube reads ({}) in that order (time first, then y or lat, then x or lon) and does not transpose on read; rewrite it with xarray: ds.transpose({}).to_zarr(...)",
+                    found.join(", "),
+                    want.join(", "),
+                    quoted.join(", ")
+                ),
+            });
+        }
         let found = if skipped.is_empty() {
             "it has no data variables".to_string()
         } else {

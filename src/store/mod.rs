@@ -100,6 +100,14 @@ pub enum StoreError {
         /// Who holds the lock.
         holder: String,
     },
+    /// The data variables hold supported dimensions in an order chunkcube does not read.
+    #[error("cannot read {url}: {msg}")]
+    DimOrder {
+        /// Cube URL.
+        url: String,
+        /// The variable, its order, the supported one and the rewrite that gives it.
+        msg: String,
+    },
     /// The cube's metadata is malformed.
     #[error("malformed cube metadata at {url} '{key}': {msg}")]
     Metadata {

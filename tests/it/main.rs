@@ -4,6 +4,7 @@
 
 mod common;
 
+mod ascending;
 mod bounded;
 mod calc;
 mod cli;
