@@ -6,11 +6,16 @@
 # 512x512 chunks (64 chunk objects per band).
 # In one run:
 #   1. full-band read throughput: examples/s3_throughput.rs reads the whole red band through
-#      chunkcube (Cube::open + compute: prefetching layer, fetch + decode) and with a plain
+#      chunkcube (Cube::open + compute: prefetching layer, fetch + decode), with a plain
 #      concurrent object_store GET loop over the same chunk objects (fetch only, same cap of
-#      requests in flight); best of N each, alternated. Target: chunkcube >= 95% of the loop (issue 18).
-#      Both report the client's CPU seconds too: moto shares the machine's cores, so every CPU
-#      second the client spends decoding is taken from the server it is timed against.
+#      requests in flight: the transfer bound) and with that loop decoding each chunk as its GET
+#      completes (crc32c check + zstd into a chunk-sized buffer: the transfer + decode reference,
+#      decoded on the one thread driving the loop as a plain client would write it, so chunkcube,
+#      decoding off the I/O path, may beat it); best of N each, alternated.
+#      Target: chunkcube >= 95% of the fetch-only loop (issue 18).
+#      All report the client's CPU seconds too: moto shares the machine's cores, so every CPU
+#      second the client spends decoding is taken from the server it is timed against (which is
+#      why the decoding loop is slower than the fetch-only one).
 #      Also timed: the CLI `chunkcube load s3://... --measurements red --out DIR` (adds encoding
 #      and writing a local cube). The same band of a sharded copy (s3://bench/tiles-sharded: 2048x2048
 #      shards of 512x512 inner chunks) through the CLI too: its inner chunks are fetched as byte
@@ -114,10 +119,15 @@ rd = lambda n: json.load(open(f"{e['OUT']}/{n}.json"))
 load = rd("load-stats")
 mb = tp["encoded_mb"]
 rows = [
-    ("plain object_store GET loop (fetch only)", tp["plain_get_loop"]["best_s"], tp["chunk_objects"], ""),
+    ("plain object_store GET loop (fetch only)", tp["plain_get_loop"]["best_s"], tp["chunk_objects"],
+     f"client CPU {tp['plain_get_loop'].get('cpu_s', 0):.3f} s"),
+    ("GET loop + zstd decode (crc32c + zstd per chunk)", tp["get_loop_decode"]["best_s"], tp["chunk_objects"],
+     f"client CPU {tp['get_loop_decode'].get('cpu_s', 0):.3f} s; "
+     f"{100 * tp['plain_get_loop']['best_s'] / tp['get_loop_decode']['best_s']:.0f}% of the fetch-only loop"),
     ("chunkcube full-band read (fetch+decode)", tp["chunkcube_fetch_decode"]["best_s"], tp["chunk_objects"],
-     f"{100 * tp['ratio']:.0f}% of the loop (target >= 95%); client CPU "
-     f"{tp['chunkcube_fetch_decode'].get('cpu_s', 0):.3f} s vs the loop's {tp['plain_get_loop'].get('cpu_s', 0):.3f} s"),
+     f"{100 * tp['ratio']:.0f}% of the fetch-only loop (target >= 95%), "
+     f"{100 * tp['ratio_decode']:.0f}% of the loop + decode; client CPU "
+     f"{tp['chunkcube_fetch_decode'].get('cpu_s', 0):.3f} s"),
     ("chunkcube Cube::open (metadata, coordinates)", tp["chunkcube_open_s"], 0, "once per cube, not in the row above"),
     ("chunkcube load --out (fetch+decode+encode+write)", float(e["T_LOAD"]), int(e["G_LOAD"]),
      f"{100 * tp['plain_get_loop']['best_s'] / float(e['T_LOAD']):.0f}% of the loop"),
@@ -163,7 +173,7 @@ print(f"\nwrote {e['RESULTS']}")
 EOF
 
 # Result lines for bench/report.sh: the full-band read against the plain GET loop (the bound:
-# fetching alone, no decode).
+# fetching alone, no decode), and as a second row against the loop that decodes too.
 python3 - "$RESULTS" <<'EOF2'
 import json, sys
 sys.path.insert(0, "bench")
@@ -173,4 +183,7 @@ mb = tp["encoded_mb"]
 path = f"S3 full-band read ({tp['chunk_objects']} chunks, {mb:.0f} MB encoded)"
 emit("s3", path, "chunkcube", "chunkcube (fetch+decode)", mb / tp["chunkcube_fetch_decode"]["best_s"], "MB/s", "higher")
 emit("s3", path, "bound", "plain object_store GET loop", mb / tp["plain_get_loop"]["best_s"], "MB/s", "higher")
+path = f"S3 full-band read vs transfer+decode ({tp['chunk_objects']} chunks)"
+emit("s3", path, "chunkcube", "chunkcube (fetch+decode)", mb / tp["chunkcube_fetch_decode"]["best_s"], "MB/s", "higher")
+emit("s3", path, "bound", "GET loop + zstd decode", mb / tp["get_loop_decode"]["best_s"], "MB/s", "higher")
 EOF2
