@@ -1,6 +1,7 @@
 """Ctrl-C during a computation cancels it cleanly; the GIL is free meanwhile; progress shows."""
 
 import _thread
+import signal
 import threading
 import time
 
@@ -11,6 +12,17 @@ import chunkcube as cc
 
 # One-pixel chunks on one thread: ~10^5 tasks, well over the 100 ms between Ctrl-C polls.
 SLOW = {"time": 1, "y": 1, "x": 1}
+
+
+@pytest.fixture(autouse=True)
+def python_handles_ctrl_c():
+    """Python's own Ctrl-C handler, also when the suite runs in a background job (`cmd &` in a
+    script starts with SIGINT ignored, and Python then neither raises KeyboardInterrupt nor
+    lets `interrupt_main` reach the main thread): these tests are about what chunkcube does
+    once Python has an interrupt to raise."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
 
 
 def slow_ndvi(cube):
@@ -105,7 +117,8 @@ def test_progress_bar_on_stderr(cube_path, capsys):
 # Ingest: 4x4-pixel chunks on one thread, tens of thousands of chunk files; interrupted
 # after the first few hundred.
 INGEST = f"""
-import sys, chunkcube as cc
+import signal, sys, chunkcube as cc
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as python_handles_ctrl_c
 cc.ingest(manifest=sys.argv[1], out=sys.argv[2], chunks={{"time": 1, "y": 4, "x": 4}}, threads=1)
 print("finished")
 """
