@@ -158,7 +158,7 @@ impl CubeInfo {
             lonlat_bounds: g.lonlat_bounds().ok(),
             zarr_format: m.zarr_format,
             transform: g.transform,
-            resolution: [g.dx(), g.dy()],
+            resolution: [crate::geo::tidy(g.dx()), crate::geo::tidy(g.dy())],
             time: m.times.iter().map(|t| t.to_string()).collect(),
             time_bounds: m.time_bounds.as_ref().map(|b| {
                 b.iter()
@@ -205,9 +205,12 @@ impl std::fmt::Display for CubeInfo {
         };
         writeln!(f, "crs         {crs}")?;
         let b = self.bounds;
+        // At least centimetres for metre grids; enough decimals for degree grids.
+        let d =
+            crate::geo::decimals_for(self.resolution[0].abs().min(self.resolution[1].abs())).max(2);
         writeln!(
             f,
-            "bounds      {:.2}, {:.2}, {:.2}, {:.2} (minx, miny, maxx, maxy)",
+            "bounds      {:.d$}, {:.d$}, {:.d$}, {:.d$} (minx, miny, maxx, maxy)",
             b[0], b[1], b[2], b[3]
         )?;
         if let Some(l) = self.lonlat_bounds {

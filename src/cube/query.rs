@@ -273,14 +273,15 @@ fn empty_box(g: &GeoBox, b: [f64; 4], lonlat: Option<[f64; 4]>) -> String {
     if overlaps {
         msg += &format!(
             " lies within the cube's bounds but holds no pixel centre (pixels are {} x {}); widen it",
-            g.dx().abs(),
-            g.dy().abs()
+            crate::geo::tidy(g.dx().abs()),
+            crate::geo::tidy(g.dy().abs())
         );
     } else {
         msg += " lies outside the cube";
     }
+    let d = g.decimals();
     msg += &format!(
-        " (cube bounds {:.0},{:.0},{:.0},{:.0} in {crs}",
+        " (cube bounds {:.d$},{:.d$},{:.d$},{:.d$} in {crs}",
         cb[0], cb[1], cb[2], cb[3]
     );
     let degrees = |v: [f64; 4]| {

@@ -90,6 +90,13 @@ impl GeoBox {
             .collect()
     }
 
+    /// Decimals that show a coordinate of this grid to a tenth of a pixel or better: 0 for
+    /// 10 m pixels, 5 for 0.0001 degree pixels (so degree bounds are not rounded to whole
+    /// degrees, nor metre bounds printed with float noise).
+    pub fn decimals(&self) -> usize {
+        decimals_for(self.dx().abs().min(self.dy().abs()))
+    }
+
     /// Bounds `(minx, miny, maxx, maxy)` of the grid's outer edges.
     pub fn bounds(&self) -> [f64; 4] {
         let x0 = self.transform[0];
@@ -250,6 +257,21 @@ pub fn epsg_of(sr: &SpatialRef) -> Option<u32> {
     }
 }
 
+/// Decimals that show coordinates on a grid of pixel size `step` to a tenth of a pixel.
+pub fn decimals_for(step: f64) -> usize {
+    let step = tidy(step.abs());
+    if !step.is_finite() || step <= 0.0 {
+        return 2;
+    }
+    (1.0 - step.log10().floor()).clamp(0.0, 12.0) as usize
+}
+
+/// `v` to 12 significant digits: pixel sizes derived from coordinate arrays carry float
+/// noise (`0.10000000000000142`) that says nothing about the grid.
+pub fn tidy(v: f64) -> f64 {
+    format!("{v:.11e}").parse().unwrap_or(v)
+}
+
 /// Whether two CRS descriptions denote the same CRS (GDAL's `IsSame`).
 pub fn same_crs(a: &str, b: &str) -> bool {
     if a == b {
@@ -263,6 +285,19 @@ pub fn same_crs(a: &str, b: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn coordinates_print_to_a_tenth_of_a_pixel_and_sizes_without_float_noise() {
+        assert_eq!(super::decimals_for(10.0), 0);
+        assert_eq!(super::decimals_for(30.0), 0);
+        assert_eq!(super::decimals_for(0.5), 2);
+        assert_eq!(super::decimals_for(0.0001), 5);
+        assert_eq!(super::decimals_for(-0.000089831528), 6);
+        assert_eq!(super::decimals_for(0.0), 2);
+        assert_eq!(super::tidy(0.10000000000000142), 0.1);
+        assert_eq!(super::tidy(-10.000000000000002), -10.0);
+        assert_eq!(super::tidy(8.983152841195215e-5), 8.98315284120e-5);
+    }
+
     use super::*;
 
     #[test]

@@ -114,7 +114,31 @@ fn lat_lon_stores_open_as_y_x_and_select_as_xarray() {
             text.contains(&format!("stored as   ({})", dims.replace(',', ", "))),
             "{text}"
         );
+        // The pixel size without the float noise of coordinate differences, the bounds to a
+        // tenth of a pixel (not whole degrees).
+        assert!(text.contains("resolution  0.1 x -0.1\n"), "{text}");
+        assert!(
+            text.contains("bounds      20.00, 9.50, 20.80, 10.10 "),
+            "{text}"
+        );
     }
+    // A box inside the bounds between pixel centres: the error's bounds are in degrees to
+    // a tenth of a pixel, not rounded to whole degrees.
+    let line = run_err(
+        &[
+            "load",
+            s(&wgs),
+            "--bbox",
+            "20.01,9.91,20.04,9.94",
+            "--summary",
+        ],
+        &[
+            "holds no pixel centre",
+            "pixels are 0.1 x 0.1",
+            "20.00,9.50,20.80,10.10",
+        ],
+    );
+    assert!(!line.contains("outside"), "{line}");
 
     // Selections, by the store's own dimension names and by y/x, against xarray's.
     let mut n = 0;
