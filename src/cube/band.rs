@@ -483,6 +483,9 @@ impl ChunkSource for BandReader {
     fn read_cost(&self, idxs: &[[u64; 3]]) -> ReadCost {
         self.cost(idxs)
     }
+    fn attributes(&self) -> Option<&serde_json::Map<String, serde_json::Value>> {
+        Some(&self.meta.attributes)
+    }
     fn rows_bytes(&self) -> Option<u64> {
         let codecs = self.meta.stream_codecs?;
         if self.meta.inner_chunk_shape.is_some() {

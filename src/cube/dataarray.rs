@@ -23,9 +23,12 @@ pub struct DataArray {
     chunks: [u64; 3],
     values: Option<Values>,
     pub(super) session: Arc<Session>,
-    /// The first and last time steps a reduction over time reduced: the label (first) and
-    /// the CF time bounds written to cubes.
+    /// When time was reduced: the range reduced, `[first, last]` (the first step's lower
+    /// bound and the last's upper bound when the steps had bounds); the label is its start.
     pub(super) time_span: Option<[Time; 2]>,
+    /// The CF bounds of each of `times` when the cube read had them (its steps stand for
+    /// reduced ranges), selected with them; written back so the provenance survives.
+    pub(super) time_bounds: Option<Vec<[Time; 2]>>,
 }
 
 impl DataArray {
@@ -55,10 +58,11 @@ impl DataArray {
             dtype,
         );
         let meta = cube.meta();
+        let steps = w[0].start as usize..w[0].end as usize;
         DataArray {
             name: band.name().to_string(),
             node,
-            times: meta.times[w[0].start as usize..w[0].end as usize].to_vec(),
+            times: meta.times[steps.clone()].to_vec(),
             geobox: meta.geobox.window(&crate::geo::PixelWindow {
                 rows: w[1].clone(),
                 cols: w[2].clone(),
@@ -67,6 +71,7 @@ impl DataArray {
             values: None,
             session: cube.session().clone(),
             time_span: None,
+            time_bounds: meta.time_bounds.as_ref().map(|b| b[steps].to_vec()),
         }
     }
 
@@ -116,6 +121,10 @@ impl DataArray {
     /// When time was reduced: the first and last steps reduced (CF `bounds` of the result).
     pub fn time_span(&self) -> Option<[Time; 2]> {
         self.time_span
+    }
+    /// The CF bounds of each time step, when the cube read had them (a reduced cube's).
+    pub fn time_bounds(&self) -> Option<&[[Time; 2]]> {
+        self.time_bounds.as_deref()
     }
     /// The grid of the selection (CRS, transform of its first pixel, size).
     pub fn geobox(&self) -> &GeoBox {
@@ -206,11 +215,11 @@ impl DataArray {
     fn with_node(&self, node: Arc<Node>) -> DataArray {
         let mut times = self.times.clone();
         let mut time_span = self.time_span;
+        let mut time_bounds = self.time_bounds.clone();
         if !node.present[0] {
-            if let (Some(a), Some(b)) = (times.first(), times.last()) {
-                time_span = time_span.or(Some([*a, *b]));
-            }
+            time_span = time_span.or(self.reduced_span());
             times.clear();
+            time_bounds = None;
         }
         DataArray {
             name: self.name.clone(),
@@ -221,6 +230,17 @@ impl DataArray {
             values: None,
             session: self.session.clone(),
             time_span,
+            time_bounds,
+        }
+    }
+
+    /// The range a reduction over all of `times` spans: from the first step's lower bound
+    /// to the last step's upper bound when the steps have bounds (reducing a reduced cube
+    /// again spans what its steps spanned), else from the first step to the last.
+    fn reduced_span(&self) -> Option<[Time; 2]> {
+        match self.time_bounds.as_deref() {
+            Some(b) if !b.is_empty() => Some([b[0][0], b[b.len() - 1][1]]),
+            _ => Some([*self.times.first()?, *self.times.last()?]),
         }
     }
 
@@ -253,7 +273,9 @@ impl DataArray {
         }
         let mut out = self.with_node(self.node.slice(&r));
         if !out.times.is_empty() {
-            out.times = self.times[r[0].start as usize..r[0].end as usize].to_vec();
+            let steps = r[0].start as usize..r[0].end as usize;
+            out.times = self.times[steps.clone()].to_vec();
+            out.time_bounds = self.time_bounds.as_ref().map(|b| b[steps].to_vec());
         }
         out.geobox = self.geobox.window(&crate::geo::PixelWindow {
             rows: r[1].clone(),
@@ -389,6 +411,14 @@ impl DataArray {
         if !present[0] {
             out.time_span = out.time_span.or(self.time_span).or(other.time_span);
             out.times.clear();
+            out.time_bounds = None;
+        } else if a.present[0] && b.present[0] {
+            // Same steps (checked above); bounds only one operand states still describe
+            // them, two that disagree describe neither.
+            out.time_bounds = match (&self.time_bounds, &other.time_bounds) {
+                (Some(x), Some(y)) if x != y => None,
+                (x, y) => x.clone().or(y.clone()),
+            };
         }
         out
     }
@@ -399,6 +429,7 @@ impl DataArray {
         s.values = None;
         s.node = Node::new(Op::Const(v), [1, 1, 1], [false; 3], DType::F32);
         s.times.clear();
+        s.time_bounds = None;
         s
     }
 

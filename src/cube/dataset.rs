@@ -125,9 +125,9 @@ impl Dataset {
             .map(|(n, d)| (n.clone(), d.node.clone()))
             .collect();
         // A reduced time axis is one step labelled with its first date, its CF bounds the
-        // first and last steps reduced.
+        // range reduced; steps read with bounds (from a reduced cube) keep theirs.
         let (times, bounds) = match (first.times.is_empty(), first.time_span) {
-            (false, _) => (first.times.clone(), None),
+            (false, _) => (first.times.clone(), first.time_bounds.clone()),
             (true, Some(span)) => (vec![span[0]], Some(vec![span])),
             (true, None) => (vec![Time::EPOCH], None),
         };

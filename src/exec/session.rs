@@ -503,13 +503,16 @@ impl Session {
             .memory_limit
             .saturating_sub(cache_cap(self.config.memory_limit) + need * self.threads() as u64);
         let wide = computes_f64(&[node]);
-        let p = Arc::new(Persisted::new(
-            &self.spill,
-            node.shape,
-            chunks,
-            if wide { DType::F64 } else { DType::F32 },
-            (room / 2).min(cache_cap(self.config.memory_limit)),
-        )?);
+        let p = Arc::new(
+            Persisted::new(
+                &self.spill,
+                node.shape,
+                chunks,
+                if wide { DType::F64 } else { DType::F32 },
+                (room / 2).min(cache_cap(self.config.memory_limit)),
+            )?
+            .with_attributes(super::write::provenance(node)),
+        );
         // What stays in memory is held by the session, inside the budget's accounting.
         let keep = |bytes: u64, spilled: u64| {
             self.budget.add_held(bytes - spilled);

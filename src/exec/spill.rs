@@ -198,6 +198,9 @@ pub(crate) struct Persisted {
     id: u64,
     uid: usize,
     name: String,
+    /// What the persisted result's values are (its `cell_methods`): a result written from
+    /// it still says which reductions made it.
+    attributes: serde_json::Map<String, serde_json::Value>,
 }
 
 impl std::fmt::Debug for Persisted {
@@ -227,7 +230,17 @@ impl Persisted {
             id,
             uid: crate::graph::next_uid(),
             name: format!("persisted {id}"),
+            attributes: serde_json::Map::new(),
         })
+    }
+
+    /// The same, saying what its values are (see [`ChunkSource::attributes`]).
+    pub(crate) fn with_attributes(
+        mut self,
+        attributes: serde_json::Map<String, serde_json::Value>,
+    ) -> Persisted {
+        self.attributes = attributes;
+        self
     }
 
     fn idx(&self, r: &[Range<u64>; 3]) -> [u64; 3] {
@@ -318,6 +331,9 @@ impl Persisted {
 }
 
 impl ChunkSource for Persisted {
+    fn attributes(&self) -> Option<&serde_json::Map<String, serde_json::Value>> {
+        Some(&self.attributes)
+    }
     fn name(&self) -> &str {
         &self.name
     }

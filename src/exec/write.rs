@@ -215,10 +215,8 @@ impl Session {
         for (name, node) in outputs {
             // Results are float32 (NaN = missing) unless cast; casts keep nodata 0.
             let nodata = Some(result_nodata(node));
-            let mut attrs = serde_json::Map::new();
-            if let Some(cm) = cell_methods(node) {
-                attrs.insert("cell_methods".into(), serde_json::json!(cm));
-            }
+            let mut attrs = passed_through(node);
+            attrs.extend(provenance(node));
             // A count is CF's sum of presence: say so, as CF's `number_of_observations`
             // modifier does, and that it is dimensionless.
             if let Op::Reduce {
@@ -367,15 +365,32 @@ impl Session {
     }
 }
 
-/// CF `cell_methods` of a result: its reductions in the order applied (`time: mean`,
-/// `time: median x: mean`), or `None` when nothing was reduced. Only CF's method names
-/// (CF 1.11 Appendix E): a count is `sum` (of the presence of a value), with `long_name`
+/// CF `cell_methods` of a result: what its sources already were (a band of a reduced cube
+/// says `time: median`), then its reductions in the order applied (`time: median time: mean`
+/// is a mean of medians, legal CF), or `None` when nothing was ever reduced. Only CF's method
+/// names (CF 1.11 Appendix E): a count is `sum` (of the presence of a value), with `long_name`
 /// `number_of_observations of …` saying it counts (see where the attributes are written).
 fn cell_methods(node: &Node) -> Option<String> {
     let parts: Vec<String> = node.fold(|n, kids: &[Vec<String>]| {
+        // Operands combined elementwise (`mean(nir) - mean(red)`) are said once: an entry is
+        // kept as many times as one operand has it, never once per operand.
         let mut v: Vec<String> = Vec::new();
-        let own = match &n.op {
-            Op::Reduce { op, axis, .. } => Some(format!(
+        for k in kids {
+            for (i, s) in k.iter().enumerate() {
+                let in_k = k[..=i].iter().filter(|x| *x == s).count();
+                if v.iter().filter(|x| *x == s).count() < in_k {
+                    v.push(s.clone());
+                }
+            }
+        }
+        match &n.op {
+            Op::Source { src, .. } => {
+                let stored = src.attributes().and_then(|a| a.get("cell_methods"));
+                let stored = stored.and_then(serde_json::Value::as_str).map(str::trim);
+                v.extend(stored.filter(|s| !s.is_empty()).map(String::from));
+            }
+            // Applied to what its input already is: appended, never merged away.
+            Op::Reduce { op, axis, .. } => v.push(format!(
                 "{}: {}",
                 crate::store::DIMS[*axis],
                 match op {
@@ -388,16 +403,56 @@ fn cell_methods(node: &Node) -> Option<String> {
                     ReduceOp::Std => "standard_deviation",
                 }
             )),
-            _ => None,
-        };
-        for s in kids.iter().flatten().chain(own.as_ref()) {
-            if !v.contains(s) {
-                v.push(s.clone());
-            }
+            _ => {}
         }
         v
     });
     (!parts.is_empty()).then(|| parts.join(" "))
+}
+
+/// What a result's values are, carried by anything computed from it (a persisted
+/// intermediate included): its `cell_methods`.
+pub(crate) fn provenance(node: &Node) -> serde_json::Map<String, serde_json::Value> {
+    let mut attrs = serde_json::Map::new();
+    if let Some(cm) = cell_methods(node) {
+        attrs.insert("cell_methods".into(), serde_json::json!(cm));
+    }
+    attrs
+}
+
+/// The descriptive attributes a band keeps when it is written as it is (`load --out`, a
+/// selection, `calc --expr v=nir`): its values, dtype and nodata are the source's, so its
+/// name, units, flags and packing (`scale_factor`, which xarray applies on read) still hold.
+/// Anything computed drops them: whether `nir * 2` keeps `units` (or `nir / red` means
+/// anything in them) is not knowable here, and a wrong unit is worse than none.
+const PASSED_THROUGH: [&str; 13] = [
+    "long_name",
+    "standard_name",
+    "units",
+    "description",
+    "comment",
+    "flag_values",
+    "flag_masks",
+    "flag_meanings",
+    "valid_min",
+    "valid_max",
+    "valid_range",
+    "scale_factor",
+    "add_offset",
+];
+
+/// [`PASSED_THROUGH`] attributes of a result that is a stored band as it is, else none.
+fn passed_through(node: &Node) -> serde_json::Map<String, serde_json::Value> {
+    match &node.op {
+        Op::Source { src, .. } if !src.is_persisted() => src
+            .attributes()
+            .into_iter()
+            .flatten()
+            .filter(|(k, _)| PASSED_THROUGH.contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        _ => serde_json::Map::new(),
+    }
 }
 
 impl Session {
@@ -529,5 +584,64 @@ fn check_not_an_input(nodes: &[&Arc<Node>], url: &str) -> Result<(), ExecError> 
             "cannot write to {url}: it is, contains or lies inside the cube that band '{band}' is read from; write the result somewhere else"
         ))),
         None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cell_methods;
+    use crate::exec::testing::Synthetic;
+    use crate::exec::{ExecConfig, Session};
+    use crate::graph::{BinaryOp, Node, Op, ReduceOp};
+    use crate::store::DType;
+    use std::sync::Arc;
+
+    fn reduce(op: ReduceOp, axis: usize, input: &Arc<Node>) -> Arc<Node> {
+        let (mut shape, mut present) = (input.shape, input.present);
+        shape[axis] = 1;
+        present[axis] = false;
+        let input = input.clone();
+        let op = Op::Reduce {
+            op,
+            axis,
+            input,
+            offset: [0; 3],
+        };
+        Node::new(op, shape, present, DType::F32)
+    }
+
+    fn add(a: &Arc<Node>, b: &Arc<Node>) -> Arc<Node> {
+        let op = Op::Binary(BinaryOp::Add, a.clone(), b.clone());
+        Node::new(op, a.shape, a.present, DType::F32)
+    }
+
+    /// Reductions are said in the order applied (repeats: tests/it/reduced.rs);
+    /// operands that say the same are said once; a persisted result still says it.
+    #[test]
+    fn cell_methods_keep_order_merge_operands_and_survive_persist() {
+        let a = Synthetic::new("a", [4, 8, 8], [2, 4, 4], DType::U16, 1, false).node();
+        let m = reduce(ReduceOp::Mean, 0, &a);
+        assert_eq!(cell_methods(&a), None);
+        assert_eq!(cell_methods(&m).as_deref(), Some("time: mean"));
+        assert_eq!(cell_methods(&add(&m, &m)).as_deref(), Some("time: mean"));
+        let s = Session::new(ExecConfig::default()).unwrap();
+        let p = s.persist(&m, [1, 4, 4]).unwrap();
+        assert!(matches!(&p.op, Op::Source { .. }));
+        assert_eq!(cell_methods(&p).as_deref(), Some("time: mean"));
+        let then = reduce(ReduceOp::Max, 1, &add(&p, &m));
+        assert_eq!(
+            cell_methods(&then).as_deref(),
+            Some("time: mean y: maximum")
+        );
+        let mm = reduce(ReduceOp::Median, 2, &reduce(ReduceOp::Mean, 1, &m));
+        let both = add(&mm, &m);
+        assert_eq!(
+            cell_methods(&both).as_deref(),
+            Some("time: mean y: mean x: median")
+        );
+        // A persisted result of no reduction says none.
+        let b = Synthetic::new("b", [4, 8, 8], [2, 4, 4], DType::U16, 2, false).node();
+        let pb = s.persist(&b, [2, 4, 4]).unwrap();
+        assert_eq!(cell_methods(&pb), None);
     }
 }

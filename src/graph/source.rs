@@ -105,6 +105,11 @@ pub trait ChunkSource: Send + Sync + std::fmt::Debug {
     fn is_persisted(&self) -> bool {
         false
     }
+    /// The array's attributes as stored (CF `cell_methods`, `long_name`, `units`…), so a
+    /// result written from it can say what its values already are; `None`: it has none.
+    fn attributes(&self) -> Option<&serde_json::Map<String, serde_json::Value>> {
+        None
+    }
     /// What reading `idxs` costs (bytes, requests, absent chunks), told without reading a
     /// chunk. The default counts one request per chunk and no bytes.
     fn read_cost(&self, idxs: &[[u64; 3]]) -> ReadCost {

@@ -167,3 +167,207 @@ fn reductions_write_cf_cell_methods() {
         assert_eq!(info_json(&out)["time_method"], info_method, "{op}");
     }
 }
+
+/// A reduced cube (argv 1) as xarray decodes it: its steps, the bounds the time coordinate
+/// names, and every variable's attributes, as JSON (dates as `YYYY-MM-DD`).
+const READ_BOUNDS: &str = r#"
+import sys, json, warnings, numpy as np, xarray as xr
+with warnings.catch_warnings():
+    warnings.simplefilter("error")
+    ds = xr.open_zarr(sys.argv[1], decode_times=True)
+day = lambda d: str(np.datetime_as_string(d, unit="D"))
+bname = ds.time.attrs.get("bounds") or ds.time.encoding.get("bounds")
+out = {
+    "time": [day(d) for d in ds.time.values],
+    "bounds_name": bname,
+    "bounds": [[day(a), day(b)] for a, b in ds[bname].values] if bname else None,
+    "attrs": {k: {a: str(x) for a, x in v.attrs.items()} for k, v in ds.data_vars.items()},
+}
+print(json.dumps(out))
+"#;
+
+/// What a cube says of its time provenance, by chunkcube (`info --json`) and by xarray:
+/// (steps, bounds, `cell_methods` of `var`), both required to agree.
+fn provenance(cube: &Path, var: &str) -> (Value, Value, Value) {
+    let info = info_json(cube);
+    let band = info["bands"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["name"] == var)
+        .unwrap_or_else(|| panic!("no band {var}: {info}"))
+        .clone();
+    let xr: Value = serde_json::from_str(py(READ_BOUNDS, &[cube]).trim()).unwrap();
+    assert_eq!(xr["time"], info["time"], "{xr}\n{info}");
+    assert_eq!(xr["bounds"], info["time_bounds"], "{xr}\n{info}");
+    let cm = xr["attrs"][var]["cell_methods"].clone();
+    assert_eq!(cm, band["cell_methods"], "{xr}\n{info}");
+    if !xr["bounds"].is_null() {
+        assert_eq!(xr["bounds_name"], "time_bnds", "{xr}");
+    }
+    (info["time"].clone(), info["time_bounds"].clone(), cm)
+}
+
+fn cli(args: &[&str]) {
+    let mut a: Vec<&str> = args.to_vec();
+    a.push("--quiet");
+    run_ok(&a);
+}
+
+#[test]
+fn reduced_cubes_keep_bounds_and_cell_methods_when_read_again() {
+    if !python_ready("reduced_cubes_keep_bounds_and_cell_methods_when_read_again") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let p = |n: &str| tmp.path().join(n);
+    let src = p("src.zarr");
+    py(WRITE, &[&src]);
+    // The series WRITE writes runs from 2019-01-01 to 2021-01-01.
+    let (first, last) = ("2019-01-01", "2021-01-01");
+    let (med, copy, doubled, again) = (p("med.zarr"), p("copy"), p("x2"), p("again"));
+    cli(&[
+        "calc",
+        s(&src),
+        "--expr",
+        "m=red*1",
+        "--reduce",
+        "median:time",
+        "--out",
+        s(&med),
+    ]);
+    let want = (
+        serde_json::json!([first]),
+        serde_json::json!([[first, last]]),
+        serde_json::json!("time: median"),
+    );
+    assert_eq!(provenance(&med, "m"), want);
+
+    // Read again: copied as it is, or computed elementwise, it still says what it is.
+    cli(&["load", s(&med), "--out", s(&copy)]);
+    assert_eq!(provenance(&copy, "m"), want, "load --out");
+    cli(&["calc", s(&med), "--expr", "v=m*2", "--out", s(&doubled)]);
+    assert_eq!(provenance(&doubled, "v"), want, "calc m*2");
+
+    // Reduced again: a mean of medians over the same range (CF keeps both, in order).
+    cli(&[
+        "calc",
+        s(&med),
+        "--expr",
+        "v=m",
+        "--reduce",
+        "mean:time",
+        "--out",
+        s(&again),
+    ]);
+    let (t, b, cm) = provenance(&again, "v");
+    assert_eq!((t, b), (want.0, want.1));
+    assert_eq!(cm, "time: median time: mean");
+}
+
+/// Monthly means as xarray writes them (argv 1): steps mid-month, `time_bnds` the months
+/// (CF: [start, next start)), `cell_methods: "time: mean"`, a long name and units. Prints
+/// the steps and bounds pandas computes, as JSON.
+const MONTHLY: &str = r#"
+import sys, json, numpy as np, pandas as pd, xarray as xr
+starts = pd.date_range("2019-01-01", periods=5, freq="MS")
+ends = starts + pd.offsets.MonthBegin(1)
+t = starts + pd.Timedelta(days=14)
+y = -2500005.0 - 10.0 * np.arange(6)
+x = 2316005.0 + 10.0 * np.arange(8)
+v = (np.arange(5 * 6 * 8).reshape(5, 6, 8) % 17).astype("float32")
+attrs = {"long_name": "surface reflectance (red)", "units": "1", "cell_methods": "time: mean"}
+bnds = np.stack([starts.values, ends.values], axis=1)
+ds = xr.Dataset(
+    {"red": (("time", "y", "x"), v, attrs), "time_bnds": (("time", "nv"), bnds)},
+    coords={"time": t, "y": y, "x": x},
+)
+ds.time.attrs["bounds"] = "time_bnds"
+# Consolidated, as chunkcube writes, so that reading it back is checked warning-free alike.
+ds.to_zarr(sys.argv[1], zarr_format=3, consolidated=True)
+day = lambda d: str(d.date())
+print(json.dumps({"time": [day(d) for d in t], "bounds": [[day(a), day(b)] for a, b in zip(starts, ends)]}))
+"#;
+
+#[test]
+fn selections_keep_their_steps_bounds_and_reductions_span_them() {
+    if !python_ready("selections_keep_their_steps_bounds_and_reductions_span_them") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let p = |n: &str| tmp.path().join(n);
+    let src = p("monthly.zarr");
+    let refs: Value = serde_json::from_str(py(MONTHLY, &[&src]).trim()).unwrap();
+    let (times, bounds) = (
+        refs["time"].as_array().unwrap(),
+        refs["bounds"].as_array().unwrap(),
+    );
+    assert_eq!(bounds.len(), 5, "{refs}");
+    let mean = serde_json::json!("time: mean");
+    assert_eq!(
+        provenance(&src, "red"),
+        (refs["time"].clone(), refs["bounds"].clone(), mean.clone())
+    );
+
+    // February and March, by date and by index: their own bounds only.
+    let (by_date, by_index) = (p("febmar"), p("isel"));
+    cli(&[
+        "load",
+        s(&src),
+        "--time",
+        "2019-02/2019-03",
+        "--out",
+        s(&by_date),
+    ]);
+    cli(&["load", s(&src), "--isel", "time=1:3", "--out", s(&by_index)]);
+    let want = (
+        Value::from(times[1..3].to_vec()),
+        Value::from(bounds[1..3].to_vec()),
+        mean.clone(),
+    );
+    assert_eq!(provenance(&by_date, "red"), want, "--time");
+    assert_eq!(provenance(&by_index, "red"), want, "--isel");
+    // A band written as it is keeps what describes its values; a computed one does not.
+    let xr: Value = serde_json::from_str(py(READ_BOUNDS, &[&by_date]).trim()).unwrap();
+    assert_eq!(
+        xr["attrs"]["red"]["long_name"], "surface reflectance (red)",
+        "{xr}"
+    );
+    assert_eq!(xr["attrs"]["red"]["units"], "1", "{xr}");
+
+    // The library's selection of a lazy array subsets the bounds with the steps.
+    let cube = chunkcube::Cube::open(s(&src)).unwrap();
+    let ds = cube
+        .load(&chunkcube::Query::new().chunks(chunkcube::store::ChunkSpec::Auto))
+        .unwrap();
+    let da = ds["red"].isel(&[("time", 3..5)]).unwrap();
+    let got: Vec<[String; 2]> = da
+        .time_bounds()
+        .expect("bounds of the selection")
+        .iter()
+        .map(|[a, b]| [a.to_string(), b.to_string()])
+        .collect();
+    assert_eq!(serde_json::json!(got), Value::from(bounds[3..5].to_vec()));
+
+    // A mean of February..April spans the months, not the mid-month labels.
+    let reduced = p("mean");
+    cli(&[
+        "calc",
+        s(&src),
+        "--time",
+        "2019-02/2019-04",
+        "--expr",
+        "r=red*1",
+        "--reduce",
+        "mean:time",
+        "--out",
+        s(&reduced),
+    ]);
+    let (t, b, cm) = provenance(&reduced, "r");
+    let span = serde_json::json!([[bounds[1][0], bounds[3][1]]]);
+    assert_eq!(b, span, "{t}");
+    assert_eq!(t, serde_json::json!([bounds[1][0]]));
+    assert_eq!(cm, "time: mean time: mean");
+    let xr: Value = serde_json::from_str(py(READ_BOUNDS, &[&reduced]).trim()).unwrap();
+    assert!(xr["attrs"]["r"].get("units").is_none(), "{xr}");
+}
