@@ -80,20 +80,30 @@ pub struct BandInfo {
     pub stored_bytes: u64,
 }
 
-/// The method `cell_methods` names for time: `mean` of `time: mean`, `median` of
-/// `time: median x: mean` (CF also allows `time: mean (interval: 1 day)`).
-fn time_method(cm: &str) -> Option<&str> {
-    let mut words = cm.split_whitespace().skip_while(|w| *w != "time:");
-    words.next()?;
-    words.find(|w| !w.ends_with(':'))
+/// The methods `cell_methods` names for time, in the order applied: `[mean]` of
+/// `time: mean`, `[median]` of `time: median x: mean`, `[median, mean]` of
+/// `time: median time: mean` (CF also allows `time: mean (interval: 1 day)`).
+fn time_methods(cm: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut words = cm.split_whitespace();
+    while words.by_ref().any(|w| w == "time:") {
+        if let Some(m) = words.by_ref().find(|w| !w.ends_with(':')) {
+            out.push(m);
+        }
+    }
+    out
 }
 
-/// What a band did over time; a count is CF's `time: sum` of a `number_of_observations`.
-fn band_time_method(b: &crate::store::layout::BandMeta) -> Option<&str> {
+/// What a band did over time, the last reduction first (`mean of median`, as one reads a
+/// mean of medians); a count is CF's `time: sum` of a `number_of_observations`.
+fn band_time_method(b: &crate::store::layout::BandMeta) -> Option<String> {
     let attr = |k: &str| b.attributes.get(k).and_then(|v| v.as_str());
-    let m = time_method(attr("cell_methods")?)?;
+    let mut ms = time_methods(attr("cell_methods")?);
     let counts = attr("long_name").is_some_and(|l| l.starts_with("number_of_observations"));
-    Some(if m == "sum" && counts { "count" } else { m })
+    if counts && ms.first() == Some(&"sum") {
+        ms[0] = "count";
+    }
+    (!ms.is_empty()).then(|| ms.iter().rev().copied().collect::<Vec<_>>().join(" of "))
 }
 
 fn stored_dims(d: crate::store::layout::BandDims) -> Vec<String> {
@@ -168,10 +178,7 @@ impl CubeInfo {
             time_method: {
                 let mut it = m.bands.iter().map(band_time_method);
                 let first = it.next().flatten();
-                it.all(|m| m == first)
-                    .then_some(first)
-                    .flatten()
-                    .map(String::from)
+                it.all(|m| m == first).then_some(first).flatten()
             },
             chunks: bands.iter().map(|b| b.chunks).sum(),
             stored_bytes: bands.iter().map(|b| b.stored_bytes).sum(),
@@ -271,5 +278,24 @@ impl std::fmt::Display for CubeInfo {
             self.chunks,
             format_bytes(self.stored_bytes)
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::time_methods;
+
+    #[test]
+    fn time_methods_are_read_in_the_order_applied() {
+        assert_eq!(time_methods("time: mean"), ["mean"]);
+        assert_eq!(time_methods("time: median x: mean"), ["median"]);
+        assert_eq!(time_methods("x: mean time: median"), ["median"]);
+        assert_eq!(time_methods("time: median time: mean"), ["median", "mean"]);
+        assert_eq!(
+            time_methods("lat: lon: mean time: maximum (interval: 1 day)"),
+            ["maximum"]
+        );
+        assert_eq!(time_methods("area: mean"), Vec::<&str>::new());
+        assert_eq!(time_methods("time:"), Vec::<&str>::new());
     }
 }

@@ -263,6 +263,8 @@ fn reduced_cubes_keep_bounds_and_cell_methods_when_read_again() {
     let (t, b, cm) = provenance(&again, "v");
     assert_eq!((t, b), (want.0, want.1));
     assert_eq!(cm, "time: median time: mean");
+    // info reads it as a mean of medians (the last reduction first), not as a median.
+    assert_eq!(info_json(&again)["time_method"], "mean of median");
 }
 
 /// Monthly means as xarray writes them (argv 1): steps mid-month, `time_bnds` the months
