@@ -104,13 +104,20 @@ impl BandReader {
     pub fn meta(&self) -> &BandMeta {
         &self.meta
     }
-    /// Element type.
+    /// Element type of the values read: the stored one, or float64 for a packed band
+    /// (read decoded, see [`crate::store::packing`]).
     pub fn dtype(&self) -> DType {
-        self.meta.dtype
+        match self.meta.packing {
+            None => self.meta.dtype,
+            Some(_) => crate::store::packing::Packing::DTYPE,
+        }
     }
-    /// Nodata.
+    /// Nodata of the values read (NaN for a packed band: its missing values decode to NaN).
     pub fn nodata(&self) -> Option<f64> {
-        self.meta.nodata
+        match self.meta.packing {
+            None => self.meta.nodata,
+            Some(_) => Some(f64::NAN),
+        }
     }
     /// Full shape `[time, y, x]`.
     pub fn shape(&self) -> [u64; 3] {
@@ -186,8 +193,20 @@ impl BandReader {
 
     /// Fetch and decode one decode chunk (full chunk shape, fill beyond the array edge).
     /// Inner chunks of shards are fetched as their byte range of the shard (served from
-    /// prefetched bytes when announced, see [`BandReader::prefetch`]).
+    /// prefetched bytes when announced, see [`BandReader::prefetch`]). A packed band's chunk
+    /// is unpacked here, once per chunk read, so every consumer (elementwise kernels, the
+    /// integer and median reductions, writers) sees the values xarray gives; an unpacked
+    /// band pays one branch per chunk.
     pub fn read_chunk(&self, idx: [u64; 3]) -> Result<Values, ReadError> {
+        let raw = self.read_stored_chunk(idx)?;
+        Ok(match &self.meta.packing {
+            None => raw,
+            Some(p) => p.decode(&raw),
+        })
+    }
+
+    /// One decode chunk as stored (raw values of the stored dtype).
+    fn read_stored_chunk(&self, idx: [u64; 3]) -> Result<Values, ReadError> {
         let err = |e: zarrs::array::ArrayError| self.read_error(self.chunk_key(idx), e);
         let Some(layout) = &self.shards else {
             // The chain chunkcube writes: decoded straight into the values (store::whole).
@@ -454,10 +473,10 @@ impl ChunkSource for BandReader {
         self.meta.read_chunk_shape()
     }
     fn dtype(&self) -> DType {
-        self.meta.dtype
+        BandReader::dtype(self)
     }
     fn nodata(&self) -> Option<f64> {
-        self.meta.nodata
+        BandReader::nodata(self)
     }
     fn uid(&self) -> usize {
         self.uid
@@ -488,7 +507,8 @@ impl ChunkSource for BandReader {
     }
     fn rows_bytes(&self) -> Option<u64> {
         let codecs = self.meta.stream_codecs?;
-        if self.meta.inner_chunk_shape.is_some() {
+        // A row stream hands over stored values; packed bands are read whole and unpacked.
+        if self.meta.inner_chunk_shape.is_some() || self.meta.packing.is_some() {
             return None;
         }
         let bytes = crate::graph::chunk_bytes(self);
@@ -503,7 +523,8 @@ impl ChunkSource for BandReader {
     }
     fn open_rows(&self, idx: [u64; 3]) -> Result<Box<dyn crate::store::RowRead>, ReadError> {
         let key = self.chunk_key(idx);
-        let Some(codecs) = self.meta.stream_codecs.filter(|_| self.shards.is_none()) else {
+        let whole = self.shards.is_some() || self.meta.packing.is_some();
+        let Some(codecs) = self.meta.stream_codecs.filter(|_| !whole) else {
             return Err(self.read_error(key, "cannot be read as a stream of rows"));
         };
         let fill = self.array.fill_value().as_ne_bytes().to_vec();

@@ -74,10 +74,28 @@ pub struct BandInfo {
     /// CF `cell_methods` (what reductions made the values), when stored.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cell_methods: Option<String>,
+    /// CF packing, when the band is stored packed (`dtype` is then the stored type; its
+    /// values read as `packed.dtype`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub packed: Option<PackedInfo>,
     /// Objects stored (absent chunks are fill).
     pub stored_objects: u64,
     /// Their encoded bytes.
     pub stored_bytes: u64,
+}
+
+/// How a packed band's stored values become its values: `raw * scale_factor + add_offset`.
+#[derive(Debug, Clone, Serialize)]
+pub struct PackedInfo {
+    /// `scale_factor` (1 when not stored).
+    pub scale_factor: f64,
+    /// `add_offset` (0 when not stored).
+    pub add_offset: f64,
+    /// The dtype the values read as.
+    pub dtype: String,
+    /// `×0.0000275 + -0.2 → float64`.
+    #[serde(skip)]
+    pub text: String,
 }
 
 /// The methods `cell_methods` names for time, in the order applied: `[mean]` of
@@ -146,6 +164,12 @@ impl CubeInfo {
                     .and_then(|v| v.as_str())
                     .map(String::from),
                 chunks: grid_shape(b.shape, b.chunk_shape).iter().product(),
+                packed: b.packing.map(|p| PackedInfo {
+                    scale_factor: p.scale,
+                    add_offset: p.offset,
+                    dtype: crate::store::packing::Packing::DTYPE.to_string(),
+                    text: p.describe(),
+                }),
                 stored_objects: n,
                 stored_bytes: bytes,
             });
@@ -252,18 +276,33 @@ impl std::fmt::Display for CubeInfo {
             }
         }
         writeln!(f, "bands:")?;
+        // A packed band says how its stored values read: `uint16 (packed: ×… → float64)`.
+        let dtypes: Vec<String> = self
+            .bands
+            .iter()
+            .map(|bi| match &bi.packed {
+                None => bi.dtype.clone(),
+                Some(p) => format!("{} (packed: {})", bi.dtype, p.text),
+            })
+            .collect();
+        let w = dtypes
+            .iter()
+            .map(|d| d.chars().count())
+            .max()
+            .unwrap_or(0)
+            .max(8);
         writeln!(
             f,
-            "  {:<10} {:<8} {:>8} {:>22} {:>10} {:>12}",
+            "  {:<10} {:<w$} {:>8} {:>22} {:>10} {:>12}",
             "name", "dtype", "nodata", "chunk shape", "chunks", "stored"
         )?;
-        for bi in &self.bands {
+        for (bi, dtype) in self.bands.iter().zip(&dtypes) {
             let c = bi.chunk_shape;
             writeln!(
                 f,
-                "  {:<10} {:<8} {:>8} {:>22} {:>10} {:>12}",
+                "  {:<10} {:<w$} {:>8} {:>22} {:>10} {:>12}",
                 bi.name,
-                bi.dtype,
+                dtype,
                 bi.nodata
                     .map(|v| v.to_string())
                     .unwrap_or_else(|| "-".into()),

@@ -422,10 +422,11 @@ pub(crate) fn provenance(node: &Node) -> serde_json::Map<String, serde_json::Val
 
 /// The descriptive attributes a band keeps when it is written as it is (`load --out`, a
 /// selection, `calc --expr v=nir`): its values, dtype and nodata are the source's, so its
-/// name, units, flags and packing (`scale_factor`, which xarray applies on read) still hold.
+/// name, units and flags still hold. Packing is never among them: a packed band is read,
+/// and so written, decoded (see [`passed_through`]).
 /// Anything computed drops them: whether `nir * 2` keeps `units` (or `nir / red` means
 /// anything in them) is not knowable here, and a wrong unit is worse than none.
-const PASSED_THROUGH: [&str; 13] = [
+const PASSED_THROUGH: [&str; 11] = [
     "long_name",
     "standard_name",
     "units",
@@ -437,20 +438,29 @@ const PASSED_THROUGH: [&str; 13] = [
     "valid_min",
     "valid_max",
     "valid_range",
-    "scale_factor",
-    "add_offset",
 ];
 
 /// [`PASSED_THROUGH`] attributes of a result that is a stored band as it is, else none.
+/// A packed band (`scale_factor`/`add_offset`, xarray-written) is read decoded, and so is
+/// written decoded: float64 with NaN, as `--print` and xarray show it. Keeping the raw
+/// integers and their packing instead would be the one place chunkcube handed out stored
+/// values rather than the values it computes with (a `--isel` selection and `v=nir*1` would
+/// then differ in dtype and values); so the attributes that only hold for the raw values
+/// ([`crate::store::packing::RAW_DOMAIN`]: packing, valid ranges, flags) are dropped, names
+/// and units kept.
 fn passed_through(node: &Node) -> serde_json::Map<String, serde_json::Value> {
     match &node.op {
-        Op::Source { src, .. } if !src.is_persisted() => src
-            .attributes()
-            .into_iter()
-            .flatten()
-            .filter(|(k, _)| PASSED_THROUGH.contains(&k.as_str()))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect(),
+        Op::Source { src, .. } if !src.is_persisted() => {
+            let attrs = src.attributes().cloned().unwrap_or_default();
+            let packed = crate::store::packing::is_packed(&attrs);
+            attrs
+                .into_iter()
+                .filter(|(k, _)| PASSED_THROUGH.contains(&k.as_str()))
+                .filter(|(k, _)| {
+                    !packed || !crate::store::packing::RAW_DOMAIN.contains(&k.as_str())
+                })
+                .collect()
+        }
         _ => serde_json::Map::new(),
     }
 }

@@ -97,6 +97,9 @@ pub struct BandMeta {
     /// (`bytes` little-endian, then optionally `zstd`, then optionally `crc32c`; no sharding,
     /// no transpose): see [`crate::store::ChunkRows`].
     pub stream_codecs: Option<Codecs>,
+    /// CF packing (`scale_factor`/`add_offset`, see [`super::packing`]): the band reads
+    /// decoded, as float64 with missing values NaN.
+    pub packing: Option<super::packing::Packing>,
 }
 
 impl BandMeta {
@@ -473,6 +476,7 @@ fn parse_band(store: &Store, name: &str, key: &str, doc: &Value) -> Result<Parse
             _ => None,
         },
     };
+    let packing = super::packing::Packing::of(&attributes, nodata).map_err(|m| bad(&m))?;
     Ok(Parsed::Band(Box::new(BandMeta {
         manifest: None,
         name: name.to_string(),
@@ -484,6 +488,7 @@ fn parse_band(store: &Store, name: &str, key: &str, doc: &Value) -> Result<Parse
         inner_chunk_shape: inner,
         attributes,
         stream_codecs,
+        packing,
     })))
 }
 

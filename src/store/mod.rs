@@ -25,6 +25,7 @@ pub mod limits;
 mod local;
 pub mod lock;
 pub mod manifest;
+pub mod packing;
 pub(crate) mod prefetch;
 pub mod redact;
 pub mod remote;

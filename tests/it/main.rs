@@ -18,6 +18,7 @@ mod interop;
 mod jobs;
 mod out_of_core;
 mod overwrite;
+mod packed;
 mod plan;
 mod query;
 mod reduced;
