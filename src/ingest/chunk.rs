@@ -19,14 +19,17 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use super::plan::PlanBand;
+use super::tilecheck::TileChecks;
 
 thread_local! {
     // One GDAL handle per tile per worker: datasets are not thread-safe.
     static HANDLES: RefCell<HashMap<PathBuf, gdal::Dataset>> = RefCell::new(HashMap::new());
 }
 
-/// Read a window of band 1 of `path` into `buf` (row-major `w × h`).
+/// Read a window of band 1 of `path` into `buf` (row-major `w × h`), checking the tile
+/// against its scan when it is opened.
 fn read_window<T: Element>(
+    checks: &TileChecks,
     path: &Path,
     x: usize,
     y: usize,
@@ -41,10 +44,15 @@ fn read_window<T: Element>(
             handles.clear();
         }
         if !handles.contains_key(path) {
+            if super::remote::is_remote_path(path) {
+                // A worker planning from a saved scan has not opened any tile before.
+                super::remote::configure_gdal();
+            }
             let ds = gdal::Dataset::open(path).map_err(|e| IngestError::Read {
                 file: file.clone(),
                 msg: crate::store::redact::clean(&e.to_string()),
             })?;
+            checks.check(path, &ds)?;
             handles.insert(path.to_path_buf(), ds);
         }
         let ds = &handles[path];
@@ -74,6 +82,7 @@ fn read_window<T: Element>(
 
 /// Build one whole output chunk (or shard) and store it. Returns decoded bytes produced.
 pub(super) fn write_chunk<T: Element>(
+    checks: &TileChecks,
     band: &PlanBand,
     arr: &zarrs::array::Array<dyn zarrs::storage::ReadableWritableListableStorageTraits>,
     idx: [u64; 3],
@@ -132,14 +141,14 @@ pub(super) fn write_chunk<T: Element>(
             if !overlap && w == cx {
                 // Whole rows of the chunk: GDAL writes them in place.
                 let rows = &mut dst[off..off + w * h];
-                read_window(path, x, y, w, h, rows)?;
+                read_window(checks, path, x, y, w, h, rows)?;
                 if float {
                     clean(rows, nodata, fill);
                 }
                 continue;
             }
             buf.resize(w * h, fill);
-            read_window(path, x, y, w, h, &mut buf)?;
+            read_window(checks, path, x, y, w, h, &mut buf)?;
             for (r, src) in buf.chunks_exact(w).enumerate() {
                 let d0 = off + r * cx;
                 let out = &mut dst[d0..d0 + w];

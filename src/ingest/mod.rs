@@ -17,6 +17,7 @@ pub mod remote;
 pub mod savedscan;
 pub mod scan;
 pub mod stac;
+mod tilecheck;
 mod write;
 
 pub use plan::{plan_mosaic, MosaicPlan, Placed, PlanBand};
@@ -101,6 +102,19 @@ pub enum IngestError {
         file: String,
         /// GDAL's message.
         msg: String,
+    },
+    /// A tile that is no longer the one the plan was made from (replaced on its server or
+    /// on disk since the scan; see `tilecheck`): its pixels would land on the old grid.
+    #[error("tile {file} changed since {since} ({what}): {fix}")]
+    Changed {
+        /// The tile, as the user named it.
+        file: String,
+        /// What the expectation came from (the saved scan, or this run's scan).
+        since: String,
+        /// What changed, `old → new`.
+        what: String,
+        /// What to do.
+        fix: String,
     },
     /// Writing a chunk failed.
     #[error("writing chunk {key}: {msg}")]

@@ -101,13 +101,27 @@ pub(crate) fn configure_gdal() {
 /// Size and modification time GDAL reports for a remote tile (`None`: not there or not
 /// reachable).
 pub(crate) fn stat(path: &Path) -> Option<(u64, i64)> {
+    stat_with(path, 0)
+}
+
+/// GDAL's `VSI_STAT_CACHE_ONLY` (cpl_vsi.h, GDAL >= 3.4; not in gdal-sys' bindings).
+const VSI_STAT_CACHE_ONLY: i32 = 0x10;
+
+/// Size and modification time of a remote tile from what GDAL already knows, never a
+/// request: after the tile was opened, the size and `Last-Modified` of the open's HEAD
+/// (`/vsicurl/`) or first ranged GET (`/vsis3/`). `None` when GDAL has forgotten them.
+pub(crate) fn cached_stat(path: &Path) -> Option<(u64, i64)> {
+    stat_with(path, VSI_STAT_CACHE_ONLY)
+}
+
+fn stat_with(path: &Path, flags: i32) -> Option<(u64, i64)> {
     let c = CString::new(path.to_str()?).ok()?;
     // SAFETY: GDAL's VSIStatBufL is the C library's `struct stat64` (opaque in gdal-sys, so
     // libc's definition is the buffer); a zeroed one is valid, `c` outlives the call.
     unsafe {
         let mut st: libc::stat64 = std::mem::zeroed();
         let buf = (&mut st as *mut libc::stat64).cast::<gdal_sys::VSIStatBufL>();
-        if gdal_sys::VSIStatExL(c.as_ptr(), buf, 0) != 0 {
+        if gdal_sys::VSIStatExL(c.as_ptr(), buf, flags) != 0 {
             return None;
         }
         Some((st.st_size as u64, st.st_mtime))

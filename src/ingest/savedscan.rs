@@ -6,10 +6,16 @@
 //! the sources name (path or URL, band, time, where declared: a changed manifest, STAC file or
 //! folder is a different list) and of the local tiles' identities (size, mtime, a sample of
 //! their bytes: cheap to recompute). A worker whose fingerprint differs ignores the saved scan,
-//! says so, and scans as before. A remote tile replaced on its server after the scan is not
-//! detected by the workers (checking would cost the requests the scan saves): they use the
-//! identity (ETag, size, mtime) recorded by the scan, so all of them still agree on one plan.
-//! Run `--scan-only` again after changing remote tiles.
+//! says so, and scans as before. A remote tile is not looked at when the scan is loaded
+//! (that would cost the requests the scan saves): the workers use the identity (ETag, size,
+//! mtime) recorded by the scan, so all of them agree on one plan. A tile replaced on its
+//! server since the scan is caught when a chunk task opens it for its pixels, at no extra
+//! request ([`super::tilecheck`]): a different size in bytes, `Last-Modified` time, size in
+//! pixels, geotransform, CRS, band count, data type or nodata fails the worker, naming the
+//! tile and what changed, before anything is committed. Not detected: a rewrite of the same
+//! size whose server keeps or omits `Last-Modified` (a static file server copying mtimes)
+//! and whose header is unchanged; the ETag would tell, but GDAL sends a request for it.
+//! Run `--scan-only` again (into a cleared output) after changing remote tiles.
 
 use super::scan::{TileInfo, TileSource};
 use super::IngestError;
@@ -17,8 +23,9 @@ use crate::store::job::SCAN_KEY;
 use crate::store::{DType, Store};
 use serde::{Deserialize, Serialize};
 
-/// Format version of the saved scan; another version is ignored, never misread.
-const VERSION: u32 = 1;
+/// Format version of the saved scan; another version is ignored, never misread. (Version 1
+/// wrote a NaN nodata as JSON's `null`, read back as no nodata.)
+const VERSION: u32 = 2;
 
 /// One tile as scanned: its header and its identity (what resume and the job fingerprint use).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -33,7 +40,8 @@ struct SavedTile {
     width: u64,
     height: u64,
     dtype: String,
-    nodata: Option<f64>,
+    /// As Rust prints it (`NaN`, `-inf`, `0`): JSON numbers have no NaN, and this round-trips.
+    nodata: Option<String>,
     identity: String,
     bytes: u64,
 }
@@ -100,7 +108,7 @@ pub(crate) fn save(
             width: t.width,
             height: t.height,
             dtype: t.dtype.zarr_name().to_string(),
-            nodata: t.nodata,
+            nodata: t.nodata.map(|v| v.to_string()),
             identity: id.clone(),
             bytes: *b,
         })
@@ -153,6 +161,11 @@ pub(crate) fn load_matching(
         if std::path::Path::new(&t.path) != src.path || t.band != src.band {
             return ignored("saved scan of other tiles");
         }
+        let nodata = match t.nodata.as_deref().map(str::parse::<f64>) {
+            None => None,
+            Some(Ok(v)) => Some(v),
+            Some(Err(_)) => return ignored("a nodata value that is not a number"),
+        };
         out.infos.push(TileInfo {
             source: src.clone(),
             wkt: t.wkt,
@@ -161,7 +174,7 @@ pub(crate) fn load_matching(
             width: t.width,
             height: t.height,
             dtype,
-            nodata: t.nodata,
+            nodata,
         });
         out.identities.push(t.identity);
         out.bytes.push(t.bytes);

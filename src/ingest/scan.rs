@@ -231,7 +231,8 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), IngestError> {
     Ok(())
 }
 
-fn dtype_of(t: GdalDataType) -> Option<DType> {
+/// chunkcube's element type for GDAL's `t` (`None`: not supported).
+pub(super) fn dtype_of(t: GdalDataType) -> Option<DType> {
     Some(match t {
         GdalDataType::UInt8 => DType::U8,
         GdalDataType::UInt16 => DType::U16,

@@ -331,6 +331,7 @@ fn ingest_in_pool(
         Some(_) => super::savedscan::load_matching(&Store::open(out, true)?, &srcs)?,
         None => None,
     };
+    let saved = reused.is_some();
     let (infos, identities) = match reused {
         Some(r) => {
             eprintln!(
@@ -381,6 +382,7 @@ fn ingest_in_pool(
     };
     let plan = plan_mosaic(&infos)?;
     let (chunks, shards) = chunk_shapes(&plan, opts)?;
+    let checks = super::tilecheck::TileChecks::new(&infos, &identities, saved);
 
     let fingerprint = fnv64(&format!(
         "{:?}|{:?}|{:?}|{:?}|{}|{}",
@@ -527,7 +529,7 @@ fn ingest_in_pool(
                 .memory_in_use
                 .fetch_add(chunk_bytes, Ordering::Relaxed);
         }
-        let n = with_dtype!(band.dtype, T => super::chunk::write_chunk::<T>(band, arr, idx, outer, shape));
+        let n = with_dtype!(band.dtype, T => super::chunk::write_chunk::<T>(&checks, band, arr, idx, outer, shape));
         if let (Some(l), Some(t0)) = (&live, t0) {
             let g = l.status().gauges();
             g.memory_in_use.fetch_sub(chunk_bytes, Ordering::Relaxed);

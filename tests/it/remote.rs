@@ -23,6 +23,8 @@ struct FileServer {
     requests: Arc<AtomicU64>,
     /// The path of every request, in order (what a worker asked of which tile).
     log: Arc<Mutex<Vec<String>>>,
+    /// The path of every HEAD request (GDAL's open of a /vsicurl/ file sends one).
+    heads: Arc<Mutex<Vec<String>>>,
 }
 
 impl FileServer {
@@ -33,12 +35,14 @@ impl FileServer {
         let base = format!("http://{}", listener.local_addr().unwrap());
         let requests = Arc::new(AtomicU64::new(0));
         let log = Arc::new(Mutex::new(Vec::new()));
-        let (root, count, l) = (root.to_path_buf(), requests.clone(), log.clone());
+        let heads = Arc::new(Mutex::new(Vec::new()));
+        let (root, count) = (root.to_path_buf(), requests.clone());
+        let (l, hl) = (log.clone(), heads.clone());
         std::thread::spawn(move || {
             for conn in listener.incoming().flatten() {
-                let (root, count, l) = (root.clone(), count.clone(), l.clone());
+                let (root, count, l, hl) = (root.clone(), count.clone(), l.clone(), hl.clone());
                 std::thread::spawn(move || {
-                    let _ = serve(conn, &root, &count, &l);
+                    let _ = serve(conn, &root, &count, &l, &hl);
                 });
             }
         });
@@ -46,16 +50,18 @@ impl FileServer {
             base,
             requests,
             log,
+            heads,
         }
     }
 
     /// The requests since the last call, per path.
     fn take_log(&self) -> BTreeMap<String, u64> {
-        let mut per = BTreeMap::new();
-        for p in std::mem::take(&mut *self.log.lock().unwrap()) {
-            *per.entry(p).or_insert(0) += 1;
-        }
-        per
+        count(std::mem::take(&mut *self.log.lock().unwrap()))
+    }
+
+    /// The HEAD requests since the last call, per path.
+    fn take_heads(&self) -> BTreeMap<String, u64> {
+        count(std::mem::take(&mut *self.heads.lock().unwrap()))
     }
 
     fn url(&self, rel: &str) -> String {
@@ -63,11 +69,20 @@ impl FileServer {
     }
 }
 
+fn count(paths: Vec<String>) -> BTreeMap<String, u64> {
+    let mut per = BTreeMap::new();
+    for p in paths {
+        *per.entry(p).or_insert(0) += 1;
+    }
+    per
+}
+
 fn serve(
     conn: std::net::TcpStream,
     root: &Path,
     count: &AtomicU64,
     log: &Mutex<Vec<String>>,
+    heads: &Mutex<Vec<String>>,
 ) -> std::io::Result<()> {
     let mut reader = BufReader::new(conn.try_clone()?);
     let mut out = conn;
@@ -96,6 +111,9 @@ fn serve(
         count.fetch_add(1, Ordering::SeqCst);
         let rel = target.split('?').next().unwrap().trim_start_matches('/');
         log.lock().unwrap().push(rel.to_string());
+        if method == "HEAD" {
+            heads.lock().unwrap().push(rel.to_string());
+        }
         let file = root.join(rel);
         let body = match (rel.contains(".."), std::fs::read(&file)) {
             (false, Ok(b)) if file.is_file() => b,
@@ -297,14 +315,16 @@ fn http_tiles_ingest_to_the_local_cube_and_resume() {
     );
 }
 
-/// Run the three workers of a job one after another, each's requests to the server per tile.
-fn workers(
+/// Run the three workers of a job one after another: whether each succeeded, its requests
+/// to the server per tile, its stderr.
+fn try_workers(
     env: &Env,
     srv: &FileServer,
     out: &Path,
     m: &Path,
-) -> Vec<(BTreeMap<String, u64>, String)> {
+) -> Vec<(bool, BTreeMap<String, u64>, String)> {
     srv.take_log();
+    srv.take_heads();
     (0..3)
         .map(|i| {
             let sh = format!("{i}/3");
@@ -312,8 +332,24 @@ fn workers(
                 out,
                 &["--manifest", s(m), "--shard", &sh, "--threads", "1"],
             )));
-            assert!(ok, "worker {sh}: {err}");
-            (srv.take_log(), err)
+            (ok, srv.take_log(), err)
+        })
+        .collect()
+}
+
+/// [`try_workers`], each required to succeed.
+fn workers(
+    env: &Env,
+    srv: &FileServer,
+    out: &Path,
+    m: &Path,
+) -> Vec<(BTreeMap<String, u64>, String)> {
+    try_workers(env, srv, out, m)
+        .into_iter()
+        .enumerate()
+        .map(|(i, (ok, log, err))| {
+            assert!(ok, "worker {i}/3: {err}");
+            (log, err)
         })
         .collect()
 }
@@ -386,8 +422,10 @@ fn a_saved_scan_spares_the_workers_the_header_reads() {
             gets(log0)
         );
         // A tile it reads costs no more requests than without the scan.
+        // A tile it reads costs fewer requests than without the scan (which spends a HEAD on
+        // each tile's identity): checking the open against the scan sends none.
         for (t, n) in log {
-            assert!(*n <= log0[t], "worker {i}, {t}: {n} > {}", log0[t]);
+            assert!(*n < log0[t], "worker {i}, {t}: {n} >= {}", log0[t]);
         }
         eprintln!(
             "worker {i}/3: {} requests to {} tiles with the saved scan, {} to {} without",
@@ -446,6 +484,173 @@ fn a_saved_scan_spares_the_workers_the_header_reads() {
         tiles - 1,
         "the worker scanned the tiles itself"
     );
+}
+
+/// The last line of a failed run's stderr (a worker says first that it plans from the saved
+/// scan), checked to be an error line, without a panic.
+fn failure(ok: bool, err: &str) -> String {
+    assert!(!ok, "expected a failure: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let last = err.lines().rfind(|l| !l.trim().is_empty()).unwrap_or("");
+    assert!(last.starts_with("error: "), "{err}");
+    eprintln!("[error line] {last}");
+    last.to_string()
+}
+
+#[test]
+fn a_tile_replaced_after_the_saved_scan_fails_the_worker_that_reads_it() {
+    let Served {
+        tmp,
+        www,
+        srv,
+        env,
+        manifest: m,
+        ..
+    } = served();
+    // What the workers ask of the server with every tile unchanged.
+    let base = tmp.path().join("base");
+    env.ok(&strs(&ingest_args(
+        &base,
+        &["--manifest", s(&m), "--scan-only"],
+    )));
+    let baseline = workers(&env, &srv, &base, &m);
+    // ...of which the HEADs are the opens' own, one per tile read: checking the open
+    // against the scan sends none (asking GDAL for the ETag would send another).
+    let heads = srv.take_heads();
+    let read: BTreeMap<String, u64> = baseline.iter().fold(BTreeMap::new(), |mut a, (l, _)| {
+        l.keys().for_each(|k| *a.entry(k.clone()).or_insert(0) += 1);
+        a
+    });
+    assert_eq!(heads, read, "one HEAD per tile per worker that reads it");
+
+    // The scan, then the red tile of x000y000 2019 replaced on the server by the one of
+    // x001y001: another size in bytes and pixels, another origin.
+    let out = tmp.path().join("out");
+    env.ok(&strs(&ingest_args(
+        &out,
+        &["--manifest", s(&m), "--scan-only"],
+    )));
+    let rows = fixture_rows();
+    let find = |name: &str| rows.iter().find(|r| r.0.contains(name)).unwrap().0.clone();
+    let red = find("x000y000_2019--P1Y_final_red");
+    let other = find("x001y001_2019--P1Y_final_red");
+    std::fs::copy(www.join(&other), www.join(&red)).unwrap();
+    let url = srv.url(&red);
+
+    let runs = try_workers(&env, &srv, &out, &m);
+    let mut failed = 0;
+    for (i, ((ok, log, err), (log0, _))) in runs.iter().zip(&baseline).enumerate() {
+        if log.contains_key(red.as_str()) {
+            // The worker that reads the replaced tile stops at its open, naming it and what
+            // changed, and says how to recover.
+            let line = failure(*ok, err);
+            for want in [
+                url.as_str(),
+                "changed since the saved scan",
+                "size 14226 → 11423 bytes",
+                "120x100 → 90x100 px",
+                "origin 2316000,-2500000 → 2317200,-2501000",
+                "--scan-only",
+            ] {
+                assert!(line.contains(want), "worker {i}: {want:?} in {line}");
+            }
+            failed += 1;
+        } else {
+            // The others read their unchanged tiles with the very requests they needed
+            // before: the check sends none.
+            assert!(ok, "worker {i}: {err}");
+            assert_eq!(
+                log, log0,
+                "worker {i}: the same requests as with no tile changed"
+            );
+        }
+    }
+    assert!(failed >= 1, "a worker read the replaced tile");
+    // Nothing committed: the cube is incomplete and commit names the missing shard(s).
+    assert!(!out.join("zarr.json").exists());
+    env.err(&["commit", s(&out)], &["not finished"]);
+    env.err(&["info", s(&out)], &[s(&out)]);
+
+    // The tile in its place again, reprocessed (the 2020 pixels), and as the message says:
+    // clear the output, scan again, run the workers: the cube of the tiles as they now are
+    // (the same files ingested locally).
+    std::fs::copy(
+        www.join(find("x000y000_2020--P1Y_final_red")),
+        www.join(&red),
+    )
+    .unwrap();
+    std::fs::remove_dir_all(&out).unwrap();
+    env.ok(&strs(&ingest_args(
+        &out,
+        &["--manifest", s(&m), "--scan-only"],
+    )));
+    workers(&env, &srv, &out, &m);
+    env.ok(&["commit", s(&out)]);
+    let local_m = tmp.path().join("www.csv");
+    manifest_at(&local_m, |p| s(&www.join(p)).to_string());
+    let want = tmp.path().join("want");
+    env.ok(&strs(&ingest_args(&want, &["--manifest", s(&local_m)])));
+    assert_same_cube("after a new scan", &out, &want);
+}
+
+#[test]
+fn an_s3_object_rewritten_after_the_saved_scan_is_caught_by_its_modification_time() {
+    let Some(ep) = endpoint() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let bucket = make_bucket(&ep, "rescan");
+    upload_fixtures(&ep, &bucket);
+    let env = Env::new(&ep);
+    let m = tmp.path().join("s3.csv");
+    manifest_at(&m, |p| format!("s3://{bucket}/fx/{p}"));
+    let out = tmp.path().join("out");
+    env.ok(&strs(&ingest_args(
+        &out,
+        &["--manifest", s(&m), "--scan-only"],
+    )));
+
+    // The same bytes put again a second later: the same size and header, a new Last-Modified
+    // (what a same-size rewrite looks like; S3 keeps no older time).
+    let red = fixture_rows()[3].0.clone();
+    assert!(
+        red.contains("x000y000_2019") && red.ends_with("red.tif"),
+        "{red}"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let bytes = std::fs::read(common::fixtures_dir().join(&red)).unwrap();
+    block_on(bucket_store(&ep, &bucket).put(
+        &ObjectPath::from(format!("fx/{red}")),
+        PutPayload::from(bytes),
+    ))
+    .unwrap();
+    let (ok, _, err) = env.run(&strs(&ingest_args(
+        &out,
+        &["--manifest", s(&m), "--shard", "0/1"],
+    )));
+    let line = failure(ok, &err);
+    for want in [
+        format!("s3://{bucket}/fx/{red}"),
+        "changed since the saved scan (modified 20".into(),
+        "--scan-only".into(),
+    ] {
+        assert!(line.contains(&want), "{want:?} in {line}");
+    }
+    assert!(!line.contains("size"), "{line}");
+    assert!(!out.join("zarr.json").exists());
+
+    // Scanned again, the same worker completes the cube (from the saved scan: the open of
+    // every tile agreed with it).
+    std::fs::remove_dir_all(&out).unwrap();
+    env.ok(&strs(&ingest_args(
+        &out,
+        &["--manifest", s(&m), "--scan-only"],
+    )));
+    let (ok, _, err) = env.run(&strs(&ingest_args(
+        &out,
+        &["--manifest", s(&m), "--shard", "0/1"],
+    )));
+    assert!(ok && err.contains("saved scan of 40 tiles"), "{err}");
+    env.ok(&["commit", s(&out)]);
+    assert_same_cube("s3 tiles from a new scan", &out, &local_cube(tmp.path()));
 }
 
 #[test]
